@@ -1,0 +1,171 @@
+//! Redis key names, in one place.
+//!
+//! Layout (with the default prefix `rps`):
+//!
+//! | key | type | what |
+//! |---|---|---|
+//! | `rps:events:{n}` | stream | decoded events of shard `n` (braces: a Redis Cluster hash tag) |
+//! | `rps:cdc:checkpoint:<server>` | string | reader position, written atomically with the entries it covers |
+//! | `rps:deadletter` | stream | rejected events and failed deadlines |
+//! | `rps:generation` | string | the active read-model generation `g` |
+//! | `rps:g<g>:progress` | hash | shard → last stream id applied to generation `g` |
+//! | `rps:g<g>:player:<id>` | hash | all-time counters |
+//! | `rps:g<g>:player:<id>:<season>` | hash | season counters |
+//! | `rps:g<g>:board` / `rps:g<g>:board:<season>` | sorted set | leaderboards |
+//! | `rps:g<g>:seasons` | set | seasons that have a board |
+//! | `rps:g<g>:match:<id>` | hash | match state |
+//! | `rps:g<g>:deadlines` | sorted set | open matches' deadlines, score = ms, member `<shard>:<match>` |
+//!
+//! The deadline set is part of a generation (not a global `rps:deadlines`)
+//! because it is derived from the events like every other read model: a
+//! rebuild must rebuild it, and the switch must swap it with the rest.
+
+use crate::event::{SeasonId, ShardId};
+
+/// The consumer group every projector joins on every shard stream.
+pub const PROJECTOR_GROUP: &str = "projector";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub fn new(prefix: &str) -> Self {
+        Keys {
+            prefix: prefix.to_string(),
+        }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    pub fn events(&self, shard: ShardId) -> String {
+        format!("{}:events:{{{shard}}}", self.prefix)
+    }
+
+    pub fn cdc_checkpoint(&self, server: &str) -> String {
+        format!("{}:cdc:checkpoint:{server}", self.prefix)
+    }
+
+    pub fn deadletter(&self) -> String {
+        format!("{}:deadletter", self.prefix)
+    }
+
+    pub fn generation(&self) -> String {
+        format!("{}:generation", self.prefix)
+    }
+
+    /// Compensator bookkeeping: leases of claimed deadlines.
+    pub fn deadline_leases(&self) -> String {
+        format!("{}:compensator:leases", self.prefix)
+    }
+
+    /// Compensator bookkeeping: attempt history of deadlines being retried.
+    pub fn deadline_attempts(&self) -> String {
+        format!("{}:compensator:attempts", self.prefix)
+    }
+
+    /// Keys of one read-model generation.
+    pub fn generation_keys(&self, generation: u64) -> GenerationKeys {
+        GenerationKeys {
+            base: format!("{}:g{generation}", self.prefix),
+            generation,
+        }
+    }
+}
+
+/// Keys of one read-model generation, `{prefix}:g{n}:…`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GenerationKeys {
+    base: String,
+    pub generation: u64,
+}
+
+/// Board members are zero-padded player ids so that equal scores order by
+/// the lower id (Redis breaks score ties lexicographically).
+pub fn board_member(player_id: i64) -> String {
+    format!("{player_id:019}")
+}
+
+pub fn parse_board_member(member: &str) -> Option<i64> {
+    member.parse().ok()
+}
+
+/// Deadline members name the shard and the match.
+pub fn deadline_member(shard: ShardId, match_id: i64) -> String {
+    format!("{shard}:{match_id}")
+}
+
+pub fn parse_deadline_member(member: &str) -> Option<(ShardId, i64)> {
+    let (s, m) = member.split_once(':')?;
+    Some((s.parse().ok()?, m.parse().ok()?))
+}
+
+impl GenerationKeys {
+    /// Prefix of every key of the generation, for SCAN when dropping it.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    pub fn progress(&self) -> String {
+        format!("{}:progress", self.base)
+    }
+
+    pub fn player(&self, player_id: i64) -> String {
+        format!("{}:player:{player_id}", self.base)
+    }
+
+    pub fn player_season(&self, player_id: i64, season: SeasonId) -> String {
+        format!("{}:player:{player_id}:{season}", self.base)
+    }
+
+    /// The all-time board (`None`) or a season's board.
+    pub fn board(&self, season: Option<SeasonId>) -> String {
+        match season {
+            None => format!("{}:board", self.base),
+            Some(s) => format!("{}:board:{s}", self.base),
+        }
+    }
+
+    pub fn seasons(&self) -> String {
+        format!("{}:seasons", self.base)
+    }
+
+    pub fn match_state(&self, match_id: i64) -> String {
+        format!("{}:match:{match_id}", self.base)
+    }
+
+    pub fn deadlines(&self) -> String {
+        format!("{}:deadlines", self.base)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        let k = Keys::new("rps");
+        assert_eq!(k.events(3), "rps:events:{3}");
+        assert_eq!(k.cdc_checkpoint("mysql-a"), "rps:cdc:checkpoint:mysql-a");
+        let g = k.generation_keys(2);
+        let s: SeasonId = "2026Q4".parse().unwrap();
+        assert_eq!(g.player_season(5, s), "rps:g2:player:5:2026Q4");
+        assert_eq!(g.board(Some(s)), "rps:g2:board:2026Q4");
+        assert_eq!(g.board(None), "rps:g2:board");
+        assert_eq!(g.deadlines(), "rps:g2:deadlines");
+    }
+
+    #[test]
+    fn members_round_trip_and_sort_by_id() {
+        assert!(board_member(9) < board_member(10));
+        assert_eq!(parse_board_member(&board_member(1234)), Some(1234));
+        assert_eq!(
+            parse_deadline_member(&deadline_member(3, 77)),
+            Some((3, 77))
+        );
+    }
+}

@@ -1,0 +1,70 @@
+//! `rpsctl`: the one operator binary.
+//!
+//! It parses arguments, loads `rps.toml` and hands typed values to the
+//! libraries (cdc-reader, projector, compensator, api, simulator, event
+//! store); no component logic lives here.
+
+mod cmd;
+mod runtime;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use rps_core::Config;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// CDC-driven event sourcing for rock-paper-scissors match results.
+#[derive(Debug, Parser)]
+#[command(name = "rpsctl", version, about)]
+struct Cli {
+    /// The deployment description.
+    #[arg(long, global = true, env = "RPS_CONFIG", default_value = "rps.toml")]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create shard databases, event tables and the pipeline account on every server.
+    Init(cmd::init::Args),
+    /// Play the upstream game servers: write a simulated tournament into the shards.
+    Simulate(cmd::simulate::Args),
+    /// Tail every server's binlog into the shard streams.
+    CdcReader(cmd::components::MetricsArgs),
+    /// Fold the shard streams into the read models.
+    Projector(cmd::components::MetricsArgs),
+    /// Serve the leaderboard HTTP API (and /metrics).
+    Api,
+    /// Fire expired saga deadlines as `timed_out` events.
+    Compensator(cmd::components::MetricsArgs),
+    /// Run cdc-reader, projector, compensator and API in one process.
+    Run,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    runtime::init_tracing();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(dispatch(cli))
+}
+
+fn load_config(path: &std::path::Path) -> anyhow::Result<Arc<Config>> {
+    Ok(Arc::new(Config::load(path)?))
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    let config = load_config(&cli.config)?;
+    match cli.command {
+        Command::Init(args) => cmd::init::run(config, args).await,
+        Command::Simulate(args) => cmd::simulate::run(config, args).await,
+        Command::CdcReader(args) => cmd::components::cdc_reader(config, args).await,
+        Command::Projector(args) => cmd::components::projector(config, args).await,
+        Command::Api => cmd::components::api(config).await,
+        Command::Compensator(args) => cmd::components::compensator(config, args).await,
+        Command::Run => cmd::components::run_all(config).await,
+    }
+}

@@ -1,0 +1,13 @@
+-- The pipeline's least-privilege account. `rpsctl init` runs this on every
+-- server with {user}, {password}, {database} and {table} filled in from
+-- rps.toml (the user and password of each server's `url`).
+--
+--   REPLICATION SLAVE   read the binlog (COM_BINLOG_DUMP)
+--   REPLICATION CLIENT  SHOW MASTER STATUS / SHOW BINARY LOGS
+--   BINLOG MONITOR      the same on MariaDB 10.5+ (REPLICATION CLIENT is its alias there)
+--   SELECT              snapshots, replay, export, verify
+--   INSERT              the compensator's `timed_out` appends, on the event tables only
+CREATE USER IF NOT EXISTS '{user}'@'%' IDENTIFIED BY '{password}';
+GRANT REPLICATION SLAVE, BINLOG MONITOR ON *.* TO '{user}'@'%';
+GRANT SELECT ON `{database}`.* TO '{user}'@'%';
+GRANT INSERT ON `{database}`.`{table}` TO '{user}'@'%';

@@ -1,0 +1,544 @@
+//! Harness for tests against real servers.
+//!
+//! Two kinds of servers:
+//! - the shared local environment (`scripts/dev-env.sh up`: MariaDB on 3307
+//!   and 3308, Redis on 6380; override with `RPS_TEST_MYSQL_PORTS="3307 3308"`
+//!   and `RPS_TEST_REDIS_URL`). Each [`TestEnv`] gets its own database prefix
+//!   and Redis key prefix, so tests run side by side without seeing each other.
+//! - private instances ([`MariaDbInstance`], [`RedisInstance`]) on free ports
+//!   with throw-away data folders, for tests that kill, restart or purge a
+//!   server and must not disturb anyone else.
+
+use rps_core::config::{ApiConfig, CdcConfig, CompensatorConfig, ProjectorConfig, RedisConfig};
+use rps_core::{Config, ServerConfig};
+use rps_event_store::EventStore;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub const PIPELINE_USER: &str = "rps_pipeline";
+pub const PIPELINE_PASSWORD: &str = "rps_pipeline_pw";
+
+/// The repository root (for `sql/` and `rps.toml`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Logs to the test output once per process, filtered by `RUST_LOG`.
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,mysql_async=warn,fred=warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+fn unique_name(test: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let clean: String = test
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(16)
+        .collect();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "t{}_{}_{}{}",
+        std::process::id() % 100_000,
+        N.fetch_add(1, Ordering::Relaxed),
+        clean,
+        nanos % 1000
+    )
+}
+
+/// A server of a test topology: its MySQL port.
+#[derive(Debug, Clone)]
+pub struct TestServer {
+    pub name: String,
+    pub port: u16,
+}
+
+/// One test's slice of the servers: unique database and key prefixes, an
+/// initialised schema, and a config pointing at it.
+pub struct TestEnv {
+    pub name: String,
+    pub config: Arc<Config>,
+    pub store: EventStore,
+}
+
+fn shared_mysql_ports() -> Vec<u16> {
+    std::env::var("RPS_TEST_MYSQL_PORTS")
+        .unwrap_or_else(|_| "3307 3308".to_string())
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+pub fn shared_redis_url() -> String {
+    std::env::var("RPS_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6380".to_string())
+}
+
+/// A topology of `shard_count` shards spread round-robin over `servers`.
+pub fn test_config(
+    name: &str,
+    shard_count: u16,
+    servers: &[TestServer],
+    redis_url: &str,
+) -> Config {
+    let servers = servers
+        .iter()
+        .enumerate()
+        .map(|(i, s)| ServerConfig {
+            name: s.name.clone(),
+            url: format!(
+                "mysql://{PIPELINE_USER}:{PIPELINE_PASSWORD}@127.0.0.1:{}",
+                s.port
+            ),
+            admin_url: Some(format!("mysql://root@127.0.0.1:{}", s.port)),
+            shards: (0..shard_count)
+                .filter(|sh| usize::from(*sh) % servers.len() == i)
+                .collect(),
+        })
+        .collect();
+    let config = Config {
+        shard_count,
+        database_prefix: format!("{name}_shard_"),
+        redis: RedisConfig {
+            url: redis_url.to_string(),
+            prefix: name.to_string(),
+        },
+        api: ApiConfig {
+            bind: "127.0.0.1:0".to_string(),
+        },
+        servers,
+        cdc: CdcConfig {
+            // Replica ids must be unique per server across concurrent tests.
+            server_id_base: 10_000 + (std::process::id() % 1000) * 100 + next_replica_slot(),
+            heartbeat_ms: 500,
+            ..CdcConfig::default()
+        },
+        projector: ProjectorConfig {
+            block_ms: 200,
+            claim_idle_ms: 2_000,
+            ..ProjectorConfig::default()
+        },
+        compensator: CompensatorConfig::default(),
+    };
+    config.validate().expect("test topology is valid");
+    config
+}
+
+fn next_replica_slot() -> u32 {
+    static SLOT: AtomicU32 = AtomicU32::new(0);
+    (SLOT.fetch_add(4, Ordering::Relaxed)) % 100
+}
+
+impl TestEnv {
+    /// A fresh slice of the shared local environment: 8 shards on its two
+    /// MariaDB servers, initialised.
+    pub async fn new(test: &str) -> TestEnv {
+        Self::with_shards(test, 8).await
+    }
+
+    pub async fn with_shards(test: &str, shard_count: u16) -> TestEnv {
+        let servers: Vec<TestServer> = shared_mysql_ports()
+            .into_iter()
+            .enumerate()
+            .map(|(i, port)| TestServer {
+                name: format!("mysql-{}", (b'a' + i as u8) as char),
+                port,
+            })
+            .collect();
+        Self::on_servers(test, shard_count, &servers, &shared_redis_url()).await
+    }
+
+    /// A slice of the given servers (e.g. private instances).
+    pub async fn on_servers(
+        test: &str,
+        shard_count: u16,
+        servers: &[TestServer],
+        redis_url: &str,
+    ) -> TestEnv {
+        init_tracing();
+        let name = unique_name(test);
+        let config = test_config(&name, shard_count, servers, redis_url);
+        Self::from_config(name, config).await
+    }
+
+    pub async fn from_config(name: String, config: Config) -> TestEnv {
+        rps_event_store::init(&config)
+            .await
+            .expect("rpsctl init on the test servers (is scripts/dev-env.sh up?)");
+        let config = Arc::new(config);
+        let store = EventStore::new(config.clone()).expect("event store");
+        TestEnv {
+            name,
+            config,
+            store,
+        }
+    }
+
+    /// A connected Redis client.
+    pub async fn redis(&self) -> fred::clients::Client {
+        redis_client(&self.config.redis.url).await
+    }
+
+    /// An admin (root) connection to the server hosting `shard`.
+    pub async fn admin_conn(&self, shard: u16) -> mysql_async::Conn {
+        let server = self.config.server_of(shard);
+        mysql_async::Conn::new(
+            mysql_async::Opts::from_url(server.admin_url.as_deref().expect("admin url"))
+                .expect("url"),
+        )
+        .await
+        .expect("admin connection")
+    }
+
+    /// An admin connection to a server by name.
+    pub async fn admin_conn_to(&self, server: &str) -> mysql_async::Conn {
+        let server = self.config.server(server).expect("server");
+        mysql_async::Conn::new(
+            mysql_async::Opts::from_url(server.admin_url.as_deref().expect("admin url"))
+                .expect("url"),
+        )
+        .await
+        .expect("admin connection")
+    }
+
+    /// Drops the test's databases and Redis keys.
+    pub async fn cleanup(&self) {
+        use fred::interfaces::KeysInterface;
+        use mysql_async::prelude::Queryable;
+        for shard in 0..self.config.shard_count {
+            if let Ok(mut c) = mysql_async::Conn::new(
+                mysql_async::Opts::from_url(
+                    self.config
+                        .server_of(shard)
+                        .admin_url
+                        .as_deref()
+                        .unwrap_or_default(),
+                )
+                .expect("url"),
+            )
+            .await
+            {
+                let _ = c
+                    .query_drop(format!(
+                        "DROP DATABASE IF EXISTS `{}`",
+                        self.config.database(shard)
+                    ))
+                    .await;
+            }
+        }
+        let redis = self.redis().await;
+        let pattern = format!("{}:*", self.config.redis.prefix);
+        let mut cursor = "0".to_string();
+        loop {
+            let (next, keys): (String, Vec<String>) = redis
+                .scan_page(cursor, pattern.clone(), Some(1000), None)
+                .await
+                .unwrap_or_else(|_| ("0".into(), vec![]));
+            if !keys.is_empty() {
+                let _: Result<(), _> = redis.del(keys).await;
+            }
+            if next == "0" {
+                break;
+            }
+            cursor = next;
+        }
+    }
+}
+
+/// A connected fred client with the pipeline's reconnect policy.
+pub async fn redis_client(url: &str) -> fred::clients::Client {
+    use fred::prelude::*;
+    let config = fred::types::config::Config::from_url(url).expect("redis url");
+    let client = Builder::from_config(config)
+        .with_connection_config(|c| {
+            c.connection_timeout = Duration::from_secs(2);
+        })
+        .set_policy(ReconnectPolicy::new_constant(0, 100))
+        .build()
+        .expect("redis client");
+    client.init().await.expect("redis connect");
+    client
+}
+
+/// Polls `check` until it answers `Some`, or panics after `timeout` naming `what`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    let mut wait = Duration::from_millis(10);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if start.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for: {what}");
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_millis(250));
+    }
+}
+
+/// A free TCP port on loopback (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn current_user() -> String {
+    std::env::var("USER")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| {
+            Command::new("id")
+                .arg("-un")
+                .output()
+                .ok()
+                .and_then(|o| String::from_utf8(o.stdout).ok())
+                .map(|s| s.trim().to_string())
+                .unwrap_or_else(|| "root".to_string())
+        })
+}
+
+/// A private MariaDB server with the pipeline's required settings
+/// (`sql/server.cnf`), its own port and data folder. Killed on drop.
+pub struct MariaDbInstance {
+    dir: tempfile::TempDir,
+    pub port: u16,
+    pub server_id: u32,
+    child: Option<Child>,
+}
+
+impl MariaDbInstance {
+    pub async fn start(server_id: u32) -> MariaDbInstance {
+        let dir = tempfile::Builder::new()
+            .prefix("rps-mariadb-")
+            .tempdir()
+            .expect("tempdir");
+        let out = Command::new("mariadb-install-db")
+            .arg("--no-defaults")
+            .arg(format!("--datadir={}", dir.path().join("data").display()))
+            .arg(format!("--user={}", current_user()))
+            .arg("--auth-root-authentication-method=normal")
+            .arg("--skip-test-db")
+            .output()
+            .expect("mariadb-install-db (is MariaDB installed? scripts/dev-env.sh up installs it)");
+        assert!(
+            out.status.success(),
+            "mariadb-install-db failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut me = MariaDbInstance {
+            dir,
+            port: free_port(),
+            server_id,
+            child: None,
+        };
+        me.launch().await;
+        // Root over TCP, as the dev environment has it.
+        me.socket_sql(
+            "CREATE USER IF NOT EXISTS 'root'@'127.0.0.1'; GRANT ALL ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION;",
+        );
+        me
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("mysqld.sock")
+    }
+
+    fn socket_sql(&self, sql: &str) {
+        let out = Command::new("mariadb")
+            .arg(format!("--socket={}", self.socket().display()))
+            .arg("-uroot")
+            .arg("-e")
+            .arg(sql)
+            .output()
+            .expect("mariadb client");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    async fn launch(&mut self) {
+        let data = self.dir.path().join("data");
+        let child = Command::new("mariadbd")
+            .arg(format!(
+                "--defaults-file={}",
+                repo_root().join("sql/server.cnf").display()
+            ))
+            .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--port={}", self.port))
+            .arg(format!("--socket={}", self.socket().display()))
+            .arg(format!("--server-id={}", self.server_id))
+            .arg(format!("--log-bin={}", data.join("binlog").display()))
+            .arg(format!(
+                "--log-error={}",
+                self.dir.path().join("error.log").display()
+            ))
+            .arg(format!(
+                "--pid-file={}",
+                self.dir.path().join("mysqld.pid").display()
+            ))
+            .arg(format!("--user={}", current_user()))
+            .arg("--innodb-buffer-pool-size=64M")
+            .arg("--innodb-log-file-size=48M")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mariadbd");
+        self.child = Some(child);
+        let sock = self.socket();
+        let port = self.port;
+        let ready = eventually(
+            "private MariaDB to accept connections",
+            Duration::from_secs(60),
+            || {
+                let sock = sock.clone();
+                async move {
+                    let ok = Command::new("mariadb-admin")
+                        .arg(format!("--socket={}", sock.display()))
+                        .arg("-uroot")
+                        .arg("ping")
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .status()
+                        .map(|s| s.success())
+                        .unwrap_or(false);
+                    ok.then_some(())
+                }
+            },
+        )
+        .await;
+        let _ = (ready, port);
+    }
+
+    pub fn test_server(&self, name: &str) -> TestServer {
+        TestServer {
+            name: name.to_string(),
+            port: self.port,
+        }
+    }
+
+    /// kill -9: no shutdown, no flush.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Clean shutdown.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").arg(c.id().to_string()).status();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts again on the same port and data after [`kill9`](Self::kill9) or [`stop`](Self::stop).
+    pub async fn restart(&mut self) {
+        self.stop();
+        self.launch().await;
+    }
+}
+
+impl Drop for MariaDbInstance {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A private Redis on a free port. Killed on drop.
+pub struct RedisInstance {
+    dir: tempfile::TempDir,
+    pub port: u16,
+    appendonly: bool,
+    child: Option<Child>,
+}
+
+impl RedisInstance {
+    /// `appendonly`: AOF with `appendfsync always`, so kill -9 loses nothing acknowledged.
+    pub async fn start(appendonly: bool) -> RedisInstance {
+        let dir = tempfile::Builder::new()
+            .prefix("rps-redis-")
+            .tempdir()
+            .expect("tempdir");
+        let mut me = RedisInstance {
+            dir,
+            port: free_port(),
+            appendonly,
+            child: None,
+        };
+        me.launch().await;
+        me
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    async fn launch(&mut self) {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(["--dir", &self.dir.path().display().to_string()])
+            .args(["--appendonly", if self.appendonly { "yes" } else { "no" }])
+            .args(["--appendfsync", "always"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (is Redis installed? scripts/dev-env.sh up installs it)");
+        self.child = Some(child);
+        let port = self.port;
+        eventually(
+            "private Redis to answer PING",
+            Duration::from_secs(20),
+            || async move {
+                std::net::TcpStream::connect(("127.0.0.1", port))
+                    .ok()
+                    .map(|_| ())
+            },
+        )
+        .await;
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub async fn restart(&mut self) {
+        self.kill9();
+        self.launch().await;
+    }
+}
+
+impl Drop for RedisInstance {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
