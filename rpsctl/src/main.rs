@@ -31,15 +31,15 @@ enum Command {
     /// Play the upstream game servers: write a simulated tournament into the shards.
     Simulate(cmd::simulate::Args),
     /// Tail every server's binlog into the shard streams.
-    CdcReader(cmd::components::MetricsArgs),
+    CdcReader(cmd::cdc_reader::Args),
     /// Fold the shard streams into the read models.
-    Projector(cmd::components::MetricsArgs),
+    Projector(cmd::projector::Args),
     /// Serve the leaderboard HTTP API (and /metrics).
-    Api,
+    Api(cmd::api::Args),
     /// Fire expired saga deadlines as `timed_out` events.
-    Compensator(cmd::components::MetricsArgs),
+    Compensator(cmd::compensator::Args),
     /// Run cdc-reader, projector, compensator and API in one process.
-    Run,
+    Run(cmd::run_all::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -61,10 +61,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Init(args) => cmd::init::run(config, args).await,
         Command::Simulate(args) => cmd::simulate::run(config, args).await,
-        Command::CdcReader(args) => cmd::components::cdc_reader(config, args).await,
-        Command::Projector(args) => cmd::components::projector(config, args).await,
-        Command::Api => cmd::components::api(config).await,
-        Command::Compensator(args) => cmd::components::compensator(config, args).await,
-        Command::Run => cmd::components::run_all(config).await,
+        Command::CdcReader(args) => cmd::cdc_reader::run(config, args).await,
+        Command::Projector(args) => cmd::projector::run(config, args).await,
+        Command::Api(args) => cmd::api::run(config, args).await,
+        Command::Compensator(args) => cmd::compensator::run(config, args).await,
+        Command::Run(args) => cmd::run_all::run(config, args).await,
     }
 }

@@ -1,5 +1,9 @@
-//! One module per subcommand: argument struct and a `run` that calls a library.
+//! One module per subcommand: an argument struct and a `run` that calls a library.
 
-pub mod components;
+pub mod api;
+pub mod cdc_reader;
+pub mod compensator;
 pub mod init;
+pub mod projector;
+pub mod run_all;
 pub mod simulate;

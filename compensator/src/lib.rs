@@ -1,0 +1,1 @@
+//! compensator (being built).

@@ -1,0 +1,1 @@
+//! projector (being built).
