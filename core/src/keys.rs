@@ -16,6 +16,17 @@
 //! | `rps:g<g>:match:<id>` | hash | match state |
 //! | `rps:g<g>:deadlines` | sorted set | open matches' deadlines, score = ms, member `<shard>:<match>` |
 //!
+//! Read-model contents (the projector writes them; replay writes the same;
+//! verify and the API read them):
+//! - player hashes hold the fields [`crate::PlayerStats::FIELDS`] as
+//!   integers; a player whose `matches` falls to 0 has no hash and is on no board;
+//! - a board member is [`board_member`]`(id)` with score
+//!   [`crate::PlayerStats::board_score`], read in ascending score order;
+//! - a match hash holds [`crate::MatchState::to_pairs`];
+//! - a deadline entry exists exactly while its match is `in_progress`,
+//!   score = deadline in Unix milliseconds;
+//! - `progress` maps the shard number to the last stream id applied.
+//!
 //! The deadline set is part of a generation (not a global `rps:deadlines`)
 //! because it is derived from the events like every other read model: a
 //! rebuild must rebuild it, and the switch must swap it with the rest.
