@@ -40,6 +40,16 @@ enum Command {
     Compensator(cmd::compensator::Args),
     /// Run cdc-reader, projector, compensator and API in one process.
     Run(cmd::run_all::Args),
+    /// Rebuild every read model from the event store into a new generation, then switch.
+    Replay(cmd::replay::Args),
+    /// Export event history (NDJSON, CSV, Parquet).
+    Export(cmd::export::Args),
+    /// Recompute the read models from the event store and compare with the live ones.
+    Verify(cmd::verify::Args),
+    /// Per server and shard: positions, lag, streams, deadlines, dead letters.
+    Status(cmd::status::Args),
+    /// Inspect and act on dead letters.
+    Dlq(cmd::dlq::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -66,5 +76,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Api(args) => cmd::api::run(config, args).await,
         Command::Compensator(args) => cmd::compensator::run(config, args).await,
         Command::Run(args) => cmd::run_all::run(config, args).await,
+        Command::Replay(args) => cmd::replay::run(config, args).await,
+        Command::Export(args) => cmd::export::run(config, args).await,
+        Command::Verify(args) => cmd::verify::run(config, args).await,
+        Command::Status(args) => cmd::status::run(config, args).await,
+        Command::Dlq(args) => cmd::dlq::run(config, args).await,
     }
 }

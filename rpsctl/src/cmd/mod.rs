@@ -3,7 +3,12 @@
 pub mod api;
 pub mod cdc_reader;
 pub mod compensator;
+pub mod dlq;
+pub mod export;
 pub mod init;
 pub mod projector;
+pub mod replay;
 pub mod run_all;
 pub mod simulate;
+pub mod status;
+pub mod verify;

@@ -1,0 +1,11 @@
+//! `rpsctl dlq`.
+
+use rps_core::Config;
+use std::sync::Arc;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {}
+
+pub async fn run(_config: Arc<Config>, _args: Args) -> anyhow::Result<()> {
+    anyhow::bail!("`rpsctl dlq` is being built")
+}
