@@ -306,6 +306,22 @@ shards = [1, 3]
     }
 
     #[test]
+    fn docker_deployment_is_consistent() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let c = Config::load(&root.join("docker/rps.toml")).unwrap();
+        let compose = std::fs::read_to_string(root.join("docker/compose.yml")).unwrap();
+        for s in &c.servers {
+            let host = s.url.split('@').nth(1).unwrap().split(':').next().unwrap();
+            assert!(compose.contains(&format!("\n  {host}:\n")), "compose lacks service {host}");
+        }
+        assert!(compose.contains("\n  redis:\n"));
+        // The compose servers carry the settings the pipeline requires.
+        for setting in ["binlog-format=ROW", "binlog-row-image=FULL", "binlog-row-metadata=FULL"] {
+            assert_eq!(compose.matches(setting).count(), c.servers.len(), "{setting}");
+        }
+    }
+
+    #[test]
     fn unknown_key_is_named() {
         let err = parse(&EXAMPLE.replace("[api]", "[api]\nport = 1")).unwrap_err();
         assert!(err.to_string().contains("unknown field `port`"), "{err}");

@@ -100,6 +100,10 @@ async fn init_server(
         ))));
     }
 
+    // MySQL 8 has no BINLOG MONITOR; REPLICATION CLIENT is the same right there.
+    let version: Option<String> = conn.query_first("SELECT VERSION()").await?;
+    let is_mariadb = version.unwrap_or_default().contains("MariaDB");
+
     let user_existed: Option<String> = conn
         .exec_first(
             "SELECT user FROM mysql.user WHERE user = ? AND host = '%'",
@@ -149,6 +153,10 @@ async fn init_server(
                 .replace("{password}", &password)
                 .replace("{database}", &db)
                 .replace("{table}", table)
+                .replace(
+                    "BINLOG MONITOR",
+                    if is_mariadb { "BINLOG MONITOR" } else { "REPLICATION CLIENT" },
+                )
                 .split(';')
                 .map(|s| {
                     s.lines()
