@@ -1,1 +1,24 @@
-//! cdc-reader (being built).
+//! cdc-reader: every shard server's binlog into the shard streams, exactly once.
+//!
+//! One replication task per MySQL server of the topology ([`reader`]) reads
+//! the binlog with its own replica `server_id`, decodes the rows of the
+//! event tables ([`decode`]) and publishes them to `rps:events:{shard}`
+//! together with its checkpoint in one atomic Redis step ([`publish`]), so
+//! that after any crash it resumes with no row lost and none twice.
+//! [`preflight`] checks server settings and grants before streaming;
+//! [`trim`] trims the streams below what every consumer group acknowledged.
+
+pub mod checkpoint;
+pub mod decode;
+pub mod error;
+pub mod gtid;
+pub mod inspect;
+pub mod metrics;
+pub mod preflight;
+pub mod publish;
+pub mod reader;
+pub mod trim;
+
+pub use checkpoint::Checkpoint;
+pub use error::{CdcError, Definite, Transient};
+pub use reader::{run, run_server, start_position};

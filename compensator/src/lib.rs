@@ -1,1 +1,365 @@
-//! compensator (being built).
+//! The compensator: fires each expired saga deadline once, on time, as a
+//! `timed_out` event appended to the match's own shard.
+//!
+//! - [`deadlines`]: the Redis side (atomic claim under a lease, attempt
+//!   history, parking, dead letter);
+//! - [`decide`]: the pure decision from a match's stored events;
+//! - [`fire`]: the MySQL side (read the matches, append the events);
+//! - [`retry`]: the retry schedule as a pure function;
+//! - [`dlq`]: the operator's dead-letter operations (`rpsctl dlq`);
+//! - this module: the deadline loop that ties them together.
+//!
+//! It never writes a read model: the `timed_out` reaches them through the
+//! binlog, cdc-reader and projector like any other event, and the projector
+//! removes the deadline in the step that records the end. See
+//! `docs/compensator.md`.
+
+pub mod deadlines;
+pub mod decide;
+pub mod dlq;
+pub mod fire;
+pub mod metrics;
+pub mod retry;
+
+/// The Redis client crate, re-exported so callers (rpsctl, tests) use the
+/// very version this crate speaks.
+pub use fred;
+
+use crate::deadlines::{Claimed, DeadlineStore};
+use crate::fire::{fire_shard, Settled, TableCache};
+use crate::retry::{NextStep, RetryPolicy};
+use fred::clients::Client;
+use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
+use rps_core::{Config, ShardId, Timestamp};
+use rps_event_store::{EventStore, StoreError};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// With nothing scheduled (or only far-off deadlines), the loop still looks
+/// again after this long, in case a deadline was added that is due earlier
+/// than the earliest it knew and nobody published a wake-up.
+pub const SAFETY_RECHECK: Duration = Duration::from_millis(1000);
+
+/// Claimed batches being fired at once. Few, so that under load deadlines
+/// accumulate into larger batches (one SELECT and one INSERT per shard).
+pub const MAX_IN_FLIGHT: usize = 4;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CompensatorError {
+    #[error("redis: {0}")]
+    Redis(#[from] fred::error::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Connects a Redis client that reconnects by itself.
+pub async fn connect_redis(url: &str) -> Result<Client, fred::error::Error> {
+    use fred::prelude::*;
+    let config = fred::types::config::Config::from_url(url)?;
+    let client = Builder::from_config(config)
+        .with_connection_config(|c| {
+            c.connection_timeout = Duration::from_secs(2);
+        })
+        .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
+        .build()?;
+    client.init().await?;
+    Ok(client)
+}
+
+/// Runs the compensator until `shutdown` is cancelled.
+pub async fn run(config: Arc<Config>, shutdown: CancellationToken) -> Result<(), CompensatorError> {
+    metrics::describe();
+    let client = connect_redis(&config.redis.url).await?;
+    let store = EventStore::new(config.clone())?;
+    let c = Compensator::new(config, client.clone(), store);
+    let res = c.run(shutdown).await;
+    let _ = client.quit().await;
+    res
+}
+
+/// One compensator process's state.
+#[derive(Clone)]
+pub struct Compensator {
+    config: Arc<Config>,
+    deadlines: DeadlineStore,
+    store: EventStore,
+    tables: TableCache,
+    policy: RetryPolicy,
+}
+
+impl Compensator {
+    pub fn new(config: Arc<Config>, client: Client, store: EventStore) -> Self {
+        Compensator {
+            deadlines: DeadlineStore::new(client, config.keys()),
+            policy: RetryPolicy::from_config(&config.compensator),
+            config,
+            store,
+            tables: TableCache::default(),
+        }
+    }
+
+    /// The deadline loop: claim what is due, hand it to a firing task, sleep
+    /// until the next deadline (or a wake-up, or the safety re-check).
+    pub async fn run(&self, shutdown: CancellationToken) -> Result<(), CompensatorError> {
+        let wake = Arc::new(Notify::new());
+        let listener = self.listen_for_wakeups(wake.clone(), shutdown.clone()).await;
+        let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+        let mut tasks = JoinSet::new();
+        let mut redis_failures: u32 = 0;
+        let cc = &self.config.compensator;
+        tracing::info!(
+            lease_ms = cc.lease_ms,
+            claim_batch = cc.claim_batch,
+            "compensator started"
+        );
+        loop {
+            while tasks.try_join_next().is_some() {}
+            let permit = tokio::select! {
+                p = slots.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+                _ = shutdown.cancelled() => break,
+            };
+            let now_ms = Timestamp::now().as_millis();
+            let claim = async {
+                let g = self.deadlines.generation().await?;
+                let gk = self.deadlines.keys().generation_keys(g);
+                self.deadlines
+                    .claim(&gk, now_ms, cc.lease_ms, cc.claim_batch)
+                    .await
+            };
+            let res = match claim.await {
+                Ok(r) => {
+                    redis_failures = 0;
+                    r
+                }
+                Err(e) => {
+                    drop(permit);
+                    redis_failures += 1;
+                    ::metrics::counter!(metrics::CLAIM_ERRORS).increment(1);
+                    let wait = redis_backoff(redis_failures);
+                    tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "claiming deadlines failed");
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => continue,
+                        _ = shutdown.cancelled() => break,
+                    }
+                }
+            };
+            ::metrics::gauge!(metrics::DEADLINES_PENDING).set(res.pending as f64);
+            ::metrics::gauge!(metrics::DEADLINES_OVERDUE).set(res.overdue as f64);
+            for m in &res.malformed {
+                tracing::warn!(member = %m, "deadline member does not name a shard and a match; left leased");
+            }
+            let full = res.claimed.len() >= cc.claim_batch.max(1);
+            if res.claimed.is_empty() {
+                drop(permit);
+            } else {
+                let me = self.clone();
+                let claimed = res.claimed;
+                let span = tracing::info_span!("fire_batch", claimed = claimed.len());
+                tasks.spawn(
+                    async move {
+                        me.process(claimed).await;
+                        drop(permit);
+                    }
+                    .instrument(span),
+                );
+            }
+            if full {
+                continue;
+            }
+            let now_ms = Timestamp::now().as_millis();
+            let wait = match res.next_ms {
+                Some(n) => Duration::from_millis(n.saturating_sub(now_ms).max(0) as u64),
+                None => SAFETY_RECHECK,
+            }
+            .min(SAFETY_RECHECK);
+            if wait.is_zero() {
+                continue;
+            }
+            let until = tokio::time::Instant::now() + wait;
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => {},
+                _ = wake.notified() => {},
+                _ = shutdown.cancelled() => break,
+            }
+        }
+        tracing::info!(in_flight = tasks.len(), "compensator stopping");
+        while tasks.join_next().await.is_some() {}
+        if let Some(l) = listener {
+            l.abort();
+        }
+        Ok(())
+    }
+
+    /// Subscribes to the wake-up channel on a client of its own (a
+    /// subscribed connection can run no other command). Without it the
+    /// loop still works, bounded by [`SAFETY_RECHECK`].
+    async fn listen_for_wakeups(
+        &self,
+        wake: Arc<Notify>,
+        shutdown: CancellationToken,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let sub = self.deadlines.client().clone_new();
+        let channel = self.deadlines.keys().compensator_wakeup();
+        let setup = async {
+            sub.init().await?;
+            sub.subscribe(channel.clone()).await
+        };
+        if let Err(e) = setup.await {
+            tracing::warn!(error = %e, "wake-up channel unavailable; relying on the safety re-check");
+            return None;
+        }
+        let mut rx = sub.message_rx();
+        Some(tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    m = rx.recv() => match m {
+                        Ok(_) => wake.notify_one(),
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => wake.notify_one(),
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                    },
+                    _ = shutdown.cancelled() => break,
+                }
+            }
+            let _ = sub.quit().await;
+        }))
+    }
+
+    /// Fires one claimed batch: every shard at once, then settles each
+    /// deadline in Redis.
+    pub async fn process(&self, claimed: Vec<Claimed>) {
+        let mut by_shard: BTreeMap<ShardId, Vec<Claimed>> = BTreeMap::new();
+        for c in claimed {
+            by_shard.entry(c.shard).or_default().push(c);
+        }
+        let shards = by_shard.into_iter().map(|(shard, items)| {
+            let span = tracing::debug_span!("fire_shard", shard, n = items.len());
+            async move {
+                if shard >= self.config.shard_count {
+                    return items
+                        .into_iter()
+                        .map(|c| {
+                            let msg = format!(
+                                "shard {shard} is outside the topology (shard_count {})",
+                                self.config.shard_count
+                            );
+                            (c, Settled::Failed(msg))
+                        })
+                        .collect();
+                }
+                fire_shard(&self.store, &self.tables, shard, &items).await
+            }
+            .instrument(span)
+        });
+        let results: Vec<(Claimed, Settled)> = futures::future::join_all(shards)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        if let Err(e) = self.settle(results).await {
+            // The leases stay; the deadlines come back when they expire and
+            // the event store answers again (a fired one is then `Over`).
+            tracing::warn!(error = %e, "recording the outcome of a batch in Redis failed");
+        }
+    }
+
+    async fn settle(&self, results: Vec<(Claimed, Settled)>) -> Result<(), fred::error::Error> {
+        let mut settled: Vec<String> = Vec::new();
+        for (c, s) in results {
+            match s {
+                Settled::Fired { event, committed } => {
+                    ::metrics::counter!(metrics::FIRED).increment(1);
+                    let delay_us = committed.as_micros() - c.deadline_ms * 1000;
+                    ::metrics::histogram!(metrics::FIRING_DELAY).record(delay_us as f64 / 1e6);
+                    tracing::debug!(
+                        shard = c.shard,
+                        match_id = c.match_id,
+                        version = event.version,
+                        winner = ?event.winner_player_id,
+                        delay_ms = delay_us / 1000,
+                        "timed_out appended"
+                    );
+                    settled.push(c.member());
+                }
+                Settled::AlreadyFired => settled.push(c.member()),
+                Settled::Over(status) => {
+                    ::metrics::counter!(metrics::DROPPED, "status" => status.as_str()).increment(1);
+                    settled.push(c.member());
+                }
+                Settled::NotDue(t) => {
+                    self.deadlines
+                        .lease_until(&[c.member()], t.as_millis())
+                        .await?;
+                }
+                Settled::Raced => {
+                    ::metrics::counter!(metrics::RACED).increment(1);
+                }
+                Settled::Failed(error) => self.failed(&c, &error).await?,
+            }
+        }
+        // Leases of settled deadlines are kept until they expire: the
+        // projector removes the deadline when the end arrives, and the next
+        // claim after the expiry drops the orphaned lease. Releasing them now
+        // would have them claimed again at once while the projector catches up.
+        self.deadlines.clear_attempts(&settled).await
+    }
+
+    async fn failed(&self, c: &Claimed, error: &str) -> Result<(), fred::error::Error> {
+        let now = Timestamp::now();
+        let h = self.deadlines.record_failure(c, error, now).await?;
+        let n = h.attempts.len() as u32;
+        match self.policy.after_failures(n) {
+            NextStep::RetryAfter(d) => {
+                ::metrics::counter!(metrics::RETRIES).increment(1);
+                tracing::warn!(
+                    shard = c.shard,
+                    match_id = c.match_id,
+                    attempt = n,
+                    retry_in_ms = d.as_millis() as u64,
+                    error,
+                    "firing a deadline failed; will retry"
+                );
+                self.deadlines
+                    .lease_until(&[c.member()], now.as_millis() + d.as_millis() as i64)
+                    .await
+            }
+            NextStep::DeadLetter => {
+                ::metrics::counter!(metrics::DEAD_LETTERED).increment(1);
+                let server = self.config.server_of(c.shard.min(self.config.shard_count - 1));
+                let id = self
+                    .deadlines
+                    .dead_letter(c, h, &self.config.database(c.shard), &server.name)
+                    .await?;
+                tracing::error!(
+                    shard = c.shard,
+                    match_id = c.match_id,
+                    attempts = n,
+                    dead_letter = %id,
+                    error,
+                    "deadline given up after its last attempt; see `rpsctl dlq show {id}`"
+                );
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Backoff for the loop's own Redis calls: 100 ms doubling to 5 s.
+fn redis_backoff(failures: u32) -> Duration {
+    let p = RetryPolicy {
+        initial: Duration::from_millis(100),
+        max: Duration::from_secs(5),
+        max_attempts: u32::MAX,
+    };
+    match p.after_failures(failures) {
+        NextStep::RetryAfter(d) => d,
+        NextStep::DeadLetter => p.max,
+    }
+}

@@ -78,6 +78,14 @@ impl Keys {
         format!("{}:compensator:attempts", self.prefix)
     }
 
+    /// Pub/sub channel that wakes the compensators' deadline loops early:
+    /// publish to it after adding a deadline that is already due (a lagging
+    /// projector, an operator's `dlq retry`). Losing a message only costs the
+    /// loop's bounded safety re-check.
+    pub fn compensator_wakeup(&self) -> String {
+        format!("{}:compensator:wakeup", self.prefix)
+    }
+
     /// Keys of one read-model generation.
     pub fn generation_keys(&self, generation: u64) -> GenerationKeys {
         GenerationKeys {

@@ -1,1 +1,145 @@
-//! projector (being built).
+//! The projector: folds every shard stream into the read models in Redis,
+//! exactly once, and the read side of those models.
+//!
+//! - [`apply`]: the batch applier (fold in Rust, commit with one atomic
+//!   script per batch, fenced by generation and per-shard progress). Shared
+//!   with `rpsctl replay`.
+//! - [`consumer`]: one worker per shard (lease, consumer group, takeover).
+//! - [`generation`]: which read-model generation is live.
+//! - [`read_models`]: queries used by the API and `rpsctl verify`.
+//! - [`metrics`]: metric names.
+//!
+//! It does not read MySQL and does not serve HTTP.
+
+pub mod apply;
+pub mod consumer;
+pub mod generation;
+pub mod metrics;
+pub mod read_models;
+pub mod redis_util;
+
+use fred::interfaces::{ClientLike, StreamsInterface};
+use rps_core::keys::PROJECTOR_GROUP;
+use rps_core::{Config, Keys};
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+pub use apply::{Applier, ApplierOptions, ApplyError, ApplyReport, BatchEntry, StreamId};
+pub use consumer::Observer;
+/// The Redis client library, re-exported so callers name the same version.
+pub use fred;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectorError {
+    #[error("redis: {0}")]
+    Redis(#[from] fred::error::Error),
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    #[error(transparent)]
+    Generation(generation::GenerationError),
+    #[error("shard worker {shard} stopped unexpectedly: {message}")]
+    Worker { shard: u16, message: String },
+}
+
+impl ProjectorError {
+    /// Whether the worker should back off and try again.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ProjectorError::Redis(_) => true,
+            ProjectorError::Apply(e) => e.is_transient(),
+            ProjectorError::Generation(e) => e.is_transient(),
+            ProjectorError::Worker { .. } => false,
+        }
+    }
+}
+
+/// Runs the projector until `shutdown` is cancelled or a definite error.
+pub async fn run(config: Arc<Config>, shutdown: CancellationToken) -> Result<(), ProjectorError> {
+    run_observed(config, shutdown, None).await
+}
+
+/// [`run`], reporting every committed batch to `observer`.
+pub async fn run_observed(
+    config: Arc<Config>,
+    shutdown: CancellationToken,
+    observer: Option<Observer>,
+) -> Result<(), ProjectorError> {
+    let keys = Keys::new(&config.redis.prefix);
+    let client = redis_util::connect(&config.redis.url).await?;
+    for shard in 0..config.shard_count {
+        create_group(&client, &keys.events(shard)).await?;
+    }
+    let gen = generation::ensure(&client, &keys).await?;
+    let consumer = format!(
+        "projector-{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    );
+    let p = &config.projector;
+    // The lease must outlive a blocking read plus a batch several times over.
+    let lease_ms = p.claim_idle_ms.max(4 * p.block_ms).max(1000);
+    tracing::info!(generation = gen, %consumer, shards = config.shard_count, "projector starting");
+
+    let workers_stop = shutdown.child_token();
+    let mut tasks = tokio::task::JoinSet::new();
+    for shard in 0..config.shard_count {
+        let ctx = consumer::WorkerContext {
+            redis_url: config.redis.url.clone(),
+            keys: keys.clone(),
+            shard,
+            shard_count: config.shard_count,
+            consumer: consumer.clone(),
+            batch_size: p.batch_size.max(1),
+            block_ms: p.block_ms,
+            claim_idle_ms: p.claim_idle_ms,
+            lease_ms,
+            observer: observer.clone(),
+            shutdown: workers_stop.clone(),
+        };
+        tasks.spawn(async move { (shard, consumer::run_shard(ctx).await) });
+    }
+    tokio::spawn(consumer::lag_reporter(
+        config.redis.url.clone(),
+        keys.clone(),
+        config.shard_count,
+        workers_stop.clone(),
+    ));
+    let mut first_error = None;
+    while let Some(joined) = tasks.join_next().await {
+        let outcome = match joined {
+            Ok((_, Ok(()))) => None,
+            Ok((shard, Err(e))) => {
+                tracing::error!(shard, error = %e, "shard worker stopped");
+                Some(e)
+            }
+            Err(e) => Some(ProjectorError::Worker {
+                shard: u16::MAX,
+                message: e.to_string(),
+            }),
+        };
+        if let Some(e) = outcome {
+            workers_stop.cancel();
+            first_error.get_or_insert(e);
+        }
+    }
+    workers_stop.cancel();
+    let _ = client.quit().await;
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// `XGROUP CREATE <stream> projector 0 MKSTREAM`; an existing group is fine.
+pub async fn create_group(
+    client: &fred::clients::Client,
+    stream: &str,
+) -> Result<(), fred::error::Error> {
+    match client
+        .xgroup_create::<(), _, _, _>(stream, PROJECTOR_GROUP, "0", true)
+        .await
+    {
+        Err(e) if redis_util::is_busygroup(&e) => Ok(()),
+        other => other,
+    }
+}

@@ -1,11 +1,85 @@
-//! `rpsctl run`: every component in one process, for small deployments.
+//! `rpsctl run`: cdc-reader, projector, compensator and API in one process,
+//! for small deployments and the demo. They share one shutdown signal and
+//! one metrics registry (served by the API's `/metrics`). If one component
+//! stops with an error, the others are stopped too and the process exits
+//! non-zero, so a process supervisor restarts the whole pipeline; each
+//! component resumes from its own checkpoint.
 
+use anyhow::Context;
 use rps_core::Config;
 use std::sync::Arc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Do not run the compensator (deadlines are then never fired by this process).
+    #[arg(long)]
+    no_compensator: bool,
+}
 
-pub async fn run(_config: Arc<Config>, _args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("`rpsctl run` is being built")
+pub async fn run(config: Arc<Config>, args: Args) -> anyhow::Result<()> {
+    let handle = crate::runtime::metrics_handle()?;
+    let shutdown = crate::runtime::shutdown_on_signal();
+    run_components(config, handle, !args.no_compensator, shutdown).await
+}
+
+/// Runs every component until `shutdown` or the first failure.
+pub async fn run_components(
+    config: Arc<Config>,
+    handle: metrics_exporter_prometheus::PrometheusHandle,
+    with_compensator: bool,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut tasks: JoinSet<(&'static str, anyhow::Result<()>)> = JoinSet::new();
+    {
+        let (c, s) = (config.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            let r = cdc_reader::run(c, s).await.context("cdc-reader");
+            ("cdc-reader", r)
+        });
+    }
+    {
+        let (c, s) = (config.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            let r = projector::run(c, s).await.context("projector");
+            ("projector", r)
+        });
+    }
+    if with_compensator {
+        let (c, s) = (config.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            let r = compensator::run(c, s).await.context("compensator");
+            ("compensator", r)
+        });
+    }
+    {
+        let (c, s) = (config.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            let r = rps_api::run(c, handle, s).await.context("api");
+            ("api", r)
+        });
+    }
+    tracing::info!(api = %config.api.bind, "pipeline running");
+
+    let mut first_error = None;
+    while let Some(joined) = tasks.join_next().await {
+        let (name, result) = joined.context("a component panicked")?;
+        match result {
+            Ok(()) if shutdown.is_cancelled() => tracing::info!(component = name, "stopped"),
+            Ok(()) => {
+                tracing::warn!(component = name, "stopped by itself; stopping the pipeline");
+                shutdown.cancel();
+            }
+            Err(e) => {
+                tracing::error!(component = name, error = %format!("{e:#}"), "failed; stopping the pipeline");
+                shutdown.cancel();
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }

@@ -1,11 +1,23 @@
-//! `rpsctl status`.
+//! `rpsctl status`: per server and shard — checkpoint, binlog head, lag,
+//! streams, projector progress, deadlines and dead letters.
 
+use anyhow::Context;
 use rps_core::Config;
 use std::sync::Arc;
 
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Print JSON (for scripts) instead of the table.
+    #[arg(long)]
+    json: bool,
+}
 
-pub async fn run(_config: Arc<Config>, _args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("`rpsctl status` is being built")
+pub async fn run(config: Arc<Config>, args: Args) -> anyhow::Result<()> {
+    let status = history::status::collect(config).await.context("status")?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        print!("{}", status.render());
+    }
+    Ok(())
 }

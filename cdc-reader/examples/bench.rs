@@ -1,0 +1,250 @@
+//! Benchmark of the reader, all measured in one run on private servers:
+//!
+//! 1. rows/s decoded from a backlog of N rows (no publishing), beside
+//!    `mariadb-binlog -v` and python-mysql-replication reading the same binlog
+//!    from the same server;
+//! 2. rows/s published into the shard streams from that backlog;
+//! 3. peak RSS of a reader process while it publishes one N-row transaction.
+//!
+//! `cargo run --release -p cdc-reader --example bench -- [rows]` (default 1M).
+
+use cdc_reader::Checkpoint;
+use rps_core::event::{EventType, MatchEvent};
+use rps_core::{Config, ShardId, Timestamp};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use test_support::{MariaDbInstance, RedisInstance, TestEnv};
+use tokio_util::sync::CancellationToken;
+
+fn events(shard: ShardId, shards: u16, first: i64, n: usize) -> Vec<MatchEvent> {
+    let now = Timestamp::now();
+    (0..n as i64)
+        .map(|k| {
+            let a = i64::from(shard) + i64::from(shards) * (k + 1);
+            MatchEvent {
+                row_id: 0,
+                event_id: uuid::Uuid::new_v4(),
+                match_id: first + k,
+                version: 1,
+                event_type: EventType::Started,
+                season_id: "2026Q4".parse().expect("season"),
+                player_a_id: a,
+                player_b_id: a + 1,
+                gesture_a: None,
+                gesture_b: None,
+                winner_player_id: None,
+                loser_player_id: None,
+                outcome: None,
+                deadline_at: Some(Timestamp(now.0 + 30_000_000)),
+                occurred_at: Timestamp(now.0 + k),
+            }
+        })
+        .collect()
+}
+
+fn config_toml(c: &Config) -> String {
+    let mut s = format!(
+        "shard_count = {}\ndatabase_prefix = \"{}\"\n[redis]\nurl = \"{}\"\nprefix = \"{}\"\n[api]\nbind = \"127.0.0.1:0\"\n[cdc]\nserver_id_base = {}\nheartbeat_ms = {}\nbatch_rows = {}\n",
+        c.shard_count, c.database_prefix, c.redis.url, c.redis.prefix, c.cdc.server_id_base + 50, c.cdc.heartbeat_ms, c.cdc.batch_rows
+    );
+    for sv in &c.servers {
+        s.push_str(&format!(
+            "[[servers]]\nname = \"{}\"\nurl = \"{}\"\nshards = {:?}\n",
+            sv.name, sv.url, sv.shards
+        ));
+    }
+    s
+}
+
+/// Child mode: just the reader, so its RSS is the reader's alone.
+async fn child(path: &str) -> anyhow::Result<()> {
+    let config = Arc::new(Config::load(std::path::Path::new(path))?);
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        t.cancel();
+    });
+    cdc_reader::run(config, token).await?;
+    Ok(())
+}
+
+async fn set_checkpoint(env: &TestEnv, start: &Checkpoint) -> anyhow::Result<()> {
+    use fred::prelude::*;
+    let redis = env.redis().await;
+    let keys = env.config.keys();
+    for s in 0..env.config.shard_count {
+        let _: () = redis.del(keys.events(s)).await?;
+    }
+    let _: () = redis
+        .set(keys.cdc_checkpoint(&env.config.servers[0].name), start.encode("bench", 0), None, None, false)
+        .await?;
+    Ok(())
+}
+
+async fn wait_entries(env: &TestEnv, rows: u64, timeout: Duration) -> anyhow::Result<Duration> {
+    let redis = cdc_reader::inspect::connect(&env.config).await?;
+    let t0 = Instant::now();
+    loop {
+        let n = cdc_reader::inspect::total_entries(&redis, &env.config).await?;
+        if n >= rows {
+            return Ok(t0.elapsed());
+        }
+        anyhow::ensure!(t0.elapsed() < timeout, "only {n} of {rows} entries after {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    if let Ok(path) = std::env::var("BENCH_CHILD_CONFIG") {
+        return child(&path).await;
+    }
+    let rows: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
+    let shards = 8u16;
+    let db = MariaDbInstance::start(71).await;
+    let redis = RedisInstance::start(false).await;
+    let env = TestEnv::on_servers("bench", shards, &[db.test_server("bench-a")], &redis.url()).await;
+    let config = env.config.clone();
+    let start = cdc_reader::start_position(&config, 0).await?;
+
+    // The backlog: N rows over 8 shards in multi-row INSERTs of 2000 rows.
+    let t0 = Instant::now();
+    let mut loads = Vec::new();
+    for shard in 0..shards {
+        let store = env.store.clone();
+        let evs = events(shard, shards, 1_000_000_000 * i64::from(shard + 1), rows / usize::from(shards));
+        loads.push(tokio::spawn(async move {
+            let mut conn = store.conn_for_shard(shard).await.expect("conn");
+            for c in evs.chunks(2000) {
+                store.append_batch(&mut conn, shard, "match_result_events", c).await.expect("insert");
+            }
+        }));
+    }
+    for l in loads {
+        l.await?;
+    }
+    let total = (rows / usize::from(shards) * usize::from(shards)) as u64;
+    eprintln!("loaded {total} rows in {:.1?}", t0.elapsed());
+
+    // 1. Decode only (best of 3).
+    let mut best = cdc_reader::reader::DecodeStats::default();
+    for _ in 0..3 {
+        let s = cdc_reader::reader::decode_only(&config, 0, &start, total).await?;
+        anyhow::ensure!(s.rows == total, "decoded {} of {total}", s.rows);
+        if best.elapsed.is_zero() || s.elapsed < best.elapsed {
+            best = s;
+        }
+    }
+    let decode_rps = total as f64 / best.elapsed.as_secs_f64();
+    let mb = best.bytes as f64 / 1e6;
+    eprintln!("decode: {total} rows, {mb:.0} MB of binlog in {:.2?}", best.elapsed);
+
+    // mariadb-binlog -v on the same binlog, from the same server.
+    let logs: Vec<String> = {
+        use mysql_async::prelude::*;
+        let mut a = env.admin_conn(0).await;
+        let l: Vec<(String, u64)> = a.query("SHOW BINARY LOGS").await?;
+        l.into_iter().map(|(f, _)| f).filter(|f| *f >= start.file).collect()
+    };
+    let quick = std::env::var("BENCH_QUICK").is_ok();
+    let t = Instant::now();
+    let st = Command::new(if quick { "true" } else { "mariadb-binlog" })
+        .args(["--read-from-remote-server", "--host=127.0.0.1", "-uroot", "-v"])
+        .arg(format!("--port={}", db.port))
+        .arg(format!("--start-position={}", start.pos))
+        .args(&logs)
+        .stdout(Stdio::null())
+        .status()?;
+    let mdb = t.elapsed();
+    anyhow::ensure!(st.success(), "mariadb-binlog failed");
+    let mdb_rps = total as f64 / mdb.as_secs_f64();
+
+    // python-mysql-replication: slow, so on the first 100k rows.
+    let py_rows = total.min(100_000);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/bench_pyrepl.py");
+    let py = Command::new(if quick { "false" } else { "python3" })
+        .arg(script)
+        .arg(db.port.to_string())
+        .arg(&start.file)
+        .arg(start.pos.to_string())
+        .arg(py_rows.to_string())
+        .output();
+    let py_rps = match py {
+        Ok(o) if o.status.success() => {
+            let out = String::from_utf8_lossy(&o.stdout);
+            let mut it = out.split_whitespace();
+            let n: f64 = it.next().and_then(|x| x.parse().ok()).unwrap_or(0.0);
+            let s: f64 = it.next().and_then(|x| x.parse().ok()).unwrap_or(1.0);
+            Some(n / s)
+        }
+        Ok(o) => {
+            eprintln!("python-mysql-replication failed: {}", String::from_utf8_lossy(&o.stderr));
+            None
+        }
+        Err(e) => {
+            eprintln!("python3 not runnable: {e}");
+            None
+        }
+    };
+
+    // 2. Publish the backlog into the streams.
+    set_checkpoint(&env, &start).await?;
+    let token = CancellationToken::new();
+    let reader = tokio::spawn(cdc_reader::run(config.clone(), token.clone()));
+    let publish = wait_entries(&env, total, Duration::from_secs(600)).await?;
+    token.cancel();
+    let _ = reader.await?;
+    let publish_rps = total as f64 / publish.as_secs_f64();
+
+    // 3. Peak RSS of a reader process during one N-row transaction.
+    let here = cdc_reader::start_position(&config, 0).await?;
+    set_checkpoint(&env, &here).await?;
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("rps.toml");
+    std::fs::write(&path, config_toml(&config))?;
+    let mut child = Command::new(std::env::current_exe()?)
+        .env("BENCH_CHILD_CONFIG", &path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let t = Instant::now();
+    {
+        use mysql_async::prelude::*;
+        let mut conn = env.store.conn_for_shard(0).await?;
+        conn.query_drop("BEGIN").await?;
+        let evs = events(0, shards, 5_000_000_000, total as usize);
+        for c in evs.chunks(5000) {
+            env.store.append_batch(&mut conn, 0, "match_result_events", c).await?;
+        }
+        conn.query_drop("COMMIT").await?;
+    }
+    let commit = t.elapsed();
+    let big = wait_entries(&env, total, Duration::from_secs(600)).await?;
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id()))?;
+    let hwm = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .unwrap_or("VmHWM: ? kB")
+        .to_string();
+    let _ = child.kill();
+    let _ = child.wait();
+
+    println!("| measurement | result |");
+    println!("|---|---|");
+    println!("| rows in the backlog | {total} ({mb:.0} MB of binlog, 8 shards, 2000-row INSERTs) |");
+    println!("| cdc-reader decode (binlog → typed rows, no publish), best of 3 | {decode_rps:.0} rows/s |");
+    println!("| `mariadb-binlog -v` (remote, same binlog, output to /dev/null) | {mdb_rps:.0} rows/s |");
+    match py_rps {
+        Some(r) => println!("| python-mysql-replication (first {py_rows} rows) | {r:.0} rows/s |"),
+        None => println!("| python-mysql-replication | not available |"),
+    }
+    println!("| cdc-reader publish into the shard streams (batch_rows {}) | {publish_rps:.0} rows/s |", config.cdc.batch_rows);
+    println!("| one {total}-row transaction: committed in | {commit:.1?} |");
+    println!("| … published after the commit in | {:.1?} |", big.saturating_sub(commit));
+    println!("| reader process peak RSS during it | {} |", hwm.trim_start_matches("VmHWM:").trim());
+    env.cleanup().await;
+    Ok(())
+}

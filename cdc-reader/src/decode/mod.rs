@@ -1,0 +1,438 @@
+//! Decode: binlog events in, typed actions out (rows, commits with their
+//! position, dead letters, heartbeats, rotations). No I/O here, so it can be
+//! tested and measured without Redis; [`crate::reader`] applies the actions.
+//!
+//! mysql_common parses the framing, FORMAT_DESCRIPTION, ROTATE, TABLE_MAP
+//! (with optional metadata) and QUERY events; MariaDB's own GTID events
+//! (types 160–163) are read from the raw bytes here because mysql_common
+//! does not know them, and row images are decoded by [`table`], which is
+//! specialised for the event table.
+
+pub mod ddl;
+pub mod table;
+
+use crate::gtid::Gtid;
+use mysql_async::binlog::events::{Event, QueryEvent, RotateEvent, TableMapEvent};
+use rps_core::config::is_event_table;
+use rps_core::deadletter::{DeadLetter, Origin};
+use rps_core::{Config, SourcePosition, StreamEvent, Timestamp};
+use serde_json::json;
+use std::collections::HashMap;
+use std::sync::Arc;
+use table::{RowCursor, RowError, TableLayout};
+
+/// Binlog event type codes used here (MySQL's, plus MariaDB's 160–163).
+/// <https://mariadb.com/kb/en/2-binlog-event-header/>
+pub mod event_type {
+    pub const QUERY: u8 = 2;
+    pub const ROTATE: u8 = 4;
+    pub const FORMAT_DESCRIPTION: u8 = 15;
+    pub const XID: u8 = 16;
+    pub const TABLE_MAP: u8 = 19;
+    pub const WRITE_ROWS_V1: u8 = 23;
+    pub const UPDATE_ROWS_V1: u8 = 24;
+    pub const DELETE_ROWS_V1: u8 = 25;
+    pub const HEARTBEAT: u8 = 27;
+    pub const WRITE_ROWS_V2: u8 = 30;
+    pub const UPDATE_ROWS_V2: u8 = 31;
+    pub const DELETE_ROWS_V2: u8 = 32;
+    pub const MARIADB_ANNOTATE_ROWS: u8 = 160;
+    pub const MARIADB_BINLOG_CHECKPOINT: u8 = 161;
+    pub const MARIADB_GTID: u8 = 162;
+    pub const MARIADB_GTID_LIST: u8 = 163;
+}
+
+/// MariaDB GTID event flag: the transaction is a single statement without
+/// BEGIN/COMMIT (DDL, non-transactional engines).
+const FL_STANDALONE: u8 = 1;
+
+/// Dead-letter kinds the reader produces (low-cardinality metric label too).
+pub mod kind {
+    pub const UPDATE: &str = "update_on_event_table";
+    pub const DELETE: &str = "delete_on_event_table";
+    pub const DDL: &str = "ddl_on_event_table";
+    pub const BAD_ROW: &str = "bad_row";
+    pub const ALL: [&str; 4] = [UPDATE, DELETE, DDL, BAD_ROW];
+}
+
+/// What a binlog event means to the reader.
+// Rows dominate the traffic; boxing them would cost an allocation per row.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// A transaction starts (MariaDB GTID event).
+    Begin { gtid: Gtid, ts: Timestamp },
+    /// A row of an event table, decoded.
+    Row(StreamEvent),
+    /// Input that does not fit: goes to the dead letter.
+    Dead(DeadLetter),
+    /// The transaction committed; `pos` is the end of its last event.
+    Commit { pos: u64, ts: Timestamp },
+    /// The server is idle at `pos` (no transaction open).
+    Heartbeat { pos: u64 },
+    /// Reading goes on in `file`.
+    Rotate { file: String },
+}
+
+impl Action {
+    /// Entries and dead letters count as the row items of a transaction.
+    pub fn is_item(&self) -> bool {
+        matches!(self, Action::Row(_) | Action::Dead(_))
+    }
+}
+
+/// A protocol-level failure: an event that cannot be framed or parsed.
+#[derive(Debug, thiserror::Error)]
+#[error("binlog event of type {event_type} at {file}:{pos} cannot be parsed: {message}")]
+pub struct DecodeError {
+    pub event_type: u8,
+    pub file: String,
+    pub pos: u64,
+    pub message: String,
+}
+
+struct Trx {
+    gtid_text: String,
+    standalone: bool,
+    ts: Timestamp,
+}
+
+/// The per-connection decoder of one server's binlog.
+pub struct Decoder {
+    config: Arc<Config>,
+    server: String,
+    file: String,
+    /// Whether the server's events carry a 4-byte checksum (it tells us so
+    /// only in the FORMAT_DESCRIPTION event, after the first fake ROTATE).
+    checksum: bool,
+    seen_fde: bool,
+    tables: HashMap<u64, (Vec<u8>, Option<Arc<TableLayout>>)>,
+    trx: Option<Trx>,
+}
+
+/// Beyond this many cached table maps the cache is rebuilt from scratch
+/// (table ids grow with every new table definition on the server).
+const TABLE_CACHE_MAX: usize = 4096;
+
+impl Decoder {
+    /// `file` is where the stream starts (may be empty until the first ROTATE);
+    /// `checksum`: the server's `@@binlog_checksum` is not NONE.
+    pub fn new(config: Arc<Config>, server: &str, file: &str, checksum: bool) -> Decoder {
+        Decoder {
+            config,
+            server: server.to_string(),
+            file: file.to_string(),
+            checksum,
+            seen_fde: false,
+            tables: HashMap::new(),
+            trx: None,
+        }
+    }
+
+    pub fn file(&self) -> &str {
+        &self.file
+    }
+
+    /// Whether a transaction is open (begun, not committed).
+    pub fn in_transaction(&self) -> bool {
+        self.trx.is_some()
+    }
+
+    fn err(&self, ev: &Event, e: impl std::fmt::Display) -> DecodeError {
+        DecodeError {
+            event_type: ev.header().event_type_raw(),
+            file: self.file.clone(),
+            pos: u64::from(ev.header().log_pos()),
+            message: e.to_string(),
+        }
+    }
+
+    /// Decodes one event, appending what it means to `out`.
+    pub fn decode(&mut self, ev: &Event, out: &mut Vec<Action>) -> Result<(), DecodeError> {
+        use event_type::*;
+        let h = ev.header();
+        let pos = u64::from(h.log_pos());
+        match h.event_type_raw() {
+            FORMAT_DESCRIPTION => self.seen_fde = true,
+            ROTATE => {
+                let r: RotateEvent<'_> = ev.read_event().map_err(|e| self.err(ev, e))?;
+                let mut name = r.name_raw();
+                // Before the FORMAT_DESCRIPTION event the parser does not know
+                // the checksum algorithm yet, so the first fake ROTATE still
+                // carries its 4 checksum bytes at the end of the name.
+                if !self.seen_fde && self.checksum && name.len() > 4 {
+                    name = &name[..name.len() - 4];
+                }
+                let name = String::from_utf8_lossy(name).into_owned();
+                if name != self.file {
+                    self.file = name.clone();
+                    out.push(Action::Rotate { file: name });
+                }
+            }
+            MARIADB_GTID => {
+                let d = ev.data();
+                if d.len() < 13 {
+                    return Err(self.err(ev, "GTID event shorter than 13 bytes"));
+                }
+                let seq = u64::from_le_bytes(d[0..8].try_into().unwrap_or_default());
+                let domain = u32::from_le_bytes(d[8..12].try_into().unwrap_or_default());
+                let gtid = Gtid {
+                    domain,
+                    server: h.server_id(),
+                    seq,
+                };
+                let ts = Timestamp(i64::from(h.timestamp()) * 1_000_000);
+                self.trx = Some(Trx {
+                    gtid_text: gtid.to_string(),
+                    standalone: d[12] & FL_STANDALONE != 0,
+                    ts,
+                });
+                out.push(Action::Begin { gtid, ts });
+            }
+            XID => self.commit(pos, out),
+            QUERY => {
+                let q: QueryEvent<'_> = ev.read_event().map_err(|e| self.err(ev, e))?;
+                let sql = q.query();
+                let head = sql.trim_start();
+                if head.eq_ignore_ascii_case("BEGIN") {
+                    return Ok(());
+                }
+                if head.eq_ignore_ascii_case("COMMIT") {
+                    self.commit(pos, out);
+                    return Ok(());
+                }
+                self.check_ddl(&q.schema(), &sql, pos, out);
+                if self.trx.as_ref().is_some_and(|t| t.standalone) {
+                    self.commit(pos, out);
+                }
+            }
+            TABLE_MAP => {
+                let table_id = table_id(ev.data());
+                if let Some((raw, _)) = self.tables.get(&table_id) {
+                    if raw.as_slice() == ev.data() {
+                        return Ok(());
+                    }
+                }
+                let tme: TableMapEvent<'_> = ev.read_event().map_err(|e| self.err(ev, e))?;
+                let db = tme.database_name();
+                let tbl = tme.table_name();
+                let shard = self
+                    .config
+                    .shard_of_database(&db)
+                    .filter(|_| is_event_table(&tbl));
+                let layout = shard.map(|s| Arc::new(TableLayout::new(&tme, Some(s))));
+                if self.tables.len() >= TABLE_CACHE_MAX {
+                    self.tables.clear();
+                }
+                self.tables
+                    .insert(tme.table_id(), (ev.data().to_vec(), layout));
+            }
+            t @ (WRITE_ROWS_V1 | UPDATE_ROWS_V1 | DELETE_ROWS_V1 | WRITE_ROWS_V2
+            | UPDATE_ROWS_V2 | DELETE_ROWS_V2) => self.rows(ev, t, pos, out)?,
+            HEARTBEAT if self.trx.is_none() => out.push(Action::Heartbeat { pos }),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn commit(&mut self, pos: u64, out: &mut Vec<Action>) {
+        let ts = self.trx.take().map(|t| t.ts).unwrap_or_default();
+        out.push(Action::Commit { pos, ts });
+    }
+
+    fn dead(&self, kind: &str, reason: String, layout_db: &str, table: &str, pos: u64, payload: String) -> DeadLetter {
+        DeadLetter {
+            origin: Some(Origin::CdcReader),
+            kind: kind.to_string(),
+            reason,
+            server: self.server.clone(),
+            database: layout_db.to_string(),
+            table: table.to_string(),
+            file: self.file.clone(),
+            pos,
+            gtid: self.trx.as_ref().map(|t| t.gtid_text.clone()).unwrap_or_default(),
+            shard: self.config.shard_of_database(layout_db),
+            payload,
+            at: Timestamp::now(),
+            ..DeadLetter::default()
+        }
+    }
+
+    fn check_ddl(&self, schema: &str, sql: &str, pos: u64, out: &mut Vec<Action>) {
+        let Some(target) = ddl::ddl_target(sql) else {
+            return;
+        };
+        let mut hit: Option<(String, String)> = None;
+        if let Some(db) = &target.database {
+            if self.config.shard_of_database(db).is_some() {
+                hit = Some((db.clone(), String::new()));
+            }
+        }
+        for (db, tbl) in &target.tables {
+            let db = db.as_deref().unwrap_or(schema);
+            if self.config.shard_of_database(db).is_some() && is_event_table(tbl) {
+                hit = Some((db.to_string(), tbl.clone()));
+                break;
+            }
+        }
+        if let Some((db, tbl)) = hit {
+            let reason = format!(
+                "{} on an append-only event table: the table's rows may no longer match what was published",
+                target.verb
+            );
+            let payload = json!({ "query": sql }).to_string();
+            out.push(Action::Dead(self.dead(kind::DDL, reason, &db, &tbl, pos, payload)));
+        }
+    }
+
+    fn rows(&mut self, ev: &Event, t: u8, pos: u64, out: &mut Vec<Action>) -> Result<(), DecodeError> {
+        use event_type::*;
+        let d = ev.data();
+        let table_id = table_id(d);
+        let Some((_, layout)) = self.tables.get(&table_id) else {
+            return Err(self.err(ev, format!("rows event for unknown table id {table_id}")));
+        };
+        let Some(layout) = layout.clone() else {
+            return Ok(()); // not an event table of ours
+        };
+        let mut p = 8usize;
+        if matches!(t, WRITE_ROWS_V2 | UPDATE_ROWS_V2 | DELETE_ROWS_V2) {
+            let extra = d
+                .get(p..p + 2)
+                .map(|b| usize::from(u16::from_le_bytes([b[0], b[1]])))
+                .ok_or_else(|| self.err(ev, "truncated rows header"))?;
+            p += extra.max(2);
+        }
+        let (ncols, used) = lenenc(d.get(p..).unwrap_or_default())
+            .ok_or_else(|| self.err(ev, "truncated column count"))?;
+        p += used;
+        let ncols = ncols as usize;
+        let bm_len = ncols.div_ceil(8);
+        let bitmap = |p: usize| -> Option<Vec<bool>> {
+            let b = d.get(p..p + bm_len)?;
+            Some((0..ncols).map(|i| b[i / 8] & (1 << (i % 8)) != 0).collect())
+        };
+        let before = bitmap(p).ok_or_else(|| self.err(ev, "truncated column bitmap"))?;
+        p += bm_len;
+        let is_update = matches!(t, UPDATE_ROWS_V1 | UPDATE_ROWS_V2);
+        let after = if is_update {
+            let a = bitmap(p).ok_or_else(|| self.err(ev, "truncated column bitmap"))?;
+            p += bm_len;
+            a
+        } else {
+            before.clone()
+        };
+        let body = &d[p.min(d.len())..];
+        if layout.kinds.as_ref().is_ok_and(|k| k.len() != ncols) {
+            let reason = format!(
+                "rows event has {ncols} columns, table map has {}",
+                layout.names.len()
+            );
+            let payload = json!({ "hex": hex(body) }).to_string();
+            out.push(Action::Dead(self.dead(kind::BAD_ROW, reason, &layout.database, &layout.table, pos, payload)));
+            return Ok(());
+        }
+        let mut cur = RowCursor::new(body);
+        let gtid_text = self.trx.as_ref().map(|t| t.gtid_text.as_str()).unwrap_or("");
+        let commit_ts = self.trx.as_ref().map(|t| t.ts).unwrap_or_default();
+        while !cur.is_empty() {
+            match t {
+                WRITE_ROWS_V1 | WRITE_ROWS_V2 => {
+                    let mut probe = cur.clone();
+                    match cur.next_event(&layout, &after) {
+                        Ok(event) => out.push(Action::Row(StreamEvent {
+                            shard: layout.shard.unwrap_or_default(),
+                            event,
+                            source: SourcePosition {
+                                server: self.server.clone(),
+                                database: layout.database.clone(),
+                                table: layout.table.clone(),
+                                file: self.file.clone(),
+                                pos,
+                                gtid: gtid_text.to_string(),
+                                commit_ts,
+                            },
+                        })),
+                        Err(RowError::Model(reason)) => {
+                            let payload = probe
+                                .next_json(&layout, &after)
+                                .map(|v| v.to_string())
+                                .unwrap_or_default();
+                            out.push(Action::Dead(self.dead(kind::BAD_ROW, reason, &layout.database, &layout.table, pos, payload)));
+                        }
+                        Err(RowError::Malformed(reason)) => {
+                            self.malformed(&layout, reason, body, pos, out);
+                            return Ok(());
+                        }
+                    }
+                }
+                UPDATE_ROWS_V1 | UPDATE_ROWS_V2 => {
+                    let b = cur.next_json(&layout, &before);
+                    let a = b.and_then(|b| Ok((b, cur.next_json(&layout, &after)?)));
+                    match a {
+                        Ok((b, a)) => {
+                            let payload = json!({ "before": b, "after": a }).to_string();
+                            let reason = "UPDATE on an append-only event table".to_string();
+                            out.push(Action::Dead(self.dead(kind::UPDATE, reason, &layout.database, &layout.table, pos, payload)));
+                        }
+                        Err(RowError::Malformed(r) | RowError::Model(r)) => {
+                            self.malformed(&layout, r, body, pos, out);
+                            return Ok(());
+                        }
+                    }
+                }
+                _ => match cur.next_json(&layout, &before) {
+                    Ok(b) => {
+                        let payload = json!({ "before": b }).to_string();
+                        let reason = "DELETE on an append-only event table".to_string();
+                        out.push(Action::Dead(self.dead(kind::DELETE, reason, &layout.database, &layout.table, pos, payload)));
+                    }
+                    Err(RowError::Malformed(r) | RowError::Model(r)) => {
+                        self.malformed(&layout, r, body, pos, out);
+                        return Ok(());
+                    }
+                },
+            }
+        }
+        Ok(())
+    }
+
+    /// The rest of a rows event cannot be split into rows: one dead letter
+    /// carries its bytes, so nothing is dropped silently.
+    fn malformed(&self, layout: &TableLayout, reason: String, body: &[u8], pos: u64, out: &mut Vec<Action>) {
+        let payload = json!({ "hex": hex(body) }).to_string();
+        out.push(Action::Dead(self.dead(kind::BAD_ROW, reason, &layout.database, &layout.table, pos, payload)));
+    }
+}
+
+fn table_id(d: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    if d.len() >= 6 {
+        b[..6].copy_from_slice(&d[..6]);
+    }
+    u64::from_le_bytes(b)
+}
+
+/// MySQL length-encoded integer: value and bytes used.
+fn lenenc(b: &[u8]) -> Option<(u64, usize)> {
+    let first = *b.first()?;
+    let n = match first {
+        0..=250 => return Some((u64::from(first), 1)),
+        252 => 2,
+        253 => 3,
+        254 => 8,
+        _ => return None,
+    };
+    let bytes = b.get(1..1 + n)?;
+    let v = bytes.iter().rev().fold(0u64, |a, x| (a << 8) | u64::from(*x));
+    Some((v, 1 + n))
+}
+
+fn hex(b: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(b.len().min(4096) * 2);
+    for x in b.iter().take(4096) {
+        let _ = write!(s, "{x:02x}");
+    }
+    s
+}

@@ -1,0 +1,159 @@
+//! What can go wrong, split by what to do about it.
+//!
+//! [`Transient`] errors (I/O, connection drops, a server restarting, Redis
+//! unavailable, a fenced checkpoint) end the current session; the server's
+//! task reconnects with clamped exponential backoff and resumes from the
+//! checkpoint. [`Definite`] errors (binlog purged past the checkpoint,
+//! misconfigured server, missing grants, an unparseable event) stop that
+//! server's reader with a message naming the fix; the others go on.
+
+use crate::decode::DecodeError;
+use std::fmt;
+
+/// Server error codes the reader acts on.
+/// <https://mariadb.com/kb/en/mariadb-error-code-reference/>
+pub mod codes {
+    /// ER_MASTER_FATAL_ERROR_READING_BINLOG: the requested position or GTID
+    /// is not in the server's binlogs any more (purged), or never was.
+    pub const ER_MASTER_FATAL_ERROR_READING_BINLOG: u16 = 1236;
+    /// ER_ACCESS_DENIED_ERROR: wrong user or password.
+    pub const ER_ACCESS_DENIED_ERROR: u16 = 1045;
+    /// ER_DBACCESS_DENIED_ERROR: no privilege on a database.
+    pub const ER_DBACCESS_DENIED_ERROR: u16 = 1044;
+    /// ER_SPECIFIC_ACCESS_DENIED_ERROR: e.g. REPLICATION SLAVE missing.
+    pub const ER_SPECIFIC_ACCESS_DENIED_ERROR: u16 = 1227;
+    /// ER_TABLEACCESS_DENIED_ERROR.
+    pub const ER_TABLEACCESS_DENIED_ERROR: u16 = 1142;
+}
+
+/// A server setting or grant that is not what the reader needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mismatch {
+    pub setting: String,
+    pub expected: String,
+    pub actual: String,
+}
+
+impl fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: expected {}, actual {}",
+            self.setting, self.expected, self.actual
+        )
+    }
+}
+
+/// Retrying later may succeed; resume from the checkpoint.
+#[derive(Debug, thiserror::Error)]
+pub enum Transient {
+    #[error("server `{server}`: {source}")]
+    Mysql {
+        server: String,
+        #[source]
+        source: mysql_async::Error,
+    },
+    #[error("server `{server}`: Redis: {source}")]
+    Redis {
+        server: String,
+        #[source]
+        source: fred::error::Error,
+    },
+    #[error("server `{server}`: the checkpoint was changed by another reader (fenced); resuming from it")]
+    Fenced { server: String },
+    #[error("server `{server}`: no event or heartbeat for {secs} s")]
+    Silent { server: String, secs: u64 },
+    #[error("server `{server}`: the binlog stream ended")]
+    StreamEnded { server: String },
+}
+
+/// Retrying will not help; an operator must act.
+#[derive(Debug, thiserror::Error)]
+pub enum Definite {
+    #[error("server `{server}`: the binlog at the checkpoint is no longer available ({message}). \
+             The reader cannot resume without losing rows: rebuild with `rpsctl replay` \
+             (and re-snapshot), then delete the checkpoint key `{checkpoint_key}` to start from the current position")]
+    BinlogUnavailable {
+        server: String,
+        message: String,
+        checkpoint_key: String,
+    },
+    #[error("server `{server}` is not configured for the reader: {}. Fix the server settings (sql/server.cnf) or grants (sql/grants.sql, `rpsctl init`) and restart",
+            .mismatches.iter().map(|m| m.to_string()).collect::<Vec<_>>().join("; "))]
+    Misconfigured {
+        server: String,
+        mismatches: Vec<Mismatch>,
+    },
+    #[error("server `{server}`: access denied ({message}). Check the pipeline account in rps.toml and its grants (`rpsctl init`)")]
+    AccessDenied { server: String, message: String },
+    #[error("server `{server}`: {source}. The binlog holds an event the reader cannot parse; report it with the coordinates")]
+    Decode {
+        server: String,
+        #[source]
+        source: DecodeError,
+    },
+    #[error("server `{server}`: checkpoint `{key}` is not valid ({message}); inspect it, delete it to start from the current position, and replay")]
+    BadCheckpoint {
+        server: String,
+        key: String,
+        message: String,
+    },
+    #[error("server `{server}`: invalid MySQL url: {message}")]
+    Url { server: String, message: String },
+}
+
+/// A session ended: reconnect, or stop.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error(transparent)]
+    Transient(#[from] Transient),
+    #[error(transparent)]
+    Definite(#[from] Definite),
+}
+
+/// The reader as a whole stopped with servers that hit a definite error.
+#[derive(Debug, thiserror::Error)]
+pub enum CdcError {
+    #[error("cdc-reader stopped on {}: {}", .0.len(), .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(" | "))]
+    Stopped(Vec<Definite>),
+}
+
+/// Sorts a MySQL error into transient or definite.
+pub fn classify_mysql(server: &str, checkpoint_key: &str, e: mysql_async::Error) -> SessionError {
+    use codes::*;
+    if let mysql_async::Error::Server(s) = &e {
+        match s.code {
+            ER_MASTER_FATAL_ERROR_READING_BINLOG => {
+                return Definite::BinlogUnavailable {
+                    server: server.to_string(),
+                    message: s.message.clone(),
+                    checkpoint_key: checkpoint_key.to_string(),
+                }
+                .into()
+            }
+            ER_ACCESS_DENIED_ERROR
+            | ER_DBACCESS_DENIED_ERROR
+            | ER_SPECIFIC_ACCESS_DENIED_ERROR
+            | ER_TABLEACCESS_DENIED_ERROR => {
+                return Definite::AccessDenied {
+                    server: server.to_string(),
+                    message: s.message.clone(),
+                }
+                .into()
+            }
+            _ => {}
+        }
+    }
+    if let mysql_async::Error::Url(u) = &e {
+        return Definite::Url {
+            server: server.to_string(),
+            message: u.to_string(),
+        }
+        .into();
+    }
+    Transient::Mysql {
+        server: server.to_string(),
+        source: e,
+    }
+    .into()
+}

@@ -1,0 +1,484 @@
+//! The per-server replication task: connect, preflight, stream, apply,
+//! and on transient trouble reconnect with clamped backoff and resume from
+//! the checkpoint. This module wires the parts together; decoding lives in
+//! [`crate::decode`], the atomic publish in [`crate::publish`].
+
+use crate::checkpoint::Checkpoint;
+use crate::decode::{Action, Decoder};
+use crate::error::{classify_mysql, CdcError, Definite, SessionError, Transient};
+use crate::gtid::Gtid;
+use crate::metrics as m;
+use crate::preflight;
+use crate::publish::{Batch, Publisher};
+use backon::BackoffBuilder;
+use futures::{FutureExt, StreamExt};
+use mysql_async::prelude::*;
+use mysql_async::{BinlogStreamRequest, Conn, Opts};
+use rps_core::{Config, Timestamp};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, info_span, warn, Instrument};
+
+/// How often lag in bytes is polled from the server.
+const LAG_POLL: Duration = Duration::from_secs(5);
+/// How often streams are trimmed.
+const TRIM_EVERY: Duration = Duration::from_secs(30);
+/// Smallest and largest wait between reconnects.
+const BACKOFF_MIN: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// Runs every server's reader until `shutdown`; a server that stops on a
+/// definite error is reported while the others go on.
+pub async fn run(config: Arc<Config>, shutdown: CancellationToken) -> Result<(), CdcError> {
+    let mut tasks = Vec::new();
+    for i in 0..config.servers.len() {
+        let c = config.clone();
+        let s = shutdown.clone();
+        tasks.push(tokio::spawn(async move { run_server(c, i, s).await }));
+    }
+    let trim = tokio::spawn(trim_loop(config.clone(), shutdown.clone()));
+    let mut failures = Vec::new();
+    for t in tasks {
+        match t.await {
+            Ok(Ok(())) => {}
+            Ok(Err(d)) => failures.push(d),
+            Err(e) => error!(error = %e, "reader task panicked"),
+        }
+    }
+    shutdown.cancel();
+    let _ = trim.await;
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(CdcError::Stopped(failures))
+    }
+}
+
+async fn trim_loop(config: Arc<Config>, shutdown: CancellationToken) {
+    let mut client = None;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(TRIM_EVERY) => {}
+        }
+        if client.is_none() {
+            client = crate::publish::connect_redis(&config.redis.url, "trim").await.ok();
+        }
+        let Some(c) = &client else { continue };
+        let now = Timestamp::now().as_millis().max(0) as u64;
+        match crate::trim::trim_once(c, &config, now).await {
+            Ok(n) => metrics::counter!(m::TRIMMED).increment(n),
+            Err(e) => warn!(error = %e, "trimming the shard streams failed; retrying later"),
+        }
+    }
+}
+
+/// One server's reader: sessions with backoff until shutdown or a definite error.
+pub async fn run_server(
+    config: Arc<Config>,
+    index: usize,
+    shutdown: CancellationToken,
+) -> Result<(), Definite> {
+    let server = config.servers[index].name.clone();
+    let span = info_span!("cdc_reader", server = %server);
+    async move {
+        let labels = [("server", server.clone())];
+        let builder = backon::ExponentialBuilder::default()
+            .with_min_delay(BACKOFF_MIN)
+            .with_max_delay(BACKOFF_MAX)
+            .with_jitter()
+            .without_max_times();
+        let mut backoff = builder.build();
+        loop {
+            let started = Instant::now();
+            let r = session(&config, index, &shutdown).await;
+            metrics::gauge!(m::UP, &labels).set(0.0);
+            match r {
+                Ok(()) => return Ok(()),
+                Err(SessionError::Definite(d)) => {
+                    error!(error = %d, "reader stopped");
+                    return Err(d);
+                }
+                Err(SessionError::Transient(t)) => {
+                    if shutdown.is_cancelled() {
+                        return Ok(());
+                    }
+                    // A session that ran a while was healthy: start over small.
+                    if started.elapsed() > BACKOFF_MAX {
+                        backoff = builder.build();
+                    }
+                    let wait = backoff.next().unwrap_or(BACKOFF_MAX);
+                    warn!(error = %t, wait_ms = wait.as_millis() as u64, "reconnecting");
+                    metrics::counter!(m::RECONNECTS, &labels).increment(1);
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                }
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+fn mysql_opts(config: &Config, index: usize) -> Result<Opts, Definite> {
+    let s = &config.servers[index];
+    Opts::from_url(&s.url).map_err(|e| Definite::Url {
+        server: s.name.clone(),
+        message: e.to_string(),
+    })
+}
+
+/// The server's current position, where a reader without a checkpoint
+/// starts. A later snapshot step may instead hand [`stream`] its own start.
+pub async fn start_position(config: &Config, index: usize) -> Result<Checkpoint, SessionError> {
+    let s = &config.servers[index];
+    let ck_key = config.keys().cdc_checkpoint(&s.name);
+    let mut conn = Conn::new(mysql_opts(config, index)?)
+        .await
+        .map_err(|e| classify_mysql(&s.name, &ck_key, e))?;
+    let r = preflight::current_position(&mut conn)
+        .await
+        .map_err(|e| classify_mysql(&s.name, &ck_key, e));
+    let _ = conn.disconnect().await;
+    r
+}
+
+async fn session(
+    config: &Arc<Config>,
+    index: usize,
+    shutdown: &CancellationToken,
+) -> Result<(), SessionError> {
+    let server = config.servers[index].name.clone();
+    let ck_key = config.keys().cdc_checkpoint(&server);
+    let (mut publisher, stored) = Publisher::connect(config, index).await?;
+    let mysql = |e| classify_mysql(&server, &ck_key, e);
+    let mut conn = Conn::new(mysql_opts(config, index)?).await.map_err(mysql)?;
+    let facts = match preflight::preflight(&mut conn, config, index)
+        .await
+        .map_err(mysql)?
+    {
+        Ok(f) => f,
+        Err(mismatches) => {
+            for mm in &mismatches {
+                error!(setting = %mm.setting, expected = %mm.expected, actual = %mm.actual, "preflight mismatch");
+            }
+            return Err(Definite::Misconfigured {
+                server: server.clone(),
+                mismatches,
+            }
+            .into());
+        }
+    };
+    let start = match stored {
+        Some(c) => c,
+        None => {
+            let c = preflight::current_position(&mut conn).await.map_err(mysql)?;
+            // Store the starting point at once: a crash before the first
+            // commit must not move the start past rows written meanwhile.
+            publisher.publish(&mut Batch::default(), &c).await?;
+            info!(gtid = %c.gtid, file = %c.file, pos = c.pos, "no checkpoint: starting at the server's current position");
+            c
+        }
+    };
+    stream(config, index, conn, start, publisher, facts, shutdown).await
+}
+
+/// Streams one server's binlog from `start` and publishes it; returns on
+/// shutdown (Ok) or the first error.
+pub async fn stream(
+    config: &Arc<Config>,
+    index: usize,
+    mut conn: Conn,
+    start: Checkpoint,
+    mut publisher: Publisher,
+    facts: preflight::ServerFacts,
+    shutdown: &CancellationToken,
+) -> Result<(), SessionError> {
+    let server = config.servers[index].name.clone();
+    let labels = [("server", server.clone())];
+    let ck_key = config.keys().cdc_checkpoint(&server);
+    let mysql = |e| classify_mysql(&server, &ck_key, e);
+    let heartbeat = Duration::from_millis(config.cdc.heartbeat_ms.max(100));
+    conn.query_drop("SET @mariadb_slave_capability=4")
+        .await
+        .map_err(mysql)?;
+    conn.query_drop(format!(
+        "SET @master_heartbeat_period={}",
+        heartbeat.as_nanos()
+    ))
+    .await
+    .map_err(mysql)?;
+    let server_id = config.cdc.server_id_base + index as u32;
+    let file_bytes = start.file.clone().into_bytes();
+    let mut request = BinlogStreamRequest::new(server_id);
+    if start.gtid.is_empty() {
+        request = request.with_filename(&file_bytes).with_pos(start.pos.max(4));
+    } else {
+        conn.query_drop(format!("SET @slave_connect_state='{}'", start.gtid))
+            .await
+            .map_err(mysql)?;
+        conn.query_drop("SET @slave_gtid_strict_mode=0")
+            .await
+            .map_err(mysql)?;
+    }
+    info!(gtid = %start.gtid, file = %start.file, pos = start.pos,
+          inflight = ?start.inflight, "streaming");
+    let mut binlog = conn.get_binlog_stream(request).await.map_err(mysql)?;
+    metrics::gauge!(m::UP, &labels).set(1.0);
+
+    let (lag_tx, lag_rx) = watch::channel((start.file.clone(), start.pos));
+    let lag_task = tokio::spawn(lag_bytes_loop(config.clone(), index, lag_rx, shutdown.child_token()));
+    let _stop_lag = AbortOnDrop(lag_task);
+
+    let mut decoder = Decoder::new(config.clone(), &server, &start.file, facts.checksum);
+    let mut committed = Checkpoint {
+        inflight: None,
+        ..start.clone()
+    };
+    let mut skip = start.inflight;
+    let mut trx: Option<Gtid> = None;
+    let mut trx_items = 0u64;
+    let mut skip_n = 0u64;
+    let mut dirty = false;
+    let mut batch = Batch::default();
+    let mut actions = Vec::with_capacity(1024);
+    let batch_rows = config.cdc.batch_rows.max(1) as u64;
+    let silence = heartbeat * 3 + Duration::from_secs(2);
+
+    loop {
+        // Drain what is already buffered; flush before waiting, so latency is
+        // one step when idle and batches grow by themselves under load.
+        let next = match binlog.next().now_or_never() {
+            Some(n) => n,
+            None => {
+                if dirty || !batch.is_empty() {
+                    let ck = checkpoint_now(&committed, trx, trx_items);
+                    flush(&mut publisher, &mut batch, &ck, &labels, &lag_tx).await?;
+                    dirty = false;
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => {
+                        let _ = binlog.close().await;
+                        publisher.quit().await;
+                        return Ok(());
+                    }
+                    n = tokio::time::timeout(silence, binlog.next()) => match n {
+                        Ok(n) => n,
+                        Err(_) => return Err(Transient::Silent { server: server.clone(), secs: silence.as_secs() }.into()),
+                    }
+                }
+            }
+        };
+        let event = match next {
+            Some(Ok(ev)) => ev,
+            Some(Err(e)) => return Err(mysql(e)),
+            None => return Err(Transient::StreamEnded { server: server.clone() }.into()),
+        };
+        actions.clear();
+        decoder
+            .decode(&event, &mut actions)
+            .map_err(|source| Definite::Decode {
+                server: server.clone(),
+                source,
+            })?;
+        for action in actions.drain(..) {
+            match action {
+                Action::Begin { gtid, .. } => {
+                    trx = Some(gtid);
+                    trx_items = 0;
+                    // The partly published transaction is recognised by its
+                    // GTID; transactions of other databases may come first.
+                    skip_n = match skip {
+                        Some((g, n)) if g == gtid => {
+                            skip = None;
+                            n
+                        }
+                        _ => 0,
+                    };
+                }
+                Action::Row(ev) => {
+                    trx_items += 1;
+                    if trx_items > skip_n {
+                        publisher.push_entry(&mut batch, &ev);
+                    }
+                }
+                Action::Dead(dl) => {
+                    trx_items += 1;
+                    if trx_items > skip_n {
+                        publisher.push_dead(&mut batch, &dl);
+                    }
+                }
+                Action::Commit { pos, ts } => {
+                    if let Some(g) = trx.take() {
+                        committed.gtid.advance(g);
+                    }
+                    committed.file = decoder.file().to_string();
+                    committed.pos = pos;
+                    committed.commit_ts = ts.as_micros();
+                    trx_items = 0;
+                    skip_n = 0;
+                    dirty = true;
+                }
+                Action::Heartbeat { .. } => {
+                    if batch.is_empty() && !dirty {
+                        metrics::gauge!(m::LAG_SECONDS, &labels).set(0.0);
+                    }
+                }
+                Action::Rotate { file } => {
+                    info!(file = %file, "binlog rotated");
+                }
+            }
+            if batch.items() >= batch_rows {
+                let ck = checkpoint_now(&committed, trx, trx_items);
+                flush(&mut publisher, &mut batch, &ck, &labels, &lag_tx).await?;
+                dirty = false;
+            }
+        }
+    }
+}
+
+/// The checkpoint after what was decoded so far: the last commit, plus the
+/// open transaction's published row count when a batch ends inside it.
+fn checkpoint_now(committed: &Checkpoint, trx: Option<Gtid>, trx_items: u64) -> Checkpoint {
+    let mut ck = committed.clone();
+    ck.inflight = trx.filter(|_| trx_items > 0).map(|g| (g, trx_items));
+    ck
+}
+
+async fn flush(
+    publisher: &mut Publisher,
+    batch: &mut Batch,
+    ck: &Checkpoint,
+    labels: &[(&'static str, String); 1],
+    lag_tx: &watch::Sender<(String, u64)>,
+) -> Result<(), Transient> {
+    let entries = batch.entries;
+    let dead = std::mem::take(&mut batch.dead);
+    let t0 = Instant::now();
+    publisher.publish(batch, ck).await?;
+    tracing::debug!(entries, dead = dead.len(), ms = t0.elapsed().as_secs_f64() * 1e3, pos = ck.pos, "published");
+    metrics::counter!(m::EVENTS_PUBLISHED, labels).increment(entries);
+    metrics::counter!(m::BATCHES, labels).increment(1);
+    for kind in dead {
+        metrics::counter!(m::DEAD_LETTERS, "server" => labels[0].1.clone(), "kind" => kind).increment(1);
+    }
+    if ck.commit_ts > 0 {
+        let lag = (Timestamp::now().as_micros() - ck.commit_ts).max(0) as f64 / 1e6;
+        metrics::gauge!(m::LAG_SECONDS, labels).set(lag);
+    }
+    let _ = lag_tx.send((ck.file.clone(), ck.pos));
+    Ok(())
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn lag_bytes_loop(
+    config: Arc<Config>,
+    index: usize,
+    rx: watch::Receiver<(String, u64)>,
+    shutdown: CancellationToken,
+) {
+    let server = config.servers[index].name.clone();
+    let labels = [("server", server)];
+    let mut conn: Option<Conn> = None;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(LAG_POLL) => {}
+        }
+        if conn.is_none() {
+            if let Ok(opts) = mysql_opts(&config, index) {
+                conn = Conn::new(opts).await.ok();
+            }
+        }
+        let Some(c) = conn.as_mut() else { continue };
+        let (file, pos) = rx.borrow().clone();
+        match preflight::lag_bytes(c, &file, pos).await {
+            Ok(b) => metrics::gauge!(m::LAG_BYTES, &labels).set(b as f64),
+            Err(_) => conn = None,
+        }
+    }
+}
+
+/// What [`decode_only`] saw.
+#[derive(Debug, Clone, Default)]
+pub struct DecodeStats {
+    pub rows: u64,
+    pub dead_letters: u64,
+    pub commits: u64,
+    pub events: u64,
+    pub bytes: u64,
+    pub elapsed: Duration,
+}
+
+/// Reads a server's binlog from `start` and decodes it without publishing,
+/// until `rows` rows were decoded or the server is idle (a heartbeat with no
+/// transaction open). For measuring and for dry runs.
+pub async fn decode_only(
+    config: &Arc<Config>,
+    index: usize,
+    start: &Checkpoint,
+    rows: u64,
+) -> Result<DecodeStats, SessionError> {
+    let server = config.servers[index].name.clone();
+    let ck_key = config.keys().cdc_checkpoint(&server);
+    let mysql = |e| classify_mysql(&server, &ck_key, e);
+    let mut conn = Conn::new(mysql_opts(config, index)?).await.map_err(mysql)?;
+    let facts = match preflight::preflight(&mut conn, config, index).await.map_err(mysql)? {
+        Ok(f) => f,
+        Err(mismatches) => {
+            return Err(Definite::Misconfigured { server, mismatches }.into());
+        }
+    };
+    conn.query_drop("SET @mariadb_slave_capability=4").await.map_err(mysql)?;
+    conn.query_drop("SET @master_heartbeat_period=500000000").await.map_err(mysql)?;
+    let file_bytes = start.file.clone().into_bytes();
+    let mut request = BinlogStreamRequest::new(config.cdc.server_id_base + 90 + index as u32);
+    if start.gtid.is_empty() {
+        request = request.with_filename(&file_bytes).with_pos(start.pos.max(4));
+    } else {
+        conn.query_drop(format!("SET @slave_connect_state='{}'", start.gtid)).await.map_err(mysql)?;
+        conn.query_drop("SET @slave_gtid_strict_mode=0").await.map_err(mysql)?;
+    }
+    let mut binlog = conn.get_binlog_stream(request).await.map_err(mysql)?;
+    let mut decoder = Decoder::new(config.clone(), &server, &start.file, facts.checksum);
+    let mut stats = DecodeStats::default();
+    let mut actions = Vec::with_capacity(1024);
+    let t0 = Instant::now();
+    while stats.rows < rows {
+        let Some(ev) = binlog.next().await else { break };
+        let ev = ev.map_err(mysql)?;
+        stats.events += 1;
+        stats.bytes += u64::from(ev.header().event_size());
+        actions.clear();
+        decoder
+            .decode(&ev, &mut actions)
+            .map_err(|source| Definite::Decode { server: server.clone(), source })?;
+        let mut idle = false;
+        for a in &actions {
+            match a {
+                Action::Row(_) => stats.rows += 1,
+                Action::Dead(_) => stats.dead_letters += 1,
+                Action::Commit { .. } => stats.commits += 1,
+                Action::Heartbeat { .. } => idle = true,
+                _ => {}
+            }
+        }
+        if idle {
+            break;
+        }
+    }
+    stats.elapsed = t0.elapsed();
+    let _ = binlog.close().await;
+    Ok(stats)
+}

@@ -1,0 +1,157 @@
+//! Failure paths on private servers that may be killed, restarted and
+//! purged: binlog rotation and a MariaDB kill -9 mid-stream, a Redis
+//! restart, a purged binlog (definite error naming the fix) and a
+//! misconfigured server (preflight).
+
+mod common;
+
+use common::*;
+use mysql_async::prelude::*;
+use rps_core::ShardId;
+use std::collections::HashMap;
+use std::time::Duration;
+use test_support::{MariaDbInstance, RedisInstance, TestEnv};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_and_a_mariadb_kill9_mid_stream_lose_and_repeat_nothing() {
+    let mut db = MariaDbInstance::start(61).await;
+    let env = TestEnv::on_servers("cdc_mdb", 2, &[db.test_server("priv-a")], &test_support::shared_redis_url()).await;
+    let redis = env.redis().await;
+    let config = with_batch_rows(&env.config, 200);
+    let (stop, task) = spawn_reader(config.clone());
+    wait_checkpoints(&redis, &config).await;
+
+    let mut inserted: HashMap<ShardId, Vec<_>> = HashMap::new();
+    for shard in 0..2u16 {
+        inserted.insert(shard, started_events(shard, 2, 100_000 * i64::from(shard + 1), 3000));
+    }
+    // Phase 1 with rotations between chunks.
+    for (i, chunk) in (0..1500).step_by(250).enumerate() {
+        for shard in 0..2u16 {
+            insert_retrying(&env, shard, "match_result_events", &inserted[&shard][chunk..chunk + 250], 50).await;
+        }
+        if i % 2 == 0 {
+            let mut a = env.admin_conn(0).await;
+            a.query_drop("FLUSH BINARY LOGS").await.unwrap();
+        }
+    }
+    wait_total(&redis, &config, 1000, Duration::from_secs(30)).await;
+    db.kill9();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    db.restart().await;
+    for shard in 0..2u16 {
+        insert_retrying(&env, shard, "match_result_events", &inserted[&shard][1500..], 100).await;
+    }
+    let mut a = env.admin_conn(0).await;
+    a.query_drop("FLUSH BINARY LOGS").await.unwrap();
+    wait_total(&redis, &config, 6000, Duration::from_secs(90)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_exactly_once(&redis, &config, &inserted).await;
+    stop.cancel();
+    task.await.unwrap().unwrap();
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restart_mid_stream_loses_and_repeats_nothing() {
+    let mut r = RedisInstance::start(true).await;
+    let env = TestEnv::on_servers(
+        "cdc_redis",
+        4,
+        &[
+            test_support::TestServer { name: "mysql-a".into(), port: 3307 },
+            test_support::TestServer { name: "mysql-b".into(), port: 3308 },
+        ],
+        &r.url(),
+    )
+    .await;
+    let redis = env.redis().await;
+    let config = with_batch_rows(&env.config, 250);
+    let (stop, task) = spawn_reader(config.clone());
+    wait_checkpoints(&redis, &config).await;
+    let mut inserted: HashMap<ShardId, Vec<_>> = HashMap::new();
+    for shard in 0..4u16 {
+        inserted.insert(shard, started_events(shard, 4, 300_000 * i64::from(shard + 1), 2000));
+    }
+    for shard in 0..4u16 {
+        insert(&env, shard, "match_result_events", &inserted[&shard][..1000], 100).await;
+    }
+    wait_total(&redis, &config, 1000, Duration::from_secs(30)).await;
+    r.kill9();
+    for shard in 0..4u16 {
+        insert(&env, shard, "match_result_events", &inserted[&shard][1000..], 100).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    r.restart().await;
+    wait_total(&redis, &config, 8000, Duration::from_secs(90)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_exactly_once(&redis, &config, &inserted).await;
+    stop.cancel();
+    task.await.unwrap().unwrap();
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purged_binlog_and_a_misconfigured_server_are_definite() {
+    let db = MariaDbInstance::start(62).await;
+    let env = TestEnv::on_servers("cdc_purge", 2, &[db.test_server("priv-p")], &test_support::shared_redis_url()).await;
+    let redis = env.redis().await;
+    let config = env.config.clone();
+    let (stop, task) = spawn_reader(config.clone());
+    wait_checkpoints(&redis, &config).await;
+    insert(&env, 0, "match_result_events", &started_events(0, 2, 1, 10), 10).await;
+    wait_total(&redis, &config, 10, Duration::from_secs(30)).await;
+    stop.cancel();
+    task.await.unwrap().unwrap();
+
+    // While the reader is down, its position is purged away.
+    insert(&env, 1, "match_result_events", &started_events(1, 2, 100, 10), 10).await;
+    let mut a = env.admin_conn(0).await;
+    a.query_drop("FLUSH BINARY LOGS").await.unwrap();
+    let (file, _): (String, u64) = a
+        .query_first::<mysql_async::Row, _>("SHOW MASTER STATUS")
+        .await
+        .unwrap()
+        .map(|r| (r.get(0).unwrap(), r.get(1).unwrap()))
+        .unwrap();
+    // The stopped reader's dump thread may linger a moment and hold the file.
+    test_support::eventually("binlogs purged", Duration::from_secs(20), || {
+        let (url, file) = (config.servers[0].admin_url.clone().unwrap(), file.clone());
+        async move {
+            let mut a = mysql_async::Conn::new(mysql_async::Opts::from_url(&url).unwrap()).await.ok()?;
+            a.query_drop(format!("PURGE BINARY LOGS TO '{file}'")).await.ok()?;
+            let logs: Vec<(String, u64)> = a.query("SHOW BINARY LOGS").await.ok()?;
+            (logs.first().map(|l| &l.0) == Some(&file)).then_some(())
+        }
+    })
+    .await;
+
+    let r = tokio::time::timeout(
+        Duration::from_secs(30),
+        cdc_reader::run_server(config.clone(), 0, Default::default()),
+    )
+    .await
+    .expect("a definite error stops the reader, no endless retry");
+    let err = r.unwrap_err();
+    assert!(matches!(err, cdc_reader::Definite::BinlogUnavailable { .. }), "{err}");
+    assert!(err.to_string().contains("rpsctl replay"), "{err}");
+
+    // Preflight names setting, expected and actual, and does not stream.
+    a.query_drop("SET GLOBAL binlog_row_metadata = 'MINIMAL'").await.unwrap();
+    let r = tokio::time::timeout(
+        Duration::from_secs(30),
+        cdc_reader::run_server(config.clone(), 0, Default::default()),
+    )
+    .await
+    .unwrap();
+    match r.unwrap_err() {
+        cdc_reader::Definite::Misconfigured { mismatches, .. } => {
+            assert_eq!(mismatches.len(), 1, "{mismatches:?}");
+            assert_eq!(mismatches[0].setting, "binlog_row_metadata");
+            assert_eq!(mismatches[0].expected, "FULL");
+            assert_eq!(mismatches[0].actual, "MINIMAL");
+        }
+        other => panic!("expected a preflight failure, got {other}"),
+    }
+    env.cleanup().await;
+}

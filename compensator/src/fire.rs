@@ -1,0 +1,258 @@
+//! The compensator's MySQL side: read the claimed matches' events from their
+//! shard, decide, and append the `timed_out` events.
+//!
+//! One shard's claimed matches are handled together: one SELECT per event
+//! table (`match_id IN (…)`) and one multi-row INSERT per table, which is
+//! what lets a burst of expiring deadlines be fired in milliseconds. A
+//! duplicate key fails a multi-row INSERT whole; then each event is appended
+//! on its own so every match gets its own answer (`uk_event`: already fired
+//! by an earlier attempt; `uk_match_version`: the match moved on, so it is
+//! read again and decided afresh).
+
+use crate::decide::{decide, Decision};
+use crate::deadlines::Claimed;
+use mysql_async::prelude::Queryable;
+use rps_core::fold::MatchStatus;
+use rps_core::{MatchEvent, ShardId, Timestamp};
+use rps_event_store::{decode_row, AppendOutcome, EventStore, StoreError, EVENT_COLUMNS};
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::sync::Mutex;
+
+/// How many times a match that moved on under us is read again at once
+/// before it is left to the lease for a later look.
+const RACE_ROUNDS: usize = 3;
+
+/// What became of one claimed deadline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settled {
+    /// This attempt inserted the `timed_out`; `committed` is when the INSERT
+    /// returned (autocommit: the commit time).
+    Fired {
+        event: MatchEvent,
+        committed: Timestamp,
+    },
+    /// An earlier attempt (of this or another compensator) already inserted it.
+    AlreadyFired,
+    /// The match has a result: nothing written.
+    Over(MatchStatus),
+    /// The stored deadline is still ahead: look again then.
+    NotDue(Timestamp),
+    /// The match kept moving on under us; look again after the lease.
+    Raced,
+    /// This attempt failed; counts towards the retry schedule.
+    Failed(String),
+}
+
+/// Event tables per shard, looked up once and refreshed when a match is
+/// not found (a season table created since).
+#[derive(Clone, Default)]
+pub struct TableCache {
+    inner: Arc<Mutex<HashMap<ShardId, Vec<String>>>>,
+}
+
+impl TableCache {
+    async fn get(
+        &self,
+        store: &EventStore,
+        shard: ShardId,
+        refresh: bool,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut m = self.inner.lock().await;
+        if !refresh {
+            if let Some(t) = m.get(&shard) {
+                return Ok(t.clone());
+            }
+        }
+        let t = store.event_tables(shard).await?;
+        m.insert(shard, t.clone());
+        Ok(t)
+    }
+}
+
+/// A match's stored rows and the table they live in.
+struct Stored {
+    table: String,
+    events: Vec<MatchEvent>,
+}
+
+async fn read_matches(
+    store: &EventStore,
+    tables: &[String],
+    shard: ShardId,
+    ids: &[i64],
+) -> Result<HashMap<i64, Stored>, StoreError> {
+    let mut out: HashMap<i64, Stored> = HashMap::new();
+    if ids.is_empty() {
+        return Ok(out);
+    }
+    let db = store.config().database(shard);
+    let server = store.config().server_of(shard).name.clone();
+    let mut conn = store.conn_for_shard(shard).await?;
+    let list = ids
+        .iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    for table in tables {
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM `{db}`.`{table}` WHERE match_id IN ({list}) ORDER BY match_id, version"
+        );
+        let rows: Vec<mysql_async::Row> =
+            conn.query(sql)
+                .await
+                .map_err(|source| StoreError::Mysql {
+                    server: server.clone(),
+                    source,
+                })?;
+        for row in rows {
+            // A row that does not fit the model is skipped here as the
+            // projector skips it (it is in the dead letter already).
+            let Ok(ev) = decode_row(&row) else { continue };
+            let e = out.entry(ev.match_id).or_insert_with(|| Stored {
+                table: table.clone(),
+                events: Vec::new(),
+            });
+            if ev.version == 1 {
+                e.table = table.clone();
+            }
+            e.events.push(ev);
+        }
+    }
+    Ok(out)
+}
+
+/// Decides and fires the claimed deadlines of one shard.
+pub async fn fire_shard(
+    store: &EventStore,
+    tables: &TableCache,
+    shard: ShardId,
+    items: &[Claimed],
+) -> Vec<(Claimed, Settled)> {
+    let mut done: Vec<(Claimed, Settled)> = Vec::with_capacity(items.len());
+    let mut todo: Vec<Claimed> = items.to_vec();
+    for round in 0..=RACE_ROUNDS {
+        if todo.is_empty() {
+            break;
+        }
+        if round == RACE_ROUNDS {
+            done.extend(todo.drain(..).map(|c| (c, Settled::Raced)));
+            break;
+        }
+        match fire_round(store, tables, shard, &todo).await {
+            Ok(results) => {
+                todo.clear();
+                for (c, r) in results {
+                    match r {
+                        None => todo.push(c),
+                        Some(s) => done.push((c, s)),
+                    }
+                }
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                done.extend(todo.drain(..).map(|c| (c, Settled::Failed(msg.clone()))));
+            }
+        }
+    }
+    done
+}
+
+/// One read-decide-append round. `None` for a match whose version was
+/// taken under us (read it again).
+async fn fire_round(
+    store: &EventStore,
+    tables: &TableCache,
+    shard: ShardId,
+    items: &[Claimed],
+) -> Result<Vec<(Claimed, Option<Settled>)>, StoreError> {
+    let ids: Vec<i64> = items.iter().map(|c| c.match_id).collect();
+    let mut t = tables.get(store, shard, false).await?;
+    let mut stored = read_matches(store, &t, shard, &ids).await?;
+    let missing: Vec<i64> = ids
+        .iter()
+        .copied()
+        .filter(|id| !stored.contains_key(id))
+        .collect();
+    if !missing.is_empty() {
+        let fresh = tables.get(store, shard, true).await?;
+        let new: Vec<String> = fresh.iter().filter(|x| !t.contains(x)).cloned().collect();
+        if !new.is_empty() {
+            stored.extend(read_matches(store, &new, shard, &missing).await?);
+        }
+        t = fresh;
+    }
+    let _ = t;
+
+    let now = Timestamp::now();
+    let mut out = Vec::with_capacity(items.len());
+    // table → events to append, with the claim each closes.
+    let mut to_fire: HashMap<String, Vec<(Claimed, MatchEvent)>> = HashMap::new();
+    for c in items {
+        let Some(s) = stored.get(&c.match_id) else {
+            out.push((
+                *c,
+                Some(Settled::Failed(format!(
+                    "match {} has no events in database `{}`",
+                    c.match_id,
+                    store.config().database(shard)
+                ))),
+            ));
+            continue;
+        };
+        match decide(&s.events, now) {
+            Decision::Over(st) => out.push((*c, Some(Settled::Over(st.status)))),
+            Decision::NotDue(t) => out.push((*c, Some(Settled::NotDue(t)))),
+            Decision::Unknown => out.push((
+                *c,
+                Some(Settled::Failed(format!(
+                    "match {} has no valid `started` event in `{}`.`{}`",
+                    c.match_id,
+                    store.config().database(shard),
+                    s.table
+                ))),
+            )),
+            Decision::Fire(ev) => to_fire.entry(s.table.clone()).or_default().push((*c, ev)),
+        }
+    }
+    for (table, group) in to_fire {
+        out.extend(append_group(store, shard, &table, group).await?);
+    }
+    Ok(out)
+}
+
+async fn append_group(
+    store: &EventStore,
+    shard: ShardId,
+    table: &str,
+    group: Vec<(Claimed, MatchEvent)>,
+) -> Result<Vec<(Claimed, Option<Settled>)>, StoreError> {
+    let server = store.config().server_of(shard).name.clone();
+    let events: Vec<MatchEvent> = group.iter().map(|(_, e)| e.clone()).collect();
+    let mut conn = store.conn_for_shard(shard).await?;
+    match store.append_batch(&mut conn, shard, table, &events).await {
+        Ok(()) => {
+            let committed = Timestamp::now();
+            return Ok(group
+                .into_iter()
+                .map(|(c, event)| (c, Some(Settled::Fired { event, committed })))
+                .collect());
+        }
+        Err(mysql_async::Error::Server(e)) if e.code == rps_event_store::ER_DUP_ENTRY => {}
+        Err(source) => return Err(StoreError::Mysql { server, source }),
+    }
+    drop(conn);
+    let mut out = Vec::with_capacity(group.len());
+    for (c, event) in group {
+        let r = match store.append(shard, table, &event).await? {
+            AppendOutcome::Inserted => Some(Settled::Fired {
+                event,
+                committed: Timestamp::now(),
+            }),
+            AppendOutcome::AlreadyStored => Some(Settled::AlreadyFired),
+            AppendOutcome::VersionTaken => None,
+        };
+        out.push((c, r));
+    }
+    Ok(out)
+}

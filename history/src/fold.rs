@@ -1,0 +1,245 @@
+//! The fold of every shard's event tables, read inside consistent snapshots.
+//!
+//! Each shard is read on its own connection inside `START TRANSACTION WITH
+//! CONSISTENT SNAPSHOT`, which in MariaDB also fixes the binlog position of
+//! that instant (`binlog_snapshot_file` / `binlog_snapshot_position`): the
+//! rows read are exactly the transactions committed before that position.
+//! Replay uses the position to know which stream entries the fold already
+//! contains. Shards are read in parallel; each shard's tables in primary-key
+//! order (docs/operations.md explains why that order is the commit order of
+//! every match, which is all the fold needs).
+
+use crate::model::{Model, RejectedEvent};
+use crate::progress::Progress;
+use crate::HistoryError;
+use futures::future::try_join_all;
+use mysql_async::prelude::*;
+use rps_core::{SeasonId, ShardId, Timestamp};
+use rps_event_store::{EventStore, HistoryFilter, StoreError, TableReader};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// What to fold.
+#[derive(Debug, Clone)]
+pub struct FoldOptions {
+    /// Only this season's events.
+    pub season: Option<SeasonId>,
+    /// Only events with `occurred_at < until`.
+    pub until: Option<Timestamp>,
+    /// Only these shards (`None`: all).
+    pub shards: Option<Vec<ShardId>>,
+    /// Rows per primary-key page.
+    pub page_size: usize,
+}
+
+impl Default for FoldOptions {
+    fn default() -> Self {
+        FoldOptions {
+            season: None,
+            until: None,
+            shards: None,
+            page_size: 10_000,
+        }
+    }
+}
+
+impl FoldOptions {
+    /// Whether the fold covers the whole history (only then may it replace
+    /// the live read models).
+    pub fn is_complete(&self) -> bool {
+        self.season.is_none() && self.until.is_none() && self.shards.is_none()
+    }
+}
+
+/// The binlog position at which a shard's snapshot was taken.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ShardSnapshot {
+    pub shard: ShardId,
+    pub server: String,
+    pub file: String,
+    pub pos: u64,
+    /// Rows folded from this shard.
+    pub rows: u64,
+}
+
+impl ShardSnapshot {
+    /// Whether a binlog position is inside the snapshot (at or before it).
+    /// File names share a base name and a zero-padded sequence, so they
+    /// compare as strings; an empty file means "read by an initial
+    /// snapshot of the reader", which precedes every binlog position.
+    pub fn covers(&self, file: &str, pos: u64) -> bool {
+        file.is_empty() || (file, pos) <= (self.file.as_str(), self.pos)
+    }
+}
+
+/// The fold and where each shard's snapshot stands.
+#[derive(Debug)]
+pub struct FoldOutput {
+    pub model: Model,
+    pub snapshots: Vec<ShardSnapshot>,
+}
+
+/// Folds the history of every shard (or the selected ones) in parallel.
+pub async fn fold_history(
+    store: &EventStore,
+    opts: &FoldOptions,
+    progress: &Progress,
+    cancel: &CancellationToken,
+) -> Result<FoldOutput, HistoryError> {
+    let config = store.config();
+    let shards: Vec<ShardId> = match &opts.shards {
+        Some(s) => s.clone(),
+        None => (0..config.shard_count).collect(),
+    };
+    let tasks = shards.iter().map(|&shard| {
+        let span = tracing::info_span!("fold_shard", shard);
+        fold_shard(store, shard, opts, progress, cancel).instrument(span)
+    });
+    let parts = try_join_all(tasks).await?;
+    let mut model = Model::new(config.shard_count);
+    let mut snapshots = Vec::with_capacity(parts.len());
+    for (m, s) in parts {
+        model.merge(m);
+        snapshots.push(s);
+    }
+    Ok(FoldOutput { model, snapshots })
+}
+
+async fn fold_shard(
+    store: &EventStore,
+    shard: ShardId,
+    opts: &FoldOptions,
+    progress: &Progress,
+    cancel: &CancellationToken,
+) -> Result<(Model, ShardSnapshot), HistoryError> {
+    let config = store.config();
+    let (_, server) = store.pool_for_shard(shard);
+    let server = server.to_string();
+    let database = config.database(shard);
+    let tables = store.event_tables(shard).await?;
+    let mut conn = store.conn_for_shard(shard).await?;
+    let m = HistoryError::mysql;
+    conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        .await
+        .map_err(m(&server))?;
+    conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+        .await
+        .map_err(m(&server))?;
+    let status: Vec<(String, String)> = conn
+        .query("SHOW STATUS LIKE 'binlog_snapshot_%'")
+        .await
+        .map_err(m(&server))?;
+    let get = |name: &str| {
+        status
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    };
+    let (Some(file), Some(pos)) = (
+        get("binlog_snapshot_file"),
+        get("binlog_snapshot_position").and_then(|p| p.parse::<u64>().ok()),
+    ) else {
+        return Err(HistoryError::Definite(format!(
+            "server `{server}` reports no binlog_snapshot_file/position: binary logging must be on (sql/server.cnf)"
+        )));
+    };
+    for table in &tables {
+        let max_id: Option<Option<i64>> = conn
+            .query_first(format!("SELECT MAX(id) FROM `{database}`.`{table}`"))
+            .await
+            .map_err(m(&server))?;
+        progress.add_total(max_id.flatten().unwrap_or(0).max(0) as u64);
+    }
+    let filter = HistoryFilter {
+        season: opts.season,
+        from: None,
+        to: opts.until,
+        max_row_id: None,
+    };
+    let mut model = Model::new(config.shard_count);
+    let mut rows = 0u64;
+    for table in &tables {
+        let mut reader = TableReader::new(&database, table, &filter, opts.page_size);
+        while let Some(page) = reader.next_page(&mut conn).await.map_err(m(&server))? {
+            if cancel.is_cancelled() {
+                return Err(HistoryError::Cancelled);
+            }
+            let n = page.len() as u64;
+            for row in page {
+                match row {
+                    Ok(ev) => model.apply_reporting(shard, &database, table, &ev),
+                    Err(e) => {
+                        model.events += 1;
+                        model.rejections.record(bad_row(shard, e));
+                    }
+                }
+            }
+            rows += n;
+            progress.inc(n);
+            metrics::counter!(crate::metrics::REPLAY_EVENTS_TOTAL).increment(n);
+        }
+    }
+    conn.query_drop("COMMIT").await.map_err(m(&server))?;
+    tracing::info!(shard, rows, %file, pos, "shard folded");
+    Ok((
+        model,
+        ShardSnapshot {
+            shard,
+            server,
+            file,
+            pos,
+            rows,
+        },
+    ))
+}
+
+fn bad_row(shard: ShardId, e: StoreError) -> RejectedEvent {
+    match e {
+        StoreError::BadRow {
+            database,
+            table,
+            row_id,
+            message,
+        } => RejectedEvent {
+            shard,
+            database,
+            table,
+            row_id,
+            match_id: None,
+            event_id: String::new(),
+            code: "bad_row".into(),
+            reason: message,
+        },
+        other => RejectedEvent {
+            shard,
+            database: String::new(),
+            table: String::new(),
+            row_id: 0,
+            match_id: None,
+            event_id: String::new(),
+            code: "bad_row".into(),
+            reason: other.to_string(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_covers_positions_up_to_it() {
+        let s = ShardSnapshot {
+            shard: 0,
+            server: "a".into(),
+            file: "binlog.000002".into(),
+            pos: 500,
+            rows: 0,
+        };
+        assert!(s.covers("binlog.000001", 9_999));
+        assert!(s.covers("binlog.000002", 500));
+        assert!(!s.covers("binlog.000002", 501));
+        assert!(!s.covers("binlog.000003", 4));
+        assert!(s.covers("", 0));
+    }
+}

@@ -1,0 +1,495 @@
+//! `rpsctl replay`: rebuild the read models from history into a new
+//! generation beside the live one, catch it up, switch atomically.
+//!
+//! 1. Note the live generation `g` and its `progress` (a lower bound of
+//!    where to read the streams from).
+//! 2. Fold every shard's tables inside a consistent snapshot, noting each
+//!    snapshot's binlog position ([`crate::fold`]).
+//! 3. Write the fold into `g+1`, every key once.
+//! 4. Catch up: read each shard stream up to `g`'s progress and fold the
+//!    entries whose source position is after the shard's snapshot (the
+//!    others are already in the fold), rewriting the keys they touch and
+//!    `g+1`'s progress. Repeat until `g+1`'s progress equals `g`'s and `g`
+//!    has applied every entry the snapshot covers, then switch with a
+//!    script that sets the generation only if both progress hashes are
+//!    still equal. The live projector continues on `g+1` from there.
+//! 5. Unlink `g`'s keys.
+//!
+//! A limited replay (`--season`, `--shard`, `--until`) is an inspection: it
+//! folds and reports, and writes nothing (a partial model must never become
+//! the live one).
+
+use crate::fold::{FoldOptions, ShardSnapshot};
+use crate::model::Model;
+use crate::progress::Progress;
+use crate::redis_io::{self, Switch};
+use crate::verify::VerifyReport;
+use crate::HistoryError;
+use fred::clients::Client;
+use fred::interfaces::{KeysInterface, StreamsInterface};
+use fred::types::Value;
+use rps_core::keys::GenerationKeys;
+use rps_core::{Config, ShardId, StreamEvent};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// Stream entries read per XRANGE while catching up.
+const CATCHUP_PAGE: u64 = 2000;
+
+#[derive(Debug, Clone)]
+pub struct ReplayOptions {
+    pub fold: FoldOptions,
+    /// Build and compare with the live generation, then drop what was built.
+    pub dry_run: bool,
+    pub show_progress: bool,
+    /// How long to wait for the live generation to pass the snapshot.
+    pub switch_timeout: Duration,
+}
+
+impl Default for ReplayOptions {
+    fn default() -> Self {
+        ReplayOptions {
+            fold: FoldOptions::default(),
+            dry_run: false,
+            show_progress: false,
+            switch_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// What a replay did.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct ReplayReport {
+    pub old_generation: u64,
+    /// `None` for an inspection (limited replay).
+    pub new_generation: Option<u64>,
+    pub switched: bool,
+    pub events: u64,
+    pub matches: u64,
+    pub players: u64,
+    pub open_matches: u64,
+    pub rejections: BTreeMap<String, u64>,
+    pub rejection_samples: Vec<crate::model::RejectedEvent>,
+    pub keys_written: u64,
+    pub fold_seconds: f64,
+    pub write_seconds: f64,
+    pub catchup_entries: u64,
+    pub catchup_skipped: u64,
+    pub total_seconds: f64,
+    pub old_keys_dropped: u64,
+    pub snapshots: Vec<ShardSnapshot>,
+    /// `--dry-run`: the fold compared with the live generation.
+    pub comparison: Option<VerifyReport>,
+}
+
+impl ReplayReport {
+    fn fill_from(&mut self, m: &Model) {
+        self.events = m.events;
+        self.matches = m.matches.len() as u64;
+        self.players = m.players.keys().filter(|k| k.1.is_none()).count() as u64;
+        self.open_matches = m.deadlines().len() as u64;
+        self.rejections = m.rejections.by_code.clone();
+        self.rejection_samples = m.rejections.samples.iter().take(20).cloned().collect();
+    }
+}
+
+/// Stream ids compare as (milliseconds, sequence).
+pub fn parse_stream_id(id: &str) -> Option<(u64, u64)> {
+    let (a, b) = id.split_once('-')?;
+    Some((a.parse().ok()?, b.parse().ok()?))
+}
+
+fn id_after(a: &str, b: &str) -> bool {
+    parse_stream_id(a) > parse_stream_id(b)
+}
+
+/// Runs a replay; see the module doc.
+pub async fn run(
+    config: Arc<Config>,
+    opts: ReplayOptions,
+    shutdown: CancellationToken,
+) -> Result<ReplayReport, HistoryError> {
+    let started = Instant::now();
+    let store = rps_event_store::EventStore::new(config.clone())?;
+    let client = crate::connect_redis(&config).await?;
+    let keys = config.keys();
+    let generation = redis_io::active_generation(&client, &keys).await?;
+    let old = keys.generation_keys(generation);
+    let mut report = ReplayReport {
+        old_generation: generation,
+        ..Default::default()
+    };
+    let start_progress = redis_io::progress(&client, &old).await?;
+
+    let progress = Progress::start("replay: folding history", !opts.show_progress);
+    let t = Instant::now();
+    let out = crate::fold_history(&store, &opts.fold, &progress, &shutdown).await;
+    progress.finish();
+    let out = out?;
+    store.disconnect().await;
+    report.fold_seconds = t.elapsed().as_secs_f64();
+    let mut model = out.model;
+    report.snapshots = out.snapshots;
+    report.fill_from(&model);
+    tracing::info!(
+        events = model.events,
+        matches = model.matches.len(),
+        seconds = report.fold_seconds,
+        "history folded"
+    );
+
+    if !opts.fold.is_complete() {
+        report.total_seconds = started.elapsed().as_secs_f64();
+        return Ok(report);
+    }
+
+    let new = keys.generation_keys(generation + 1);
+    if redis_io::generation_exists(&client, &new).await? {
+        let n = redis_io::drop_generation(&client, &new).await?;
+        tracing::warn!(
+            generation = new.generation,
+            keys = n,
+            "dropped leftovers of an unfinished replay"
+        );
+    }
+    report.new_generation = Some(new.generation);
+    let t = Instant::now();
+    report.keys_written = redis_io::write_model(&client, &new, &model)
+        .instrument(tracing::info_span!(
+            "write_generation",
+            generation = new.generation
+        ))
+        .await?;
+    report.write_seconds = t.elapsed().as_secs_f64();
+    tracing::info!(
+        keys = report.keys_written,
+        seconds = report.write_seconds,
+        generation = new.generation,
+        "new generation written"
+    );
+
+    if opts.dry_run {
+        report.comparison = Some(crate::verify::compare(&client, &old, &model).await?);
+        redis_io::drop_generation(&client, &new).await?;
+        report.total_seconds = started.elapsed().as_secs_f64();
+        return Ok(report);
+    }
+
+    let snapshots = report.snapshots.clone();
+    let result = catch_up_and_switch(
+        &client,
+        &config,
+        &old,
+        &new,
+        &mut model,
+        &snapshots,
+        &start_progress,
+        &opts,
+        &shutdown,
+        &mut report,
+    )
+    .instrument(tracing::info_span!("catch_up", generation = new.generation))
+    .await;
+    if let Err(e) = result {
+        // The half-built generation is useless; do not leave it behind.
+        let _ = redis_io::drop_generation(&client, &new).await;
+        return Err(e);
+    }
+    report.switched = true;
+    report.rejections = model.rejections.by_code.clone();
+    report.rejection_samples = model.rejections.samples.iter().take(20).cloned().collect();
+    report.old_keys_dropped = redis_io::drop_generation(&client, &old).await?;
+    report.total_seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Per-shard catch-up state.
+struct ShardCursor {
+    shard: ShardId,
+    stream: String,
+    /// Last stream id read (exclusive start of the next read).
+    last: Option<String>,
+    /// An entry after the snapshot was seen at or before `last`: every entry
+    /// the snapshot covers is behind us.
+    passed_snapshot: bool,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn catch_up_and_switch(
+    client: &Client,
+    config: &Config,
+    old: &GenerationKeys,
+    new: &GenerationKeys,
+    model: &mut Model,
+    snapshots: &[ShardSnapshot],
+    start_progress: &HashMap<String, String>,
+    opts: &ReplayOptions,
+    shutdown: &CancellationToken,
+    report: &mut ReplayReport,
+) -> Result<(), HistoryError> {
+    let keys = config.keys();
+    let snap: HashMap<ShardId, &ShardSnapshot> = snapshots.iter().map(|s| (s.shard, s)).collect();
+    let mut cursors: Vec<ShardCursor> = (0..config.shard_count)
+        .map(|shard| ShardCursor {
+            shard,
+            stream: keys.events(shard),
+            last: start_progress.get(&shard.to_string()).cloned(),
+            passed_snapshot: false,
+        })
+        .collect();
+    for c in &cursors {
+        check_not_trimmed(client, c, snap[&c.shard]).await?;
+    }
+    model.track_dirty();
+    let deadline = Instant::now() + opts.switch_timeout;
+    let mut last_note = Instant::now();
+    loop {
+        if shutdown.is_cancelled() {
+            return Err(HistoryError::Cancelled);
+        }
+        let target = redis_io::progress(client, old).await?;
+        let mut progress_pairs: Vec<(String, String)> = Vec::new();
+        for c in cursors.iter_mut() {
+            let Some(t) = target.get(&c.shard.to_string()) else {
+                continue;
+            };
+            while c.last.as_deref().is_none_or(|l| id_after(t, l)) {
+                let start = c.last.as_ref().map_or("-".to_string(), |l| format!("({l}"));
+                let page: Vec<(String, HashMap<String, String>)> = client
+                    .xrange_values(c.stream.as_str(), start, t.as_str(), Some(CATCHUP_PAGE))
+                    .await?;
+                if page.is_empty() {
+                    break;
+                }
+                for (id, fields) in &page {
+                    let s = snap[&c.shard];
+                    match StreamEvent::decode(
+                        fields.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())),
+                    ) {
+                        Ok(e) if s.covers(&e.source.file, e.source.pos) => {
+                            report.catchup_skipped += 1
+                        }
+                        Ok(e) => {
+                            c.passed_snapshot = true;
+                            report.catchup_entries += 1;
+                            model.apply_reporting(
+                                c.shard,
+                                &e.source.database,
+                                &e.source.table,
+                                &e.event,
+                            );
+                        }
+                        // The projector dead-letters undecodable entries; they
+                        // change no read model, so there is nothing to fold.
+                        Err(_) => report.catchup_skipped += 1,
+                    }
+                    c.last = Some(id.clone());
+                }
+            }
+            c.last = Some(t.clone());
+            progress_pairs.push((c.shard.to_string(), t.clone()));
+            // The projector's bookkeeping beside the position (`<shard>:at`, …)
+            // comes along, so lag reports stay continuous across the switch.
+            let prefix = format!("{}:", c.shard);
+            progress_pairs.extend(
+                target
+                    .iter()
+                    .filter(|(k, _)| k.starts_with(&prefix))
+                    .map(|(k, v)| (k.clone(), v.clone())),
+            );
+        }
+        let dirty = model.take_dirty();
+        let mut units = redis_io::dirty_units(new, model, dirty.matches, dirty.players);
+        if !progress_pairs.is_empty() {
+            units.push(vec![redis_io::Cmd::Hset(new.progress(), progress_pairs)]);
+        }
+        redis_io::run_units(client, units).await?;
+        metrics::counter!(crate::metrics::REPLAY_CATCHUP_ENTRIES_TOTAL)
+            .absolute(report.catchup_entries);
+
+        let waiting = snapshot_passed(client, config, &mut cursors, &snap).await?;
+        if let Some(why) = &waiting {
+            if last_note.elapsed() > Duration::from_secs(5) {
+                tracing::info!(waiting_for = %why, "catching up");
+                last_note = Instant::now();
+            }
+        } else {
+            match redis_io::try_switch(client, &keys, old, new).await? {
+                Switch::Done => {
+                    tracing::info!(from = old.generation, to = new.generation, entries = report.catchup_entries, "switched");
+                    return Ok(());
+                }
+                Switch::ProgressDiffers => {
+                    if last_note.elapsed() > Duration::from_secs(5) {
+                        tracing::info!("catching up: the live generation moved during the switch; again");
+                        last_note = Instant::now();
+                    }
+                }
+                Switch::GenerationMoved => {
+                    return Err(HistoryError::Definite(format!(
+                        "the active generation is no longer {}: another replay switched meanwhile; nothing was changed by this one",
+                        old.generation
+                    )))
+                }
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(HistoryError::Definite(format!(
+                "the live generation {} did not pass the snapshot positions within {:?} (waiting for: {}): are the cdc-reader and the projector running? (`rpsctl status`)",
+                old.generation,
+                opts.switch_timeout,
+                waiting.as_deref().unwrap_or("the live progress to stop moving")
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Fails if entries the catch-up needs were trimmed from a stream: something
+/// was deleted after our start, and the first entry left is already after
+/// the snapshot (so entries between the snapshot and it may be gone).
+async fn check_not_trimmed(
+    client: &Client,
+    c: &ShardCursor,
+    snap: &ShardSnapshot,
+) -> Result<(), HistoryError> {
+    let exists: i64 = client.exists(c.stream.as_str()).await?;
+    if exists == 0 {
+        return Ok(());
+    }
+    let info: HashMap<String, Value> = client.xinfo_stream(c.stream.as_str(), false, None).await?;
+    let max_deleted = info
+        .get("max-deleted-entry-id")
+        .and_then(|v| v.as_string())
+        .unwrap_or_else(|| "0-0".to_string());
+    let deleted_after_start = match &c.last {
+        None => max_deleted != "0-0",
+        Some(l) => id_after(&max_deleted, l),
+    };
+    if !deleted_after_start {
+        return Ok(());
+    }
+    let first: Vec<(String, HashMap<String, String>)> = client
+        .xrange_values(c.stream.as_str(), "-", "+", Some(1))
+        .await?;
+    let covered = first.first().is_none_or(|(_, f)| {
+        StreamEvent::decode(f.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())))
+            .is_ok_and(|e| snap.covers(&e.source.file, e.source.pos))
+    });
+    if covered {
+        Ok(())
+    } else {
+        Err(HistoryError::Definite(format!(
+            "stream {} was trimmed past the snapshot position {}:{} of shard {}: entries the new generation needs are gone. \
+             Run the replay again right away (a new snapshot is newer than the trimmed entries), or trim less",
+            c.stream, snap.file, snap.pos, c.shard
+        )))
+    }
+}
+
+/// Whether the live generation has applied every entry the snapshots cover,
+/// for every shard: either an entry after the snapshot was already read, or
+/// the reader has published past the snapshot (its checkpoint, or any entry
+/// of that server after it) and no covered entry waits after `g`'s progress.
+/// `None` when passed, else what it still waits for.
+async fn snapshot_passed(
+    client: &Client,
+    config: &Config,
+    cursors: &mut [ShardCursor],
+    snap: &HashMap<ShardId, &ShardSnapshot>,
+) -> Result<Option<String>, HistoryError> {
+    let keys = config.keys();
+    let mut server_published: HashMap<String, bool> = HashMap::new();
+    for c in cursors.iter_mut() {
+        if c.passed_snapshot {
+            continue;
+        }
+        let s = snap[&c.shard];
+        let published = match server_published.get(&s.server) {
+            Some(p) => *p,
+            None => {
+                let p = reader_published_past(client, config, &keys, &s.server, snap).await?;
+                server_published.insert(s.server.clone(), p);
+                p
+            }
+        };
+        if !published {
+            return Ok(Some(format!(
+                "the cdc-reader of `{}` to publish up to the snapshot position {}:{}",
+                s.server, s.file, s.pos
+            )));
+        }
+        let start = c.last.as_ref().map_or("-".to_string(), |l| format!("({l}"));
+        let next: Vec<(String, HashMap<String, String>)> = client
+            .xrange_values(c.stream.as_str(), start, "+", Some(1))
+            .await?;
+        let waiting_covered = next.first().is_some_and(|(_, f)| {
+            StreamEvent::decode(f.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())))
+                .is_ok_and(|e| s.covers(&e.source.file, e.source.pos))
+        });
+        if waiting_covered {
+            return Ok(Some(format!(
+                "the projector to apply shard {} entries the snapshot covers (after {})",
+                c.shard,
+                c.last.as_deref().unwrap_or("the start")
+            )));
+        }
+        c.passed_snapshot = true;
+    }
+    Ok(None)
+}
+
+/// Whether the reader of `server` has published everything up to the
+/// latest snapshot position taken on it.
+async fn reader_published_past(
+    client: &Client,
+    config: &Config,
+    keys: &rps_core::Keys,
+    server: &str,
+    snap: &HashMap<ShardId, &ShardSnapshot>,
+) -> Result<bool, HistoryError> {
+    let Some(latest) = snap
+        .values()
+        .filter(|s| s.server == server)
+        .max_by(|a, b| (&a.file, a.pos).cmp(&(&b.file, b.pos)))
+    else {
+        return Ok(true);
+    };
+    let raw: Option<String> = client.get(keys.cdc_checkpoint(server)).await?;
+    if let Some((file, pos)) = raw.as_deref().and_then(crate::status::parse_checkpoint) {
+        if (file.as_str(), pos) >= (latest.file.as_str(), latest.pos) {
+            return Ok(true);
+        }
+    }
+    let Some(sc) = config.server(server) else {
+        return Ok(true);
+    };
+    for shard in &sc.shards {
+        let last: Vec<(String, HashMap<String, String>)> = client
+            .xrevrange_values(keys.events(*shard), "+", "-", Some(1))
+            .await?;
+        if last.first().is_some_and(|(_, f)| {
+            StreamEvent::decode(f.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes()))).is_ok_and(
+                |e| !e.source.file.is_empty() && !latest.covers(&e.source.file, e.source.pos),
+            )
+        }) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_ids_order_numerically() {
+        assert!(id_after("10-0", "9-5"));
+        assert!(id_after("9-10", "9-9"));
+        assert!(!id_after("9-9", "9-9"));
+    }
+}

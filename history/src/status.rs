@@ -1,0 +1,382 @@
+//! `rpsctl status`: where every server and shard stands, read-only.
+//!
+//! Per server: the reader's checkpoint, the binlog head and the lag between
+//! them (bytes, and seconds since the newest commit the streams carry).
+//! Per shard: stream length, entries pending in the projector group, the
+//! live generation's progress and how far behind the stream it is. Then the
+//! live deadlines (pending, overdue) and the dead-letter count.
+
+use crate::replay::parse_stream_id;
+use crate::HistoryError;
+use fred::clients::Client;
+use fred::interfaces::{KeysInterface, SortedSetsInterface, StreamsInterface};
+use fred::types::Value;
+use mysql_async::prelude::*;
+use rps_core::keys::PROJECTOR_GROUP;
+use rps_core::{Config, ShardId, StreamEvent, Timestamp};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Entries counted one by one when measuring a shard's lag; beyond that the
+/// lag is reported as "at least".
+const LAG_COUNT_LIMIT: u64 = 100_000;
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ServerStatus {
+    pub server: String,
+    /// The checkpoint string as stored (the reader's format).
+    pub checkpoint_raw: Option<String>,
+    pub checkpoint_file: Option<String>,
+    pub checkpoint_pos: Option<u64>,
+    pub binlog_file: Option<String>,
+    pub binlog_pos: Option<u64>,
+    /// Binlog bytes between the checkpoint and the head.
+    pub lag_bytes: Option<u64>,
+    /// Seconds since the newest commit published to the server's shard
+    /// streams, when there are unpublished bytes; 0 when caught up.
+    pub lag_seconds: Option<f64>,
+    /// Why a value is missing (server unreachable, no checkpoint yet).
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ShardStatus {
+    pub shard: ShardId,
+    pub server: String,
+    pub stream_length: u64,
+    pub pending: u64,
+    /// Last stream id applied to the live generation.
+    pub progress: Option<String>,
+    /// Entries in the stream after `progress` (capped at 100000).
+    pub lag_entries: u64,
+    /// Age of the oldest entry not yet applied.
+    pub lag_seconds: f64,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Status {
+    pub generation: u64,
+    pub servers: Vec<ServerStatus>,
+    pub shards: Vec<ShardStatus>,
+    pub deadlines_pending: u64,
+    pub deadlines_overdue: u64,
+    pub dead_letters: u64,
+    pub at: String,
+}
+
+/// Reads a checkpoint string: a JSON object naming a binlog file and a
+/// position (`file`/`binlog_file`/`name` and `pos`/`position`), possibly
+/// nested one level. `None` if it is not such a thing.
+pub fn parse_checkpoint(raw: &str) -> Option<(String, u64)> {
+    let v: serde_json::Value = serde_json::from_str(raw).ok()?;
+    fn find(v: &serde_json::Value) -> Option<(String, u64)> {
+        let o = v.as_object()?;
+        let file = ["file", "binlog_file", "binlog", "name", "log_file"]
+            .iter()
+            .find_map(|k| o.get(*k).and_then(|f| f.as_str()))
+            .map(str::to_string);
+        let pos = ["pos", "position", "binlog_pos", "log_pos", "offset"]
+            .iter()
+            .find_map(|k| {
+                o.get(*k).and_then(|p| {
+                    p.as_u64()
+                        .or_else(|| p.as_str().and_then(|s| s.parse().ok()))
+                })
+            });
+        if let (Some(f), Some(p)) = (file, pos) {
+            return Some((f, p));
+        }
+        o.values().find_map(find)
+    }
+    find(&v)
+}
+
+/// Collects the status of the deployment.
+pub async fn collect(config: Arc<Config>) -> Result<Status, HistoryError> {
+    let client = crate::connect_redis(&config).await?;
+    let keys = config.keys();
+    let generation = crate::redis_io::active_generation(&client, &keys).await?;
+    let g = keys.generation_keys(generation);
+    let progress = crate::redis_io::progress(&client, &g).await?;
+    let now = Timestamp::now();
+
+    let mut shards = Vec::new();
+    let mut newest_commit: HashMap<String, i64> = HashMap::new();
+    for shard in 0..config.shard_count {
+        let server = config.server_of(shard).name.clone();
+        let stream = keys.events(shard);
+        let stream_length: u64 = client.xlen(stream.as_str()).await?;
+        let pending = if stream_length > 0 {
+            pending_count(&client, &stream).await
+        } else {
+            0
+        };
+        let p = progress.get(&shard.to_string()).cloned();
+        let start = p.as_ref().map_or("-".to_string(), |l| format!("({l}"));
+        let after: Vec<(String, HashMap<String, String>)> = if stream_length > 0 {
+            client
+                .xrange_values(stream.as_str(), start.as_str(), "+", Some(1))
+                .await?
+        } else {
+            Vec::new()
+        };
+        let lag_seconds = after
+            .first()
+            .and_then(|(id, _)| parse_stream_id(id))
+            .map(|(ms, _)| ((now.as_millis() - ms as i64).max(0)) as f64 / 1000.0)
+            .unwrap_or(0.0);
+        let lag_entries = if after.is_empty() {
+            0
+        } else {
+            count_after(&client, &stream, &start).await?
+        };
+        let last: Vec<(String, HashMap<String, String>)> = if stream_length > 0 {
+            client
+                .xrevrange_values(stream.as_str(), "+", "-", Some(1))
+                .await?
+        } else {
+            Vec::new()
+        };
+        if let Some(e) = last.first().and_then(|(_, f)| {
+            StreamEvent::decode(f.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes()))).ok()
+        }) {
+            let n = newest_commit.entry(server.clone()).or_insert(i64::MIN);
+            *n = (*n).max(e.source.commit_ts.as_micros());
+        }
+        shards.push(ShardStatus {
+            shard,
+            server,
+            stream_length,
+            pending,
+            progress: p,
+            lag_entries,
+            lag_seconds,
+        });
+    }
+
+    let mut servers = Vec::new();
+    for s in &config.servers {
+        let raw: Option<String> = client.get(keys.cdc_checkpoint(&s.name)).await?;
+        let parsed = raw.as_deref().and_then(parse_checkpoint);
+        let mut st = ServerStatus {
+            server: s.name.clone(),
+            checkpoint_raw: raw,
+            checkpoint_file: parsed.as_ref().map(|p| p.0.clone()),
+            checkpoint_pos: parsed.as_ref().map(|p| p.1),
+            binlog_file: None,
+            binlog_pos: None,
+            lag_bytes: None,
+            lag_seconds: None,
+            error: None,
+        };
+        match binlog_state(&s.url).await {
+            Ok((head, logs)) => {
+                st.binlog_file = Some(head.0.clone());
+                st.binlog_pos = Some(head.1);
+                if let Some((cf, cp)) = &parsed {
+                    let bytes = lag_bytes(&logs, (cf, *cp), (&head.0, head.1));
+                    st.lag_bytes = bytes;
+                    st.lag_seconds = bytes.map(|b| {
+                        if b == 0 {
+                            0.0
+                        } else {
+                            newest_commit
+                                .get(&s.name)
+                                .map(|c| ((now.as_micros() - c).max(0)) as f64 / 1e6)
+                                .unwrap_or(0.0)
+                        }
+                    });
+                } else if st.checkpoint_raw.is_none() {
+                    st.error = Some(
+                        "no checkpoint yet (the cdc-reader has not started on this server)".into(),
+                    );
+                } else {
+                    st.error = Some("checkpoint not in a known format; shown raw".into());
+                }
+            }
+            Err(e) => st.error = Some(e.to_string()),
+        }
+        servers.push(st);
+    }
+
+    let deadlines_pending: u64 = client.zcard(g.deadlines()).await?;
+    let deadlines_overdue: u64 = client
+        .zcount(g.deadlines(), f64::NEG_INFINITY, now.as_millis() as f64)
+        .await?;
+    let dead_letters: u64 = client.xlen(keys.deadletter()).await?;
+    Ok(Status {
+        generation,
+        servers,
+        shards,
+        deadlines_pending,
+        deadlines_overdue,
+        dead_letters,
+        at: now.to_string(),
+    })
+}
+
+/// Entries pending in the projector group of a stream (0 if no group yet).
+async fn pending_count(client: &Client, stream: &str) -> u64 {
+    let r: Result<Value, _> = client.xpending(stream, PROJECTOR_GROUP, ()).await;
+    match r {
+        Ok(Value::Array(v)) => v.first().and_then(|x| x.as_u64()).unwrap_or(0),
+        _ => 0,
+    }
+}
+
+async fn count_after(client: &Client, stream: &str, start: &str) -> Result<u64, HistoryError> {
+    let mut n = 0u64;
+    let mut start = start.to_string();
+    while n < LAG_COUNT_LIMIT {
+        let page: Vec<(String, HashMap<String, String>)> = client
+            .xrange_values(stream, start.as_str(), "+", Some(10_000))
+            .await?;
+        let Some((last, _)) = page.last() else { break };
+        n += page.len() as u64;
+        start = format!("({last}");
+        if page.len() < 10_000 {
+            break;
+        }
+    }
+    Ok(n)
+}
+
+type BinlogHead = (String, u64);
+
+/// `SHOW MASTER STATUS` and `SHOW BINARY LOGS` of a server.
+async fn binlog_state(url: &str) -> Result<(BinlogHead, Vec<(String, u64)>), HistoryError> {
+    let opts =
+        mysql_async::Opts::from_url(url).map_err(|e| HistoryError::Definite(e.to_string()))?;
+    let mut conn = mysql_async::Conn::new(opts)
+        .await
+        .map_err(|e| HistoryError::Definite(format!("cannot connect: {e}")))?;
+    let m = |e: mysql_async::Error| HistoryError::Definite(e.to_string());
+    let row: Option<mysql_async::Row> = conn.query_first("SHOW MASTER STATUS").await.map_err(m)?;
+    let row = row.ok_or_else(|| HistoryError::Definite("binary logging is off".into()))?;
+    let file: String = row.get(0).unwrap_or_default();
+    let pos: u64 = row.get(1).unwrap_or_default();
+    let logs: Vec<mysql_async::Row> = conn.query("SHOW BINARY LOGS").await.map_err(m)?;
+    let logs = logs
+        .into_iter()
+        .map(|r| {
+            (
+                r.get::<String, _>(0).unwrap_or_default(),
+                r.get::<u64, _>(1).unwrap_or_default(),
+            )
+        })
+        .collect();
+    let _ = conn.disconnect().await;
+    Ok(((file, pos), logs))
+}
+
+/// Bytes of binlog from `from` to `to`, across files; `None` if `from`'s
+/// file is gone (purged) or unknown.
+fn lag_bytes(logs: &[(String, u64)], from: (&str, u64), to: (&str, u64)) -> Option<u64> {
+    if from.0 == to.0 {
+        return Some(to.1.saturating_sub(from.1));
+    }
+    let i = logs.iter().position(|(f, _)| f == from.0)?;
+    let j = logs.iter().position(|(f, _)| f == to.0)?;
+    if j < i {
+        return Some(0);
+    }
+    let mut n = logs[i].1.saturating_sub(from.1);
+    for (_, size) in &logs[i + 1..j] {
+        n += size;
+    }
+    Some(n + to.1)
+}
+
+impl Status {
+    /// The human-readable table.
+    pub fn render(&self) -> String {
+        use std::fmt::Write;
+        let mut s = String::new();
+        let o = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+        let _ = writeln!(s, "generation {}   at {}", self.generation, self.at);
+        let _ = writeln!(
+            s,
+            "\n{:<12} {:<28} {:<28} {:>12} {:>9}  note",
+            "server", "checkpoint", "binlog head", "lag bytes", "lag s"
+        );
+        for v in &self.servers {
+            let ck = match (&v.checkpoint_file, v.checkpoint_pos) {
+                (Some(f), Some(p)) => format!("{f}:{p}"),
+                _ => o(v.checkpoint_raw.clone()),
+            };
+            let head = match (&v.binlog_file, v.binlog_pos) {
+                (Some(f), Some(p)) => format!("{f}:{p}"),
+                _ => "-".into(),
+            };
+            let _ = writeln!(
+                s,
+                "{:<12} {:<28} {:<28} {:>12} {:>9}  {}",
+                v.server,
+                ck,
+                head,
+                o(v.lag_bytes.map(|b| b.to_string())),
+                o(v.lag_seconds.map(|b| format!("{b:.1}"))),
+                v.error.clone().unwrap_or_default()
+            );
+        }
+        let _ = writeln!(
+            s,
+            "\n{:>5} {:<12} {:>10} {:>8} {:<22} {:>10} {:>9}",
+            "shard", "server", "stream", "pending", "progress", "lag", "lag s"
+        );
+        for v in &self.shards {
+            let _ = writeln!(
+                s,
+                "{:>5} {:<12} {:>10} {:>8} {:<22} {:>10} {:>9.1}",
+                v.shard,
+                v.server,
+                v.stream_length,
+                v.pending,
+                o(v.progress.clone()),
+                v.lag_entries,
+                v.lag_seconds
+            );
+        }
+        let _ = writeln!(
+            s,
+            "\ndeadlines: {} pending, {} overdue   dead letters: {}",
+            self.deadlines_pending, self.deadlines_overdue, self.dead_letters
+        );
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoints_in_plausible_shapes_parse() {
+        assert_eq!(
+            parse_checkpoint(r#"{"file":"binlog.000003","pos":1234}"#),
+            Some(("binlog.000003".into(), 1234))
+        );
+        assert_eq!(
+            parse_checkpoint(
+                r#"{"position":{"binlog_file":"b.1","binlog_pos":"77"},"gtid":"0-1-5"}"#
+            ),
+            Some(("b.1".into(), 77))
+        );
+        assert_eq!(parse_checkpoint("not json"), None);
+    }
+
+    #[test]
+    fn lag_bytes_spans_files() {
+        let logs = vec![
+            ("b.1".to_string(), 1000),
+            ("b.2".to_string(), 500),
+            ("b.3".to_string(), 300),
+        ];
+        assert_eq!(lag_bytes(&logs, ("b.3", 100), ("b.3", 300)), Some(200));
+        assert_eq!(
+            lag_bytes(&logs, ("b.1", 900), ("b.3", 50)),
+            Some(100 + 500 + 50)
+        );
+        assert_eq!(lag_bytes(&logs, ("b.0", 900), ("b.3", 50)), None);
+    }
+}

@@ -1,0 +1,95 @@
+//! Benchmark: drain a backlog already in the shard streams.
+//!
+//! Publishes `--events` (default 1,000,000) valid events of a generated
+//! tournament to the 8 shard streams of a fresh key prefix on the shared
+//! Redis, then starts the projector and measures until every entry is
+//! applied. Prints events/s. With `--keep` the read models stay (for the API
+//! benchmark) and the prefix and a config file are printed.
+//!
+//! `cargo run --release -p projector --example drain -- [--events N] [--keep]`
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use projector::fred::prelude::*;
+use rps_core::{Keys, ShardId};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use test_support::TestEnv;
+use tokio_util::sync::CancellationToken;
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let events: usize = args
+        .iter()
+        .position(|a| a == "--events")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000);
+    let keep = args.iter().any(|a| a == "--keep");
+    let env = TestEnv::new("bench_drain").await;
+    let client = env.redis().await;
+    let keys = Keys::new(&env.config.redis.prefix);
+    let n = env.config.shard_count;
+
+    // About 3.5 events per match.
+    let matches = events * 2 / 7;
+    let t = Instant::now();
+    let mut by_shard = common::tournament(99, 10_000_000, matches, (matches as i64 / 3).max(10), n);
+    let mut total = 0;
+    let mut last: HashMap<ShardId, String> = HashMap::new();
+    for (shard, evs) in by_shard.iter_mut() {
+        for (i, e) in evs.iter_mut().enumerate() {
+            e.row_id = i as i64 + 1;
+        }
+        let ids = common::publish(&env, &client, *shard, evs).await;
+        total += ids.len();
+        if let Some((id, _)) = ids.last() {
+            last.insert(*shard, id.clone());
+        }
+    }
+    eprintln!("published {total} events in {:.1}s", t.elapsed().as_secs_f64());
+    drop(by_shard);
+
+    let mut config = (*env.config).clone();
+    config.projector = Default::default();
+    let config = Arc::new(config);
+    let shutdown = CancellationToken::new();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let started = Instant::now();
+    let task = tokio::spawn(projector::run_observed(config.clone(), shutdown.clone(), Some(tx)));
+    let mut done = 0usize;
+    let mut batches = 0usize;
+    let mut rejected = 0usize;
+    while done < total {
+        match tokio::time::timeout(Duration::from_secs(60), rx.recv()).await {
+            Ok(Some((_, r))) => {
+                done += r.applied + r.rejected.len() + r.skipped;
+                rejected += r.rejected.len();
+                batches += 1;
+            }
+            _ => panic!("projector stalled at {done}/{total}"),
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "drained {done} events in {secs:.2}s: {:.0} events/s ({batches} batches, {rejected} rejected)",
+        done as f64 / secs
+    );
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+    let gk = keys.generation_keys(1);
+    let p = common::progress_of(&client, &gk).await;
+    for (shard, id) in &last {
+        assert_eq!(p.get(&shard.to_string()), Some(id), "shard {shard} fully applied");
+    }
+    let players: u64 = client.zcard(gk.board(None)).await.unwrap();
+    println!("all-time board holds {players} players");
+    if keep {
+        println!("kept prefix {} (database prefix {})", config.redis.prefix, config.database_prefix);
+    } else {
+        env.cleanup().await;
+    }
+}

@@ -1,0 +1,682 @@
+//! The batch applier: folds an ordered run of one shard's stream entries and
+//! commits the result to one read-model generation in a single atomic step.
+//!
+//! Used by the live projector and by `rpsctl replay` (catching a rebuilt
+//! generation up from the streams), so both apply events in exactly the same
+//! way. It owns the shard's in-memory cache of match states; it does not read
+//! streams, hold leases or acknowledge anything except through the script.
+//!
+//! One batch is one EVALSHA of `apply.lua`, which first checks the fence (the
+//! active generation and `progress[shard]` equal what the batch was computed
+//! against), then applies per-player deltas, final match states, deadline
+//! changes and dead letters coalesced in Rust, moves `progress[shard]` and
+//! XACKs. A redelivered entry (id at or below progress) is never folded again.
+
+use crate::redis_util::{is_noscript, value_text};
+use fred::clients::Client;
+use fred::interfaces::{HashesInterface, LuaInterface};
+use fred::types::Value;
+use rps_core::deadletter::{DeadLetter, Origin};
+use rps_core::fold::DeadlineChange;
+use rps_core::keys::{board_member, deadline_member, GenerationKeys, PROJECTOR_GROUP};
+use rps_core::stream::DecodeError;
+use rps_core::{
+    Keys, MatchState, PlayerStats, Rejection, SeasonId, ShardId, StreamEvent, Timestamp,
+};
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::str::FromStr;
+
+const SCRIPT: &str = include_str!("apply.lua");
+
+/// Matches kept in memory per shard before the cache is dropped and refilled
+/// from Redis; bounds memory on long runs.
+pub const DEFAULT_CACHE_CAPACITY: usize = 200_000;
+
+/// A Redis stream entry id, `<ms>-<seq>`, ordered numerically.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct StreamId {
+    pub ms: u64,
+    pub seq: u64,
+}
+
+impl FromStr for StreamId {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (a, b) = s.split_once('-').unwrap_or((s, "0"));
+        match (a.parse(), b.parse()) {
+            (Ok(ms), Ok(seq)) => Ok(StreamId { ms, seq }),
+            _ => Err(format!("not a stream id: {s:?}")),
+        }
+    }
+}
+
+impl fmt::Display for StreamId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.ms, self.seq)
+    }
+}
+
+/// One stream entry as read: decoded, or the reason it could not be.
+#[derive(Debug, Clone)]
+pub struct BatchEntry {
+    pub id: String,
+    pub entry: Result<StreamEvent, Undecodable>,
+}
+
+/// An entry whose fields do not decode into an event; it becomes a dead letter.
+#[derive(Debug, Clone)]
+pub struct Undecodable {
+    pub error: DecodeError,
+    /// The raw fields, kept as the dead letter's payload.
+    pub fields: Vec<(String, String)>,
+}
+
+/// What one committed batch did.
+#[derive(Debug, Clone, Default)]
+pub struct ApplyReport {
+    /// Events folded into the read models.
+    pub applied: usize,
+    /// Entries the caller's predicate skipped (they still advance progress).
+    pub skipped: usize,
+    /// Entries at or below the stored progress: already applied, acknowledged only.
+    pub redelivered: usize,
+    /// `(stream id, Rejection::code() or "undecodable")` of each dead letter written.
+    pub rejected: Vec<(String, &'static str)>,
+    /// Progress after the batch (unchanged if everything was redelivered).
+    pub progress: Option<StreamId>,
+    /// Commit time per Redis' clock (micros), if a script ran.
+    pub applied_at: Option<Timestamp>,
+    /// `occurred_at` of each applied event, for freshness measurements.
+    pub occurred: Vec<Timestamp>,
+    /// Fence conflicts met (and resolved by recomputing) on the way.
+    pub conflicts: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The active generation is not the one this applier writes to. The
+    /// caller must re-read the generation and start a new applier.
+    #[error("generation {expected} is no longer active (active: {active:?})")]
+    GenerationChanged {
+        expected: u64,
+        active: Option<String>,
+    },
+    #[error("redis: {0}")]
+    Redis(#[from] fred::error::Error),
+    /// The batch is not in stream order; a caller bug, never retried.
+    #[error("batch entries are not in increasing stream-id order at {0}")]
+    OutOfOrder(String),
+    #[error("{0}")]
+    BadId(String),
+    #[error("unexpected script reply: {0}")]
+    Protocol(String),
+    /// Progress kept moving under us; another writer is active on the shard.
+    #[error(
+        "progress of shard {shard} changed {attempts} times in a row; another writer is active"
+    )]
+    Contended { shard: ShardId, attempts: u32 },
+}
+
+impl ApplyError {
+    /// Whether waiting and retrying may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ApplyError::Redis(_) | ApplyError::Contended { .. })
+    }
+}
+
+/// How an [`Applier`] is fenced and whether it acknowledges.
+#[derive(Debug, Clone)]
+pub struct ApplierOptions {
+    /// Refuse to commit unless `keys.generation()` equals the applier's
+    /// generation (the live projector). Replay building the next generation
+    /// turns it off.
+    pub require_active: bool,
+    /// XACK the batch's ids in the projector group (the live projector).
+    pub ack: bool,
+    pub cache_capacity: usize,
+}
+
+impl Default for ApplierOptions {
+    fn default() -> Self {
+        ApplierOptions {
+            require_active: true,
+            ack: true,
+            cache_capacity: DEFAULT_CACHE_CAPACITY,
+        }
+    }
+}
+
+/// Applies batches of one shard to one generation. See the module doc.
+pub struct Applier {
+    client: Client,
+    keys: Keys,
+    gk: GenerationKeys,
+    shard: ShardId,
+    shard_count: u16,
+    options: ApplierOptions,
+    /// Committed match states; `None` = known to have no valid event yet.
+    cache: HashMap<i64, Option<MatchState>>,
+    /// Committed `progress[shard]`; `None` until loaded.
+    progress: Option<Option<StreamId>>,
+    sha: Option<String>,
+}
+
+/// What a batch will write, coalesced.
+#[derive(Default)]
+struct Plan {
+    stats: HashMap<(i64, Option<SeasonId>), PlayerStats>,
+    matches: HashMap<i64, MatchState>,
+    deadlines: HashMap<i64, DeadlineChange>,
+    dead: Vec<DeadLetter>,
+    seasons: HashSet<SeasonId>,
+    last_at: Option<Timestamp>,
+}
+
+impl Applier {
+    pub fn new(
+        client: Client,
+        keys: Keys,
+        generation: u64,
+        shard: ShardId,
+        shard_count: u16,
+        options: ApplierOptions,
+    ) -> Self {
+        Applier {
+            gk: keys.generation_keys(generation),
+            keys,
+            client,
+            shard,
+            shard_count,
+            options,
+            cache: HashMap::new(),
+            progress: None,
+            sha: None,
+        }
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.gk.generation
+    }
+
+    pub fn shard(&self) -> ShardId {
+        self.shard
+    }
+
+    /// Forgets everything cached: the next batch reloads progress and states.
+    pub fn invalidate(&mut self) {
+        self.cache.clear();
+        self.progress = None;
+    }
+
+    /// Committed progress of the shard in this generation (loaded if unknown).
+    pub async fn progress(&mut self) -> Result<Option<StreamId>, ApplyError> {
+        if let Some(p) = self.progress {
+            return Ok(p);
+        }
+        let v: Value = self
+            .client
+            .hget(self.gk.progress(), self.shard.to_string())
+            .await?;
+        let p = match value_text(&v) {
+            Some(s) if !s.is_empty() => Some(s.parse().map_err(ApplyError::BadId)?),
+            _ => None,
+        };
+        self.progress = Some(p);
+        Ok(p)
+    }
+
+    /// Applies decoded events (replay's entry point). `skip(id, event)`
+    /// answers true for an entry the generation already contains: it is not
+    /// folded but still advances progress.
+    pub async fn apply_events<F>(
+        &mut self,
+        entries: &[(String, StreamEvent)],
+        skip: F,
+    ) -> Result<ApplyReport, ApplyError>
+    where
+        F: Fn(&str, &StreamEvent) -> bool,
+    {
+        let batch: Vec<BatchEntry> = entries
+            .iter()
+            .map(|(id, ev)| BatchEntry {
+                id: id.clone(),
+                entry: Ok(ev.clone()),
+            })
+            .collect();
+        self.apply(&batch, skip).await
+    }
+
+    /// Applies one batch of entries in stream order, atomically. Progress
+    /// conflicts are resolved here by reloading and recomputing; a generation
+    /// change is returned to the caller.
+    pub async fn apply<F>(
+        &mut self,
+        entries: &[BatchEntry],
+        skip: F,
+    ) -> Result<ApplyReport, ApplyError>
+    where
+        F: Fn(&str, &StreamEvent) -> bool,
+    {
+        let mut ids = Vec::with_capacity(entries.len());
+        for e in entries {
+            let id: StreamId = e.id.parse().map_err(ApplyError::BadId)?;
+            if ids.last().is_some_and(|last| *last >= id) {
+                return Err(ApplyError::OutOfOrder(e.id.clone()));
+            }
+            ids.push(id);
+        }
+        let mut conflicts = 0;
+        loop {
+            match self.try_apply(entries, &ids, &skip).await {
+                Ok(Some(mut report)) => {
+                    report.conflicts = conflicts;
+                    return Ok(report);
+                }
+                Ok(None) => {
+                    conflicts += 1;
+                    metrics::counter!(crate::metrics::CONFLICTS, "kind" => "progress").increment(1);
+                    tracing::info!(
+                        shard = self.shard,
+                        "progress moved under the batch; recomputing"
+                    );
+                    if conflicts >= 5 {
+                        return Err(ApplyError::Contended {
+                            shard: self.shard,
+                            attempts: conflicts,
+                        });
+                    }
+                }
+                Err(e) => {
+                    // The outcome of a failed call is unknown: start from what Redis says.
+                    self.invalidate();
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// `Ok(None)` on a progress conflict (state already invalidated).
+    async fn try_apply<F>(
+        &mut self,
+        entries: &[BatchEntry],
+        ids: &[StreamId],
+        skip: &F,
+    ) -> Result<Option<ApplyReport>, ApplyError>
+    where
+        F: Fn(&str, &StreamEvent) -> bool,
+    {
+        let progress = self.progress().await?;
+        let fresh_from = ids
+            .iter()
+            .position(|id| progress.is_none_or(|p| *id > p))
+            .unwrap_or(ids.len());
+        let mut report = ApplyReport {
+            redelivered: fresh_from,
+            progress,
+            ..Default::default()
+        };
+        if fresh_from == entries.len() {
+            if self.options.ack && !entries.is_empty() {
+                self.ack_only(entries).await?;
+            }
+            return Ok(Some(report));
+        }
+        let fresh = &entries[fresh_from..];
+        self.load_missing(fresh).await?;
+
+        let mut plan = Plan::default();
+        let mut working: HashMap<i64, Option<MatchState>> = HashMap::new();
+        for e in fresh {
+            let ev = match &e.entry {
+                Ok(ev) => ev,
+                Err(bad) => {
+                    plan.dead.push(undecodable_letter(self.shard, &e.id, bad));
+                    report.rejected.push((e.id.clone(), "undecodable"));
+                    continue;
+                }
+            };
+            plan.last_at = Some(ev.event.occurred_at);
+            if skip(&e.id, ev) {
+                report.skipped += 1;
+                continue;
+            }
+            let expected = rps_core::shard_of(ev.event.player_a_id, self.shard_count);
+            if expected != self.shard {
+                let r = Rejection::WrongShard {
+                    expected,
+                    got: self.shard,
+                };
+                report.rejected.push((e.id.clone(), r.code()));
+                plan.dead.push(rejection_letter(self.shard, &e.id, ev, &r));
+                continue;
+            }
+            let mid = ev.event.match_id;
+            let prev = match working.get(&mid) {
+                Some(s) => s.as_ref(),
+                None => self.cache.get(&mid).and_then(|s| s.as_ref()),
+            };
+            match rps_core::fold::apply(prev, &ev.event) {
+                Ok(t) => {
+                    for d in &t.effects {
+                        plan.stats
+                            .entry((d.player_id, None))
+                            .or_default()
+                            .add(&d.delta);
+                        plan.stats
+                            .entry((d.player_id, Some(d.season)))
+                            .or_default()
+                            .add(&d.delta);
+                        plan.seasons.insert(d.season);
+                    }
+                    if t.deadline != DeadlineChange::Unchanged {
+                        plan.deadlines.insert(mid, t.deadline);
+                    }
+                    plan.matches.insert(mid, t.state.clone());
+                    working.insert(mid, Some(t.state));
+                    report.applied += 1;
+                    report.occurred.push(ev.event.occurred_at);
+                }
+                Err(r) => {
+                    report.rejected.push((e.id.clone(), r.code()));
+                    plan.dead.push(rejection_letter(self.shard, &e.id, ev, &r));
+                }
+            }
+        }
+
+        let last_id = ids[ids.len() - 1];
+        let (keys, args) = self.script_args(&plan, progress, last_id, entries);
+        let reply = self.eval(keys, args).await?;
+        let mut parts = reply.into_array().into_iter();
+        let status = parts
+            .next()
+            .and_then(|v| value_text(&v))
+            .unwrap_or_default();
+        let detail = parts
+            .next()
+            .and_then(|v| value_text(&v))
+            .unwrap_or_default();
+        match status.as_str() {
+            "OK" => {
+                if self.cache.len() + working.len() > self.options.cache_capacity {
+                    self.cache.clear();
+                }
+                self.cache.extend(working);
+                self.progress = Some(Some(last_id));
+                report.progress = Some(last_id);
+                report.applied_at = detail.parse().ok().map(Timestamp);
+                Ok(Some(report))
+            }
+            "PROGRESS" => {
+                self.invalidate();
+                Ok(None)
+            }
+            "GENERATION" => {
+                self.invalidate();
+                metrics::counter!(crate::metrics::CONFLICTS, "kind" => "generation").increment(1);
+                Err(ApplyError::GenerationChanged {
+                    expected: self.gk.generation,
+                    active: (!detail.is_empty()).then_some(detail),
+                })
+            }
+            other => Err(ApplyError::Protocol(other.to_string())),
+        }
+    }
+
+    async fn ack_only(&self, entries: &[BatchEntry]) -> Result<(), ApplyError> {
+        use fred::interfaces::StreamsInterface;
+        let ids: Vec<String> = entries.iter().map(|e| e.id.clone()).collect();
+        let _: Value = self
+            .client
+            .xack(self.keys.events(self.shard), PROJECTOR_GROUP, ids)
+            .await?;
+        Ok(())
+    }
+
+    /// Fills the cache with the committed state of every match the batch
+    /// touches that is not cached yet, in one pipeline.
+    async fn load_missing(&mut self, entries: &[BatchEntry]) -> Result<(), ApplyError> {
+        let mut missing: Vec<i64> = Vec::new();
+        let mut seen = HashSet::new();
+        for e in entries {
+            if let Ok(ev) = &e.entry {
+                let mid = ev.event.match_id;
+                if !self.cache.contains_key(&mid) && seen.insert(mid) {
+                    missing.push(mid);
+                }
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let pipe = self.client.pipeline();
+        for mid in &missing {
+            let _: () = pipe.hgetall(self.gk.match_state(*mid)).await?;
+        }
+        let replies: Vec<Value> = pipe.all().await?;
+        for (mid, v) in missing.into_iter().zip(replies) {
+            let state = crate::redis_util::hash_pairs(v).and_then(|pairs| {
+                MatchState::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            });
+            self.cache.insert(mid, state);
+        }
+        Ok(())
+    }
+
+    fn script_args(
+        &self,
+        plan: &Plan,
+        progress: Option<StreamId>,
+        last_id: StreamId,
+        entries: &[BatchEntry],
+    ) -> (Vec<String>, Vec<String>) {
+        let keys = vec![
+            self.keys.generation(),
+            self.gk.progress(),
+            self.keys.events(self.shard),
+            self.keys.deadletter(),
+            self.gk.deadlines(),
+            self.gk.seasons(),
+        ];
+        let nonzero: Vec<_> = plan.stats.iter().filter(|(_, d)| !d.is_zero()).collect();
+        let mut zadd = Vec::new();
+        let mut zrem = Vec::new();
+        for (mid, change) in &plan.deadlines {
+            match change {
+                DeadlineChange::Set(t) => {
+                    zadd.push((t.as_millis(), deadline_member(self.shard, *mid)))
+                }
+                DeadlineChange::Clear => zrem.push(deadline_member(self.shard, *mid)),
+                DeadlineChange::Unchanged => {}
+            }
+        }
+        let mut a = Vec::with_capacity(
+            16 + nonzero.len() * 9 + plan.matches.len() * 33 + plan.dead.len() * 30 + entries.len(),
+        );
+        a.push(self.gk.generation.to_string());
+        a.push(
+            if self.options.require_active {
+                "1"
+            } else {
+                "0"
+            }
+            .to_string(),
+        );
+        a.push(self.shard.to_string());
+        a.push(progress.map(|p| p.to_string()).unwrap_or_default());
+        a.push(last_id.to_string());
+        a.push(
+            plan.last_at
+                .map(|t| t.as_micros().to_string())
+                .unwrap_or_default(),
+        );
+        a.push(if self.options.ack { "1" } else { "0" }.to_string());
+        a.push(PROJECTOR_GROUP.to_string());
+        a.push(nonzero.len().to_string());
+        a.push(plan.matches.len().to_string());
+        a.push(zadd.len().to_string());
+        a.push(zrem.len().to_string());
+        a.push(plan.dead.len().to_string());
+        a.push(entries.len().to_string());
+        a.push(plan.seasons.len().to_string());
+        for ((player, season), d) in nonzero {
+            let (key, board) = match season {
+                None => (self.gk.player(*player), self.gk.board(None)),
+                Some(s) => (self.gk.player_season(*player, *s), self.gk.board(Some(*s))),
+            };
+            a.push(key);
+            a.push(board);
+            a.push(board_member(*player));
+            for v in d.values() {
+                a.push(v.to_string());
+            }
+            a.push(d.board_score().to_string());
+        }
+        for (mid, state) in &plan.matches {
+            a.push(self.gk.match_state(*mid));
+            for (k, v) in state.to_pairs() {
+                a.push(k.to_string());
+                a.push(v);
+            }
+        }
+        for (score, member) in zadd {
+            a.push(score.to_string());
+            a.push(member);
+        }
+        a.extend(zrem);
+        for d in &plan.dead {
+            for (k, v) in d.to_pairs() {
+                a.push(k.to_string());
+                a.push(v);
+            }
+        }
+        a.extend(entries.iter().map(|e| e.id.clone()));
+        a.extend(plan.seasons.iter().map(|s| s.to_string()));
+        (keys, a)
+    }
+
+    async fn eval(&mut self, keys: Vec<String>, args: Vec<String>) -> Result<Value, ApplyError> {
+        let sha = match &self.sha {
+            Some(s) => s.clone(),
+            None => {
+                let s: String = self.client.script_load(SCRIPT).await?;
+                self.sha = Some(s.clone());
+                s
+            }
+        };
+        match self.client.evalsha(sha, keys.clone(), args.clone()).await {
+            Err(e) if is_noscript(&e) => {
+                // Redis restarted or flushed its script cache: load again once.
+                let s: String = self.client.script_load(SCRIPT).await?;
+                self.sha = Some(s.clone());
+                Ok(self.client.evalsha(s, keys, args).await?)
+            }
+            other => Ok(other?),
+        }
+    }
+}
+
+fn rejection_letter(shard: ShardId, id: &str, ev: &StreamEvent, r: &Rejection) -> DeadLetter {
+    let s = &ev.source;
+    DeadLetter {
+        origin: Some(Origin::Projector),
+        kind: r.code().to_string(),
+        reason: format!(
+            "match {} version {} ({}): {r}",
+            ev.event.match_id, ev.event.version, ev.event.event_type
+        ),
+        server: s.server.clone(),
+        database: s.database.clone(),
+        table: s.table.clone(),
+        file: s.file.clone(),
+        pos: s.pos,
+        gtid: s.gtid.clone(),
+        shard: Some(shard),
+        match_id: Some(ev.event.match_id),
+        event_id: ev.event.event_id.hyphenated().to_string(),
+        stream_id: id.to_string(),
+        payload: payload_json(&ev.to_pairs()),
+        at: Timestamp::now(),
+    }
+}
+
+fn undecodable_letter(shard: ShardId, id: &str, bad: &Undecodable) -> DeadLetter {
+    let field = |name: &str| {
+        bad.fields
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    DeadLetter {
+        origin: Some(Origin::Projector),
+        kind: "undecodable".to_string(),
+        reason: format!("stream entry cannot be decoded: {}", bad.error),
+        server: field("srv"),
+        database: field("db"),
+        table: field("tbl"),
+        file: field("file"),
+        pos: field("pos").parse().unwrap_or(0),
+        gtid: field("gtid"),
+        shard: Some(shard),
+        match_id: field("mid").parse().ok(),
+        event_id: field("eid"),
+        stream_id: id.to_string(),
+        payload: payload_json(
+            &bad.fields
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.clone()))
+                .collect::<Vec<_>>(),
+        ),
+        at: Timestamp::now(),
+    }
+}
+
+/// The entry's fields as a flat JSON object, so an operator can read and
+/// re-inject it.
+fn payload_json<K: AsRef<str>>(pairs: &[(K, String)]) -> String {
+    let mut out = String::from("{");
+    for (i, (k, v)) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        json_str(&mut out, k.as_ref());
+        out.push(':');
+        json_str(&mut out, v);
+    }
+    out.push('}');
+    out
+}
+
+fn json_str(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_ids_order_numerically() {
+        let a: StreamId = "9-5".parse().unwrap();
+        let b: StreamId = "10-0".parse().unwrap();
+        assert!(a < b);
+        assert_eq!(b.to_string(), "10-0");
+        assert!("x-1".parse::<StreamId>().is_err());
+    }
+
+    #[test]
+    fn payload_is_escaped_json() {
+        let p = payload_json(&[("a", "x\"y\\".to_string()), ("b", "\n".to_string())]);
+        assert_eq!(p, r#"{"a":"x\"y\\","b":"\u000a"}"#);
+    }
+}

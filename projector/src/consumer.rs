@@ -1,0 +1,484 @@
+//! One shard's worker: lease, takeover of a dead consumer's entries, the
+//! read loop over the consumer group, and handing batches to the applier.
+//!
+//! Only the process holding the shard's lease reads the shard, so its
+//! entries are applied strictly in stream order; others stand by and take
+//! over when the lease lapses. The lease is an efficiency measure, not the
+//! safety fence: the applier's script refuses any batch computed against
+//! stale progress, so a paused former owner that wakes up cannot apply twice.
+
+use crate::apply::{Applier, ApplierOptions, ApplyError, ApplyReport, BatchEntry, Undecodable};
+use crate::generation::{self, GenerationError};
+use crate::metrics as m;
+use crate::redis_util::value_text;
+use crate::ProjectorError;
+use fred::clients::Client;
+use fred::prelude::*;
+use fred::types::{CustomCommand, Value};
+use rps_core::keys::PROJECTOR_GROUP;
+use rps_core::{Keys, ShardId, StreamEvent};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc::UnboundedSender;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// Observes every committed batch (benchmarks, tests).
+pub type Observer = UnboundedSender<(ShardId, ApplyReport)>;
+
+/// Settings one worker needs.
+#[derive(Clone)]
+pub struct WorkerContext {
+    pub redis_url: String,
+    pub keys: Keys,
+    pub shard: ShardId,
+    pub shard_count: u16,
+    pub consumer: String,
+    pub batch_size: usize,
+    pub block_ms: u64,
+    pub claim_idle_ms: u64,
+    pub lease_ms: u64,
+    pub observer: Option<Observer>,
+    pub shutdown: CancellationToken,
+}
+
+/// The key of a shard's lease.
+pub fn lease_key(keys: &Keys, shard: ShardId) -> String {
+    format!("{}:projector:lease:{shard}", keys.prefix())
+}
+
+const RENEW: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
+    return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end";
+const RELEASE: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
+    return redis.call('DEL', KEYS[1]) else return 0 end";
+
+/// Clamped exponential backoff for transient failures.
+fn backoff() -> backon::ExponentialBackoff {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(50))
+        .with_max_delay(Duration::from_secs(5))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+enum Stop {
+    Shutdown,
+    LeaseLost,
+}
+
+pub async fn run_shard(ctx: WorkerContext) -> Result<(), ProjectorError> {
+    let span = tracing::info_span!("shard", shard = ctx.shard);
+    async move {
+        let mut delays = backoff();
+        let client = loop {
+            match crate::redis_util::connect(&ctx.redis_url).await {
+                Ok(c) => break c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "connecting to Redis; retrying");
+                    if sleep_or_shutdown(&ctx.shutdown, delays.next()).await {
+                        return Ok(());
+                    }
+                }
+            }
+        };
+        let mut worker = Worker {
+            client,
+            lease: lease_key(&ctx.keys, ctx.shard),
+            last_renew: Instant::now(),
+            ctx,
+        };
+        let result = worker.run().await;
+        worker.release().await;
+        result
+    }
+    .instrument(span)
+    .await
+}
+
+/// Sleeps for `d` (or a second), returning true if shutdown came first.
+async fn sleep_or_shutdown(shutdown: &CancellationToken, d: Option<Duration>) -> bool {
+    tokio::select! {
+        _ = shutdown.cancelled() => true,
+        _ = tokio::time::sleep(d.unwrap_or(Duration::from_secs(1))) => false,
+    }
+}
+
+struct Worker {
+    client: Client,
+    ctx: WorkerContext,
+    lease: String,
+    last_renew: Instant,
+}
+
+impl Worker {
+    async fn run(&mut self) -> Result<(), ProjectorError> {
+        let mut delays = backoff();
+        let standby = Duration::from_millis((self.ctx.lease_ms / 3).max(50));
+        while !self.ctx.shutdown.is_cancelled() {
+            match self.acquire().await {
+                Ok(true) => {}
+                Ok(false) => {
+                    if sleep_or_shutdown(&self.ctx.shutdown, Some(standby)).await {
+                        return Ok(());
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "acquiring the shard lease; retrying");
+                    metrics::counter!(m::RETRIES).increment(1);
+                    if sleep_or_shutdown(&self.ctx.shutdown, delays.next()).await {
+                        return Ok(());
+                    }
+                    continue;
+                }
+            }
+            metrics::counter!(m::LEASES_ACQUIRED, "shard" => self.ctx.shard.to_string())
+                .increment(1);
+            tracing::info!(consumer = %self.ctx.consumer, "holding the shard lease");
+            match self.work(&mut delays).await {
+                Ok(Stop::Shutdown) => return Ok(()),
+                Ok(Stop::LeaseLost) => {
+                    tracing::warn!("shard lease lost; standing by");
+                }
+                Err(e) if e.is_transient() => {
+                    tracing::warn!(error = %e, "transient failure; retrying");
+                    metrics::counter!(m::RETRIES).increment(1);
+                    if sleep_or_shutdown(&self.ctx.shutdown, delays.next()).await {
+                        return Ok(());
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    async fn acquire(&mut self) -> Result<bool, fred::error::Error> {
+        let set: Value = self
+            .client
+            .set(
+                &self.lease,
+                self.ctx.consumer.as_str(),
+                Some(Expiration::PX(self.ctx.lease_ms as i64)),
+                Some(SetOptions::NX),
+                false,
+            )
+            .await?;
+        self.last_renew = Instant::now();
+        Ok(!set.is_null())
+    }
+
+    /// Renews the lease when a third of it has passed; false if lost.
+    async fn renew_if_due(&mut self) -> Result<bool, fred::error::Error> {
+        if self.last_renew.elapsed() < Duration::from_millis(self.ctx.lease_ms / 3) {
+            return Ok(true);
+        }
+        let started = Instant::now();
+        let ok: i64 = self
+            .client
+            .eval(
+                RENEW,
+                vec![self.lease.clone()],
+                vec![self.ctx.consumer.clone(), self.ctx.lease_ms.to_string()],
+            )
+            .await?;
+        self.last_renew = started;
+        Ok(ok == 1)
+    }
+
+    async fn release(&self) {
+        let _: Result<i64, _> = self
+            .client
+            .eval(
+                RELEASE,
+                vec![self.lease.clone()],
+                vec![self.ctx.consumer.clone()],
+            )
+            .await;
+    }
+
+    async fn work(
+        &mut self,
+        delays: &mut backon::ExponentialBackoff,
+    ) -> Result<Stop, ProjectorError> {
+        let keys = self.ctx.keys.clone();
+        let gen = match generation::active(&self.client, &keys).await? {
+            Some(g) => g,
+            None => generation::ensure(&self.client, &keys).await?,
+        };
+        let mut applier = Applier::new(
+            self.client.clone(),
+            keys.clone(),
+            gen,
+            self.ctx.shard,
+            self.ctx.shard_count,
+            ApplierOptions::default(),
+        );
+        if let Some(stop) = self.take_over_pending().await? {
+            return Ok(stop);
+        }
+        // Own pending entries first (after a retry or a takeover), in id order.
+        let mut pending_first = true;
+        loop {
+            if self.ctx.shutdown.is_cancelled() {
+                return Ok(Stop::Shutdown);
+            }
+            if !self.renew_if_due().await? {
+                return Ok(Stop::LeaseLost);
+            }
+            let read = tokio::select! {
+                _ = self.ctx.shutdown.cancelled() => return Ok(Stop::Shutdown),
+                r = self.read(pending_first) => r?,
+            };
+            if read.is_empty() {
+                pending_first = false;
+                continue;
+            }
+            let started = Instant::now();
+            let result = applier
+                .apply(&read, |_, _| false)
+                .instrument(tracing::debug_span!("batch", entries = read.len()))
+                .await;
+            match result {
+                Ok(report) => {
+                    *delays = backoff();
+                    self.record(&report, started);
+                }
+                Err(ApplyError::GenerationChanged { expected, active }) => {
+                    tracing::info!(from = expected, to = ?active, "generation switched; reloading");
+                    let gen = generation::ensure(&self.client, &keys).await?;
+                    applier = Applier::new(
+                        self.client.clone(),
+                        keys.clone(),
+                        gen,
+                        self.ctx.shard,
+                        self.ctx.shard_count,
+                        ApplierOptions::default(),
+                    );
+                    pending_first = true;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    fn record(&self, report: &ApplyReport, started: Instant) {
+        let shard = self.ctx.shard.to_string();
+        metrics::histogram!(m::BATCH_SECONDS).record(started.elapsed().as_secs_f64());
+        metrics::counter!(m::EVENTS_APPLIED, "shard" => shard.clone())
+            .increment(report.applied as u64);
+        if report.redelivered > 0 {
+            metrics::counter!(m::REDELIVERED, "shard" => shard.clone())
+                .increment(report.redelivered as u64);
+        }
+        for (_, code) in &report.rejected {
+            metrics::counter!(m::REJECTIONS, "shard" => shard.clone(), "code" => *code)
+                .increment(1);
+        }
+        if let Some(at) = report.applied_at {
+            let h = metrics::histogram!(m::FRESHNESS_SECONDS);
+            for t in &report.occurred {
+                h.record((at.as_micros() - t.as_micros()) as f64 / 1e6);
+            }
+        }
+        if let Some(obs) = &self.ctx.observer {
+            let _ = obs.send((self.ctx.shard, report.clone()));
+        }
+    }
+
+    /// Moves the pending entries of other (dead) consumers of this shard to
+    /// this one once they have been idle `claim_idle_ms`, and waits until
+    /// none are left elsewhere, so nothing newer is applied before them.
+    async fn take_over_pending(&mut self) -> Result<Option<Stop>, ProjectorError> {
+        let stream = self.ctx.keys.events(self.ctx.shard);
+        loop {
+            let mut cursor = "0-0".to_string();
+            loop {
+                let v: Value = self
+                    .client
+                    .custom(
+                        CustomCommand::new_static("XAUTOCLAIM", None::<u16>, false),
+                        vec![
+                            stream.clone(),
+                            PROJECTOR_GROUP.to_string(),
+                            self.ctx.consumer.clone(),
+                            self.ctx.claim_idle_ms.to_string(),
+                            cursor.clone(),
+                            "COUNT".to_string(),
+                            "1000".to_string(),
+                            "JUSTID".to_string(),
+                        ],
+                    )
+                    .await?;
+                let mut parts = v.into_array().into_iter();
+                let next = parts
+                    .next()
+                    .and_then(|v| value_text(&v))
+                    .unwrap_or_default();
+                let claimed = parts.next().map(|v| v.into_array().len()).unwrap_or(0);
+                if claimed > 0 {
+                    metrics::counter!(m::CLAIMED, "shard" => self.ctx.shard.to_string())
+                        .increment(claimed as u64);
+                    tracing::info!(claimed, "took over pending entries of a dead consumer");
+                }
+                if next.is_empty() || next == "0-0" {
+                    break;
+                }
+                cursor = next;
+            }
+            let summary: Value = self
+                .client
+                .custom(
+                    CustomCommand::new_static("XPENDING", None::<u16>, false),
+                    vec![stream.clone(), PROJECTOR_GROUP.to_string()],
+                )
+                .await?;
+            let others = summary
+                .into_array()
+                .into_iter()
+                .nth(3)
+                .map(|c| {
+                    c.into_array().into_iter().any(|pair| {
+                        pair.into_array()
+                            .first()
+                            .and_then(value_text)
+                            .is_some_and(|name| name != self.ctx.consumer)
+                    })
+                })
+                .unwrap_or(false);
+            if !others {
+                return Ok(None);
+            }
+            if !self.renew_if_due().await? {
+                return Ok(Some(Stop::LeaseLost));
+            }
+            let wait = Duration::from_millis((self.ctx.claim_idle_ms / 4).clamp(20, 500));
+            if sleep_or_shutdown(&self.ctx.shutdown, Some(wait)).await {
+                return Ok(Some(Stop::Shutdown));
+            }
+        }
+    }
+
+    /// One XREADGROUP: this consumer's pending entries (`0`) or new ones (`>`,
+    /// blocking up to `block_ms`).
+    async fn read(&self, pending: bool) -> Result<Vec<BatchEntry>, fred::error::Error> {
+        let mut args = vec![
+            "GROUP".to_string(),
+            PROJECTOR_GROUP.to_string(),
+            self.ctx.consumer.clone(),
+            "COUNT".to_string(),
+            self.ctx.batch_size.to_string(),
+        ];
+        if !pending {
+            args.push("BLOCK".to_string());
+            args.push(self.ctx.block_ms.to_string());
+        }
+        args.push("STREAMS".to_string());
+        args.push(self.ctx.keys.events(self.ctx.shard));
+        args.push(if pending { "0" } else { ">" }.to_string());
+        let v: Value = self
+            .client
+            .custom(
+                CustomCommand::new_static("XREADGROUP", None::<u16>, !pending),
+                args,
+            )
+            .await?;
+        Ok(parse_read(v))
+    }
+}
+
+/// `[[stream, [[id, [f, v, …]], …]]]` → entries, decoded where possible.
+pub fn parse_read(v: Value) -> Vec<BatchEntry> {
+    let mut out = Vec::new();
+    for stream in v.into_array() {
+        let Some(entries) = stream.into_array().into_iter().nth(1) else {
+            continue;
+        };
+        for entry in entries.into_array() {
+            let mut parts = entry.into_array().into_iter();
+            let Some(id) = parts.next().and_then(|v| value_text(&v)) else {
+                continue;
+            };
+            let fields = parts.next().unwrap_or(Value::Null);
+            out.push(BatchEntry {
+                id,
+                entry: decode_fields(fields),
+            });
+        }
+    }
+    out
+}
+
+/// Decodes an entry's field list; an entry deleted from the stream while
+/// pending comes back without fields and is reported, not dropped.
+pub fn decode_fields(fields: Value) -> Result<StreamEvent, Undecodable> {
+    let raw: Vec<Value> = match fields {
+        Value::Array(a) => a,
+        Value::Map(m) => m
+            .inner()
+            .into_iter()
+            .flat_map(|(k, v)| [Value::from(k), v])
+            .collect(),
+        _ => Vec::new(),
+    };
+    let pairs: Vec<(&[u8], &[u8])> = raw
+        .chunks(2)
+        .filter_map(|c| Some((c.first()?.as_bytes()?, c.get(1)?.as_bytes()?)))
+        .collect();
+    StreamEvent::decode(pairs.iter().copied()).map_err(|error| Undecodable {
+        error,
+        fields: pairs
+            .iter()
+            .map(|(k, v)| {
+                (
+                    String::from_utf8_lossy(k).into_owned(),
+                    String::from_utf8_lossy(v).into_owned(),
+                )
+            })
+            .collect(),
+    })
+}
+
+/// Publishes the lag gauges of every shard once a second.
+pub async fn lag_reporter(
+    redis_url: String,
+    keys: Keys,
+    shard_count: u16,
+    shutdown: CancellationToken,
+) {
+    let client = match crate::redis_util::connect(&redis_url).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "lag reporter cannot connect; lag gauges stay unset");
+            return;
+        }
+    };
+    loop {
+        if sleep_or_shutdown(&shutdown, Some(Duration::from_secs(1))).await {
+            return;
+        }
+        let Ok(Some(gen)) = generation::active(&client, &keys).await else {
+            continue;
+        };
+        if let Ok(shards) =
+            crate::read_models::progress_with_lag(&client, &keys, gen, shard_count).await
+        {
+            for p in shards {
+                let shard = p.shard.to_string();
+                if let Some(n) = p.lag_entries {
+                    metrics::gauge!(m::LAG_ENTRIES, "shard" => shard.clone()).set(n as f64);
+                }
+                if let Some(s) = p.lag_seconds {
+                    metrics::gauge!(m::LAG_SECONDS, "shard" => shard).set(s);
+                }
+            }
+        }
+    }
+}
+
+impl From<GenerationError> for ProjectorError {
+    fn from(e: GenerationError) -> Self {
+        ProjectorError::Generation(e)
+    }
+}

@@ -1,0 +1,112 @@
+//! Bootstrap and disaster recovery: the pipeline's state in Redis built from
+//! the event tables, and rebuilt whenever it is lost.
+//!
+//! - [`snapshot`]: one consistent-snapshot transaction per MySQL server,
+//!   folding every event table of its shards, with the binlog position and
+//!   GTID state of that same instant;
+//! - [`bootstrap`]: [`ensure_state`] decides whether the state is whole and
+//!   otherwise writes a fresh generation and commits checkpoints, progress and
+//!   the generation marker in one atomic step;
+//! - [`write`]: the fold into a fresh generation, in bounded chunks;
+//! - [`watch`]: notices within about a second that state was lost;
+//! - [`supervise`]: the loop `rpsctl run` uses: ensure the state, run the
+//!   components, and start over when the state is lost.
+//!
+//! It does not stream binlogs or stream entries itself: after a bootstrap the
+//! cdc-reader resumes from the snapshot's position and the projector from the
+//! streams' ends, exactly as after any restart. docs/recovery.md explains why
+//! that is exactly once.
+
+pub mod bootstrap;
+pub mod metrics;
+pub mod snapshot;
+pub mod supervise;
+pub mod watch;
+pub mod write;
+
+pub use bootstrap::{ensure_state, BootstrapReport, StateReport};
+pub use snapshot::ServerSnapshot;
+pub use supervise::supervise;
+pub use watch::{check_state, watch, StateLoss};
+
+/// What can stop a bootstrap or the supervisor.
+#[derive(Debug, thiserror::Error)]
+pub enum RecoveryError {
+    #[error("server `{server}`: {source}")]
+    Mysql {
+        server: String,
+        #[source]
+        source: mysql_async::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] rps_event_store::StoreError),
+    #[error("redis: {0}")]
+    Redis(#[from] fred::error::Error),
+    #[error(transparent)]
+    History(#[from] history::HistoryError),
+    /// Another process committed a bootstrap (or switched generations) while
+    /// this one was building; its work was dropped and the next attempt
+    /// starts from what is there now.
+    #[error("the generation marker changed from {expected:?} to {found:?} during the bootstrap; retrying")]
+    Raced { expected: String, found: String },
+    /// A condition an operator must fix; the message says what to do.
+    #[error("{0}")]
+    Definite(String),
+    /// The components stopped by themselves with an error.
+    #[error("pipeline components stopped: {0}")]
+    Components(String),
+    #[error("cancelled")]
+    Cancelled,
+}
+
+impl RecoveryError {
+    pub(crate) fn mysql(server: &str) -> impl FnOnce(mysql_async::Error) -> RecoveryError + '_ {
+        move |source| RecoveryError::Mysql {
+            server: server.to_string(),
+            source,
+        }
+    }
+
+    /// Whether trying the bootstrap again later may succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            RecoveryError::Mysql { source, .. } => match source {
+                mysql_async::Error::Io(_) | mysql_async::Error::Driver(_) => true,
+                // 1412: a table changed definition after the snapshot began
+                // (a season table created meanwhile); a new snapshot sees it.
+                mysql_async::Error::Server(e) => {
+                    matches!(e.code, 1040 | 1053 | 1205 | 1213 | 1412 | 2006 | 2013)
+                }
+                _ => false,
+            },
+            RecoveryError::Store(e) => e.is_transient(),
+            RecoveryError::Redis(_) | RecoveryError::Raced { .. } => true,
+            RecoveryError::History(history::HistoryError::Redis(_)) => true,
+            RecoveryError::History(history::HistoryError::Store(e)) => e.is_transient(),
+            RecoveryError::History(_) => false,
+            RecoveryError::Definite(_)
+            | RecoveryError::Components(_)
+            | RecoveryError::Cancelled => false,
+        }
+    }
+}
+
+/// A connected Redis client whose commands fail (rather than hang) while
+/// Redis is down, so the watch and the bootstrap see outages as errors.
+pub async fn connect_redis(url: &str) -> Result<fred::clients::Client, RecoveryError> {
+    use fred::prelude::*;
+    use std::time::Duration;
+    let rc = fred::types::config::Config::from_url(url)?;
+    let client = Builder::from_config(rc)
+        .with_connection_config(|c| {
+            c.connection_timeout = Duration::from_secs(2);
+            c.internal_command_timeout = Duration::from_secs(5);
+        })
+        .with_performance_config(|p| {
+            p.default_command_timeout = Duration::from_secs(30);
+        })
+        .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
+        .build()?;
+    client.init().await?;
+    Ok(client)
+}

@@ -1,0 +1,170 @@
+//! One server's history, read inside one consistent snapshot, with the
+//! binlog position of that same instant.
+//!
+//! MariaDB fixes `binlog_snapshot_file` / `binlog_snapshot_position` when
+//! `START TRANSACTION WITH CONSISTENT SNAPSHOT` begins: the rows the
+//! transaction sees are exactly the transactions committed before that
+//! position. The reader needs one position per server to resume from, so all
+//! of a server's shards are read in that one transaction (per-shard
+//! snapshots, as `rpsctl replay` takes them, would each have their own
+//! position). This module reads and folds; it writes nothing.
+
+use crate::metrics as m;
+use crate::RecoveryError;
+use history::model::{Model, RejectedEvent};
+use mysql_async::prelude::*;
+use rps_core::{Config, ShardId, Timestamp};
+use rps_event_store::{EventStore, HistoryFilter, StoreError, TableReader};
+use tokio_util::sync::CancellationToken;
+
+/// Rows per primary-key page.
+pub const PAGE_ROWS: usize = 10_000;
+
+/// Where one server's snapshot was taken, and what it read.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ServerSnapshot {
+    pub server: String,
+    /// Binlog coordinates of the snapshot instant.
+    pub file: String,
+    pub pos: u64,
+    /// `BINLOG_GTID_POS(file, pos)`: the GTID state at that instant (`""`
+    /// on a server that never logged a GTID).
+    pub gtid: String,
+    /// Rows read from the server's event tables.
+    pub rows: u64,
+    pub tables: u64,
+    /// When the snapshot began (UTC micros), the checkpoint's commit time.
+    pub taken_at_micros: i64,
+}
+
+/// Reads every event table of every shard of server `index` in one
+/// consistent snapshot and folds it.
+pub async fn snapshot_server(
+    store: &EventStore,
+    index: usize,
+    cancel: &CancellationToken,
+) -> Result<(Model, ServerSnapshot), RecoveryError> {
+    let config: &Config = store.config();
+    let (pool, server) = store.pool_for_server(index);
+    let server = server.to_string();
+    let err = || RecoveryError::mysql(&server);
+    let mut conn = pool.get_conn().await.map_err(|e| StoreError::Mysql {
+        server: server.clone(),
+        source: e,
+    })?;
+    conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        .await
+        .map_err(err())?;
+    let taken_at = Timestamp::now();
+    conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+        .await
+        .map_err(err())?;
+    let status: Vec<(String, String)> = conn
+        .query("SHOW STATUS LIKE 'binlog_snapshot_%'")
+        .await
+        .map_err(err())?;
+    let get = |name: &str| {
+        status
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    };
+    let (Some(file), Some(pos)) = (
+        get("binlog_snapshot_file").filter(|f| !f.is_empty()),
+        get("binlog_snapshot_position").and_then(|p| p.parse::<u64>().ok()),
+    ) else {
+        return Err(RecoveryError::Definite(format!(
+            "server `{server}` reports no binlog_snapshot_file/position: binary logging must be on \
+             (log_bin, see sql/server.cnf) before the pipeline can start from its history"
+        )));
+    };
+    let gtid: Option<Option<String>> = conn
+        .exec_first("SELECT BINLOG_GTID_POS(?, ?)", (file.as_str(), pos))
+        .await
+        .map_err(err())?;
+    let gtid = gtid.flatten().unwrap_or_default();
+    tracing::info!(%file, pos, %gtid, "snapshot taken");
+
+    let filter = HistoryFilter::default();
+    let mut model = Model::new(config.shard_count);
+    let mut rows = 0u64;
+    let mut table_count = 0u64;
+    let shards: Vec<ShardId> = config.servers[index].shards.clone();
+    for shard in shards {
+        let database = config.database(shard);
+        // Listed inside the transaction: what the snapshot can read.
+        let names: Vec<String> = conn
+            .exec(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = ? ORDER BY table_name",
+                (database.as_str(),),
+            )
+            .await
+            .map_err(err())?;
+        for table in names
+            .into_iter()
+            .filter(|t| rps_core::config::is_event_table(t))
+        {
+            table_count += 1;
+            let mut reader = TableReader::new(&database, &table, &filter, PAGE_ROWS);
+            while let Some(page) = reader.next_page(&mut conn).await.map_err(err())? {
+                if cancel.is_cancelled() {
+                    return Err(RecoveryError::Cancelled);
+                }
+                let n = page.len() as u64;
+                for row in page {
+                    match row {
+                        Ok(ev) => model.apply_reporting(shard, &database, &table, &ev),
+                        Err(e) => {
+                            model.events += 1;
+                            model.rejections.record(bad_row(shard, e));
+                        }
+                    }
+                }
+                rows += n;
+                metrics::counter!(m::SNAPSHOT_ROWS_TOTAL).increment(n);
+            }
+        }
+    }
+    conn.query_drop("COMMIT").await.map_err(err())?;
+    let rejected = model.rejections.total();
+    if rejected > 0 {
+        metrics::counter!(m::SNAPSHOT_REJECTED_TOTAL).increment(rejected);
+        tracing::warn!(rejected, by_code = ?model.rejections.by_code,
+            "rows of history do not fit their match; they change nothing (as in the live pipeline)");
+    }
+    tracing::info!(rows, tables = table_count, "server folded");
+    Ok((
+        model,
+        ServerSnapshot {
+            server,
+            file,
+            pos,
+            gtid,
+            rows,
+            tables: table_count,
+            taken_at_micros: taken_at.as_micros(),
+        },
+    ))
+}
+
+fn bad_row(shard: ShardId, e: StoreError) -> RejectedEvent {
+    let (database, table, row_id, reason) = match e {
+        StoreError::BadRow {
+            database,
+            table,
+            row_id,
+            message,
+        } => (database, table, row_id, message),
+        other => (String::new(), String::new(), 0, other.to_string()),
+    };
+    RejectedEvent {
+        shard,
+        database,
+        table,
+        row_id,
+        match_id: None,
+        event_id: String::new(),
+        code: "bad_row".into(),
+        reason,
+    }
+}

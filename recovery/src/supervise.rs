@@ -1,0 +1,131 @@
+//! The supervisor loop of `rpsctl run` / `rpsctl cdc-reader`: make the state
+//! whole, run the components on it, and when the state is lost stop them,
+//! rebuild, and run them again.
+//!
+//! The components are started by the caller's closure for a child
+//! cancellation token, so this crate does not depend on which components a
+//! process runs. They are always stopped (and awaited) before a bootstrap
+//! begins: a bootstrap snapshot must not race a reader of the same
+//! deployment publishing past it.
+
+use crate::bootstrap::ensure_state;
+use crate::watch::watch;
+use crate::{connect_redis, RecoveryError};
+use backon::BackoffBuilder;
+use rps_core::Config;
+use std::fmt::Display;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+const BACKOFF_MIN: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+fn backoff() -> backon::ExponentialBackoff {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(BACKOFF_MIN)
+        .with_max_delay(BACKOFF_MAX)
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+/// Sleeps for the next backoff step; true if `shutdown` came first.
+async fn wait(shutdown: &CancellationToken, delays: &mut backon::ExponentialBackoff) -> bool {
+    let d = delays.next().unwrap_or(BACKOFF_MAX);
+    tokio::select! {
+        _ = shutdown.cancelled() => true,
+        _ = tokio::time::sleep(d) => false,
+    }
+}
+
+/// Runs until `shutdown` (Ok), a definite bootstrap error, or the components
+/// stopping by themselves (their error).
+///
+/// `start_components(token)` starts the components for `token` and returns
+/// a future that completes when they have all stopped.
+pub async fn supervise<F, Fut, E>(
+    config: Arc<Config>,
+    shutdown: CancellationToken,
+    mut start_components: F,
+) -> Result<(), RecoveryError>
+where
+    F: FnMut(CancellationToken) -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: Display,
+{
+    crate::metrics::describe();
+    let mut delays = backoff();
+    let redis = loop {
+        match connect_redis(&config.redis.url).await {
+            Ok(c) => break c,
+            Err(e) => {
+                tracing::warn!(error = %e, "connecting to Redis; retrying");
+                if wait(&shutdown, &mut delays).await {
+                    return Ok(());
+                }
+            }
+        }
+    };
+    let mut round = 0u64;
+    let result = loop {
+        round += 1;
+        let span = tracing::info_span!("supervise", round);
+        let report = loop {
+            match ensure_state(&config, &redis, &shutdown)
+                .instrument(span.clone())
+                .await
+            {
+                Ok(r) => break Some(r),
+                Err(RecoveryError::Cancelled) => break None,
+                Err(e) if e.is_transient() => {
+                    tracing::warn!(parent: &span, error = %e, "bootstrap failed; retrying");
+                    if wait(&shutdown, &mut delays).await {
+                        break None;
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(parent: &span, error = %e, "bootstrap cannot proceed");
+                    return Err(e);
+                }
+            }
+        };
+        let Some(report) = report else { break Ok(()) };
+        if shutdown.is_cancelled() {
+            break Ok(());
+        }
+        delays = backoff();
+        tracing::info!(parent: &span, generation = report.generation,
+            bootstrapped = report.bootstrap.is_some(), "state whole; starting the components");
+        let components = shutdown.child_token();
+        let running = start_components(components.clone());
+        tokio::pin!(running);
+        tokio::select! {
+            r = &mut running => {
+                if shutdown.is_cancelled() {
+                    break Ok(());
+                }
+                break Err(RecoveryError::Components(match r {
+                    Ok(()) => "they returned without being asked to stop".to_string(),
+                    Err(e) => e.to_string(),
+                }));
+            }
+            loss = watch(&config, &redis, &shutdown) => {
+                components.cancel();
+                if let Err(e) = running.await {
+                    tracing::warn!(parent: &span, error = %e, "a component reported an error while stopping");
+                }
+                match loss {
+                    None => break Ok(()),
+                    Some(loss) => {
+                        tracing::info!(parent: &span, what = %loss, "components stopped; rebuilding the state");
+                    }
+                }
+            }
+        }
+    };
+    let _ = fred::interfaces::ClientLike::quit(&redis).await;
+    result
+}

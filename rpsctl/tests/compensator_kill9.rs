@@ -1,0 +1,170 @@
+//! Two `rpsctl compensator` processes firing the same deadlines; one is
+//! killed -9 while it holds claims. Every match still gets exactly one
+//! `timed_out`: the dead one's leases expire and the survivor takes them,
+//! and the deterministic event id and `uk_match_version` stop any double.
+
+use compensator::fred::interfaces::SortedSetsInterface;
+use rps_core::keys::deadline_member;
+use rps_core::{Config, EventType, MatchEvent, SeasonId, Timestamp};
+use rps_event_store::{HistoryFilter, TableReader};
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use test_support::{eventually, redis_client, TestEnv};
+
+const TABLE: &str = "match_result_events";
+
+fn config_toml(c: &Config) -> String {
+    let mut s = format!(
+        "shard_count = {}\ndatabase_prefix = \"{}\"\n[redis]\nurl = \"{}\"\nprefix = \"{}\"\n[api]\nbind = \"127.0.0.1:0\"\n",
+        c.shard_count, c.database_prefix, c.redis.url, c.redis.prefix
+    );
+    s.push_str(
+        "[compensator]\nlease_ms = 1500\nclaim_batch = 40\nretry_initial_ms = 200\nretry_max_ms = 1000\nmax_attempts = 20\n",
+    );
+    for srv in &c.servers {
+        s.push_str(&format!(
+            "[[servers]]\nname = \"{}\"\nurl = \"{}\"\nshards = {:?}\n",
+            srv.name, srv.url, srv.shards
+        ));
+    }
+    s
+}
+
+/// A scratch directory removed on drop.
+struct ScratchDir(std::path::PathBuf);
+
+impl ScratchDir {
+    fn new(name: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("rpsctl-{name}"));
+        std::fs::create_dir_all(&p).unwrap();
+        ScratchDir(p)
+    }
+    fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn spawn(config: &std::path::Path, log: &std::path::Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_rpsctl"))
+        .arg("--config")
+        .arg(config)
+        .arg("compensator")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("rpsctl compensator")
+}
+
+/// match id → number of `timed_out` rows, over every shard.
+async fn timed_out_counts(env: &TestEnv) -> HashMap<i64, usize> {
+    let mut out = HashMap::new();
+    for shard in 0..env.config.shard_count {
+        let mut conn = env.store.conn_for_shard(shard).await.unwrap();
+        let mut r = TableReader::new(
+            &env.config.database(shard),
+            TABLE,
+            &HistoryFilter::default(),
+            5000,
+        );
+        while let Some(page) = r.next_page(&mut conn).await.unwrap() {
+            for ev in page.into_iter().flatten() {
+                if ev.event_type == EventType::TimedOut {
+                    *out.entry(ev.match_id).or_insert(0) += 1;
+                }
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_of_two_compensators_killed_mid_claim_still_exactly_one_each() {
+    let env = TestEnv::new("comp_kill9").await;
+    let dir = ScratchDir::new(&env.name);
+    let cfg_path = dir.path().join("rps.toml");
+    std::fs::write(&cfg_path, config_toml(&env.config)).unwrap();
+
+    // 200 open matches per shard, deadlines spread over 2..5 s from now.
+    let per_shard = 200;
+    let shards = env.config.shard_count;
+    let total = per_shard * usize::from(shards);
+    let first = Timestamp::now().0 + 2_000_000;
+    let redis = redis_client(&env.config.redis.url).await;
+    let g = env.config.keys().generation_keys(0);
+    let mut deadlines = Vec::with_capacity(total);
+    for shard in 0..shards {
+        let mut evs = Vec::with_capacity(per_shard);
+        for k in 0..per_shard {
+            let i = k * usize::from(shards) + usize::from(shard);
+            let deadline = Timestamp(first + (i as i64) * 3_000_000 / total as i64);
+            let player_a = i64::from(shard) + 8 * (k as i64 + 1);
+            let match_id = 5_000_000 + i as i64;
+            evs.push(MatchEvent {
+                row_id: 0,
+                // Inferred as the model's UUID type from its text form.
+                event_id: format!("00000000-0000-4000-8000-{match_id:012x}").parse().unwrap(),
+                match_id,
+                version: 1,
+                event_type: EventType::Started,
+                season_id: SeasonId::of(deadline),
+                player_a_id: player_a,
+                player_b_id: player_a + 1_000_000,
+                gesture_a: None,
+                gesture_b: None,
+                winner_player_id: None,
+                loser_player_id: None,
+                outcome: None,
+                deadline_at: Some(deadline),
+                occurred_at: Timestamp(deadline.0 - 30_000_000),
+            });
+            deadlines.push((deadline.as_millis() as f64, deadline_member(shard, match_id)));
+        }
+        let mut conn = env.store.conn_for_shard(shard).await.unwrap();
+        env.store.append_batch(&mut conn, shard, TABLE, &evs).await.unwrap();
+    }
+    let _: () = redis
+        .zadd(g.deadlines(), None, None, false, false, deadlines)
+        .await
+        .unwrap();
+
+    let mut victim = spawn(&cfg_path, &dir.path().join("a.log"));
+    let mut survivor = spawn(&cfg_path, &dir.path().join("b.log"));
+
+    let fired_at_kill = eventually("both firing", Duration::from_secs(20), || async {
+        let n = timed_out_counts(&env).await.len();
+        (n >= total / 4).then_some(n)
+    })
+    .await;
+    let leased: u64 = redis
+        .zcard(env.config.keys().deadline_leases())
+        .await
+        .unwrap();
+    victim.kill().unwrap();
+    victim.wait().unwrap();
+    assert!(fired_at_kill < total, "killed before the end: {fired_at_kill}/{total}");
+    assert!(leased > 0);
+
+    eventually("every match timed out", Duration::from_secs(40), || async {
+        (timed_out_counts(&env).await.len() == total).then_some(())
+    })
+    .await;
+    // Past every lease: re-claims must find the matches over.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let counts = timed_out_counts(&env).await;
+    survivor.kill().unwrap();
+    survivor.wait().unwrap();
+    assert_eq!(counts.len(), total);
+    let doubles: Vec<_> = counts.iter().filter(|(_, n)| **n != 1).collect();
+    assert!(doubles.is_empty(), "matches with more than one timed_out: {doubles:?}");
+    let log = std::fs::read_to_string(dir.path().join("b.log")).unwrap();
+    assert!(log.contains("compensator started"), "{log}");
+    env.cleanup().await;
+}

@@ -1,0 +1,403 @@
+//! Replay, verify and status against the real pipeline: cdc-reader and
+//! projector run in-process on a test slice of the shared servers, the
+//! simulator writes matches, and the history commands must agree with what
+//! the live pipeline built.
+
+use history::fred::interfaces::{HashesInterface, KeysInterface, SortedSetsInterface};
+use history::replay::ReplayOptions;
+use history::verify::{VerifyOptions, VerifyReport};
+use rps_core::keys::board_member;
+use rps_core::Config;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+use test_support::{eventually, TestEnv};
+use tokio_util::sync::CancellationToken;
+
+/// cdc-reader and projector, in this process, until stopped.
+struct Pipeline {
+    stop: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Pipeline {
+    async fn start(config: &Arc<Config>) -> Pipeline {
+        let stop = CancellationToken::new();
+        let (c, s) = (config.clone(), stop.clone());
+        let reader = tokio::spawn(async move {
+            if let Err(e) = cdc_reader::run(c, s).await {
+                panic!("cdc-reader stopped: {e}");
+            }
+        });
+        let (c, s) = (config.clone(), stop.clone());
+        let projector = tokio::spawn(async move {
+            if let Err(e) = projector::run(c, s).await {
+                panic!("projector stopped: {e}");
+            }
+        });
+        // Readiness: every server has a checkpoint (the reader stores its
+        // start position before streaming) and the generation is set.
+        let client = test_support::redis_client(&config.redis.url).await;
+        let keys = config.keys();
+        let names: Vec<String> = config.servers.iter().map(|s| s.name.clone()).collect();
+        eventually(
+            "reader checkpoints and the projector's generation",
+            Duration::from_secs(30),
+            || {
+                let (client, keys, names) = (client.clone(), keys.clone(), names.clone());
+                async move {
+                    for n in &names {
+                        let v: Option<String> = client.get(keys.cdc_checkpoint(n)).await.ok()?;
+                        v?;
+                    }
+                    let g: Option<String> = client.get(keys.generation()).await.ok()?;
+                    g.map(|_| ())
+                }
+            },
+        )
+        .await;
+        Pipeline {
+            stop,
+            tasks: vec![reader, projector],
+        }
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        for t in self.tasks {
+            t.await.expect("pipeline task");
+        }
+    }
+}
+
+fn sim(matches: u64, rate: Option<f64>, first_node: u8, seed: u64) -> simulator::SimulateOptions {
+    simulator::SimulateOptions {
+        players: 300,
+        matches,
+        rate,
+        concurrency: 400,
+        seed: Some(seed),
+        nodes: 4,
+        first_node,
+        batch_rows: 200,
+        ..Default::default()
+    }
+}
+
+async fn verify(config: &Arc<Config>, repair: bool) -> VerifyReport {
+    history::verify::run(
+        config.clone(),
+        VerifyOptions {
+            repair,
+            show_progress: false,
+        },
+        CancellationToken::new(),
+    )
+    .await
+    .expect("verify")
+}
+
+/// Waits until the live generation equals the fold of the event store.
+async fn converged(config: &Arc<Config>) -> VerifyReport {
+    let mut last = None;
+    for _ in 0..120 {
+        let r = verify(config, false).await;
+        if r.total_differences == 0 && !r.pipeline_moved {
+            return r;
+        }
+        last = Some((
+            r.total_differences,
+            r.differences.into_iter().take(5).collect::<Vec<_>>(),
+        ));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    panic!("live read models never converged to the fold of history: {last:?}");
+}
+
+fn write_config(env: &TestEnv) -> PathBuf {
+    let c = &env.config;
+    let mut toml = format!(
+        "shard_count = {}\ndatabase_prefix = \"{}\"\n\n[redis]\nurl = \"{}\"\nprefix = \"{}\"\n\n[api]\nbind = \"127.0.0.1:0\"\n\n[cdc]\nserver_id_base = {}\nheartbeat_ms = 500\n",
+        c.shard_count, c.database_prefix, c.redis.url, c.redis.prefix, c.cdc.server_id_base
+    );
+    for s in &c.servers {
+        let shards: Vec<String> = s.shards.iter().map(|n| n.to_string()).collect();
+        toml.push_str(&format!(
+            "\n[[servers]]\nname = \"{}\"\nurl = \"{}\"\nshards = [{}]\n",
+            s.name,
+            s.url,
+            shards.join(", ")
+        ));
+    }
+    let path = std::env::temp_dir().join(format!("{}.toml", env.name));
+    std::fs::write(&path, toml).expect("write config");
+    path
+}
+
+fn rpsctl(config: &PathBuf, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_rpsctl"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run rpsctl");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replay_during_live_load_switches_without_losing_an_event() {
+    let env = TestEnv::new("hist_replay").await;
+    let config = env.config.clone();
+    let pipeline = Pipeline::start(&config).await;
+    let first = simulator::run(
+        env.store.clone(),
+        sim(1500, None, 0, 11),
+        CancellationToken::new(),
+    )
+    .await
+    .expect("initial load");
+    assert!(first.events > 3000);
+    converged(&config).await;
+
+    // A live load that keeps writing while the replay snapshots, writes
+    // generation 2, catches up and switches.
+    let store = env.store.clone();
+    let live = tokio::spawn(async move {
+        simulator::run(
+            store,
+            sim(2500, Some(600.0), 8, 12),
+            CancellationToken::new(),
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let report = history::replay::run(
+        config.clone(),
+        ReplayOptions {
+            switch_timeout: Duration::from_secs(60),
+            ..Default::default()
+        },
+        CancellationToken::new(),
+    )
+    .await
+    .expect("replay");
+    assert!(report.switched);
+    assert_eq!(report.old_generation, 1);
+    assert_eq!(report.new_generation, Some(2));
+    assert!(report.events >= first.events, "{report:?}");
+    assert!(
+        report.rejections.is_empty(),
+        "{:?} {:?}",
+        report.rejections,
+        report.rejection_samples
+    );
+    let live = live.await.expect("live load task").expect("live load");
+    assert!(!live.rows_per_shard.is_empty());
+    assert!(
+        report.catchup_entries > 0,
+        "the live load must have crossed the snapshot: {report:?}"
+    );
+
+    // After the load: the live generation is 2 and equals the fold of every
+    // event, so no live event was lost or applied twice across the switch.
+    let r = converged(&config).await;
+    assert_eq!(r.generation, 2);
+    assert!(r.keys_checked > 2500);
+    let client = env.redis().await;
+    let keys = config.keys();
+    let old_left: (String, Vec<String>) = client
+        .scan_page(
+            "0",
+            format!("{}:*", keys.generation_keys(1).base()),
+            Some(10_000),
+            None,
+        )
+        .await
+        .expect("scan");
+    assert!(
+        old_left.1.is_empty(),
+        "generation 1 was not dropped: {:?}",
+        &old_left.1[..old_left.1.len().min(5)]
+    );
+    pipeline.stop().await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn verify_finds_damage_and_repair_mends_it_and_status_shows_lag() {
+    let env = TestEnv::new("hist_verify").await;
+    let config = env.config.clone();
+    let path = write_config(&env);
+    let pipeline = Pipeline::start(&config).await;
+    simulator::run(
+        env.store.clone(),
+        sim(600, None, 0, 21),
+        CancellationToken::new(),
+    )
+    .await
+    .expect("load");
+    converged(&config).await;
+    let (code, _, err) = rpsctl(&path, &["verify"]);
+    assert_eq!(code, 0, "{err}");
+
+    // A dry run builds generation 2, finds it equal to the live one, and
+    // leaves nothing behind; a limited replay only inspects.
+    let dry = history::replay::run(
+        config.clone(),
+        ReplayOptions {
+            dry_run: true,
+            ..Default::default()
+        },
+        CancellationToken::new(),
+    )
+    .await
+    .expect("dry run");
+    assert!(!dry.switched);
+    let cmp = dry.comparison.expect("comparison");
+    assert_eq!(
+        (cmp.generation, cmp.total_differences),
+        (1, 0),
+        "{:?}",
+        cmp.differences
+    );
+    let limited = history::replay::run(
+        config.clone(),
+        ReplayOptions {
+            fold: history::FoldOptions {
+                shards: Some(vec![0]),
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+        CancellationToken::new(),
+    )
+    .await
+    .expect("limited replay");
+    assert_eq!(limited.new_generation, None);
+    assert!(limited.events > 0 && limited.events < dry.events);
+    let client = env.redis().await;
+    let keys = config.keys();
+    let g2: (String, Vec<String>) = client
+        .scan_page(
+            "0",
+            format!("{}:*", keys.generation_keys(2).base()),
+            Some(10_000),
+            None,
+        )
+        .await
+        .expect("scan");
+    assert!(g2.1.is_empty(), "the dry run left keys: {:?}", g2.1);
+    let active: String = client.get(keys.generation()).await.expect("generation");
+    assert_eq!(active, "1");
+
+    // Damage three kinds of read model.
+    let g = keys.generation_keys(1);
+    let board: Vec<String> = client
+        .zrange(g.board(None), 0, 0, None, false, None, false)
+        .await
+        .expect("board");
+    let top: i64 = board[0].parse().expect("member");
+    client
+        .hset::<(), _, _>(g.player(top), ("wins", "999"))
+        .await
+        .expect("damage player");
+    client
+        .zadd::<(), _, _>(
+            g.board(None),
+            None,
+            None,
+            false,
+            false,
+            (5.0, board_member(424_242)),
+        )
+        .await
+        .expect("damage board");
+    let (c2, matches): (String, Vec<String>) = client
+        .scan_page("0", format!("{}:match:*", g.base()), Some(1000), None)
+        .await
+        .expect("scan");
+    let _ = c2;
+    client
+        .del::<(), _>(matches[0].as_str())
+        .await
+        .expect("damage match");
+
+    let (code, out, _) = rpsctl(&path, &["verify"]);
+    assert_ne!(code, 0, "verify must fail on damage: {out}");
+    assert!(out.contains(&g.player(top)) && out.contains("999"), "{out}");
+    assert!(out.contains(&board_member(424_242)), "{out}");
+    assert!(out.contains(&matches[0]), "{out}");
+    let (code, out, err) = rpsctl(&path, &["verify", "--repair"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("repaired 3 keys"), "{out}");
+    let (code, out, err) = rpsctl(&path, &["verify", "--json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("verify json");
+    assert_eq!(v["total_differences"], 0);
+
+    // Status: caught up first, then lag grows while the reader is stopped.
+    let status = |path: &PathBuf| {
+        let (code, out, err) = rpsctl(path, &["status", "--json"]);
+        assert_eq!(code, 0, "{err}");
+        serde_json::from_str::<serde_json::Value>(&out).expect("status json")
+    };
+    let s = status(&path);
+    assert_eq!(s["generation"], 1);
+    assert_eq!(s["shards"].as_array().expect("shards").len(), 8);
+    let stream_total: u64 = s["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["stream_length"].as_u64().unwrap())
+        .sum();
+    assert!(stream_total > 1000, "{s}");
+    assert!(
+        s["shards"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|x| x["lag_entries"] == 0),
+        "{s}"
+    );
+    pipeline.stop().await;
+    let lag = |s: &serde_json::Value| -> u64 {
+        s["servers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["lag_bytes"].as_u64().unwrap_or(0))
+            .sum()
+    };
+    let before = lag(&status(&path));
+    simulator::run(
+        env.store.clone(),
+        sim(200, None, 0, 22),
+        CancellationToken::new(),
+    )
+    .await
+    .expect("load while stopped");
+    let after = status(&path);
+    assert!(
+        lag(&after) > before,
+        "lag must grow while the reader is stopped: {before} -> {after}"
+    );
+    assert!(
+        after["servers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|x| x["checkpoint_file"].is_string()),
+        "{after}"
+    );
+    let (code, table, _) = rpsctl(&path, &["status"]);
+    assert_eq!(code, 0);
+    assert!(table.contains("dead letters"), "{table}");
+    let _ = std::fs::remove_file(&path);
+    env.cleanup().await;
+}
