@@ -6,7 +6,7 @@
 //! `redis.url`, `api.bind` and `servers` are required; the rest has defaults.
 
 use crate::event::ShardId;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -25,7 +25,7 @@ pub enum ConfigError {
 }
 
 /// The whole of `rps.toml`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Number of logical shards `S`; a match lives in shard `player_a_id mod S`.
@@ -45,7 +45,7 @@ pub struct Config {
     pub compensator: CompensatorConfig,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RedisConfig {
     /// `redis://host:port[/db]`.
@@ -56,14 +56,14 @@ pub struct RedisConfig {
     pub prefix: String,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ApiConfig {
     /// Address the leaderboard API listens on (it also serves `/metrics`).
     pub bind: String,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     /// Stable name, used in checkpoints, source coordinates and metrics.
@@ -78,7 +78,7 @@ pub struct ServerConfig {
     pub shards: Vec<ShardId>,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct CdcConfig {
     /// The reader of the i-th server registers as replica `server_id_base + i`;
@@ -104,7 +104,7 @@ impl Default for CdcConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProjectorConfig {
     /// Stream entries read and applied per atomic step.
@@ -128,7 +128,7 @@ impl Default for ProjectorConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct CompensatorConfig {
     /// A claimed deadline returns to the set if not settled within the lease.
@@ -250,6 +250,12 @@ impl Config {
         self.servers.iter().find(|s| s.name == name)
     }
 
+    /// The config as `rps.toml` text (for tools and tests that hand a
+    /// generated topology to `rpsctl`).
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_default()
+    }
+
     pub fn keys(&self) -> crate::keys::Keys {
         crate::keys::Keys::new(&self.redis.prefix)
     }
@@ -319,6 +325,12 @@ shards = [1, 3]
         for setting in ["binlog-format=ROW", "binlog-row-image=FULL", "binlog-row-metadata=FULL"] {
             assert_eq!(compose.matches(setting).count(), c.servers.len(), "{setting}");
         }
+    }
+
+    #[test]
+    fn toml_round_trip() {
+        let c = parse(EXAMPLE).unwrap();
+        assert_eq!(parse(&c.to_toml()).unwrap(), c);
     }
 
     #[test]

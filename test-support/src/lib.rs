@@ -185,6 +185,12 @@ impl TestEnv {
         }
     }
 
+    /// Writes the config as a TOML file for `rpsctl --config` and returns its path
+    /// (inside the returned temp dir, which must be kept alive).
+    pub fn write_config_file(&self) -> (tempfile::TempDir, PathBuf) {
+        write_config_file(&self.config)
+    }
+
     /// A connected Redis client.
     pub async fn redis(&self) -> fred::clients::Client {
         redis_client(&self.config.redis.url).await
@@ -254,6 +260,14 @@ impl TestEnv {
             cursor = next;
         }
     }
+}
+
+/// Writes `config` as `rps.toml` in a new temp dir (keep the dir alive).
+pub fn write_config_file(config: &Config) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::Builder::new().prefix("rps-config-").tempdir().expect("tempdir");
+    let path = dir.path().join("rps.toml");
+    std::fs::write(&path, config.to_toml()).expect("write config");
+    (dir, path)
 }
 
 /// A connected fred client with the pipeline's reconnect policy.

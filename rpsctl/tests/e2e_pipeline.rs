@@ -1,0 +1,172 @@
+//! The whole pipeline end to end, as a user runs it: `rpsctl run` (cdc-reader,
+//! projector, compensator and API in one process) against real MariaDB and
+//! Redis while the simulator plays a tournament with abandoned and voided
+//! matches. At the quiet moment the read models must equal the fold of the
+//! event tables, every abandoned match must have exactly one `timed_out`,
+//! and the API must answer from those read models.
+
+use mysql_async::prelude::Queryable;
+use rps_core::{fold::PlayerStats, ShardId};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use test_support::{eventually, free_port, TestEnv};
+use tokio_util::sync::CancellationToken;
+
+struct Pipeline(Child);
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn count_events(env: &TestEnv, event_type: &str) -> u64 {
+    let mut total = 0;
+    for shard in 0..env.config.shard_count as ShardId {
+        let mut conn = env.admin_conn(shard).await;
+        let n: Option<u64> = conn
+            .query_first(format!(
+                "SELECT COUNT(*) FROM `{}`.match_result_events WHERE event_type = '{event_type}'",
+                env.config.database(shard)
+            ))
+            .await
+            .expect("count");
+        total += n.unwrap_or(0);
+    }
+    total
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tournament_from_insert_to_api() {
+    let mut config = TestEnv::new("e2e").await.config.as_ref().clone();
+    let port = free_port();
+    config.api.bind = format!("127.0.0.1:{port}");
+    config.compensator.retry_initial_ms = 200;
+    config.compensator.retry_max_ms = 1_000;
+    let env = TestEnv::from_config(config.redis.prefix.clone(), config).await;
+    let (_dir, path) = env.write_config_file();
+
+    let _pipeline = Pipeline(
+        Command::new(env!("CARGO_BIN_EXE_rpsctl"))
+            .args(["--config", path.to_str().expect("utf-8 path"), "run"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start rpsctl run"),
+    );
+
+    // The readers store their starting checkpoint before streaming: once
+    // both exist, every row inserted from now on is theirs to publish.
+    let redis = env.redis().await;
+    let keys = env.config.keys();
+    for server in &env.config.servers {
+        let key = keys.cdc_checkpoint(&server.name);
+        eventually(&format!("checkpoint of {}", server.name), Duration::from_secs(30), || {
+            let (redis, key) = (redis.clone(), key.clone());
+            async move {
+                use fred::interfaces::KeysInterface;
+                let exists: u32 = redis.exists(key).await.ok()?;
+                (exists == 1).then_some(())
+            }
+        })
+        .await;
+    }
+
+    let report = simulator::run(
+        env.store.clone(),
+        simulator::SimulateOptions {
+            players: 200,
+            matches: 3_000,
+            abandoned: 0.1,
+            voided: 0.05,
+            deadline: Duration::from_secs(2),
+            concurrency: 500,
+            ..Default::default()
+        },
+        CancellationToken::new(),
+    )
+    .await
+    .expect("simulate");
+    assert!(report.abandoned > 0 && report.voided > 0, "{report:?}");
+
+    // Every abandoned match times out exactly once, through the event store.
+    let timed_out = eventually("every abandoned match to time out", Duration::from_secs(60), || {
+        let env = &env;
+        let want = report.abandoned;
+        async move {
+            let n = count_events(env, "timed_out").await;
+            (n >= want).then_some(n)
+        }
+    })
+    .await;
+    assert_eq!(timed_out, report.abandoned, "a deadline fired more than once");
+
+    // Quiet moment: the live read models equal the fold of every table.
+    let verify = eventually("read models to equal the fold of history", Duration::from_secs(60), || {
+        let config = env.config.clone();
+        async move {
+            let r = history::verify::run(config, Default::default(), CancellationToken::new())
+                .await
+                .ok()?;
+            (r.total_differences == 0).then_some(r)
+        }
+    })
+    .await;
+    assert!(verify.keys_checked > 0);
+
+    // Nothing was rejected: the simulator only writes valid histories.
+    use fred::interfaces::StreamsInterface;
+    let dead: u64 = redis.xlen(keys.deadletter()).await.expect("xlen");
+    assert_eq!(dead, 0, "dead letters in a clean tournament");
+
+    // The API serves that state: the board's leader is the fold's leader.
+    let out = history::fold_history(
+        &env.store,
+        &history::FoldOptions::default(),
+        &history::progress::Progress::hidden(),
+        &CancellationToken::new(),
+    )
+    .await
+    .expect("fold");
+    let board = out.model.boards();
+    let all_time = board.get(&None).expect("all-time board");
+    // Ascending score, ties to the lower (zero-padded) member.
+    let (leader_member, _) = all_time
+        .iter()
+        .min_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)))
+        .expect("a leader");
+    let leader: i64 = leader_member.parse().expect("member");
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", env.config.api.bind);
+    let page: serde_json::Value = http
+        .get(format!("{base}/v1/leaderboard?limit=10"))
+        .send()
+        .await
+        .expect("leaderboard")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(page["entries"][0]["player_id"], leader, "{page}");
+    assert_eq!(page["entries"][0]["rank"], 1);
+    let player: serde_json::Value = http
+        .get(format!("{base}/v1/players/{leader}"))
+        .send()
+        .await
+        .expect("player")
+        .json()
+        .await
+        .expect("json");
+    let stats: PlayerStats = out
+        .model
+        .counted_players()
+        .find(|(k, _)| **k == (leader, None))
+        .map(|(_, s)| *s)
+        .expect("leader stats");
+    assert_eq!(player["points"], stats.points(), "{player}");
+    assert_eq!(player["matches"], stats.matches, "{player}");
+    assert_eq!(player["forfeits"], stats.forfeits, "{player}");
+
+    env.cleanup().await;
+}
