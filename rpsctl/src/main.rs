@@ -50,6 +50,8 @@ enum Command {
     Status(cmd::status::Args),
     /// Inspect and act on dead letters.
     Dlq(cmd::dlq::Args),
+    /// End-to-end benchmark in throw-away databases and keys of the configured servers.
+    Bench(cmd::bench::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -81,5 +83,6 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Verify(args) => cmd::verify::run(config, args).await,
         Command::Status(args) => cmd::status::run(config, args).await,
         Command::Dlq(args) => cmd::dlq::run(config, args).await,
+        Command::Bench(args) => cmd::bench::run(config, args).await,
     }
 }

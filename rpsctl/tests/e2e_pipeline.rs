@@ -63,14 +63,18 @@ async fn tournament_from_insert_to_api() {
     let keys = env.config.keys();
     for server in &env.config.servers {
         let key = keys.cdc_checkpoint(&server.name);
-        eventually(&format!("checkpoint of {}", server.name), Duration::from_secs(30), || {
-            let (redis, key) = (redis.clone(), key.clone());
-            async move {
-                use fred::interfaces::KeysInterface;
-                let exists: u32 = redis.exists(key).await.ok()?;
-                (exists == 1).then_some(())
-            }
-        })
+        eventually(
+            &format!("checkpoint of {}", server.name),
+            Duration::from_secs(30),
+            || {
+                let (redis, key) = (redis.clone(), key.clone());
+                async move {
+                    use fred::interfaces::KeysInterface;
+                    let exists: u32 = redis.exists(key).await.ok()?;
+                    (exists == 1).then_some(())
+                }
+            },
+        )
         .await;
     }
 
@@ -92,27 +96,38 @@ async fn tournament_from_insert_to_api() {
     assert!(report.abandoned > 0 && report.voided > 0, "{report:?}");
 
     // Every abandoned match times out exactly once, through the event store.
-    let timed_out = eventually("every abandoned match to time out", Duration::from_secs(60), || {
-        let env = &env;
-        let want = report.abandoned;
-        async move {
-            let n = count_events(env, "timed_out").await;
-            (n >= want).then_some(n)
-        }
-    })
+    let timed_out = eventually(
+        "every abandoned match to time out",
+        Duration::from_secs(60),
+        || {
+            let env = &env;
+            let want = report.abandoned;
+            async move {
+                let n = count_events(env, "timed_out").await;
+                (n >= want).then_some(n)
+            }
+        },
+    )
     .await;
-    assert_eq!(timed_out, report.abandoned, "a deadline fired more than once");
+    assert_eq!(
+        timed_out, report.abandoned,
+        "a deadline fired more than once"
+    );
 
     // Quiet moment: the live read models equal the fold of every table.
-    let verify = eventually("read models to equal the fold of history", Duration::from_secs(60), || {
-        let config = env.config.clone();
-        async move {
-            let r = history::verify::run(config, Default::default(), CancellationToken::new())
-                .await
-                .ok()?;
-            (r.total_differences == 0).then_some(r)
-        }
-    })
+    let verify = eventually(
+        "read models to equal the fold of history",
+        Duration::from_secs(60),
+        || {
+            let config = env.config.clone();
+            async move {
+                let r = history::verify::run(config, Default::default(), CancellationToken::new())
+                    .await
+                    .ok()?;
+                (r.total_differences == 0).then_some(r)
+            }
+        },
+    )
     .await;
     assert!(verify.keys_checked > 0);
 

@@ -1,6 +1,7 @@
 //! One module per subcommand: an argument struct and a `run` that calls a library.
 
 pub mod api;
+pub mod bench;
 pub mod cdc_reader;
 pub mod compensator;
 pub mod dlq;
