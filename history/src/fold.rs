@@ -15,7 +15,7 @@ use crate::HistoryError;
 use futures::future::try_join_all;
 use mysql_async::prelude::*;
 use rps_core::{SeasonId, ShardId, Timestamp};
-use rps_event_store::{EventStore, HistoryFilter, StoreError, TableReader};
+use rps_event_store::{EventStore, HistoryFilter, RowResult, StoreError, TableReader};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -97,6 +97,10 @@ pub async fn fold_history(
     });
     let parts = try_join_all(tasks).await?;
     let mut model = Model::new(config.shard_count);
+    // Sized once: growing the map while merging would briefly hold two copies.
+    model
+        .matches
+        .reserve(parts.iter().map(|(m, _)| m.matches.len()).sum());
     let mut snapshots = Vec::with_capacity(parts.len());
     for (m, s) in parts {
         model.merge(m);
@@ -158,27 +162,54 @@ async fn fold_shard(
     };
     let mut model = Model::new(config.shard_count);
     let mut rows = 0u64;
-    for table in &tables {
-        let mut reader = TableReader::new(&database, table, &filter, opts.page_size);
-        while let Some(page) = reader.next_page(&mut conn).await.map_err(m(&server))? {
-            if cancel.is_cancelled() {
-                return Err(HistoryError::Cancelled);
-            }
-            let n = page.len() as u64;
-            for row in page {
-                match row {
-                    Ok(ev) => model.apply_reporting(shard, &database, table, &ev),
-                    Err(e) => {
-                        model.events += 1;
-                        model.rejections.record(bad_row(shard, e));
+    // The next page is read (on its own task) while the current one is folded.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(usize, Vec<RowResult>)>(2);
+    let reader = {
+        let (tables, database, server, cancel) = (
+            tables.clone(),
+            database.clone(),
+            server.clone(),
+            cancel.clone(),
+        );
+        let page_size = opts.page_size;
+        tokio::spawn(async move {
+            for (ti, table) in tables.iter().enumerate() {
+                let mut reader = TableReader::new(&database, table, &filter, page_size);
+                while let Some(page) = reader
+                    .next_page(&mut conn)
+                    .await
+                    .map_err(HistoryError::mysql(&server))?
+                {
+                    if cancel.is_cancelled() {
+                        return Err(HistoryError::Cancelled);
+                    }
+                    if tx.send((ti, page)).await.is_err() {
+                        break;
                     }
                 }
             }
-            rows += n;
-            progress.inc(n);
-            metrics::counter!(crate::metrics::REPLAY_EVENTS_TOTAL).increment(n);
+            Ok::<_, HistoryError>(conn)
+        })
+    };
+    while let Some((ti, page)) = rx.recv().await {
+        let table = &tables[ti];
+        let n = page.len() as u64;
+        for row in page {
+            match row {
+                Ok(ev) => model.apply_reporting(shard, &database, table, &ev),
+                Err(e) => {
+                    model.events += 1;
+                    model.rejections.record(bad_row(shard, e));
+                }
+            }
         }
+        rows += n;
+        progress.inc(n);
+        metrics::counter!(crate::metrics::REPLAY_EVENTS_TOTAL).increment(n);
     }
+    let mut conn = reader
+        .await
+        .map_err(|e| HistoryError::Definite(format!("shard {shard} reader task failed: {e}")))??;
     conn.query_drop("COMMIT").await.map_err(m(&server))?;
     tracing::info!(shard, rows, %file, pos, "shard folded");
     Ok((

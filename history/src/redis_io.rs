@@ -31,32 +31,40 @@ pub enum Cmd {
     Sadd(String, Vec<String>),
 }
 
-/// Runs one unit's commands in order.
-async fn run_unit(client: &Client, unit: Vec<Cmd>) -> Result<usize, HistoryError> {
-    let n = unit.len();
+/// Units per pipeline: one round trip carries this many keys' writes.
+const UNITS_PER_PIPELINE: usize = 512;
+/// Pipelines in flight at once.
+const PIPELINES_IN_FLIGHT: usize = 8;
+
+/// Queues one unit's commands, in order, on a pipeline.
+async fn queue_unit(
+    p: &fred::clients::Pipeline<Client>,
+    unit: Vec<Cmd>,
+) -> Result<usize, HistoryError> {
+    let mut n = 0;
     for cmd in unit {
+        n += 1;
         match cmd {
-            Cmd::Del(k) => client.del::<(), _>(k).await?,
+            Cmd::Del(k) => p.del::<(), _>(k).await?,
             Cmd::Hset(k, v) => {
                 if !v.is_empty() {
-                    client.hset::<(), _, _>(k, v).await?
+                    p.hset::<(), _, _>(k, v).await?
                 }
             }
             Cmd::Zadd(k, v) => {
                 for chunk in v.chunks(MEMBERS_PER_COMMAND) {
-                    client
-                        .zadd::<(), _, _>(k.as_str(), None, None, false, false, chunk.to_vec())
+                    p.zadd::<(), _, _>(k.as_str(), None, None, false, false, chunk.to_vec())
                         .await?
                 }
             }
             Cmd::Zrem(k, v) => {
                 for chunk in v.chunks(MEMBERS_PER_COMMAND) {
-                    client.zrem::<(), _, _>(k.as_str(), chunk.to_vec()).await?
+                    p.zrem::<(), _, _>(k.as_str(), chunk.to_vec()).await?
                 }
             }
             Cmd::Sadd(k, v) => {
                 for chunk in v.chunks(MEMBERS_PER_COMMAND) {
-                    client.sadd::<(), _, _>(k.as_str(), chunk.to_vec()).await?
+                    p.sadd::<(), _, _>(k.as_str(), chunk.to_vec()).await?
                 }
             }
         }
@@ -64,14 +72,35 @@ async fn run_unit(client: &Client, unit: Vec<Cmd>) -> Result<usize, HistoryError
     Ok(n)
 }
 
-/// Runs units with [`IN_FLIGHT`] of them at once; returns commands run.
+/// Sends a batch of units as one pipeline; commands of a unit stay in order.
+async fn run_batch(client: &Client, units: Vec<Vec<Cmd>>) -> Result<usize, HistoryError> {
+    let p = client.pipeline();
+    let mut n = 0;
+    for unit in units {
+        n += queue_unit(&p, unit).await?;
+    }
+    // Every reply is checked: one failed command fails the batch.
+    let replies: Vec<Result<fred::types::Value, fred::error::Error>> = p.try_all().await;
+    for r in replies {
+        r?;
+    }
+    Ok(n)
+}
+
+/// Runs units as pipelines of [`UNITS_PER_PIPELINE`], several in flight;
+/// returns commands run.
 pub async fn run_units<I>(client: &Client, units: I) -> Result<u64, HistoryError>
 where
     I: IntoIterator<Item = Vec<Cmd>>,
 {
-    stream::iter(units)
-        .map(|u| run_unit(client, u))
-        .buffer_unordered(IN_FLIGHT)
+    let mut it = units.into_iter().peekable();
+    let batches = std::iter::from_fn(move || {
+        it.peek()?;
+        Some(it.by_ref().take(UNITS_PER_PIPELINE).collect::<Vec<_>>())
+    });
+    stream::iter(batches)
+        .map(|b| run_batch(client, b))
+        .buffer_unordered(PIPELINES_IN_FLIGHT)
         .try_fold(0u64, |acc, n| async move { Ok(acc + n as u64) })
         .await
 }

@@ -1,8 +1,8 @@
 //! `rpsctl replay`: rebuild the read models from history into a new
 //! generation beside the live one, catch it up, switch atomically.
 //!
-//! 1. Note the live generation `g` and its `progress` (a lower bound of
-//!    where to read the streams from).
+//! 1. Note the live generation `g` and its `progress` (where to read the
+//!    streams from, less a safety margin: see [`CATCHUP_MARGIN_MS`]).
 //! 2. Fold every shard's tables inside a consistent snapshot, noting each
 //!    snapshot's binlog position ([`crate::fold`]).
 //! 3. Write the fold into `g+1`, every key once.
@@ -38,6 +38,13 @@ use tracing::Instrument;
 
 /// Stream entries read per XRANGE while catching up.
 const CATCHUP_PAGE: u64 = 2000;
+/// The catch-up starts this long before the live progress noted before the
+/// snapshot. The reader sees a transaction in the binlog (and the projector
+/// may apply it) a moment before InnoDB makes it visible to new snapshots;
+/// such an entry is after the snapshot position yet already behind that
+/// progress, so the catch-up must look back for it. Entries the snapshot
+/// covers are skipped by position, so looking back further costs only reads.
+const CATCHUP_MARGIN_MS: u64 = 300_000;
 
 #[derive(Debug, Clone)]
 pub struct ReplayOptions {
@@ -236,7 +243,10 @@ async fn catch_up_and_switch(
         .map(|shard| ShardCursor {
             shard,
             stream: keys.events(shard),
-            last: start_progress.get(&shard.to_string()).cloned(),
+            last: start_progress
+                .get(&shard.to_string())
+                .and_then(|id| parse_stream_id(id))
+                .map(|(ms, _)| format!("{}-0", ms.saturating_sub(CATCHUP_MARGIN_MS))),
             passed_snapshot: false,
         })
         .collect();
