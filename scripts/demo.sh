@@ -64,7 +64,7 @@ simulate_tournament() {
   local args=(simulate --players "$players" --matches "$matches")
   [ -n "$rate" ] && args+=(--rate "$rate")
   [ -n "$seed" ] && args+=(--seed "$seed")
-  "$rpsctl" --config "$config" "${args[@]}"
+  RUST_LOG=${RUST_LOG:-warn} "$rpsctl" --config "$config" "${args[@]}"
 }
 
 # Counts straight from each server as root, independent of the simulator's

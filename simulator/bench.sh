@@ -14,8 +14,11 @@ runs=${1:-3}
 matches=${2:-100000}
 read -r -a ports <<<"${RPS_MYSQL_PORTS:-3307 3308}"
 
-cargo build --release -q -p rpsctl
-cargo build --release -q -p simulator --example baseline_insert
+# RPS_BENCH_NO_BUILD=1 reuses the binaries already in target/release.
+if [ -z "${RPS_BENCH_NO_BUILD:-}" ]; then
+  cargo build --release -q -p rpsctl
+  cargo build --release -q -p simulator --example baseline_insert
+fi
 
 config=$(mktemp --suffix=.toml)
 cleanup() {
