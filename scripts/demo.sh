@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
-# The main job: local environment up, release build, `rpsctl init`, a
-# simulated tournament written into every shard, then rows per shard per
-# server.
+# The main job: the local environment, a release build, `rpsctl init`, the
+# whole pipeline (`rpsctl run`: cdc-reader, projector, compensator, API) and
+# a simulated tournament with abandoned and voided matches, shown live.
 #
-#   scripts/demo.sh                       the demo with its defaults
-#   scripts/demo.sh --once                run the tournament once and exit
-#   scripts/demo.sh --matches 50000 --players 2000 [--rate 500] [--seed 7]
+#   scripts/demo.sh                 live view while the tournament runs, then
+#                                   the API keeps serving until Ctrl-C
+#   scripts/demo.sh --once          a short tournament at full speed; waits
+#                                   until the read models equal the event
+#                                   store, prints the leaderboard, exits 0
+#   options: --matches N --players N [--rate MATCHES_PER_S] [--seed N]
 #
-# Config: RPS_CONFIG (default rps.toml at the repository root). Each stage
-# is a function called from main() at the bottom, so pipeline stages
-# (cdc-reader, projector, compensator, API) slot in between.
+# Config: RPS_CONFIG (default rps.toml at the repository root).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -17,15 +18,20 @@ cd "$root"
 config=${RPS_CONFIG:-$root/rps.toml}
 rpsctl=$root/target/release/rpsctl
 once=0
-matches=20000
+matches=""
 players=1000
 rate=""
 seed=""
+pipeline_pid=""
+sim_pid=""
+top_pid=""
+logs=$root/.dev-env/demo
+api=$(sed -n '/^\[api\]/,/^\[/s/^bind *= *"\(.*\)".*/\1/p' "$config" | head -1)
 
 log() { printf '\n== %s\n' "$*" >&2; }
 
 usage() {
-  sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
   exit "${1:-2}"
 }
 
@@ -59,12 +65,100 @@ init_shards() {
   "$rpsctl" --config "$config" init
 }
 
-simulate_tournament() {
-  log "simulated tournament: $matches matches among $players players"
-  local args=(simulate --players "$players" --matches "$matches")
+stop_all() {
+  for pid in "$top_pid" "$sim_pid" "$pipeline_pid"; do
+    [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
+  done
+  for pid in "$top_pid" "$sim_pid" "$pipeline_pid"; do
+    [ -n "$pid" ] && wait "$pid" 2>/dev/null || true
+  done
+}
+
+start_pipeline() {
+  log "starting the pipeline: rpsctl run (log: $logs/pipeline.log)"
+  mkdir -p "$logs"
+  RUST_LOG=${RUST_LOG:-info} "$rpsctl" --config "$config" run >"$logs/pipeline.log" 2>&1 &
+  pipeline_pid=$!
+  trap stop_all EXIT
+  trap 'exit 130' INT TERM
+  # Ready when the API answers and every reader has stored its position.
+  for _ in $(seq 1 600); do
+    if ! kill -0 "$pipeline_pid" 2>/dev/null; then
+      echo "demo.sh: the pipeline stopped; last lines of $logs/pipeline.log:" >&2
+      tail -20 "$logs/pipeline.log" >&2
+      exit 1
+    fi
+    if "$rpsctl" --config "$config" status --json 2>/dev/null |
+      grep -q '"generation"' && ! "$rpsctl" --config "$config" status --json 2>/dev/null | grep -q '"checkpoint_raw": *null'; then
+      return 0
+    fi
+    sleep 0.5
+  done
+  echo "demo.sh: the pipeline did not become ready; see $logs/pipeline.log" >&2
+  exit 1
+}
+
+# A tournament the way the game servers would write it; deadlines are short
+# so that abandoned matches time out while you watch.
+simulate_args() {
+  local args=(simulate --players "$players" --matches "$matches" --abandoned 0.05 --voided 0.03 --deadline 5s)
   [ -n "$rate" ] && args+=(--rate "$rate")
   [ -n "$seed" ] && args+=(--seed "$seed")
-  RUST_LOG=${RUST_LOG:-warn} "$rpsctl" --config "$config" "${args[@]}"
+  echo "${args[@]}"
+}
+
+# The read models equal the fold of every event table (rpsctl verify) and
+# no deadline is left open.
+wait_caught_up() {
+  log "waiting until the read models equal the event store (rpsctl verify)"
+  for _ in $(seq 1 120); do
+    if "$rpsctl" --config "$config" verify >"$logs/verify.log" 2>&1 &&
+      "$rpsctl" --config "$config" status --json 2>/dev/null | grep -q '"deadlines_pending": *0'; then
+      echo "read models verified equal to the event store"
+      return 0
+    fi
+    sleep 2
+  done
+  echo "demo.sh: the read models did not converge; see $logs/verify.log and $logs/pipeline.log" >&2
+  tail -20 "$logs/verify.log" >&2
+  exit 1
+}
+
+demo_once() {
+  matches=${matches:-5000}
+  log "simulated tournament: $matches matches among $players players, full speed"
+  # shellcheck disable=SC2046
+  RUST_LOG=${RUST_LOG:-warn} "$rpsctl" --config "$config" $(simulate_args)
+  wait_caught_up
+  log "final state"
+  "$rpsctl" --config "$config" top --once
+  rows_per_shard
+  echo
+  echo "API was at http://$api (e.g. curl 'http://$api/v1/leaderboard?limit=10')"
+}
+
+demo_live() {
+  matches=${matches:-50000}
+  rate=${rate:-300}
+  log "simulated tournament: $matches matches among $players players at $rate matches/s (log: $logs/simulate.log)"
+  # shellcheck disable=SC2046
+  RUST_LOG=${RUST_LOG:-warn} "$rpsctl" --config "$config" $(simulate_args) >"$logs/simulate.log" 2>&1 &
+  sim_pid=$!
+  "$rpsctl" --config "$config" top &
+  top_pid=$!
+  wait "$sim_pid" || { echo "demo.sh: the simulator failed; see $logs/simulate.log" >&2; exit 1; }
+  sim_pid=""
+  wait_caught_up
+  kill "$top_pid" 2>/dev/null || true
+  wait "$top_pid" 2>/dev/null || true
+  top_pid=""
+  "$rpsctl" --config "$config" top --once
+  echo
+  echo "Tournament over. The API serves at http://$api, for example:"
+  echo "  curl 'http://$api/v1/leaderboard?limit=10'"
+  echo "  curl 'http://$api/v1/status'"
+  echo "Ctrl-C stops the pipeline."
+  wait "$pipeline_pid"
 }
 
 # Counts straight from each server as root, independent of the simulator's
@@ -92,13 +186,12 @@ main() {
   env_up
   build
   init_shards
-  simulate_tournament
-  rows_per_shard
+  start_pipeline
   if ((once)); then
-    return 0
+    demo_once
+  else
+    demo_live
   fi
-  # The pipeline stages (cdc-reader, projector, compensator, API) follow
-  # here once they exist; until then one tournament is the whole demo.
 }
 
 main "$@"

@@ -12,4 +12,5 @@ pub mod replay;
 pub mod run_all;
 pub mod simulate;
 pub mod status;
+pub mod top;
 pub mod verify;
