@@ -50,7 +50,10 @@ async fn main() {
             last.insert(*shard, id.clone());
         }
     }
-    eprintln!("published {total} events in {:.1}s", t.elapsed().as_secs_f64());
+    eprintln!(
+        "published {total} events in {:.1}s",
+        t.elapsed().as_secs_f64()
+    );
     drop(by_shard);
 
     let mut config = (*env.config).clone();
@@ -59,7 +62,11 @@ async fn main() {
     let shutdown = CancellationToken::new();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let started = Instant::now();
-    let task = tokio::spawn(projector::run_observed(config.clone(), shutdown.clone(), Some(tx)));
+    let task = tokio::spawn(projector::run_observed(
+        config.clone(),
+        shutdown.clone(),
+        Some(tx),
+    ));
     let mut done = 0usize;
     let mut batches = 0usize;
     let mut rejected = 0usize;
@@ -83,12 +90,19 @@ async fn main() {
     let gk = keys.generation_keys(1);
     let p = common::progress_of(&client, &gk).await;
     for (shard, id) in &last {
-        assert_eq!(p.get(&shard.to_string()), Some(id), "shard {shard} fully applied");
+        assert_eq!(
+            p.get(&shard.to_string()),
+            Some(id),
+            "shard {shard} fully applied"
+        );
     }
     let players: u64 = client.zcard(gk.board(None)).await.unwrap();
     println!("all-time board holds {players} players");
     if keep {
-        println!("kept prefix {} (database prefix {})", config.redis.prefix, config.database_prefix);
+        println!(
+            "kept prefix {} (database prefix {})",
+            config.redis.prefix, config.database_prefix
+        );
     } else {
         env.cleanup().await;
     }

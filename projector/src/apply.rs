@@ -323,7 +323,9 @@ impl Applier {
             return Ok(Some(report));
         }
         let fresh = &entries[fresh_from..];
+        let t_load = std::time::Instant::now();
         self.load_missing(fresh).await?;
+        let t_fold = std::time::Instant::now();
 
         let mut plan = Plan::default();
         let mut working: HashMap<i64, Option<MatchState>> = HashMap::new();
@@ -386,7 +388,18 @@ impl Applier {
 
         let last_id = ids[ids.len() - 1];
         let (keys, args) = self.script_args(&plan, progress, last_id, entries);
+        let t_eval = std::time::Instant::now();
+        let n_args = args.len();
         let reply = self.eval(keys, args).await?;
+        tracing::debug!(
+            shard = self.shard,
+            entries = entries.len(),
+            args = n_args,
+            load_us = (t_fold - t_load).as_micros() as u64,
+            fold_us = (t_eval - t_fold).as_micros() as u64,
+            eval_us = t_eval.elapsed().as_micros() as u64,
+            "batch script returned"
+        );
         let mut parts = reply.into_array().into_iter();
         let status = parts
             .next()

@@ -203,6 +203,8 @@ impl Worker {
         delays: &mut backon::ExponentialBackoff,
     ) -> Result<Stop, ProjectorError> {
         let keys = self.ctx.keys.clone();
+        // Again on every (re)start: a Redis that lost its data lost the group too.
+        crate::create_group(&self.client, &keys.events(self.ctx.shard)).await?;
         let gen = match generation::active(&self.client, &keys).await? {
             Some(g) => g,
             None => generation::ensure(&self.client, &keys).await?,
