@@ -102,7 +102,14 @@ pub async fn check_state(
         .exists::<bool, _>(keys.generation_keys(generation).progress())
         .await?
     {
-        return Ok(Err(StateLoss::Progress { generation }));
+        // A replay may have switched to the next generation and dropped this
+        // one between the two reads: only a marker that still names the
+        // generation without progress is a loss.
+        let now: Option<String> = redis.get(keys.generation()).await?;
+        if now.as_deref() == Some(marker.as_str()) {
+            return Ok(Err(StateLoss::Progress { generation }));
+        }
+        return Box::pin(check_state(config, redis)).await;
     }
     Ok(Ok(generation))
 }

@@ -1,59 +1,136 @@
-//! Writing a fold into a fresh generation, in bounded chunks.
+//! Writing a fold into a fresh generation, fast and in bounded memory.
 //!
 //! The same keys and values as `history::redis_io::write_model` (built from
-//! history's own hash and key helpers), but the commands are materialised a
-//! chunk at a time: memory stays bounded for a large history, and the future
-//! stays `Send` so the supervisor can run on a spawned task.
+//! history's own hash and key helpers), sent differently: commands go out in
+//! pipelines of [`PIPELINE_COMMANDS`] (one round trip each), several
+//! pipelines in flight, and are materialised a pipeline at a time. Nothing
+//! reads the generation before the bootstrap's commit, so no ordering
+//! between keys is needed. The future stays `Send` (history's writer is not),
+//! so the supervisor can run on a spawned task.
 
 use crate::RecoveryError;
 use fred::clients::Client;
+use fred::interfaces::{HashesInterface, SetsInterface, SortedSetsInterface};
+use fred::types::Value;
+use futures::future::BoxFuture;
+use futures::stream::{FuturesUnordered, StreamExt};
 use history::model::{match_hash, player_hash, player_key, Model};
-use history::redis_io::{run_units, Cmd};
 use rps_core::keys::GenerationKeys;
 
-/// Units (one key's commands) materialised at once.
-const CHUNK_UNITS: usize = 20_000;
+/// Commands per pipeline (one round trip).
+pub const PIPELINE_COMMANDS: usize = 1000;
+/// Pipelines in flight at once.
+const PIPELINES_IN_FLIGHT: usize = 4;
+/// Members per ZADD / SADD, so no single command gets huge.
+const MEMBERS_PER_COMMAND: usize = 1000;
 
-fn scores(v: &[(String, i64)]) -> Vec<(f64, String)> {
-    v.iter().map(|(m, s)| (*s as f64, m.clone())).collect()
+/// One write of the generation.
+enum Write {
+    Hash(String, Vec<(String, String)>),
+    ZAdd(String, Vec<(f64, String)>),
+    SAdd(String, Vec<String>),
+}
+
+async fn send(redis: &Client, batch: Vec<Write>) -> Result<u64, RecoveryError> {
+    let n = batch.len() as u64;
+    let pipe = redis.pipeline();
+    for w in batch {
+        match w {
+            Write::Hash(k, v) => pipe.hset::<(), _, _>(k, v).await?,
+            Write::ZAdd(k, v) => {
+                pipe.zadd::<(), _, _>(k, None, None, false, false, v)
+                    .await?
+            }
+            Write::SAdd(k, v) => pipe.sadd::<(), _, _>(k, v).await?,
+        }
+    }
+    let _: Value = pipe.all().await?;
+    Ok(n)
+}
+
+/// Keeps up to [`PIPELINES_IN_FLIGHT`] pipelines going.
+struct Sender<'a> {
+    redis: &'a Client,
+    in_flight: FuturesUnordered<BoxFuture<'a, Result<u64, RecoveryError>>>,
+    written: u64,
+}
+
+impl<'a> Sender<'a> {
+    async fn submit(&mut self, batch: Vec<Write>) -> Result<(), RecoveryError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        while self.in_flight.len() >= PIPELINES_IN_FLIGHT {
+            if let Some(r) = self.in_flight.next().await {
+                self.written += r?;
+            }
+        }
+        self.in_flight.push(Box::pin(send(self.redis, batch)));
+        Ok(())
+    }
+
+    async fn finish(mut self) -> Result<u64, RecoveryError> {
+        while let Some(r) = self.in_flight.next().await {
+            self.written += r?;
+        }
+        Ok(self.written)
+    }
 }
 
 /// Writes every key of `model` into generation `g` (assumed empty; its
 /// `progress` is left to the commit). Returns the number of commands run.
+///
+/// Batches are built as pipelines free up, so memory holds only the ones
+/// in flight.
 pub async fn write_generation(
     redis: &Client,
     g: &GenerationKeys,
     model: &Model,
 ) -> Result<u64, RecoveryError> {
-    let mut written = 0u64;
-    let mut chunk: Vec<Vec<Cmd>> = Vec::with_capacity(CHUNK_UNITS);
+    let mut out = Sender {
+        redis,
+        in_flight: FuturesUnordered::new(),
+        written: 0,
+    };
     let match_ids: Vec<i64> = model.matches.keys().copied().collect();
-    for id in match_ids {
-        if let Some(m) = model.match_state(id) {
-            chunk.push(vec![Cmd::Hset(g.match_state(id), match_hash(&m))]);
+    for ids in match_ids.chunks(PIPELINE_COMMANDS) {
+        let mut batch = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(m) = model.match_state(*id) {
+                batch.push(Write::Hash(g.match_state(*id), match_hash(&m)));
+            }
         }
-        if chunk.len() >= CHUNK_UNITS {
-            written += run_units(redis, std::mem::take(&mut chunk)).await?;
-        }
+        out.submit(batch).await?;
     }
     let players: Vec<_> = model.counted_players().map(|(k, s)| (*k, *s)).collect();
-    for (k, s) in players {
-        chunk.push(vec![Cmd::Hset(player_key(g, &k), player_hash(&s))]);
-        if chunk.len() >= CHUNK_UNITS {
-            written += run_units(redis, std::mem::take(&mut chunk)).await?;
+    for chunk in players.chunks(PIPELINE_COMMANDS) {
+        let mut batch = Vec::with_capacity(chunk.len());
+        for (k, s) in chunk {
+            batch.push(Write::Hash(player_key(g, k), player_hash(s)));
+        }
+        out.submit(batch).await?;
+    }
+    let mut rest = Vec::new();
+    for (season, members) in model.boards() {
+        for part in members.chunks(MEMBERS_PER_COMMAND) {
+            rest.push(Write::ZAdd(g.board(season), scores(part)));
         }
     }
-    for (season, members) in model.boards() {
-        chunk.push(vec![Cmd::Zadd(g.board(season), scores(&members))]);
-    }
     let seasons: Vec<String> = model.seasons().iter().map(|s| s.to_string()).collect();
-    if !seasons.is_empty() {
-        chunk.push(vec![Cmd::Sadd(g.seasons(), seasons)]);
+    for part in seasons.chunks(MEMBERS_PER_COMMAND) {
+        rest.push(Write::SAdd(g.seasons(), part.to_vec()));
     }
-    let deadlines = model.deadlines();
-    if !deadlines.is_empty() {
-        chunk.push(vec![Cmd::Zadd(g.deadlines(), scores(&deadlines))]);
+    for part in model.deadlines().chunks(MEMBERS_PER_COMMAND) {
+        rest.push(Write::ZAdd(g.deadlines(), scores(part)));
     }
-    written += run_units(redis, chunk).await?;
-    Ok(written)
+    out.submit(rest).await?;
+    out.finish().await
+}
+
+fn scores(part: &[(String, i64)]) -> Vec<(f64, String)> {
+    let mut v = Vec::with_capacity(part.len());
+    for (m, s) in part {
+        v.push((*s as f64, m.clone()));
+    }
+    v
 }
