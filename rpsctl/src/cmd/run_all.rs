@@ -1,9 +1,16 @@
 //! `rpsctl run`: cdc-reader, projector, compensator and API in one process,
-//! for small deployments and the demo. They share one shutdown signal and
-//! one metrics registry (served by the API's `/metrics`). If one component
-//! stops with an error, the others are stopped too and the process exits
-//! non-zero, so a process supervisor restarts the whole pipeline; each
-//! component resumes from its own checkpoint.
+//! for small deployments and the demo. They share one metrics registry
+//! (served by the API's `/metrics`).
+//!
+//! The API runs for the life of the process (it answers 503 while there is
+//! no read-model generation). The other three run under
+//! [`recovery::supervise`]: before they start, the state in Redis must be
+//! whole, or it is rebuilt from consistent snapshots of the shards (first
+//! start on existing history, or Redis lost its data); when state is lost
+//! while they run, they are stopped, the state is rebuilt, and they start
+//! again. If one of them stops with an error, the others are stopped too
+//! and the process exits non-zero, so a process supervisor restarts it;
+//! each component resumes from its own checkpoint.
 
 use anyhow::Context;
 use rps_core::Config;
@@ -24,10 +31,33 @@ pub async fn run(config: Arc<Config>, args: Args) -> anyhow::Result<()> {
     run_components(config, handle, !args.no_compensator, shutdown).await
 }
 
-/// Runs every component until `shutdown` or the first failure.
+/// Runs the API and the supervised components until `shutdown` or the first failure.
 pub async fn run_components(
     config: Arc<Config>,
     handle: metrics_exporter_prometheus::PrometheusHandle,
+    with_compensator: bool,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let api = {
+        let (c, s) = (config.clone(), shutdown.clone());
+        tokio::spawn(async move { rps_api::run(c, handle, s).await.context("api") })
+    };
+    tracing::info!(api = %config.api.bind, "pipeline starting");
+    let supervised = recovery::supervise(config.clone(), shutdown.clone(), |token| {
+        pipeline(config.clone(), with_compensator, token)
+    })
+    .await
+    .context("recovery");
+    shutdown.cancel();
+    let api = api.await.context("the API task panicked")?;
+    supervised?;
+    api
+}
+
+/// cdc-reader, projector and (optionally) compensator until `shutdown` or
+/// the first failure, which stops the others.
+async fn pipeline(
+    config: Arc<Config>,
     with_compensator: bool,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -53,14 +83,6 @@ pub async fn run_components(
             ("compensator", r)
         });
     }
-    {
-        let (c, s) = (config.clone(), shutdown.clone());
-        tasks.spawn(async move {
-            let r = rps_api::run(c, handle, s).await.context("api");
-            ("api", r)
-        });
-    }
-    tracing::info!(api = %config.api.bind, "pipeline running");
 
     let mut first_error = None;
     while let Some(joined) = tasks.join_next().await {
