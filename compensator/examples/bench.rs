@@ -65,7 +65,10 @@ async fn write_matches(
         let shard = rps_core::shard_of(player_a, shards);
         let match_id = first_id + i as i64;
         per_shard[usize::from(shard)].push(started(match_id, player_a, deadline));
-        entries.push((deadline.as_millis() as f64, deadline_member(shard, match_id)));
+        entries.push((
+            deadline.as_millis() as f64,
+            deadline_member(shard, match_id),
+        ));
     }
     let writers = per_shard.into_iter().enumerate().map(|(shard, evs)| {
         let store = env.store.clone();
@@ -73,7 +76,10 @@ async fn write_matches(
             let shard = shard as u16;
             let mut conn = store.conn_for_shard(shard).await.unwrap();
             for chunk in evs.chunks(2_000) {
-                store.append_batch(&mut conn, shard, TABLE, chunk).await.unwrap();
+                store
+                    .append_batch(&mut conn, shard, TABLE, chunk)
+                    .await
+                    .unwrap();
             }
         }
     });
@@ -97,16 +103,19 @@ async fn fake_projector(env: Arc<TestEnv>, removed: Arc<AtomicUsize>, stop: Canc
             let rows: Vec<(i64, i64)> = conns[usize::from(shard)]
                 .query(format!(
                     "SELECT id, match_id FROM `{db}`.`{TABLE}` WHERE id > {} AND event_type = 'timed_out' ORDER BY id LIMIT 10000",
-                    last[usize::from(shard)]
+                    // Concurrent inserts commit out of id order: look back a
+                    // little; ZREM of a removed member is a no-op.
+                    (last[usize::from(shard)] - 5_000).max(0)
                 ))
                 .await
                 .unwrap();
             if let Some((id, _)) = rows.last() {
                 last[usize::from(shard)] = *id;
-                let members: Vec<String> =
-                    rows.iter().map(|(_, m)| deadline_member(shard, *m)).collect();
-                let n = members.len();
-                let _: () = redis.zrem(&deadlines, members).await.unwrap();
+                let members: Vec<String> = rows
+                    .iter()
+                    .map(|(_, m)| deadline_member(shard, *m))
+                    .collect();
+                let n: usize = redis.zrem(&deadlines, members).await.unwrap();
                 removed.fetch_add(n, Ordering::Relaxed);
             }
         }
@@ -142,7 +151,12 @@ fn quantiles(render: &str) -> Vec<(String, f64)> {
         .lines()
         .filter(|l| l.starts_with(compensator::metrics::FIRING_DELAY) && l.contains("quantile"))
         .filter_map(|l| {
-            let q = l.split("quantile=\"").nth(1)?.split('"').next()?.to_string();
+            let q = l
+                .split("quantile=\"")
+                .nth(1)?
+                .split('"')
+                .next()?
+                .to_string();
             let v: f64 = l.rsplit(' ').next()?.parse().ok()?;
             Some((q, v * 1000.0))
         })
@@ -187,9 +201,17 @@ async fn main() {
     for chunk in (0..FAR_DEADLINES).collect::<Vec<_>>().chunks(20_000) {
         let entries: Vec<(f64, String)> = chunk
             .iter()
-            .map(|i| ((far + *i as i64) as f64, deadline_member((*i % 8) as u16, 900_000_000 + *i as i64)))
+            .map(|i| {
+                (
+                    (far + *i as i64) as f64,
+                    deadline_member((*i % 8) as u16, 900_000_000 + *i as i64),
+                )
+            })
             .collect();
-        let _: () = redis.zadd(&deadlines, None, None, false, false, entries).await.unwrap();
+        let _: () = redis
+            .zadd(&deadlines, None, None, false, false, entries)
+            .await
+            .unwrap();
     }
     println!("{FAR_DEADLINES} far deadlines added in {:?}", t.elapsed());
 
@@ -236,7 +258,9 @@ async fn main() {
     let shutdown = CancellationToken::new();
     let t = Instant::now();
     let comp = tokio::spawn(compensator::run(env.config.clone(), shutdown.clone()));
-    while fired_total(&handle.render()) < fired_before + MATCHES as f64 && t.elapsed() < Duration::from_secs(120) {
+    while fired_total(&handle.render()) < fired_before + MATCHES as f64
+        && t.elapsed() < Duration::from_secs(120)
+    {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let took = t.elapsed();
@@ -247,7 +271,9 @@ async fn main() {
         MATCHES as f64 / took.as_secs_f64()
     );
     let t2 = Instant::now();
-    while removed.load(Ordering::Relaxed) < before + MATCHES && t2.elapsed() < Duration::from_secs(60) {
+    while removed.load(Ordering::Relaxed) < before + MATCHES
+        && t2.elapsed() < Duration::from_secs(60)
+    {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     shutdown.cancel();

@@ -299,7 +299,8 @@ impl DeadlineStore {
         let member = c.member();
         h.parked = true;
         self.store_history(&member, &h).await?;
-        self.lease_until(std::slice::from_ref(&member), PARKED).await?;
+        self.lease_until(std::slice::from_ref(&member), PARKED)
+            .await?;
         let last = h
             .attempts
             .last()

@@ -150,7 +150,10 @@ mod tests {
         ];
         let t = fire(&evs);
         assert_eq!(t.version, 3);
-        assert_eq!((t.winner_player_id, t.loser_player_id), (Some(20), Some(10)));
+        assert_eq!(
+            (t.winner_player_id, t.loser_player_id),
+            (Some(20), Some(10))
+        );
         assert_eq!(t.outcome, Some(Outcome::Lose));
         let s = assert_valid(&evs, &t);
         assert!(s.result.forfeit_a && !s.result.forfeit_b);
@@ -165,7 +168,10 @@ mod tests {
         ];
         let t = fire(&evs);
         assert_eq!(t.version, 4);
-        assert_eq!((t.winner_player_id, t.loser_player_id), (Some(10), Some(20)));
+        assert_eq!(
+            (t.winner_player_id, t.loser_player_id),
+            (Some(10), Some(20))
+        );
         assert_eq!(t.outcome, Some(Outcome::Win));
         let s = assert_valid(&evs, &t);
         assert!(!s.result.forfeit_a && !s.result.forfeit_b);

@@ -228,7 +228,13 @@ pub async fn retry(client: &Client, keys: &Keys, id: &str) -> Result<Retried, Dl
         return Err(cannot(format!("unknown origin `{}`", e.origin())));
     };
     let _: i64 = client.xdel(keys.deadletter(), id).await?;
-    tracing::info!(id, origin = e.origin(), kind = e.kind(), ?done, "dead letter retried");
+    tracing::info!(
+        id,
+        origin = e.origin(),
+        kind = e.kind(),
+        ?done,
+        "dead letter retried"
+    );
     Ok(done)
 }
 
@@ -263,10 +269,7 @@ pub fn decode_payload(payload: &str) -> Result<StreamEvent, String> {
     let v: serde_json::Value =
         serde_json::from_str(payload).map_err(|e| format!("not JSON: {e}"))?;
     let pairs: Vec<(String, String)> = match v {
-        serde_json::Value::Object(m) => m
-            .into_iter()
-            .map(|(k, v)| (k, json_text(v)))
-            .collect(),
+        serde_json::Value::Object(m) => m.into_iter().map(|(k, v)| (k, json_text(v))).collect(),
         serde_json::Value::Array(a) => a
             .into_iter()
             .filter_map(|p| match p {

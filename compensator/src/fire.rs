@@ -9,8 +9,8 @@
 //! by an earlier attempt; `uk_match_version`: the match moved on, so it is
 //! read again and decided afresh).
 
-use crate::decide::{decide, Decision};
 use crate::deadlines::Claimed;
+use crate::decide::{decide, Decision};
 use mysql_async::prelude::Queryable;
 use rps_core::fold::MatchStatus;
 use rps_core::{MatchEvent, ShardId, Timestamp};
@@ -89,22 +89,16 @@ async fn read_matches(
     let db = store.config().database(shard);
     let server = store.config().server_of(shard).name.clone();
     let mut conn = store.conn_for_shard(shard).await?;
-    let list = ids
-        .iter()
-        .map(i64::to_string)
-        .collect::<Vec<_>>()
-        .join(",");
+    let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
     for table in tables {
         let sql = format!(
             "SELECT {EVENT_COLUMNS} FROM `{db}`.`{table}` WHERE match_id IN ({list}) ORDER BY match_id, version"
         );
         let rows: Vec<mysql_async::Row> =
-            conn.query(sql)
-                .await
-                .map_err(|source| StoreError::Mysql {
-                    server: server.clone(),
-                    source,
-                })?;
+            conn.query(sql).await.map_err(|source| StoreError::Mysql {
+                server: server.clone(),
+                source,
+            })?;
         for row in rows {
             // A row that does not fit the model is skipped here as the
             // projector skips it (it is in the dead letter already).

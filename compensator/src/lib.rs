@@ -45,9 +45,15 @@ use tracing::Instrument;
 /// than the earliest it knew and nobody published a wake-up.
 pub const SAFETY_RECHECK: Duration = Duration::from_millis(1000);
 
+/// After a claim that did not fill a batch, the next claim waits at least
+/// this long: deadlines falling due meanwhile are fired as one batch (one
+/// SELECT and one INSERT per shard) instead of one claim per millisecond,
+/// and every claim re-scans the due entries still held by leases.
+pub const MIN_CLAIM_INTERVAL: Duration = Duration::from_millis(5);
+
 /// Claimed batches being fired at once. Few, so that under load deadlines
 /// accumulate into larger batches (one SELECT and one INSERT per shard).
-pub const MAX_IN_FLIGHT: usize = 4;
+pub const MAX_IN_FLIGHT: usize = 8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CompensatorError {
@@ -107,7 +113,9 @@ impl Compensator {
     /// until the next deadline (or a wake-up, or the safety re-check).
     pub async fn run(&self, shutdown: CancellationToken) -> Result<(), CompensatorError> {
         let wake = Arc::new(Notify::new());
-        let listener = self.listen_for_wakeups(wake.clone(), shutdown.clone()).await;
+        let listener = self
+            .listen_for_wakeups(wake.clone(), shutdown.clone())
+            .await;
         let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
         let mut tasks = JoinSet::new();
         let mut redis_failures: u32 = 0;
@@ -179,10 +187,7 @@ impl Compensator {
                 Some(n) => Duration::from_millis(n.saturating_sub(now_ms).max(0) as u64),
                 None => SAFETY_RECHECK,
             }
-            .min(SAFETY_RECHECK);
-            if wait.is_zero() {
-                continue;
-            }
+            .clamp(MIN_CLAIM_INTERVAL, SAFETY_RECHECK);
             let until = tokio::time::Instant::now() + wait;
             tokio::select! {
                 _ = tokio::time::sleep_until(until) => {},
@@ -332,7 +337,9 @@ impl Compensator {
             }
             NextStep::DeadLetter => {
                 ::metrics::counter!(metrics::DEAD_LETTERED).increment(1);
-                let server = self.config.server_of(c.shard.min(self.config.shard_count - 1));
+                let server = self
+                    .config
+                    .server_of(c.shard.min(self.config.shard_count - 1));
                 let id = self
                     .deadlines
                     .dead_letter(c, h, &self.config.database(c.shard), &server.name)

@@ -20,7 +20,13 @@ async fn each_deadline_fires_once_with_the_right_result() {
     let finished = new_match(&env.config, 12, deadline);
     write_match(&env, &nobody, Plot::NobodyMoved, false).await;
     write_match(&env, &only_b, Plot::OnlyB(Gesture::Paper), false).await;
-    write_match(&env, &both, Plot::Both(Gesture::Rock, Gesture::Paper), false).await;
+    write_match(
+        &env,
+        &both,
+        Plot::Both(Gesture::Rock, Gesture::Paper),
+        false,
+    )
+    .await;
     // Finished 100 ms before the deadline; the projector has not yet removed
     // the deadline entry, so the compensator claims it and must find the end
     // in the event store.
@@ -31,7 +37,13 @@ async fn each_deadline_fires_once_with_the_right_result() {
         true,
     )
     .await;
-    write_match(&env, &finished, Plot::Finished(Gesture::Rock, Gesture::Rock), false).await;
+    write_match(
+        &env,
+        &finished,
+        Plot::Finished(Gesture::Rock, Gesture::Rock),
+        false,
+    )
+    .await;
 
     // Two compensators side by side.
     let shutdown = CancellationToken::new();
@@ -63,12 +75,24 @@ async fn each_deadline_fires_once_with_the_right_result() {
             rps_core::MatchEvent::timed_out_event_id(t.match_id, version)
         );
         // Fired after the deadline, and soon after it.
-        assert!(t.occurred_at >= deadline, "{} < {}", t.occurred_at, deadline);
-        assert!(t.occurred_at.0 - deadline.0 < 1_000_000, "late: {}", t.occurred_at);
+        assert!(
+            t.occurred_at >= deadline,
+            "{} < {}",
+            t.occurred_at,
+            deadline
+        );
+        assert!(
+            t.occurred_at.0 - deadline.0 < 1_000_000,
+            "late: {}",
+            t.occurred_at
+        );
         t
     };
     let t = check(&stored(&env, &nobody).await, 2);
-    assert_eq!((t.winner_player_id, t.loser_player_id, t.outcome), (None, None, None));
+    assert_eq!(
+        (t.winner_player_id, t.loser_player_id, t.outcome),
+        (None, None, None)
+    );
 
     let t = check(&stored(&env, &only_b).await, 3);
     assert_eq!(t.winner_player_id, Some(only_b.player_b));
@@ -88,7 +112,10 @@ async fn each_deadline_fires_once_with_the_right_result() {
     // Nothing failed, so no attempt history and no dead letter.
     let redis = env.redis().await;
     use compensator::fred::interfaces::{HashesInterface, StreamsInterface};
-    let attempts: u64 = redis.hlen(env.config.keys().deadline_attempts()).await.unwrap();
+    let attempts: u64 = redis
+        .hlen(env.config.keys().deadline_attempts())
+        .await
+        .unwrap();
     assert_eq!(attempts, 0);
     let dl: u64 = redis.xlen(env.config.keys().deadletter()).await.unwrap();
     assert_eq!(dl, 0);
@@ -123,10 +150,19 @@ async fn early_score_waits_for_the_stored_deadline() {
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(compensator::run(env.config.clone(), shutdown.clone()));
     tokio::time::sleep(Duration::from_millis(1_000)).await;
-    assert!(timed_outs(&stored(&env, &m).await).is_empty(), "fired before the stored deadline");
-    let t = eventually("fired at the stored deadline", Duration::from_secs(10), || async {
-        timed_outs(&stored(&env, &m).await).first().map(|t| (*t).clone())
-    })
+    assert!(
+        timed_outs(&stored(&env, &m).await).is_empty(),
+        "fired before the stored deadline"
+    );
+    let t = eventually(
+        "fired at the stored deadline",
+        Duration::from_secs(10),
+        || async {
+            timed_outs(&stored(&env, &m).await)
+                .first()
+                .map(|t| (*t).clone())
+        },
+    )
     .await;
     assert!(t.occurred_at >= m.deadline);
     shutdown.cancel();

@@ -25,7 +25,13 @@ async fn history(env: &TestEnv, member: &str) -> Option<AttemptHistory> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shard_down_while_firing_is_retried_then_fired() {
     let mut db = MariaDbInstance::start(201).await;
-    let env = TestEnv::on_servers("comp_down", 2, &[db.test_server("mysql-p")], &shared_redis_url()).await;
+    let env = TestEnv::on_servers(
+        "comp_down",
+        2,
+        &[db.test_server("mysql-p")],
+        &shared_redis_url(),
+    )
+    .await;
     let config = with_settings(&env.config, |c| {
         c.retry_initial_ms = 300;
         c.retry_max_ms = 1_200;
@@ -38,22 +44,35 @@ async fn shard_down_while_firing_is_retried_then_fired() {
 
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(compensator::run(config, shutdown.clone()));
-    let h = eventually("two failed attempts recorded", Duration::from_secs(20), || async {
-        history(&env, &member).await.filter(|h| h.attempts.len() >= 2)
-    })
+    let h = eventually(
+        "two failed attempts recorded",
+        Duration::from_secs(20),
+        || async {
+            history(&env, &member)
+                .await
+                .filter(|h| h.attempts.len() >= 2)
+        },
+    )
     .await;
     assert!(!h.parked);
     let gap = h.attempts[1].at - h.attempts[0].at;
-    assert!(gap >= 290_000, "second attempt {gap} µs after the first, expected ≥ 300 ms");
+    assert!(
+        gap >= 290_000,
+        "second attempt {gap} µs after the first, expected ≥ 300 ms"
+    );
 
     db.restart().await;
-    eventually("timed_out after the shard returned", Duration::from_secs(30), || async {
-        (timed_outs(&stored(&env, &m).await).len() == 1).then_some(())
-    })
+    eventually(
+        "timed_out after the shard returned",
+        Duration::from_secs(30),
+        || async { (timed_outs(&stored(&env, &m).await).len() == 1).then_some(()) },
+    )
     .await;
-    eventually("attempt history cleared", Duration::from_secs(5), || async {
-        history(&env, &member).await.is_none().then_some(())
-    })
+    eventually(
+        "attempt history cleared",
+        Duration::from_secs(5),
+        || async { history(&env, &member).await.is_none().then_some(()) },
+    )
     .await;
     shutdown.cancel();
     task.await.unwrap().unwrap();
@@ -73,7 +92,13 @@ fn test_gesture() -> rps_core::Gesture {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shard_down_for_good_goes_to_the_dead_letter_after_four_attempts() {
     let mut db = MariaDbInstance::start(202).await;
-    let env = TestEnv::on_servers("comp_dead", 2, &[db.test_server("mysql-p")], &shared_redis_url()).await;
+    let env = TestEnv::on_servers(
+        "comp_dead",
+        2,
+        &[db.test_server("mysql-p")],
+        &shared_redis_url(),
+    )
+    .await;
     let config = with_settings(&env.config, |c| {
         c.retry_initial_ms = 200;
         c.retry_max_ms = 400;
@@ -99,12 +124,20 @@ async fn shard_down_for_good_goes_to_the_dead_letter_after_four_attempts() {
     assert_eq!(e.kind(), "deadline_failed");
     assert_eq!(e.shard(), Some(m.shard));
     assert_eq!(e.match_id(), Some(m.match_id));
-    assert!(e.get("reason").contains("4 attempts"), "{}", e.get("reason"));
+    assert!(
+        e.get("reason").contains("4 attempts"),
+        "{}",
+        e.get("reason")
+    );
     let h: AttemptHistory = serde_json::from_str(e.get("payload")).unwrap();
     assert_eq!(h.attempts.len(), 4);
     assert!(h.attempts.iter().all(|a| !a.error.is_empty()));
     // The schedule: 200, 400, 400 ms between attempts (clamped).
-    let gaps: Vec<i64> = h.attempts.windows(2).map(|w| (w[1].at - w[0].at) / 1000).collect();
+    let gaps: Vec<i64> = h
+        .attempts
+        .windows(2)
+        .map(|w| (w[1].at - w[0].at) / 1000)
+        .collect();
     for (gap, want) in gaps.iter().zip([200, 400, 400]) {
         assert!(*gap >= want - 10 && *gap < want + 1_500, "gaps {gaps:?}");
     }
@@ -119,11 +152,18 @@ async fn shard_down_for_good_goes_to_the_dead_letter_after_four_attempts() {
     // The operator brings the shard back and retries the dead letter.
     db.restart().await;
     let done = dlq::retry(&redis, &keys, &e.id).await.unwrap();
-    assert_eq!(done, dlq::Retried::DeadlineUnparked { member: member.clone() });
+    assert_eq!(
+        done,
+        dlq::Retried::DeadlineUnparked {
+            member: member.clone()
+        }
+    );
     assert_eq!(dlq::count(&redis, &keys).await.unwrap(), 0);
-    eventually("fired after the operator's retry", Duration::from_secs(20), || async {
-        (timed_outs(&stored(&env, &m).await).len() == 1).then_some(())
-    })
+    eventually(
+        "fired after the operator's retry",
+        Duration::from_secs(20),
+        || async { (timed_outs(&stored(&env, &m).await).len() == 1).then_some(()) },
+    )
     .await;
     shutdown.cancel();
     task.await.unwrap().unwrap();

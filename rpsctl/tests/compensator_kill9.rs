@@ -110,7 +110,9 @@ async fn one_of_two_compensators_killed_mid_claim_still_exactly_one_each() {
             evs.push(MatchEvent {
                 row_id: 0,
                 // Inferred as the model's UUID type from its text form.
-                event_id: format!("00000000-0000-4000-8000-{match_id:012x}").parse().unwrap(),
+                event_id: format!("00000000-0000-4000-8000-{match_id:012x}")
+                    .parse()
+                    .unwrap(),
                 match_id,
                 version: 1,
                 event_type: EventType::Started,
@@ -125,10 +127,16 @@ async fn one_of_two_compensators_killed_mid_claim_still_exactly_one_each() {
                 deadline_at: Some(deadline),
                 occurred_at: Timestamp(deadline.0 - 30_000_000),
             });
-            deadlines.push((deadline.as_millis() as f64, deadline_member(shard, match_id)));
+            deadlines.push((
+                deadline.as_millis() as f64,
+                deadline_member(shard, match_id),
+            ));
         }
         let mut conn = env.store.conn_for_shard(shard).await.unwrap();
-        env.store.append_batch(&mut conn, shard, TABLE, &evs).await.unwrap();
+        env.store
+            .append_batch(&mut conn, shard, TABLE, &evs)
+            .await
+            .unwrap();
     }
     let _: () = redis
         .zadd(g.deadlines(), None, None, false, false, deadlines)
@@ -149,7 +157,10 @@ async fn one_of_two_compensators_killed_mid_claim_still_exactly_one_each() {
         .unwrap();
     victim.kill().unwrap();
     victim.wait().unwrap();
-    assert!(fired_at_kill < total, "killed before the end: {fired_at_kill}/{total}");
+    assert!(
+        fired_at_kill < total,
+        "killed before the end: {fired_at_kill}/{total}"
+    );
     assert!(leased > 0);
 
     eventually("every match timed out", Duration::from_secs(40), || async {
@@ -163,7 +174,10 @@ async fn one_of_two_compensators_killed_mid_claim_still_exactly_one_each() {
     survivor.wait().unwrap();
     assert_eq!(counts.len(), total);
     let doubles: Vec<_> = counts.iter().filter(|(_, n)| **n != 1).collect();
-    assert!(doubles.is_empty(), "matches with more than one timed_out: {doubles:?}");
+    assert!(
+        doubles.is_empty(),
+        "matches with more than one timed_out: {doubles:?}"
+    );
     let log = std::fs::read_to_string(dir.path().join("b.log")).unwrap();
     assert!(log.contains("compensator started"), "{log}");
     env.cleanup().await;

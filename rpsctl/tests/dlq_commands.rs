@@ -161,7 +161,14 @@ async fn list_show_retry_drop_every_origin() {
         .await
         .unwrap();
     let _: () = redis
-        .zadd(keys.deadline_leases(), None, None, false, false, (PARKED as f64, member.clone()))
+        .zadd(
+            keys.deadline_leases(),
+            None,
+            None,
+            false,
+            false,
+            (PARKED as f64, member.clone()),
+        )
         .await
         .unwrap();
     let comp = add(DeadLetter {
@@ -179,12 +186,28 @@ async fn list_show_retry_drop_every_origin() {
     // list: all three, one line each, oldest first; and by origin.
     let out = cli.ok(&["list"]);
     assert!(out.contains("3 shown, 3 dead letters"), "{out}");
-    let lines: Vec<&str> = out.lines().filter(|l| l.contains('-') && !l.starts_with("ID")).collect();
-    assert!(lines[0].starts_with(&proj) && lines[0].contains("projector") && lines[0].contains("version_gap"));
-    assert!(lines[1].starts_with(&cdc) && lines[1].contains("cdc-reader") && lines[1].contains("UPDATE of row 5"));
-    assert!(lines[2].starts_with(&comp) && lines[2].contains("compensator") && lines[2].contains("42"));
+    let lines: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains('-') && !l.starts_with("ID"))
+        .collect();
+    assert!(
+        lines[0].starts_with(&proj)
+            && lines[0].contains("projector")
+            && lines[0].contains("version_gap")
+    );
+    assert!(
+        lines[1].starts_with(&cdc)
+            && lines[1].contains("cdc-reader")
+            && lines[1].contains("UPDATE of row 5")
+    );
+    assert!(
+        lines[2].starts_with(&comp) && lines[2].contains("compensator") && lines[2].contains("42")
+    );
     let out = cli.ok(&["list", "--origin", "compensator"]);
-    assert!(out.contains("1 shown, 3 dead letters") && out.contains(&comp), "{out}");
+    assert!(
+        out.contains("1 shown, 3 dead letters") && out.contains(&comp),
+        "{out}"
+    );
     let out = cli.ok(&["list", "--limit", "2"]);
     assert!(out.contains("2 shown") && !out.contains(&comp), "{out}");
 
@@ -214,19 +237,31 @@ async fn list_show_retry_drop_every_origin() {
         .await
         .unwrap();
     assert_eq!(entries.len(), 1);
-    let back = StreamEvent::decode(entries[0].1.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes()))).unwrap();
+    let back = StreamEvent::decode(
+        entries[0]
+            .1
+            .iter()
+            .map(|(k, v)| (k.as_bytes(), v.as_bytes())),
+    )
+    .unwrap();
     assert_eq!(back, ev);
 
     // retry a cdc-reader entry that is not an event: refused, kept.
     let o = cli.run(&["retry", &cdc]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("cannot be retried") && err.contains("does not decode"), "{err}");
+    assert!(
+        err.contains("cannot be retried") && err.contains("does not decode"),
+        "{err}"
+    );
     assert!(err.contains("binlog.000009:4711"), "{err}");
 
     // retry a failed deadline: un-parked.
     let out = cli.ok(&["retry", &comp]);
-    assert!(out.contains(&format!("deadline {member} is claimable again")), "{out}");
+    assert!(
+        out.contains(&format!("deadline {member} is claimable again")),
+        "{out}"
+    );
     let lease: Option<f64> = redis.zscore(keys.deadline_leases(), &member).await.unwrap();
     assert_eq!(lease, None);
     let h: Option<String> = redis.hget(keys.deadline_attempts(), &member).await.unwrap();
@@ -237,7 +272,10 @@ async fn list_show_retry_drop_every_origin() {
     assert!(o.status.success());
     assert!(String::from_utf8_lossy(&o.stdout).contains("dropped by alice"));
     let log = String::from_utf8_lossy(&o.stderr);
-    assert!(log.contains("dead letter dropped") && log.contains("alice"), "{log}");
+    assert!(
+        log.contains("dead letter dropped") && log.contains("alice"),
+        "{log}"
+    );
     assert!(cli.ok(&["list"]).contains("0 shown, 0 dead letters"));
 
     let _ = std::fs::remove_dir_all(&dir);

@@ -3,7 +3,9 @@
 //! compensator can be tested against real servers on its own.
 #![allow(dead_code)]
 
-use compensator::fred::interfaces::{ClientLike, HashesInterface, KeysInterface, SortedSetsInterface};
+use compensator::fred::interfaces::{
+    ClientLike, HashesInterface, KeysInterface, SortedSetsInterface,
+};
 use mysql_async::prelude::Queryable;
 use rps_core::fold::{apply, MatchState};
 use rps_core::keys::deadline_member;
@@ -70,7 +72,12 @@ pub fn events(m: &Match, plot: Plot) -> Vec<MatchEvent> {
     let mv = |version, a: Option<Gesture>, b: Option<Gesture>| MatchEvent {
         gesture_a: a,
         gesture_b: b,
-        ..base(m, version, EventType::Moved, Timestamp(start.0 + i64::from(version)))
+        ..base(
+            m,
+            version,
+            EventType::Moved,
+            Timestamp(start.0 + i64::from(version)),
+        )
     };
     match plot {
         Plot::NobodyMoved => {}
@@ -124,7 +131,13 @@ pub async fn write_match(env: &TestEnv, m: &Match, plot: Plot, projector_lags: b
     let state = state.expect("started");
     let g = env.config.keys().generation_keys(GENERATION);
     let _: () = redis
-        .set(env.config.keys().generation(), GENERATION.to_string(), None, None, false)
+        .set(
+            env.config.keys().generation(),
+            GENERATION.to_string(),
+            None,
+            None,
+            false,
+        )
         .await
         .unwrap();
     let _: () = redis
@@ -146,7 +159,10 @@ pub async fn write_match(env: &TestEnv, m: &Match, plot: Plot, projector_lags: b
                 None,
                 false,
                 false,
-                (m.deadline.as_millis() as f64, deadline_member(m.shard, m.match_id)),
+                (
+                    m.deadline.as_millis() as f64,
+                    deadline_member(m.shard, m.match_id),
+                ),
             )
             .await
             .unwrap();
