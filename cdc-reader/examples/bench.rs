@@ -78,7 +78,13 @@ async fn set_checkpoint(env: &TestEnv, start: &Checkpoint) -> anyhow::Result<()>
         let _: () = redis.del(keys.events(s)).await?;
     }
     let _: () = redis
-        .set(keys.cdc_checkpoint(&env.config.servers[0].name), start.encode("bench", 0), None, None, false)
+        .set(
+            keys.cdc_checkpoint(&env.config.servers[0].name),
+            start.encode("bench", 0),
+            None,
+            None,
+            false,
+        )
         .await?;
     Ok(())
 }
@@ -91,7 +97,10 @@ async fn wait_entries(env: &TestEnv, rows: u64, timeout: Duration) -> anyhow::Re
         if n >= rows {
             return Ok(t0.elapsed());
         }
-        anyhow::ensure!(t0.elapsed() < timeout, "only {n} of {rows} entries after {timeout:?}");
+        anyhow::ensure!(
+            t0.elapsed() < timeout,
+            "only {n} of {rows} entries after {timeout:?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -101,11 +110,15 @@ async fn main() -> anyhow::Result<()> {
     if let Ok(path) = std::env::var("BENCH_CHILD_CONFIG") {
         return child(&path).await;
     }
-    let rows: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
+    let rows: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
     let shards = 8u16;
     let db = MariaDbInstance::start(71).await;
     let redis = RedisInstance::start(false).await;
-    let env = TestEnv::on_servers("bench", shards, &[db.test_server("bench-a")], &redis.url()).await;
+    let env =
+        TestEnv::on_servers("bench", shards, &[db.test_server("bench-a")], &redis.url()).await;
     let config = env.config.clone();
     let start = cdc_reader::start_position(&config, 0).await?;
 
@@ -114,11 +127,19 @@ async fn main() -> anyhow::Result<()> {
     let mut loads = Vec::new();
     for shard in 0..shards {
         let store = env.store.clone();
-        let evs = events(shard, shards, 1_000_000_000 * i64::from(shard + 1), rows / usize::from(shards));
+        let evs = events(
+            shard,
+            shards,
+            1_000_000_000 * i64::from(shard + 1),
+            rows / usize::from(shards),
+        );
         loads.push(tokio::spawn(async move {
             let mut conn = store.conn_for_shard(shard).await.expect("conn");
             for c in evs.chunks(2000) {
-                store.append_batch(&mut conn, shard, "match_result_events", c).await.expect("insert");
+                store
+                    .append_batch(&mut conn, shard, "match_result_events", c)
+                    .await
+                    .expect("insert");
             }
         }));
     }
@@ -139,19 +160,30 @@ async fn main() -> anyhow::Result<()> {
     }
     let decode_rps = total as f64 / best.elapsed.as_secs_f64();
     let mb = best.bytes as f64 / 1e6;
-    eprintln!("decode: {total} rows, {mb:.0} MB of binlog in {:.2?}", best.elapsed);
+    eprintln!(
+        "decode: {total} rows, {mb:.0} MB of binlog in {:.2?}",
+        best.elapsed
+    );
 
     // mariadb-binlog -v on the same binlog, from the same server.
     let logs: Vec<String> = {
         use mysql_async::prelude::*;
         let mut a = env.admin_conn(0).await;
         let l: Vec<(String, u64)> = a.query("SHOW BINARY LOGS").await?;
-        l.into_iter().map(|(f, _)| f).filter(|f| *f >= start.file).collect()
+        l.into_iter()
+            .map(|(f, _)| f)
+            .filter(|f| *f >= start.file)
+            .collect()
     };
     let quick = std::env::var("BENCH_QUICK").is_ok();
     let t = Instant::now();
     let st = Command::new(if quick { "true" } else { "mariadb-binlog" })
-        .args(["--read-from-remote-server", "--host=127.0.0.1", "-uroot", "-v"])
+        .args([
+            "--read-from-remote-server",
+            "--host=127.0.0.1",
+            "-uroot",
+            "-v",
+        ])
         .arg(format!("--port={}", db.port))
         .arg(format!("--start-position={}", start.pos))
         .args(&logs)
@@ -180,7 +212,10 @@ async fn main() -> anyhow::Result<()> {
             Some(n / s)
         }
         Ok(o) => {
-            eprintln!("python-mysql-replication failed: {}", String::from_utf8_lossy(&o.stderr));
+            eprintln!(
+                "python-mysql-replication failed: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
             None
         }
         Err(e) => {
@@ -217,7 +252,9 @@ async fn main() -> anyhow::Result<()> {
         conn.query_drop("BEGIN").await?;
         let evs = events(0, shards, 5_000_000_000, total as usize);
         for c in evs.chunks(5000) {
-            env.store.append_batch(&mut conn, 0, "match_result_events", c).await?;
+            env.store
+                .append_batch(&mut conn, 0, "match_result_events", c)
+                .await?;
         }
         conn.query_drop("COMMIT").await?;
     }
@@ -234,17 +271,30 @@ async fn main() -> anyhow::Result<()> {
 
     println!("| measurement | result |");
     println!("|---|---|");
-    println!("| rows in the backlog | {total} ({mb:.0} MB of binlog, 8 shards, 2000-row INSERTs) |");
+    println!(
+        "| rows in the backlog | {total} ({mb:.0} MB of binlog, 8 shards, 2000-row INSERTs) |"
+    );
     println!("| cdc-reader decode (binlog → typed rows, no publish), best of 3 | {decode_rps:.0} rows/s |");
-    println!("| `mariadb-binlog -v` (remote, same binlog, output to /dev/null) | {mdb_rps:.0} rows/s |");
+    println!(
+        "| `mariadb-binlog -v` (remote, same binlog, output to /dev/null) | {mdb_rps:.0} rows/s |"
+    );
     match py_rps {
         Some(r) => println!("| python-mysql-replication (first {py_rows} rows) | {r:.0} rows/s |"),
         None => println!("| python-mysql-replication | not available |"),
     }
-    println!("| cdc-reader publish into the shard streams (batch_rows {}) | {publish_rps:.0} rows/s |", config.cdc.batch_rows);
+    println!(
+        "| cdc-reader publish into the shard streams (batch_rows {}) | {publish_rps:.0} rows/s |",
+        config.cdc.batch_rows
+    );
     println!("| one {total}-row transaction: committed in | {commit:.1?} |");
-    println!("| … published after the commit in | {:.1?} |", big.saturating_sub(commit));
-    println!("| reader process peak RSS during it | {} |", hwm.trim_start_matches("VmHWM:").trim());
+    println!(
+        "| … published after the commit in | {:.1?} |",
+        big.saturating_sub(commit)
+    );
+    println!(
+        "| reader process peak RSS during it | {} |",
+        hwm.trim_start_matches("VmHWM:").trim()
+    );
     env.cleanup().await;
     Ok(())
 }

@@ -19,7 +19,10 @@ pub struct StreamSummary {
 }
 
 /// Reads a shard stream whole and summarises it.
-pub async fn stream_summary(client: &Client, key: &str) -> Result<StreamSummary, fred::error::Error> {
+pub async fn stream_summary(
+    client: &Client,
+    key: &str,
+) -> Result<StreamSummary, fred::error::Error> {
     let mut s = StreamSummary::default();
     let mut ids = HashSet::new();
     let mut start = "-".to_string();
@@ -48,7 +51,10 @@ pub async fn stream_summary(client: &Client, key: &str) -> Result<StreamSummary,
 }
 
 /// Summaries of every shard stream of the config.
-pub async fn all_streams(client: &Client, config: &Config) -> Result<HashMap<ShardId, StreamSummary>, fred::error::Error> {
+pub async fn all_streams(
+    client: &Client,
+    config: &Config,
+) -> Result<HashMap<ShardId, StreamSummary>, fred::error::Error> {
     let keys = config.keys();
     let mut out = HashMap::new();
     for shard in 0..config.shard_count {
@@ -69,7 +75,11 @@ pub async fn total_entries(client: &Client, config: &Config) -> Result<u64, fred
 }
 
 /// A server's stored checkpoint, if any (`Err` text if it does not parse).
-pub async fn checkpoint(client: &Client, config: &Config, server: &str) -> Result<Option<Result<Checkpoint, String>>, fred::error::Error> {
+pub async fn checkpoint(
+    client: &Client,
+    config: &Config,
+    server: &str,
+) -> Result<Option<Result<Checkpoint, String>>, fred::error::Error> {
     let v: Option<String> = client.get(config.keys().cdc_checkpoint(server)).await?;
     Ok(v.map(|s| Checkpoint::decode(&s).map_err(|e| e.0)))
 }

@@ -39,6 +39,8 @@ return 1
 /// Entries and dead letters waiting for the next atomic step.
 pub struct Batch {
     args: Vec<Value>,
+    /// Approximate size of the arguments, to bound memory per step.
+    pub bytes: usize,
     pub entries: u64,
     /// Dead letters by kind, for metrics after the step succeeded.
     pub dead: Vec<String>,
@@ -48,6 +50,7 @@ impl Default for Batch {
     fn default() -> Self {
         let mut b = Batch {
             args: Vec::new(),
+            bytes: 0,
             entries: 0,
             dead: Vec::new(),
         };
@@ -67,6 +70,7 @@ impl Batch {
 
     pub fn clear(&mut self) {
         self.args.clear();
+        self.bytes = 0;
         // Slots for the expected and the new checkpoint.
         self.args.push(Value::Null);
         self.args.push(Value::Null);
@@ -79,6 +83,8 @@ impl Batch {
         self.args.push(Value::Integer(key_index as i64));
         self.args.push(Value::Integer(pairs.len() as i64 * 2));
         for (f, v) in pairs {
+            // Value, field name and the argument's own bookkeeping.
+            self.bytes += v.len() + f.len() + 2 * std::mem::size_of::<Value>();
             self.args.push(Value::String(f.into()));
             self.args.push(Value::String(v.into()));
         }

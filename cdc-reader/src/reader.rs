@@ -25,6 +25,13 @@ use tracing::{error, info, info_span, warn, Instrument};
 const LAG_POLL: Duration = Duration::from_secs(5);
 /// How often streams are trimmed.
 const TRIM_EVERY: Duration = Duration::from_secs(30);
+/// How long a growing batch waits for more binlog data before it is flushed.
+const LINGER: Duration = Duration::from_millis(2);
+/// A batch older than this is flushed as soon as the binlog pauses.
+const MAX_BATCH_AGE: Duration = Duration::from_millis(25);
+/// A batch is also flushed at this size, whatever `cdc.batch_rows` says,
+/// so the reader's memory stays bounded by bytes, not only by rows.
+const MAX_BATCH_BYTES: usize = 4 << 20;
 /// Smallest and largest wait between reconnects.
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
@@ -64,7 +71,9 @@ async fn trim_loop(config: Arc<Config>, shutdown: CancellationToken) {
             _ = tokio::time::sleep(TRIM_EVERY) => {}
         }
         if client.is_none() {
-            client = crate::publish::connect_redis(&config.redis.url, "trim").await.ok();
+            client = crate::publish::connect_redis(&config.redis.url, "trim")
+                .await
+                .ok();
         }
         let Some(c) = &client else { continue };
         let now = Timestamp::now().as_millis().max(0) as u64;
@@ -176,7 +185,9 @@ async fn session(
     let start = match stored {
         Some(c) => c,
         None => {
-            let c = preflight::current_position(&mut conn).await.map_err(mysql)?;
+            let c = preflight::current_position(&mut conn)
+                .await
+                .map_err(mysql)?;
             // Store the starting point at once: a crash before the first
             // commit must not move the start past rows written meanwhile.
             publisher.publish(&mut Batch::default(), &c).await?;
@@ -216,7 +227,9 @@ pub async fn stream(
     let file_bytes = start.file.clone().into_bytes();
     let mut request = BinlogStreamRequest::new(server_id);
     if start.gtid.is_empty() {
-        request = request.with_filename(&file_bytes).with_pos(start.pos.max(4));
+        request = request
+            .with_filename(&file_bytes)
+            .with_pos(start.pos.max(4));
     } else {
         conn.query_drop(format!("SET @slave_connect_state='{}'", start.gtid))
             .await
@@ -231,7 +244,12 @@ pub async fn stream(
     metrics::gauge!(m::UP, &labels).set(1.0);
 
     let (lag_tx, lag_rx) = watch::channel((start.file.clone(), start.pos));
-    let lag_task = tokio::spawn(lag_bytes_loop(config.clone(), index, lag_rx, shutdown.child_token()));
+    let lag_task = tokio::spawn(lag_bytes_loop(
+        config.clone(),
+        index,
+        lag_rx,
+        shutdown.child_token(),
+    ));
     let _stop_lag = AbortOnDrop(lag_task);
 
     let mut decoder = Decoder::new(config.clone(), &server, &start.file, facts.checksum);
@@ -248,6 +266,7 @@ pub async fn stream(
     let mut actions = Vec::with_capacity(1024);
     let batch_rows = config.cdc.batch_rows.max(1) as u64;
     let silence = heartbeat * 3 + Duration::from_secs(2);
+    let mut last_flush = Instant::now();
 
     loop {
         // Drain what is already buffered; flush before waiting, so latency is
@@ -255,20 +274,37 @@ pub async fn stream(
         let next = match binlog.next().now_or_never() {
             Some(n) => n,
             None => {
-                if dirty || !batch.is_empty() {
-                    let ck = checkpoint_now(&committed, trx, trx_items);
-                    flush(&mut publisher, &mut batch, &ck, &labels, &lag_tx).await?;
-                    dirty = false;
-                }
-                tokio::select! {
-                    _ = shutdown.cancelled() => {
-                        let _ = binlog.close().await;
-                        publisher.quit().await;
-                        return Ok(());
+                let pending = dirty || !batch.is_empty();
+                // Under load the socket runs dry for a moment between
+                // packets; lingering briefly lets a batch grow instead of
+                // paying a Redis round trip per few rows. A batch that is
+                // already old (or a lone event after idleness) goes at once.
+                let mut got = None;
+                if pending && last_flush.elapsed() < MAX_BATCH_AGE {
+                    if let Ok(n) = tokio::time::timeout(LINGER, binlog.next()).await {
+                        got = Some(n);
                     }
-                    n = tokio::time::timeout(silence, binlog.next()) => match n {
-                        Ok(n) => n,
-                        Err(_) => return Err(Transient::Silent { server: server.clone(), secs: silence.as_secs() }.into()),
+                }
+                match got {
+                    Some(n) => n,
+                    None => {
+                        if pending {
+                            let ck = checkpoint_now(&committed, trx, trx_items);
+                            flush(&mut publisher, &mut batch, &ck, &labels, &lag_tx).await?;
+                            dirty = false;
+                            last_flush = Instant::now();
+                        }
+                        tokio::select! {
+                            _ = shutdown.cancelled() => {
+                                let _ = binlog.close().await;
+                                publisher.quit().await;
+                                return Ok(());
+                            }
+                            n = tokio::time::timeout(silence, binlog.next()) => match n {
+                                Ok(n) => n,
+                                Err(_) => return Err(Transient::Silent { server: server.clone(), secs: silence.as_secs() }.into()),
+                            }
+                        }
                     }
                 }
             }
@@ -276,7 +312,12 @@ pub async fn stream(
         let event = match next {
             Some(Ok(ev)) => ev,
             Some(Err(e)) => return Err(mysql(e)),
-            None => return Err(Transient::StreamEnded { server: server.clone() }.into()),
+            None => {
+                return Err(Transient::StreamEnded {
+                    server: server.clone(),
+                }
+                .into())
+            }
         };
         actions.clear();
         decoder
@@ -332,10 +373,11 @@ pub async fn stream(
                     info!(file = %file, "binlog rotated");
                 }
             }
-            if batch.items() >= batch_rows {
+            if batch.items() >= batch_rows || batch.bytes >= MAX_BATCH_BYTES {
                 let ck = checkpoint_now(&committed, trx, trx_items);
                 flush(&mut publisher, &mut batch, &ck, &labels, &lag_tx).await?;
                 dirty = false;
+                last_flush = Instant::now();
             }
         }
     }
@@ -360,11 +402,18 @@ async fn flush(
     let dead = std::mem::take(&mut batch.dead);
     let t0 = Instant::now();
     publisher.publish(batch, ck).await?;
-    tracing::debug!(entries, dead = dead.len(), ms = t0.elapsed().as_secs_f64() * 1e3, pos = ck.pos, "published");
+    tracing::debug!(
+        entries,
+        dead = dead.len(),
+        ms = t0.elapsed().as_secs_f64() * 1e3,
+        pos = ck.pos,
+        "published"
+    );
     metrics::counter!(m::EVENTS_PUBLISHED, labels).increment(entries);
     metrics::counter!(m::BATCHES, labels).increment(1);
     for kind in dead {
-        metrics::counter!(m::DEAD_LETTERS, "server" => labels[0].1.clone(), "kind" => kind).increment(1);
+        metrics::counter!(m::DEAD_LETTERS, "server" => labels[0].1.clone(), "kind" => kind)
+            .increment(1);
     }
     if ck.commit_ts > 0 {
         let lag = (Timestamp::now().as_micros() - ck.commit_ts).max(0) as f64 / 1e6;
@@ -434,21 +483,34 @@ pub async fn decode_only(
     let ck_key = config.keys().cdc_checkpoint(&server);
     let mysql = |e| classify_mysql(&server, &ck_key, e);
     let mut conn = Conn::new(mysql_opts(config, index)?).await.map_err(mysql)?;
-    let facts = match preflight::preflight(&mut conn, config, index).await.map_err(mysql)? {
+    let facts = match preflight::preflight(&mut conn, config, index)
+        .await
+        .map_err(mysql)?
+    {
         Ok(f) => f,
         Err(mismatches) => {
             return Err(Definite::Misconfigured { server, mismatches }.into());
         }
     };
-    conn.query_drop("SET @mariadb_slave_capability=4").await.map_err(mysql)?;
-    conn.query_drop("SET @master_heartbeat_period=500000000").await.map_err(mysql)?;
+    conn.query_drop("SET @mariadb_slave_capability=4")
+        .await
+        .map_err(mysql)?;
+    conn.query_drop("SET @master_heartbeat_period=500000000")
+        .await
+        .map_err(mysql)?;
     let file_bytes = start.file.clone().into_bytes();
     let mut request = BinlogStreamRequest::new(config.cdc.server_id_base + 90 + index as u32);
     if start.gtid.is_empty() {
-        request = request.with_filename(&file_bytes).with_pos(start.pos.max(4));
+        request = request
+            .with_filename(&file_bytes)
+            .with_pos(start.pos.max(4));
     } else {
-        conn.query_drop(format!("SET @slave_connect_state='{}'", start.gtid)).await.map_err(mysql)?;
-        conn.query_drop("SET @slave_gtid_strict_mode=0").await.map_err(mysql)?;
+        conn.query_drop(format!("SET @slave_connect_state='{}'", start.gtid))
+            .await
+            .map_err(mysql)?;
+        conn.query_drop("SET @slave_gtid_strict_mode=0")
+            .await
+            .map_err(mysql)?;
     }
     let mut binlog = conn.get_binlog_stream(request).await.map_err(mysql)?;
     let mut decoder = Decoder::new(config.clone(), &server, &start.file, facts.checksum);
@@ -463,7 +525,10 @@ pub async fn decode_only(
         actions.clear();
         decoder
             .decode(&ev, &mut actions)
-            .map_err(|source| Definite::Decode { server: server.clone(), source })?;
+            .map_err(|source| Definite::Decode {
+                server: server.clone(),
+                source,
+            })?;
         let mut idle = false;
         for a in &actions {
             match a {

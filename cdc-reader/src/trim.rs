@@ -36,7 +36,10 @@ fn text(v: &Value) -> Option<String> {
 }
 
 /// The lowest id any group of `key` still needs; `None` if it has no group.
-pub async fn lowest_needed(client: &Client, key: &str) -> Result<Option<StreamId>, fred::error::Error> {
+pub async fn lowest_needed(
+    client: &Client,
+    key: &str,
+) -> Result<Option<StreamId>, fred::error::Error> {
     let groups: Value = client
         .custom(
             CustomCommand::new_static("XINFO", ClusterHash::FirstKey, false),
@@ -84,7 +87,11 @@ pub async fn lowest_needed(client: &Client, key: &str) -> Result<Option<StreamId
 }
 
 /// Trims every shard stream once; returns the entries removed.
-pub async fn trim_once(client: &Client, config: &Config, now_ms: u64) -> Result<u64, fred::error::Error> {
+pub async fn trim_once(
+    client: &Client,
+    config: &Config,
+    now_ms: u64,
+) -> Result<u64, fred::error::Error> {
     let keys = config.keys();
     let floor = StreamId(now_ms.saturating_sub(RETAIN.as_millis() as u64), 0);
     let mut removed = 0u64;

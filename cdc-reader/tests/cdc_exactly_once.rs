@@ -31,15 +31,29 @@ async fn large_transaction_resumes_mid_way_skipping_published_rows() {
     let entries = read_stream(&redis, &key).await;
     assert_eq!(entries.len(), 20_000);
     let gtid = entries[0].1.source.gtid.clone();
-    assert!(entries.iter().all(|(_, e)| e.source.gtid == gtid), "one transaction");
-    let after = cdc_reader::Checkpoint::decode(&checkpoint(&redis, &config, &server).await.unwrap()).unwrap();
+    assert!(
+        entries.iter().all(|(_, e)| e.source.gtid == gtid),
+        "one transaction"
+    );
+    let after =
+        cdc_reader::Checkpoint::decode(&checkpoint(&redis, &config, &server).await.unwrap())
+            .unwrap();
     assert_eq!(after.inflight, None);
 
     // Pretend the reader died after publishing 7000 rows of that transaction.
     let mut ck = cdc_reader::Checkpoint::decode(&c0).unwrap();
     ck.inflight = Some((gtid.parse().unwrap(), 7000));
     use fred::prelude::*;
-    let _: () = redis.set(config.keys().cdc_checkpoint(&server), ck.encode("test", 0), None, None, false).await.unwrap();
+    let _: () = redis
+        .set(
+            config.keys().cdc_checkpoint(&server),
+            ck.encode("test", 0),
+            None,
+            None,
+            false,
+        )
+        .await
+        .unwrap();
     let _: () = redis.del(&key).await.unwrap();
 
     let (stop, task) = spawn_reader(config.clone());
@@ -66,13 +80,21 @@ async fn restarts_and_a_fenced_twin_during_load_publish_each_row_once() {
     let mut inserted: HashMap<ShardId, Vec<_>> = HashMap::new();
     let mut loads = Vec::new();
     for shard in 0..config.shard_count {
-        let evs = started_events(shard, config.shard_count, 10_000_000 * i64::from(shard + 1), 5000);
+        let evs = started_events(
+            shard,
+            config.shard_count,
+            10_000_000 * i64::from(shard + 1),
+            5000,
+        );
         inserted.insert(shard, evs.clone());
         let store = env.store.clone();
         loads.push(tokio::spawn(async move {
             let mut conn = store.conn_for_shard(shard).await.unwrap();
             for c in evs.chunks(1000) {
-                store.append_batch(&mut conn, shard, "match_result_events", c).await.unwrap();
+                store
+                    .append_batch(&mut conn, shard, "match_result_events", c)
+                    .await
+                    .unwrap();
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }));

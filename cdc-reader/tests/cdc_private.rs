@@ -15,7 +15,13 @@ use test_support::{MariaDbInstance, RedisInstance, TestEnv};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_and_a_mariadb_kill9_mid_stream_lose_and_repeat_nothing() {
     let mut db = MariaDbInstance::start(61).await;
-    let env = TestEnv::on_servers("cdc_mdb", 2, &[db.test_server("priv-a")], &test_support::shared_redis_url()).await;
+    let env = TestEnv::on_servers(
+        "cdc_mdb",
+        2,
+        &[db.test_server("priv-a")],
+        &test_support::shared_redis_url(),
+    )
+    .await;
     let redis = env.redis().await;
     let config = with_batch_rows(&env.config, 200);
     let (stop, task) = spawn_reader(config.clone());
@@ -23,12 +29,22 @@ async fn rotation_and_a_mariadb_kill9_mid_stream_lose_and_repeat_nothing() {
 
     let mut inserted: HashMap<ShardId, Vec<_>> = HashMap::new();
     for shard in 0..2u16 {
-        inserted.insert(shard, started_events(shard, 2, 100_000 * i64::from(shard + 1), 3000));
+        inserted.insert(
+            shard,
+            started_events(shard, 2, 100_000 * i64::from(shard + 1), 3000),
+        );
     }
     // Phase 1 with rotations between chunks.
     for (i, chunk) in (0..1500).step_by(250).enumerate() {
         for shard in 0..2u16 {
-            insert_retrying(&env, shard, "match_result_events", &inserted[&shard][chunk..chunk + 250], 50).await;
+            insert_retrying(
+                &env,
+                shard,
+                "match_result_events",
+                &inserted[&shard][chunk..chunk + 250],
+                50,
+            )
+            .await;
         }
         if i % 2 == 0 {
             let mut a = env.admin_conn(0).await;
@@ -40,7 +56,14 @@ async fn rotation_and_a_mariadb_kill9_mid_stream_lose_and_repeat_nothing() {
     tokio::time::sleep(Duration::from_millis(700)).await;
     db.restart().await;
     for shard in 0..2u16 {
-        insert_retrying(&env, shard, "match_result_events", &inserted[&shard][1500..], 100).await;
+        insert_retrying(
+            &env,
+            shard,
+            "match_result_events",
+            &inserted[&shard][1500..],
+            100,
+        )
+        .await;
     }
     let mut a = env.admin_conn(0).await;
     a.query_drop("FLUSH BINARY LOGS").await.unwrap();
@@ -59,8 +82,14 @@ async fn a_redis_restart_mid_stream_loses_and_repeats_nothing() {
         "cdc_redis",
         4,
         &[
-            test_support::TestServer { name: "mysql-a".into(), port: 3307 },
-            test_support::TestServer { name: "mysql-b".into(), port: 3308 },
+            test_support::TestServer {
+                name: "mysql-a".into(),
+                port: 3307,
+            },
+            test_support::TestServer {
+                name: "mysql-b".into(),
+                port: 3308,
+            },
         ],
         &r.url(),
     )
@@ -71,15 +100,32 @@ async fn a_redis_restart_mid_stream_loses_and_repeats_nothing() {
     wait_checkpoints(&redis, &config).await;
     let mut inserted: HashMap<ShardId, Vec<_>> = HashMap::new();
     for shard in 0..4u16 {
-        inserted.insert(shard, started_events(shard, 4, 300_000 * i64::from(shard + 1), 2000));
+        inserted.insert(
+            shard,
+            started_events(shard, 4, 300_000 * i64::from(shard + 1), 2000),
+        );
     }
     for shard in 0..4u16 {
-        insert(&env, shard, "match_result_events", &inserted[&shard][..1000], 100).await;
+        insert(
+            &env,
+            shard,
+            "match_result_events",
+            &inserted[&shard][..1000],
+            100,
+        )
+        .await;
     }
     wait_total(&redis, &config, 1000, Duration::from_secs(30)).await;
     r.kill9();
     for shard in 0..4u16 {
-        insert(&env, shard, "match_result_events", &inserted[&shard][1000..], 100).await;
+        insert(
+            &env,
+            shard,
+            "match_result_events",
+            &inserted[&shard][1000..],
+            100,
+        )
+        .await;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     r.restart().await;
@@ -94,18 +140,38 @@ async fn a_redis_restart_mid_stream_loses_and_repeats_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_purged_binlog_and_a_misconfigured_server_are_definite() {
     let db = MariaDbInstance::start(62).await;
-    let env = TestEnv::on_servers("cdc_purge", 2, &[db.test_server("priv-p")], &test_support::shared_redis_url()).await;
+    let env = TestEnv::on_servers(
+        "cdc_purge",
+        2,
+        &[db.test_server("priv-p")],
+        &test_support::shared_redis_url(),
+    )
+    .await;
     let redis = env.redis().await;
     let config = env.config.clone();
     let (stop, task) = spawn_reader(config.clone());
     wait_checkpoints(&redis, &config).await;
-    insert(&env, 0, "match_result_events", &started_events(0, 2, 1, 10), 10).await;
+    insert(
+        &env,
+        0,
+        "match_result_events",
+        &started_events(0, 2, 1, 10),
+        10,
+    )
+    .await;
     wait_total(&redis, &config, 10, Duration::from_secs(30)).await;
     stop.cancel();
     task.await.unwrap().unwrap();
 
     // While the reader is down, its position is purged away.
-    insert(&env, 1, "match_result_events", &started_events(1, 2, 100, 10), 10).await;
+    insert(
+        &env,
+        1,
+        "match_result_events",
+        &started_events(1, 2, 100, 10),
+        10,
+    )
+    .await;
     let mut a = env.admin_conn(0).await;
     a.query_drop("FLUSH BINARY LOGS").await.unwrap();
     let (file, _): (String, u64) = a
@@ -118,8 +184,12 @@ async fn a_purged_binlog_and_a_misconfigured_server_are_definite() {
     test_support::eventually("binlogs purged", Duration::from_secs(20), || {
         let (url, file) = (config.servers[0].admin_url.clone().unwrap(), file.clone());
         async move {
-            let mut a = mysql_async::Conn::new(mysql_async::Opts::from_url(&url).unwrap()).await.ok()?;
-            a.query_drop(format!("PURGE BINARY LOGS TO '{file}'")).await.ok()?;
+            let mut a = mysql_async::Conn::new(mysql_async::Opts::from_url(&url).unwrap())
+                .await
+                .ok()?;
+            a.query_drop(format!("PURGE BINARY LOGS TO '{file}'"))
+                .await
+                .ok()?;
             let logs: Vec<(String, u64)> = a.query("SHOW BINARY LOGS").await.ok()?;
             (logs.first().map(|l| &l.0) == Some(&file)).then_some(())
         }
@@ -133,11 +203,16 @@ async fn a_purged_binlog_and_a_misconfigured_server_are_definite() {
     .await
     .expect("a definite error stops the reader, no endless retry");
     let err = r.unwrap_err();
-    assert!(matches!(err, cdc_reader::Definite::BinlogUnavailable { .. }), "{err}");
+    assert!(
+        matches!(err, cdc_reader::Definite::BinlogUnavailable { .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("rpsctl replay"), "{err}");
 
     // Preflight names setting, expected and actual, and does not stream.
-    a.query_drop("SET GLOBAL binlog_row_metadata = 'MINIMAL'").await.unwrap();
+    a.query_drop("SET GLOBAL binlog_row_metadata = 'MINIMAL'")
+        .await
+        .unwrap();
     let r = tokio::time::timeout(
         Duration::from_secs(30),
         cdc_reader::run_server(config.clone(), 0, Default::default()),

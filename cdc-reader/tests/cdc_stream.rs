@@ -27,7 +27,12 @@ async fn inserted_rows_arrive_decoded_with_coordinates() {
     }
     let mut inserted: HashMap<ShardId, Vec<_>> = HashMap::new();
     for shard in 0..env.config.shard_count {
-        let evs = started_events(shard, env.config.shard_count, 1_000_000 * i64::from(shard + 1), 50);
+        let evs = started_events(
+            shard,
+            env.config.shard_count,
+            1_000_000 * i64::from(shard + 1),
+            50,
+        );
         insert(&env, shard, "match_result_events", &evs, 20).await;
         inserted.insert(shard, evs);
     }
@@ -44,10 +49,20 @@ async fn inserted_rows_arrive_decoded_with_coordinates() {
         assert_eq!(got.source.database, env.config.database(3));
         assert_eq!(got.source.table, "match_result_events");
         assert_eq!(got.source.server, env.config.server_of(3).name);
-        assert!(got.source.pos > 4 && got.source.file.contains('.'), "{:?}", got.source);
-        assert!(got.source.gtid.split('-').count() == 3, "{:?}", got.source.gtid);
+        assert!(
+            got.source.pos > 4 && got.source.file.contains('.'),
+            "{:?}",
+            got.source
+        );
+        assert!(
+            got.source.gtid.split('-').count() == 3,
+            "{:?}",
+            got.source.gtid
+        );
     }
-    let ck = checkpoint(&redis, &env.config, &env.config.servers[0].name).await.unwrap();
+    let ck = checkpoint(&redis, &env.config, &env.config.servers[0].name)
+        .await
+        .unwrap();
     assert!(ck.contains("\"inflight_gtid\":null"), "{ck}");
     stop.cancel();
     task.await.unwrap().unwrap();

@@ -53,15 +53,28 @@ fn config_toml(c: &Config) -> String {
     s
 }
 
-fn spawn(path: &std::path::Path) -> Child {
+fn spawn(path: &std::path::Path, metrics_port: u16) -> Child {
     Command::new(env!("CARGO_BIN_EXE_rpsctl"))
         .arg("--config")
         .arg(path)
         .arg("cdc-reader")
+        .arg("--metrics-bind")
+        .arg(format!("127.0.0.1:{metrics_port}"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("rpsctl cdc-reader")
+}
+
+/// GET /metrics with a plain HTTP/1.0 request.
+fn metrics_text(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics endpoint");
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
 }
 
 /// A small deterministic-per-run generator for the kill moments.
@@ -80,27 +93,44 @@ async fn kill9_three_times_during_a_200k_row_load_then_exactly_once() {
     std::fs::write(&path, config_toml(&config)).unwrap();
     let redis = cdc_reader::inspect::connect(&config).await.unwrap();
 
-    let mut child = spawn(&path);
+    let mut port = test_support::free_port();
+    let mut child = spawn(&path, port);
     for s in &config.servers {
         let name = s.name.clone();
         test_support::eventually("initial checkpoint", Duration::from_secs(30), || {
             let (redis, config, name) = (redis.clone(), config.clone(), name.clone());
-            async move { cdc_reader::inspect::checkpoint(&redis, &config, &name).await.ok().flatten() }
+            async move {
+                cdc_reader::inspect::checkpoint(&redis, &config, &name)
+                    .await
+                    .ok()
+                    .flatten()
+            }
         })
-        .await;
+        .await
+        .expect("the stored checkpoint parses");
     }
 
     let mut want: HashMap<ShardId, (u64, u128)> = HashMap::new();
     let mut loads = Vec::new();
     for shard in 0..config.shard_count {
-        let evs = events(shard, config.shard_count, 1_000_000_000 * i64::from(shard + 1), PER_SHARD);
-        let sum = evs.iter().fold(0u128, |a, e| a.wrapping_add(e.event_id.as_u128()));
+        let evs = events(
+            shard,
+            config.shard_count,
+            1_000_000_000 * i64::from(shard + 1),
+            PER_SHARD,
+        );
+        let sum = evs
+            .iter()
+            .fold(0u128, |a, e| a.wrapping_add(e.event_id.as_u128()));
         want.insert(shard, (evs.len() as u64, sum));
         let store = env.store.clone();
         loads.push(tokio::spawn(async move {
             let mut conn = store.conn_for_shard(shard).await.unwrap();
             for c in evs.chunks(500) {
-                store.append_batch(&mut conn, shard, "match_result_events", c).await.unwrap();
+                store
+                    .append_batch(&mut conn, shard, "match_result_events", c)
+                    .await
+                    .unwrap();
             }
         }));
     }
@@ -112,7 +142,8 @@ async fn kill9_three_times_during_a_200k_row_load_then_exactly_once() {
         tokio::time::sleep(Duration::from_millis(wait)).await;
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
-        child = spawn(&path);
+        port = test_support::free_port();
+        child = spawn(&path, port);
     }
     for l in loads {
         l.await.unwrap();
@@ -121,19 +152,33 @@ async fn kill9_three_times_during_a_200k_row_load_then_exactly_once() {
     test_support::eventually("200k entries", Duration::from_secs(180), || {
         let (redis, config) = (redis.clone(), config.clone());
         async move {
-            let n = cdc_reader::inspect::total_entries(&redis, &config).await.ok()?;
+            let n = cdc_reader::inspect::total_entries(&redis, &config)
+                .await
+                .ok()?;
             (n >= total).then_some(())
         }
     })
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let got = cdc_reader::inspect::all_streams(&redis, &config).await.unwrap();
+    let got = cdc_reader::inspect::all_streams(&redis, &config)
+        .await
+        .unwrap();
     for (shard, (n, sum)) in &want {
         let s = &got[shard];
         assert_eq!(s.entries, *n, "shard {shard}: entries");
         assert_eq!(s.distinct_events, *n, "shard {shard}: duplicates");
         assert_eq!(s.id_checksum, *sum, "shard {shard}: id checksum");
         assert_eq!(s.undecodable, 0);
+    }
+
+    // The surviving process serves its metrics over HTTP.
+    let text = metrics_text(port);
+    for name in [
+        "rps_cdc_events_published_total{server=\"mysql-a\"}",
+        "rps_cdc_reader_up{server=\"mysql-b\"} 1",
+        "rps_cdc_lag_seconds{server=\"mysql-a\"}",
+    ] {
+        assert!(text.contains(name), "/metrics lacks {name}:\n{text}");
     }
     child.kill().unwrap();
     child.wait().unwrap();

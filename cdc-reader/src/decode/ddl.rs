@@ -171,12 +171,26 @@ mod tests {
                 (None, "t2".into())
             ]
         );
-        assert_eq!(names("truncate match_result_events"), vec![(None, "match_result_events".into())]);
+        assert_eq!(
+            names("truncate match_result_events"),
+            vec![(None, "match_result_events".into())]
+        );
         assert_eq!(
             names("RENAME TABLE a TO b, c TO d"),
-            vec![(None, "a".into()), (None, "b".into()), (None, "c".into()), (None, "d".into())]
+            vec![
+                (None, "a".into()),
+                (None, "b".into()),
+                (None, "c".into()),
+                (None, "d".into())
+            ]
         );
-        assert_eq!(ddl_target("DROP DATABASE IF EXISTS `x`").unwrap().database.as_deref(), Some("x"));
+        assert_eq!(
+            ddl_target("DROP DATABASE IF EXISTS `x`")
+                .unwrap()
+                .database
+                .as_deref(),
+            Some("x")
+        );
         assert!(ddl_target("CREATE TABLE match_result_events_2027Q1 (id int)").is_none());
         assert!(ddl_target("BEGIN").is_none());
         assert!(ddl_target("ALTER USER x").is_none());

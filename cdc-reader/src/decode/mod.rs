@@ -240,7 +240,15 @@ impl Decoder {
         out.push(Action::Commit { pos, ts });
     }
 
-    fn dead(&self, kind: &str, reason: String, layout_db: &str, table: &str, pos: u64, payload: String) -> DeadLetter {
+    fn dead(
+        &self,
+        kind: &str,
+        reason: String,
+        layout_db: &str,
+        table: &str,
+        pos: u64,
+        payload: String,
+    ) -> DeadLetter {
         DeadLetter {
             origin: Some(Origin::CdcReader),
             kind: kind.to_string(),
@@ -250,7 +258,11 @@ impl Decoder {
             table: table.to_string(),
             file: self.file.clone(),
             pos,
-            gtid: self.trx.as_ref().map(|t| t.gtid_text.clone()).unwrap_or_default(),
+            gtid: self
+                .trx
+                .as_ref()
+                .map(|t| t.gtid_text.clone())
+                .unwrap_or_default(),
             shard: self.config.shard_of_database(layout_db),
             payload,
             at: Timestamp::now(),
@@ -281,11 +293,24 @@ impl Decoder {
                 target.verb
             );
             let payload = json!({ "query": sql }).to_string();
-            out.push(Action::Dead(self.dead(kind::DDL, reason, &db, &tbl, pos, payload)));
+            out.push(Action::Dead(self.dead(
+                kind::DDL,
+                reason,
+                &db,
+                &tbl,
+                pos,
+                payload,
+            )));
         }
     }
 
-    fn rows(&mut self, ev: &Event, t: u8, pos: u64, out: &mut Vec<Action>) -> Result<(), DecodeError> {
+    fn rows(
+        &mut self,
+        ev: &Event,
+        t: u8,
+        pos: u64,
+        out: &mut Vec<Action>,
+    ) -> Result<(), DecodeError> {
         use event_type::*;
         let d = ev.data();
         let table_id = table_id(d);
@@ -329,11 +354,22 @@ impl Decoder {
                 layout.names.len()
             );
             let payload = json!({ "hex": hex(body) }).to_string();
-            out.push(Action::Dead(self.dead(kind::BAD_ROW, reason, &layout.database, &layout.table, pos, payload)));
+            out.push(Action::Dead(self.dead(
+                kind::BAD_ROW,
+                reason,
+                &layout.database,
+                &layout.table,
+                pos,
+                payload,
+            )));
             return Ok(());
         }
         let mut cur = RowCursor::new(body);
-        let gtid_text = self.trx.as_ref().map(|t| t.gtid_text.as_str()).unwrap_or("");
+        let gtid_text = self
+            .trx
+            .as_ref()
+            .map(|t| t.gtid_text.as_str())
+            .unwrap_or("");
         let commit_ts = self.trx.as_ref().map(|t| t.ts).unwrap_or_default();
         while !cur.is_empty() {
             match t {
@@ -358,7 +394,14 @@ impl Decoder {
                                 .next_json(&layout, &after)
                                 .map(|v| v.to_string())
                                 .unwrap_or_default();
-                            out.push(Action::Dead(self.dead(kind::BAD_ROW, reason, &layout.database, &layout.table, pos, payload)));
+                            out.push(Action::Dead(self.dead(
+                                kind::BAD_ROW,
+                                reason,
+                                &layout.database,
+                                &layout.table,
+                                pos,
+                                payload,
+                            )));
                         }
                         Err(RowError::Malformed(reason)) => {
                             self.malformed(&layout, reason, body, pos, out);
@@ -373,7 +416,14 @@ impl Decoder {
                         Ok((b, a)) => {
                             let payload = json!({ "before": b, "after": a }).to_string();
                             let reason = "UPDATE on an append-only event table".to_string();
-                            out.push(Action::Dead(self.dead(kind::UPDATE, reason, &layout.database, &layout.table, pos, payload)));
+                            out.push(Action::Dead(self.dead(
+                                kind::UPDATE,
+                                reason,
+                                &layout.database,
+                                &layout.table,
+                                pos,
+                                payload,
+                            )));
                         }
                         Err(RowError::Malformed(r) | RowError::Model(r)) => {
                             self.malformed(&layout, r, body, pos, out);
@@ -385,7 +435,14 @@ impl Decoder {
                     Ok(b) => {
                         let payload = json!({ "before": b }).to_string();
                         let reason = "DELETE on an append-only event table".to_string();
-                        out.push(Action::Dead(self.dead(kind::DELETE, reason, &layout.database, &layout.table, pos, payload)));
+                        out.push(Action::Dead(self.dead(
+                            kind::DELETE,
+                            reason,
+                            &layout.database,
+                            &layout.table,
+                            pos,
+                            payload,
+                        )));
                     }
                     Err(RowError::Malformed(r) | RowError::Model(r)) => {
                         self.malformed(&layout, r, body, pos, out);
@@ -399,9 +456,23 @@ impl Decoder {
 
     /// The rest of a rows event cannot be split into rows: one dead letter
     /// carries its bytes, so nothing is dropped silently.
-    fn malformed(&self, layout: &TableLayout, reason: String, body: &[u8], pos: u64, out: &mut Vec<Action>) {
+    fn malformed(
+        &self,
+        layout: &TableLayout,
+        reason: String,
+        body: &[u8],
+        pos: u64,
+        out: &mut Vec<Action>,
+    ) {
         let payload = json!({ "hex": hex(body) }).to_string();
-        out.push(Action::Dead(self.dead(kind::BAD_ROW, reason, &layout.database, &layout.table, pos, payload)));
+        out.push(Action::Dead(self.dead(
+            kind::BAD_ROW,
+            reason,
+            &layout.database,
+            &layout.table,
+            pos,
+            payload,
+        )));
     }
 }
 
@@ -424,7 +495,10 @@ fn lenenc(b: &[u8]) -> Option<(u64, usize)> {
         _ => return None,
     };
     let bytes = b.get(1..1 + n)?;
-    let v = bytes.iter().rev().fold(0u64, |a, x| (a << 8) | u64::from(*x));
+    let v = bytes
+        .iter()
+        .rev()
+        .fold(0u64, |a, x| (a << 8) | u64::from(*x));
     Some((v, 1 + n))
 }
 

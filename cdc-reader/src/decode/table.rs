@@ -61,7 +61,11 @@ pub enum ColKind {
 }
 
 impl ColKind {
-    fn from_tme(tme: &TableMapEvent<'_>, i: usize, labels: Option<Vec<Vec<u8>>>) -> Result<ColKind, String> {
+    fn from_tme(
+        tme: &TableMapEvent<'_>,
+        i: usize,
+        labels: Option<Vec<Vec<u8>>>,
+    ) -> Result<ColKind, String> {
         let ty = tme
             .get_column_type(i)
             .map_err(|e| format!("column {i}: {e}"))?
@@ -93,8 +97,12 @@ impl ColKind {
                 let max = u16::from_le_bytes([m(0), m(1)]);
                 ColKind::VarStr(if max < 256 { 1 } else { 2 })
             }
-            MYSQL_TYPE_TINY_BLOB | MYSQL_TYPE_MEDIUM_BLOB | MYSQL_TYPE_LONG_BLOB
-            | MYSQL_TYPE_BLOB | MYSQL_TYPE_GEOMETRY | MYSQL_TYPE_JSON => ColKind::Blob(m(0)),
+            MYSQL_TYPE_TINY_BLOB
+            | MYSQL_TYPE_MEDIUM_BLOB
+            | MYSQL_TYPE_LONG_BLOB
+            | MYSQL_TYPE_BLOB
+            | MYSQL_TYPE_GEOMETRY
+            | MYSQL_TYPE_JSON => ColKind::Blob(m(0)),
             MYSQL_TYPE_ENUM => ColKind::Enum {
                 pack: m(1),
                 labels: labels.unwrap_or_default(),
@@ -137,6 +145,8 @@ pub struct TableLayout {
     slot_of: Vec<Option<u8>>,
     /// Model columns the table lacks (after a schema change).
     pub missing: Vec<&'static str>,
+    /// Whether the table map carried column names (`binlog_row_metadata=FULL`).
+    pub named: bool,
     /// For the four enum model columns: index → variant position, 255 unknown.
     enum_maps: [Vec<u8>; 15],
 }
@@ -154,8 +164,12 @@ impl TableLayout {
                 }
                 OptionalMetadataField::EnumStrValue(ev) => {
                     for vals in ev.iter_values().flatten() {
-                        enum_labels
-                            .push(vals.values().iter().map(|v| v.value_raw().to_vec()).collect());
+                        enum_labels.push(
+                            vals.values()
+                                .iter()
+                                .map(|v| v.value_raw().to_vec())
+                                .collect(),
+                        );
                     }
                 }
                 _ => {}
@@ -168,7 +182,10 @@ impl TableLayout {
         let mut enums = enum_labels.into_iter();
         let kinds: Result<Vec<ColKind>, String> = (0..n)
             .map(|i| {
-                let is_enum = matches!(tme.get_column_type(i), Ok(Some(ColumnType::MYSQL_TYPE_ENUM)));
+                let is_enum = matches!(
+                    tme.get_column_type(i),
+                    Ok(Some(ColumnType::MYSQL_TYPE_ENUM))
+                );
                 ColKind::from_tme(tme, i, if is_enum { enums.next() } else { None })
             })
             .collect();
@@ -176,7 +193,10 @@ impl TableLayout {
         let mut found = [false; 15];
         if names_known {
             for (i, name) in names.iter().enumerate() {
-                if let Some(s) = MODEL_COLUMNS.iter().position(|m| m.eq_ignore_ascii_case(name)) {
+                if let Some(s) = MODEL_COLUMNS
+                    .iter()
+                    .position(|m| m.eq_ignore_ascii_case(name))
+                {
                     slot_of[i] = Some(s as u8);
                     found[s] = true;
                 }
@@ -220,6 +240,7 @@ impl TableLayout {
             kinds,
             slot_of,
             missing,
+            named: names_known,
             enum_maps,
         }
     }
@@ -352,7 +373,10 @@ impl<'a> RowCursor<'a> {
         layout: &TableLayout,
         present: &[bool],
     ) -> Result<MatchEvent, RowError> {
-        let kinds = layout.kinds.as_ref().map_err(|e| RowError::Malformed(e.clone()))?;
+        let kinds = layout
+            .kinds
+            .as_ref()
+            .map_err(|e| RowError::Malformed(e.clone()))?;
         let vals = self.read_slots(layout, kinds, present)?;
         to_event(layout, &vals)
     }
@@ -360,7 +384,10 @@ impl<'a> RowCursor<'a> {
     /// Decodes the next row image generically, as JSON (column name → value),
     /// for dead-letter payloads.
     pub fn next_json(&mut self, layout: &TableLayout, present: &[bool]) -> Result<Value, RowError> {
-        let kinds = layout.kinds.as_ref().map_err(|e| RowError::Malformed(e.clone()))?;
+        let kinds = layout
+            .kinds
+            .as_ref()
+            .map_err(|e| RowError::Malformed(e.clone()))?;
         let n_present = present.iter().filter(|p| **p).count();
         let nulls = self.take(n_present.div_ceil(8))?;
         let mut out = Map::new();
@@ -377,10 +404,12 @@ impl<'a> RowCursor<'a> {
                 match (self.read_value(kind)?, kind) {
                     (Val::Int(v), _) => Value::from(v),
                     (Val::Bytes(b), _) => Value::from(String::from_utf8_lossy(b).into_owned()),
-                    (Val::Enum(ix), ColKind::Enum { labels, .. }) => match labels.get(usize::from(ix).wrapping_sub(1)) {
-                        Some(l) => Value::from(String::from_utf8_lossy(l).into_owned()),
-                        None => Value::from(format!("#{ix}")),
-                    },
+                    (Val::Enum(ix), ColKind::Enum { labels, .. }) => {
+                        match labels.get(usize::from(ix).wrapping_sub(1)) {
+                            Some(l) => Value::from(String::from_utf8_lossy(l).into_owned()),
+                            None => Value::from(format!("#{ix}")),
+                        }
+                    }
                     (Val::Enum(ix), _) => Value::from(format!("#{ix}")),
                     (Val::Ts(Some(t)), _) => Value::from(t.to_string()),
                     (Val::Ts(None), _) => Value::from("invalid datetime"),
@@ -411,6 +440,11 @@ fn datetime2(packed: u64, micros: u32) -> Option<Timestamp> {
 }
 
 fn to_event(layout: &TableLayout, vals: &[Val<'_>; 15]) -> Result<MatchEvent, RowError> {
+    if !layout.named {
+        return Err(RowError::Model(
+            "the table map carries no column names: binlog_row_metadata is not FULL".into(),
+        ));
+    }
     if let Some(m) = layout.missing.first() {
         return Err(RowError::Model(format!(
             "table has no column `{m}` (schema change?)"
@@ -424,9 +458,8 @@ fn to_event(layout: &TableLayout, vals: &[Val<'_>; 15]) -> Result<MatchEvent, Ro
             )));
         }
     }
-    let bad = |i: usize, what: &str| {
-        RowError::Model(format!("column `{}`: {what}", MODEL_COLUMNS[i]))
-    };
+    let bad =
+        |i: usize, what: &str| RowError::Model(format!("column `{}`: {what}", MODEL_COLUMNS[i]));
     let int = |i: usize| -> Result<Option<i64>, RowError> {
         match vals[i] {
             Val::Null => Ok(None),
@@ -468,8 +501,12 @@ fn to_event(layout: &TableLayout, vals: &[Val<'_>; 15]) -> Result<MatchEvent, Ro
         }
     };
     let eid = bytes(1)?;
-    let event_id = uuid::Uuid::try_parse_ascii(eid)
-        .map_err(|_| bad(1, &format!("malformed UUID {:?}", String::from_utf8_lossy(eid))))?;
+    let event_id = uuid::Uuid::try_parse_ascii(eid).map_err(|_| {
+        bad(
+            1,
+            &format!("malformed UUID {:?}", String::from_utf8_lossy(eid)),
+        )
+    })?;
     let season = bytes(5)?;
     let season_id = SeasonId::parse_bytes(season).map_err(|e| bad(5, &e.to_string()))?;
     let version = i32::try_from(req(3)?).map_err(|_| bad(3, "out of range"))?;

@@ -13,7 +13,12 @@ use test_support::TestEnv;
 use tokio_util::sync::CancellationToken;
 
 /// `n` valid `started` events routed to `shard`, match ids from `first_match`.
-pub fn started_events(shard: ShardId, shard_count: u16, first_match: i64, n: usize) -> Vec<MatchEvent> {
+pub fn started_events(
+    shard: ShardId,
+    shard_count: u16,
+    first_match: i64,
+    n: usize,
+) -> Vec<MatchEvent> {
     let now = Timestamp::now();
     (0..n as i64)
         .map(|k| {
@@ -40,7 +45,13 @@ pub fn started_events(shard: ShardId, shard_count: u16, first_match: i64, n: usi
 }
 
 /// Inserts events in multi-row INSERTs of `chunk` rows (one transaction each).
-pub async fn insert(env: &TestEnv, shard: ShardId, table: &str, events: &[MatchEvent], chunk: usize) {
+pub async fn insert(
+    env: &TestEnv,
+    shard: ShardId,
+    table: &str,
+    events: &[MatchEvent],
+    chunk: usize,
+) {
     let mut conn = env.store.conn_for_shard(shard).await.expect("conn");
     for c in events.chunks(chunk) {
         env.store
@@ -51,10 +62,18 @@ pub async fn insert(env: &TestEnv, shard: ShardId, table: &str, events: &[MatchE
 }
 
 /// Starts the whole reader in this process.
-pub fn spawn_reader(config: Arc<Config>) -> (CancellationToken, tokio::task::JoinHandle<Result<(), cdc_reader::CdcError>>) {
+pub fn spawn_reader(
+    config: Arc<Config>,
+) -> (
+    CancellationToken,
+    tokio::task::JoinHandle<Result<(), cdc_reader::CdcError>>,
+) {
     let token = CancellationToken::new();
     let t = token.clone();
-    (token, tokio::spawn(async move { cdc_reader::run(config, t).await }))
+    (
+        token,
+        tokio::spawn(async move { cdc_reader::run(config, t).await }),
+    )
 }
 
 /// Every entry of a stream, decoded, in stream order.
@@ -94,13 +113,17 @@ pub async fn dead_letters(redis: &Client, key: &str) -> Vec<HashMap<String, Stri
 /// Waits until the shard streams hold `expected` entries in total.
 pub async fn wait_total(redis: &Client, config: &Config, expected: u64, timeout: Duration) {
     let keys = config.keys();
-    test_support::eventually(&format!("{expected} entries in the shard streams"), timeout, || async {
-        let mut total = 0;
-        for s in 0..config.shard_count {
-            total += stream_len(redis, &keys.events(s)).await;
-        }
-        (total >= expected).then_some(())
-    })
+    test_support::eventually(
+        &format!("{expected} entries in the shard streams"),
+        timeout,
+        || async {
+            let mut total = 0;
+            for s in 0..config.shard_count {
+                total += stream_len(redis, &keys.events(s)).await;
+            }
+            (total >= expected).then_some(())
+        },
+    )
     .await;
 }
 
@@ -109,7 +132,9 @@ pub fn summary_of(events: &HashMap<ShardId, Vec<MatchEvent>>) -> HashMap<ShardId
     events
         .iter()
         .map(|(s, evs)| {
-            let sum = evs.iter().fold(0u128, |a, e| a.wrapping_add(e.event_id.as_u128()));
+            let sum = evs
+                .iter()
+                .fold(0u128, |a, e| a.wrapping_add(e.event_id.as_u128()));
             (*s, (evs.len() as u64, sum))
         })
         .collect()
@@ -117,7 +142,10 @@ pub fn summary_of(events: &HashMap<ShardId, Vec<MatchEvent>>) -> HashMap<ShardId
 
 /// Per-shard count, id checksum, and the number of distinct event ids in the
 /// streams (equal to the count when nothing is duplicated).
-pub async fn summary_of_streams(redis: &Client, config: &Config) -> HashMap<ShardId, (u64, u128, usize)> {
+pub async fn summary_of_streams(
+    redis: &Client,
+    config: &Config,
+) -> HashMap<ShardId, (u64, u128, usize)> {
     let keys = config.keys();
     let mut out = HashMap::new();
     for s in 0..config.shard_count {
@@ -137,7 +165,11 @@ pub async fn summary_of_streams(redis: &Client, config: &Config) -> HashMap<Shar
 }
 
 /// Asserts the streams hold exactly the inserted events, once each.
-pub async fn assert_exactly_once(redis: &Client, config: &Config, inserted: &HashMap<ShardId, Vec<MatchEvent>>) {
+pub async fn assert_exactly_once(
+    redis: &Client,
+    config: &Config,
+    inserted: &HashMap<ShardId, Vec<MatchEvent>>,
+) {
     let want = summary_of(inserted);
     let got = summary_of_streams(redis, config).await;
     for (s, (n, sum)) in &want {
@@ -146,7 +178,11 @@ pub async fn assert_exactly_once(redis: &Client, config: &Config, inserted: &Has
         assert_eq!(distinct as u64, *n, "shard {s}: duplicated event ids");
         assert_eq!(gsum, *sum, "shard {s}: event-id checksum");
     }
-    assert_eq!(got.len(), want.len(), "entries in shards nothing was inserted into");
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "entries in shards nothing was inserted into"
+    );
 }
 
 /// The raw checkpoint JSON of a server.
@@ -159,13 +195,23 @@ pub fn _unused(_: Value) {}
 
 /// Inserts with retries across a server restart; a duplicate key on retry
 /// means the chunk was committed before the connection broke.
-pub async fn insert_retrying(env: &TestEnv, shard: ShardId, table: &str, events: &[MatchEvent], chunk: usize) {
+pub async fn insert_retrying(
+    env: &TestEnv,
+    shard: ShardId,
+    table: &str,
+    events: &[MatchEvent],
+    chunk: usize,
+) {
     for c in events.chunks(chunk) {
         let mut attempt = 0;
         loop {
             attempt += 1;
             let r = match env.store.conn_for_shard(shard).await {
-                Ok(mut conn) => env.store.append_batch(&mut conn, shard, table, c).await.map_err(|e| e.to_string()),
+                Ok(mut conn) => env
+                    .store
+                    .append_batch(&mut conn, shard, table, c)
+                    .await
+                    .map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             };
             match r {

@@ -15,7 +15,10 @@ pub struct Args {
 pub async fn run(config: Arc<Config>, args: Args) -> anyhow::Result<()> {
     runtime::metrics_handle()?;
     let shutdown = runtime::shutdown_on_signal();
-    let metrics = match args.metrics_bind.or_else(|| config.cdc.metrics_bind.clone()) {
+    let metrics = match args
+        .metrics_bind
+        .or_else(|| config.cdc.metrics_bind.clone())
+    {
         Some(bind) => {
             let token = shutdown.clone();
             Some(tokio::spawn(async move {
