@@ -318,12 +318,23 @@ shards = [1, 3]
         let compose = std::fs::read_to_string(root.join("docker/compose.yml")).unwrap();
         for s in &c.servers {
             let host = s.url.split('@').nth(1).unwrap().split(':').next().unwrap();
-            assert!(compose.contains(&format!("\n  {host}:\n")), "compose lacks service {host}");
+            assert!(
+                compose.contains(&format!("\n  {host}:\n")),
+                "compose lacks service {host}"
+            );
         }
         assert!(compose.contains("\n  redis:\n"));
         // The compose servers carry the settings the pipeline requires.
-        for setting in ["binlog-format=ROW", "binlog-row-image=FULL", "binlog-row-metadata=FULL"] {
-            assert_eq!(compose.matches(setting).count(), c.servers.len(), "{setting}");
+        for setting in [
+            "binlog-format=ROW",
+            "binlog-row-image=FULL",
+            "binlog-row-metadata=FULL",
+        ] {
+            assert_eq!(
+                compose.matches(setting).count(),
+                c.servers.len(),
+                "{setting}"
+            );
         }
     }
 

@@ -155,7 +155,11 @@ async fn init_server(
                 .replace("{table}", table)
                 .replace(
                     "BINLOG MONITOR",
-                    if is_mariadb { "BINLOG MONITOR" } else { "REPLICATION CLIENT" },
+                    if is_mariadb {
+                        "BINLOG MONITOR"
+                    } else {
+                        "REPLICATION CLIENT"
+                    },
                 )
                 .split(';')
                 .map(|s| {

@@ -264,7 +264,10 @@ impl TestEnv {
 
 /// Writes `config` as `rps.toml` in a new temp dir (keep the dir alive).
 pub fn write_config_file(config: &Config) -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::Builder::new().prefix("rps-config-").tempdir().expect("tempdir");
+    let dir = tempfile::Builder::new()
+        .prefix("rps-config-")
+        .tempdir()
+        .expect("tempdir");
     let path = dir.path().join("rps.toml");
     std::fs::write(&path, config.to_toml()).expect("write config");
     (dir, path)

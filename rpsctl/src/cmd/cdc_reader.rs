@@ -1,5 +1,10 @@
 //! `rpsctl cdc-reader`: tails every server's binlog into the shard streams
 //! until Ctrl-C / SIGTERM, serving Prometheus metrics if asked to.
+//!
+//! The readers run under [`recovery::supervise`]: on a first start over
+//! existing history, or after Redis lost the pipeline's state, the read
+//! models and checkpoints are rebuilt from consistent snapshots before the
+//! readers stream from exactly the snapshot positions.
 
 use crate::runtime;
 use rps_core::Config;
@@ -27,7 +32,10 @@ pub async fn run(config: Arc<Config>, args: Args) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let result = cdc_reader::run(config, shutdown.clone()).await;
+    let result = recovery::supervise(config.clone(), shutdown.clone(), |token| {
+        cdc_reader::run(config.clone(), token)
+    })
+    .await;
     shutdown.cancel();
     if let Some(m) = metrics {
         m.await??;
