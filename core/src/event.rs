@@ -175,6 +175,25 @@ impl fmt::Debug for SeasonId {
     }
 }
 
+/// The columns of `match_result_events`, in table order (`sql/schema.sql`).
+pub const COLUMNS: [&str; 15] = [
+    "id",
+    "event_id",
+    "match_id",
+    "version",
+    "event_type",
+    "season_id",
+    "player_a_id",
+    "player_b_id",
+    "gesture_a",
+    "gesture_b",
+    "winner_player_id",
+    "loser_player_id",
+    "outcome",
+    "deadline_at",
+    "occurred_at",
+];
+
 /// One row of `match_result_events`, typed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MatchEvent {

@@ -252,22 +252,10 @@ impl EventStore {
 }
 
 /// Every column but the auto-increment `id`.
-pub const INSERT_COLUMNS: [&str; 14] = [
-    "event_id",
-    "match_id",
-    "version",
-    "event_type",
-    "season_id",
-    "player_a_id",
-    "player_b_id",
-    "gesture_a",
-    "gesture_b",
-    "winner_player_id",
-    "loser_player_id",
-    "outcome",
-    "deadline_at",
-    "occurred_at",
-];
+pub const INSERT_COLUMNS: &[&str] = match rps_core::event::COLUMNS.split_first() {
+    Some((_, rest)) => rest,
+    None => &[],
+};
 
 fn insert_params(ev: &MatchEvent) -> Vec<mysql_async::Value> {
     use mysql_async::Value;

@@ -1,4 +1,4 @@
-//! Benchmark (run explicitly, see docs/bench/recovery.md): time from an
+//! Benchmark (run explicitly, see docs/benchmarks.md): time from an
 //! empty Redis to a serving API over N events of history, and the
 //! snapshot's events per second.
 //!
@@ -30,7 +30,7 @@ async fn api_status(addr: std::net::SocketAddr) -> u16 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "benchmark: minutes of load; run with --ignored (docs/bench/recovery.md)"]
+#[ignore = "benchmark: minutes of load; run with --ignored (docs/benchmarks.md)"]
 async fn empty_redis_to_serving_api() {
     let matches: u64 = std::env::var("RPS_BENCH_MATCHES")
         .ok()

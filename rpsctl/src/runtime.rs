@@ -49,6 +49,32 @@ pub async fn serve_metrics(bind: &str, shutdown: CancellationToken) -> anyhow::R
         .context("metrics endpoint")
 }
 
+/// Runs a stand-alone component: installs the metrics recorder, serves
+/// `/metrics` on `metrics_bind` if given, runs `component` until Ctrl-C or
+/// SIGTERM, then stops the metrics endpoint.
+pub async fn run_component<F, Fut, E>(
+    metrics_bind: Option<String>,
+    component: F,
+) -> anyhow::Result<()>
+where
+    F: FnOnce(CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = Result<(), E>>,
+    E: Into<anyhow::Error>,
+{
+    metrics_handle()?;
+    let shutdown = shutdown_on_signal();
+    let metrics = metrics_bind.map(|bind| {
+        let token = shutdown.clone();
+        tokio::spawn(async move { serve_metrics(&bind, token).await })
+    });
+    let result = component(shutdown.clone()).await.map_err(Into::into);
+    shutdown.cancel();
+    if let Some(task) = metrics {
+        task.await.context("the metrics endpoint panicked")??;
+    }
+    result
+}
+
 /// A token cancelled on Ctrl-C or SIGTERM.
 pub fn shutdown_on_signal() -> CancellationToken {
     let token = CancellationToken::new();

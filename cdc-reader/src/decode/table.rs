@@ -15,23 +15,7 @@ use rps_core::Timestamp;
 use serde_json::{Map, Value};
 
 /// The event-table columns the model needs, in this order.
-pub const MODEL_COLUMNS: [&str; 15] = [
-    "id",
-    "event_id",
-    "match_id",
-    "version",
-    "event_type",
-    "season_id",
-    "player_a_id",
-    "player_b_id",
-    "gesture_a",
-    "gesture_b",
-    "winner_player_id",
-    "loser_player_id",
-    "outcome",
-    "deadline_at",
-    "occurred_at",
-];
+pub const MODEL_COLUMNS: [&str; 15] = rps_core::event::COLUMNS;
 
 /// Which model columns may be NULL.
 const NULLABLE: [bool; 15] = [

@@ -18,27 +18,13 @@ pub struct Args {
 }
 
 pub async fn run(config: Arc<Config>, args: Args) -> anyhow::Result<()> {
-    runtime::metrics_handle()?;
-    let shutdown = runtime::shutdown_on_signal();
-    let metrics = match args
+    let bind = args
         .metrics_bind
-        .or_else(|| config.cdc.metrics_bind.clone())
-    {
-        Some(bind) => {
-            let token = shutdown.clone();
-            Some(tokio::spawn(async move {
-                runtime::serve_metrics(&bind, token).await
-            }))
-        }
-        None => None,
-    };
-    let result = recovery::supervise(config.clone(), shutdown.clone(), |token| {
-        cdc_reader::run(config.clone(), token)
+        .or_else(|| config.cdc.metrics_bind.clone());
+    runtime::run_component(bind, |shutdown| {
+        recovery::supervise(config.clone(), shutdown, |token| {
+            cdc_reader::run(config.clone(), token)
+        })
     })
-    .await;
-    shutdown.cancel();
-    if let Some(m) = metrics {
-        m.await??;
-    }
-    result.map_err(anyhow::Error::from)
+    .await
 }
