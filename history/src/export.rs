@@ -40,25 +40,18 @@ pub const PARQUET_ROW_GROUP_ROWS: usize = 128 * 1024;
 
 /// The exported columns, in order: every table column, plus where the row
 /// comes from.
-pub const COLUMNS: [&str; 17] = [
-    "shard",
-    "source_table",
-    "id",
-    "event_id",
-    "match_id",
-    "version",
-    "event_type",
-    "season_id",
-    "player_a_id",
-    "player_b_id",
-    "gesture_a",
-    "gesture_b",
-    "winner_player_id",
-    "loser_player_id",
-    "outcome",
-    "deadline_at",
-    "occurred_at",
-];
+pub const COLUMNS: [&str; 17] = {
+    // The shard and source table, then the event table's own columns.
+    let mut out = [""; 17];
+    out[0] = "shard";
+    out[1] = "source_table";
+    let mut i = 0;
+    while i < rps_core::event::COLUMNS.len() {
+        out[i + 2] = rps_core::event::COLUMNS[i];
+        i += 1;
+    }
+    out
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {

@@ -3,7 +3,7 @@
 //! stream exactly once (per-shard count, distinct ids, id checksum).
 
 use rps_core::event::{EventType, MatchEvent};
-use rps_core::{Config, ShardId, Timestamp};
+use rps_core::{ShardId, Timestamp};
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -37,20 +37,6 @@ fn events(shard: ShardId, shards: u16, first: i64, n: usize) -> Vec<MatchEvent> 
             }
         })
         .collect()
-}
-
-fn config_toml(c: &Config) -> String {
-    let mut s = format!(
-        "shard_count = {}\ndatabase_prefix = \"{}\"\n[redis]\nurl = \"{}\"\nprefix = \"{}\"\n[api]\nbind = \"127.0.0.1:0\"\n[cdc]\nserver_id_base = {}\nheartbeat_ms = {}\nbatch_rows = 700\n",
-        c.shard_count, c.database_prefix, c.redis.url, c.redis.prefix, c.cdc.server_id_base, c.cdc.heartbeat_ms
-    );
-    for sv in &c.servers {
-        s.push_str(&format!(
-            "[[servers]]\nname = \"{}\"\nurl = \"{}\"\nshards = {:?}\n",
-            sv.name, sv.url, sv.shards
-        ));
-    }
-    s
 }
 
 fn spawn(path: &std::path::Path, metrics_port: u16) -> Child {
@@ -90,7 +76,12 @@ async fn kill9_three_times_during_a_200k_row_load_then_exactly_once() {
     let env = TestEnv::new("cdc_kill9").await;
     let config = env.config.clone();
     let path = std::env::temp_dir().join(format!("{}.toml", env.name));
-    std::fs::write(&path, config_toml(&config)).unwrap();
+    std::fs::write(&path, {
+        let mut c = config.as_ref().clone();
+        c.cdc.batch_rows = 700;
+        c.to_toml()
+    })
+    .unwrap();
     let redis = cdc_reader::inspect::connect(&config).await.unwrap();
 
     let mut port = test_support::free_port();

@@ -5,7 +5,7 @@
 
 use compensator::fred::interfaces::SortedSetsInterface;
 use rps_core::keys::deadline_member;
-use rps_core::{Config, EventType, MatchEvent, SeasonId, Timestamp};
+use rps_core::{EventType, MatchEvent, SeasonId, Timestamp};
 use rps_event_store::{HistoryFilter, TableReader};
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
@@ -13,23 +13,6 @@ use std::time::Duration;
 use test_support::{eventually, redis_client, TestEnv};
 
 const TABLE: &str = "match_result_events";
-
-fn config_toml(c: &Config) -> String {
-    let mut s = format!(
-        "shard_count = {}\ndatabase_prefix = \"{}\"\n[redis]\nurl = \"{}\"\nprefix = \"{}\"\n[api]\nbind = \"127.0.0.1:0\"\n",
-        c.shard_count, c.database_prefix, c.redis.url, c.redis.prefix
-    );
-    s.push_str(
-        "[compensator]\nlease_ms = 1500\nclaim_batch = 40\nretry_initial_ms = 200\nretry_max_ms = 1000\nmax_attempts = 20\n",
-    );
-    for srv in &c.servers {
-        s.push_str(&format!(
-            "[[servers]]\nname = \"{}\"\nurl = \"{}\"\nshards = {:?}\n",
-            srv.name, srv.url, srv.shards
-        ));
-    }
-    s
-}
 
 /// A scratch directory removed on drop.
 struct ScratchDir(std::path::PathBuf);
@@ -90,7 +73,16 @@ async fn one_of_two_compensators_killed_mid_claim_still_exactly_one_each() {
     let env = TestEnv::new("comp_kill9").await;
     let dir = ScratchDir::new(&env.name);
     let cfg_path = dir.path().join("rps.toml");
-    std::fs::write(&cfg_path, config_toml(&env.config)).unwrap();
+    std::fs::write(&cfg_path, {
+        let mut c = env.config.as_ref().clone();
+        c.compensator.lease_ms = 1500;
+        c.compensator.claim_batch = 40;
+        c.compensator.retry_initial_ms = 200;
+        c.compensator.retry_max_ms = 1000;
+        c.compensator.max_attempts = 20;
+        c.to_toml()
+    })
+    .unwrap();
 
     // 200 open matches per shard, deadlines spread over 2..5 s from now.
     let per_shard = 200;

@@ -6,23 +6,9 @@ use compensator::fred::interfaces::{HashesInterface, SortedSetsInterface, Stream
 use rps_core::deadletter::{DeadLetter, Origin};
 use rps_core::keys::deadline_member;
 use rps_core::stream::SourcePosition;
-use rps_core::{Config, EventType, Gesture, MatchEvent, StreamEvent, Timestamp};
+use rps_core::{EventType, Gesture, MatchEvent, StreamEvent, Timestamp};
 use std::process::{Command, Output};
 use test_support::{redis_client, TestEnv};
-
-fn config_toml(c: &Config) -> String {
-    let mut s = format!(
-        "shard_count = {}\ndatabase_prefix = \"{}\"\n[redis]\nurl = \"{}\"\nprefix = \"{}\"\n[api]\nbind = \"127.0.0.1:0\"\n",
-        c.shard_count, c.database_prefix, c.redis.url, c.redis.prefix
-    );
-    for srv in &c.servers {
-        s.push_str(&format!(
-            "[[servers]]\nname = \"{}\"\nurl = \"{}\"\nshards = {:?}\n",
-            srv.name, srv.url, srv.shards
-        ));
-    }
-    s
-}
 
 struct Cli {
     config: std::path::PathBuf,
@@ -90,7 +76,7 @@ async fn list_show_retry_drop_every_origin() {
     let dir = std::env::temp_dir().join(format!("rpsctl-{}", env.name));
     std::fs::create_dir_all(&dir).unwrap();
     let cfg = dir.join("rps.toml");
-    std::fs::write(&cfg, config_toml(&env.config)).unwrap();
+    std::fs::write(&cfg, env.config.to_toml()).unwrap();
     let cli = Cli { config: cfg };
     let keys = env.config.keys();
     let redis = redis_client(&env.config.redis.url).await;

@@ -10,28 +10,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::process::Command;
 use test_support::{test_config, TestEnv, TestServer};
 
-/// `rps.toml` text for `config` (Config has no serialiser on purpose).
-fn config_toml(config: &Config) -> String {
-    let mut s = format!(
-        "shard_count = {}\ndatabase_prefix = \"{}\"\n\n[redis]\nurl = \"{}\"\nprefix = \"{}\"\n\n[api]\nbind = \"{}\"\n",
-        config.shard_count,
-        config.database_prefix,
-        config.redis.url,
-        config.redis.prefix,
-        config.api.bind
-    );
-    for server in &config.servers {
-        s.push_str(&format!(
-            "\n[[servers]]\nname = \"{}\"\nurl = \"{}\"\nshards = {:?}\n",
-            server.name, server.url, server.shards
-        ));
-        if let Some(admin) = &server.admin_url {
-            s.push_str(&format!("admin_url = \"{admin}\"\n"));
-        }
-    }
-    s
-}
-
 /// A config file that removes itself when dropped.
 struct ConfigFile(std::path::PathBuf);
 
@@ -49,7 +27,7 @@ impl Drop for ConfigFile {
 
 fn write_config(config: &Config) -> ConfigFile {
     let path = std::env::temp_dir().join(format!("{}.rps.toml", config.database_prefix));
-    std::fs::write(&path, config_toml(config)).expect("write config");
+    std::fs::write(&path, config.to_toml()).expect("write config");
     ConfigFile(path)
 }
 
