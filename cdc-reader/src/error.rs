@@ -71,8 +71,10 @@ pub enum Transient {
 #[derive(Debug, thiserror::Error)]
 pub enum Definite {
     #[error("server `{server}`: the binlog at the checkpoint is no longer available ({message}). \
-             The reader cannot resume without losing rows: rebuild with `rpsctl replay` \
-             (and re-snapshot), then delete the checkpoint key `{checkpoint_key}` to start from the current position")]
+             The reader cannot resume without losing rows. Delete the checkpoint key `{checkpoint_key}`: \
+             under `rpsctl run` or `rpsctl cdc-reader` the supervisor then rebuilds the read models \
+             from consistent snapshots and streams on from there; without it, restart the reader \
+             and rebuild with `rpsctl replay`")]
     BinlogUnavailable {
         server: String,
         message: String,
