@@ -203,7 +203,7 @@ async fn session(
 pub async fn stream(
     config: &Arc<Config>,
     index: usize,
-    mut conn: Conn,
+    conn: Conn,
     start: Checkpoint,
     mut publisher: Publisher,
     facts: preflight::ServerFacts,
@@ -214,33 +214,12 @@ pub async fn stream(
     let ck_key = config.keys().cdc_checkpoint(&server);
     let mysql = |e| classify_mysql(&server, &ck_key, e);
     let heartbeat = Duration::from_millis(config.cdc.heartbeat_ms.max(100));
-    conn.query_drop("SET @mariadb_slave_capability=4")
-        .await
-        .map_err(mysql)?;
-    conn.query_drop(format!(
-        "SET @master_heartbeat_period={}",
-        heartbeat.as_nanos()
-    ))
-    .await
-    .map_err(mysql)?;
     let server_id = config.cdc.server_id_base + index as u32;
-    let file_bytes = start.file.clone().into_bytes();
-    let mut request = BinlogStreamRequest::new(server_id);
-    if start.gtid.is_empty() {
-        request = request
-            .with_filename(&file_bytes)
-            .with_pos(start.pos.max(4));
-    } else {
-        conn.query_drop(format!("SET @slave_connect_state='{}'", start.gtid))
-            .await
-            .map_err(mysql)?;
-        conn.query_drop("SET @slave_gtid_strict_mode=0")
-            .await
-            .map_err(mysql)?;
-    }
     info!(gtid = %start.gtid, file = %start.file, pos = start.pos,
           inflight = ?start.inflight, "streaming");
-    let mut binlog = conn.get_binlog_stream(request).await.map_err(mysql)?;
+    let mut binlog = open_binlog(conn, server_id, &start, heartbeat)
+        .await
+        .map_err(mysql)?;
     metrics::gauge!(m::UP, &labels).set(1.0);
 
     let (lag_tx, lag_rx) = watch::channel((start.file.clone(), start.pos));
@@ -492,27 +471,11 @@ pub async fn decode_only(
             return Err(Definite::Misconfigured { server, mismatches }.into());
         }
     };
-    conn.query_drop("SET @mariadb_slave_capability=4")
+    // A replica id of its own, so a dry run never displaces the live reader.
+    let server_id = config.cdc.server_id_base + 90 + index as u32;
+    let mut binlog = open_binlog(conn, server_id, start, Duration::from_millis(500))
         .await
         .map_err(mysql)?;
-    conn.query_drop("SET @master_heartbeat_period=500000000")
-        .await
-        .map_err(mysql)?;
-    let file_bytes = start.file.clone().into_bytes();
-    let mut request = BinlogStreamRequest::new(config.cdc.server_id_base + 90 + index as u32);
-    if start.gtid.is_empty() {
-        request = request
-            .with_filename(&file_bytes)
-            .with_pos(start.pos.max(4));
-    } else {
-        conn.query_drop(format!("SET @slave_connect_state='{}'", start.gtid))
-            .await
-            .map_err(mysql)?;
-        conn.query_drop("SET @slave_gtid_strict_mode=0")
-            .await
-            .map_err(mysql)?;
-    }
-    let mut binlog = conn.get_binlog_stream(request).await.map_err(mysql)?;
     let mut decoder = Decoder::new(config.clone(), &server, &start.file, facts.checksum);
     let mut stats = DecodeStats::default();
     let mut actions = Vec::with_capacity(1024);
@@ -546,4 +509,34 @@ pub async fn decode_only(
     stats.elapsed = t0.elapsed();
     let _ = binlog.close().await;
     Ok(stats)
+}
+
+/// Opens the binlog dump on `conn` as replica `server_id`, from `start`: by
+/// GTID state when the checkpoint has one (MariaDB's `@slave_connect_state`),
+/// else by file and position. The session variables make MariaDB send GTID
+/// events as such and heartbeats while idle.
+async fn open_binlog(
+    mut conn: Conn,
+    server_id: u32,
+    start: &Checkpoint,
+    heartbeat: Duration,
+) -> Result<mysql_async::BinlogStream, mysql_async::Error> {
+    conn.query_drop("SET @mariadb_slave_capability=4").await?;
+    conn.query_drop(format!(
+        "SET @master_heartbeat_period={}",
+        heartbeat.as_nanos()
+    ))
+    .await?;
+    let file_bytes = start.file.clone().into_bytes();
+    let mut request = BinlogStreamRequest::new(server_id);
+    if start.gtid.is_empty() {
+        request = request
+            .with_filename(&file_bytes)
+            .with_pos(start.pos.max(4));
+    } else {
+        conn.query_drop(format!("SET @slave_connect_state='{}'", start.gtid))
+            .await?;
+        conn.query_drop("SET @slave_gtid_strict_mode=0").await?;
+    }
+    conn.get_binlog_stream(request).await
 }

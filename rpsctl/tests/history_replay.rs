@@ -116,20 +116,9 @@ async fn converged(config: &Arc<Config>) -> VerifyReport {
 }
 
 fn write_config(env: &TestEnv) -> PathBuf {
-    let c = &env.config;
-    let mut toml = format!(
-        "shard_count = {}\ndatabase_prefix = \"{}\"\n\n[redis]\nurl = \"{}\"\nprefix = \"{}\"\n\n[api]\nbind = \"127.0.0.1:0\"\n\n[cdc]\nserver_id_base = {}\nheartbeat_ms = 500\n",
-        c.shard_count, c.database_prefix, c.redis.url, c.redis.prefix, c.cdc.server_id_base
-    );
-    for s in &c.servers {
-        let shards: Vec<String> = s.shards.iter().map(|n| n.to_string()).collect();
-        toml.push_str(&format!(
-            "\n[[servers]]\nname = \"{}\"\nurl = \"{}\"\nshards = [{}]\n",
-            s.name,
-            s.url,
-            shards.join(", ")
-        ));
-    }
+    let mut c = env.config.as_ref().clone();
+    c.cdc.heartbeat_ms = 500;
+    let toml = c.to_toml();
     let path = std::env::temp_dir().join(format!("{}.toml", env.name));
     std::fs::write(&path, toml).expect("write config");
     path

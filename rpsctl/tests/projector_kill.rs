@@ -15,20 +15,11 @@ use std::time::Duration;
 use test_support::TestEnv;
 
 fn write_config(env: &TestEnv) -> PathBuf {
-    let c = &env.config;
-    let mut toml = format!(
-        "shard_count = {}\ndatabase_prefix = \"{}\"\n\n[redis]\nurl = \"{}\"\nprefix = \"{}\"\n\n[api]\nbind = \"127.0.0.1:0\"\n\n[projector]\nbatch_size = 200\nblock_ms = 100\nclaim_idle_ms = 1000\n",
-        c.shard_count, c.database_prefix, c.redis.url, c.redis.prefix
-    );
-    for s in &c.servers {
-        let shards: Vec<String> = s.shards.iter().map(|n| n.to_string()).collect();
-        toml.push_str(&format!(
-            "\n[[servers]]\nname = \"{}\"\nurl = \"{}\"\nshards = [{}]\n",
-            s.name,
-            s.url,
-            shards.join(", ")
-        ));
-    }
+    let mut c = env.config.as_ref().clone();
+    c.projector.batch_size = 200;
+    c.projector.block_ms = 100;
+    c.projector.claim_idle_ms = 1000;
+    let toml = c.to_toml();
     let path = std::env::temp_dir().join(format!("{}.toml", env.name));
     std::fs::write(&path, toml).expect("write config");
     path
