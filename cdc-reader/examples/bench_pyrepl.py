@@ -1,5 +1,5 @@
 """Reads WRITE_ROWS of a MariaDB binlog with python-mysql-replication and
-prints `rows seconds`; used by examples/bench.rs for comparison."""
+prints `rows seconds`; used by examples/cdc_bench.rs for comparison."""
 import sys
 import time
 

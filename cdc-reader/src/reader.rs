@@ -221,6 +221,10 @@ pub async fn stream(
         .await
         .map_err(mysql)?;
     metrics::gauge!(m::UP, &labels).set(1.0);
+    // Export the counters from the start, so a reader with nothing to
+    // publish yet shows 0 instead of no series (a rate needs both ends).
+    metrics::counter!(m::EVENTS_PUBLISHED, &labels).increment(0);
+    metrics::counter!(m::BATCHES, &labels).increment(0);
 
     let (lag_tx, lag_rx) = watch::channel((start.file.clone(), start.pos));
     let lag_task = tokio::spawn(lag_bytes_loop(

@@ -126,26 +126,27 @@ impl PlayerStats {
         }
     }
 
-    /// Field names as stored in Redis hashes and shown by the API.
-    pub const FIELDS: [&'static str; 5] = ["matches", "wins", "draws", "losses", "forfeits"];
+    /// Field names of a player hash in Redis. `matches` is not stored: every
+    /// counted match is exactly one win, draw or loss (a forfeit is also a
+    /// loss), so it is their sum, and not storing it saves the projector one
+    /// write per player and batch.
+    pub const STORED_FIELDS: [&'static str; 4] = ["wins", "draws", "losses", "forfeits"];
 
-    pub fn values(&self) -> [i64; 5] {
-        [
-            self.matches,
-            self.wins,
-            self.draws,
-            self.losses,
-            self.forfeits,
-        ]
+    /// The values of [`PlayerStats::STORED_FIELDS`], in order.
+    pub fn stored_values(&self) -> [i64; 4] {
+        [self.wins, self.draws, self.losses, self.forfeits]
     }
 
-    pub fn from_values(v: [i64; 5]) -> Self {
+    /// Counters from a player hash's [`PlayerStats::STORED_FIELDS`]; an
+    /// absent field is 0.
+    pub fn from_stored(v: &[Option<i64>]) -> Self {
+        let at = |i: usize| v.get(i).copied().flatten().unwrap_or(0);
         PlayerStats {
-            matches: v[0],
-            wins: v[1],
-            draws: v[2],
-            losses: v[3],
-            forfeits: v[4],
+            matches: at(0) + at(1) + at(2),
+            wins: at(0),
+            draws: at(1),
+            losses: at(2),
+            forfeits: at(3),
         }
     }
 }
@@ -652,7 +653,10 @@ fn check_result(
 #[cfg(test)]
 mod tests;
 
-/// Field names of a match-state hash in Redis, in [`MatchState::to_pairs`] order.
+/// Format tag in front of a stored match state.
+const MATCH_VALUE_TAG: &str = "1";
+
+/// Field names of a match state, in [`MatchState::to_pairs`] order.
 pub const MATCH_FIELDS: [&str; 15] = [
     "match_id",
     "status",
@@ -672,9 +676,36 @@ pub const MATCH_FIELDS: [&str; 15] = [
 ];
 
 impl MatchState {
-    /// The hash fields the projector stores and the API, verify and the
-    /// compensator read. NULL is an empty value. `updated_at` is stored
-    /// under its own name after these.
+    /// The stored form: one string value, the format tag and the values of
+    /// [`MatchState::to_pairs`] joined by `|` (no value can hold a `|`).
+    /// One value instead of a 16-field hash lets the projector write every
+    /// match of a batch with one MSET.
+    pub fn to_value(&self) -> String {
+        let mut out = String::with_capacity(128);
+        out.push_str(MATCH_VALUE_TAG);
+        for (_, v) in self.to_pairs() {
+            out.push('|');
+            out.push_str(&v);
+        }
+        out
+    }
+
+    /// Reads the stored form back; `None` if it is malformed.
+    pub fn from_value(value: &str) -> Option<MatchState> {
+        let mut parts = value.split('|');
+        if parts.next() != Some(MATCH_VALUE_TAG) {
+            return None;
+        }
+        let values: Vec<&str> = parts.collect();
+        if values.len() != MATCH_FIELDS.len() + 1 {
+            return None;
+        }
+        let names = MATCH_FIELDS.iter().copied().chain(["updated_at"]);
+        MatchState::from_pairs(names.zip(values))
+    }
+
+    /// Named fields and values (what the API and reports show). NULL is an
+    /// empty value; `updated_at` comes last.
     pub fn to_pairs(&self) -> Vec<(&'static str, String)> {
         fn opt<T: ToString>(v: Option<T>) -> String {
             v.map(|v| v.to_string()).unwrap_or_default()

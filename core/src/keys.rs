@@ -13,16 +13,17 @@
 //! | `rps:g<g>:player:<id>:<season>` | hash | season counters |
 //! | `rps:g<g>:board` / `rps:g<g>:board:<season>` | sorted set | leaderboards |
 //! | `rps:g<g>:seasons` | set | seasons that have a board |
-//! | `rps:g<g>:match:<id>` | hash | match state |
+//! | `rps:g<g>:match:<id>` | string | match state |
 //! | `rps:g<g>:deadlines` | sorted set | open matches' deadlines, score = ms, member `<shard>:<match>` |
 //!
 //! Read-model contents (the projector writes them; replay writes the same;
 //! verify and the API read them):
-//! - player hashes hold the fields [`crate::PlayerStats::FIELDS`] as
-//!   integers; a player whose `matches` falls to 0 has no hash and is on no board;
+//! - player hashes hold the fields [`crate::PlayerStats::STORED_FIELDS`] as
+//!   integers (absent = 0; `matches` is their wins + draws + losses); a
+//!   player whose matches fall to 0 has no hash and is on no board;
 //! - a board member is [`board_member`]`(id)` with score
 //!   [`crate::PlayerStats::board_score`], read in ascending score order;
-//! - a match hash holds [`crate::MatchState::to_pairs`];
+//! - a match key holds [`crate::MatchState::to_value`];
 //! - a deadline entry exists exactly while its match is `in_progress`,
 //!   score = deadline in Unix milliseconds;
 //! - `progress` maps the shard number to the last stream id applied.

@@ -119,6 +119,8 @@ pub struct Model {
 pub enum Expected {
     /// Hash fields and values.
     Hash(Vec<(String, String)>),
+    /// A match state, stored as one string value.
+    Match(MatchState),
     /// Sorted-set members and integer scores.
     ZSet(Vec<(String, i64)>),
     Set(BTreeSet<String>),
@@ -381,15 +383,15 @@ impl CompactMatch {
 
 /// The hash of one player scope.
 pub fn player_hash(s: &PlayerStats) -> Vec<(String, String)> {
-    PlayerStats::FIELDS
+    PlayerStats::STORED_FIELDS
         .iter()
-        .zip(s.values())
+        .zip(s.stored_values())
         .map(|(f, v)| (f.to_string(), v.to_string()))
         .collect()
 }
 
-/// The hash of one match.
-pub fn match_hash(m: &MatchState) -> Vec<(String, String)> {
+/// A match state's named fields, for field-by-field comparison.
+pub fn match_fields(m: &MatchState) -> Vec<(String, String)> {
     m.to_pairs()
         .into_iter()
         .map(|(f, v)| (f.to_string(), v))

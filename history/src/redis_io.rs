@@ -5,7 +5,7 @@
 //! connection, so a whole generation goes out at Redis' own pace without one
 //! round trip per key.
 
-use crate::model::{match_hash, player_hash, player_key, Model, PlayerKey};
+use crate::model::{player_hash, player_key, Model, PlayerKey};
 use crate::HistoryError;
 use fred::clients::Client;
 use fred::interfaces::{
@@ -25,6 +25,7 @@ const MEMBERS_PER_COMMAND: usize = 1000;
 #[derive(Debug, Clone)]
 pub enum Cmd {
     Del(String),
+    Set(String, String),
     Hset(String, Vec<(String, String)>),
     Zadd(String, Vec<(f64, String)>),
     Zrem(String, Vec<String>),
@@ -46,6 +47,7 @@ async fn queue_unit(
         n += 1;
         match cmd {
             Cmd::Del(k) => p.del::<(), _>(k).await?,
+            Cmd::Set(k, v) => p.set::<(), _, _>(k, v, None, None, false).await?,
             Cmd::Hset(k, v) => {
                 if !v.is_empty() {
                     p.hset::<(), _, _>(k, v).await?
@@ -118,7 +120,7 @@ pub async fn write_model(
     let matches = model
         .matches
         .iter()
-        .map(|(id, c)| vec![Cmd::Hset(g.match_state(*id), match_hash(&c.state(*id)))]);
+        .map(|(id, c)| vec![Cmd::Set(g.match_state(*id), c.state(*id).to_value())]);
     let players = model
         .counted_players()
         .map(|(k, s)| vec![Cmd::Hset(player_key(g, k), player_hash(s))]);
@@ -155,7 +157,7 @@ pub fn dirty_units(
         let Some(m) = model.match_state(id) else {
             continue;
         };
-        let mut unit = vec![Cmd::Hset(g.match_state(id), match_hash(&m))];
+        let mut unit = vec![Cmd::Set(g.match_state(id), m.to_value())];
         let member =
             rps_core::keys::deadline_member(rps_core::shard_of(m.player_a, model.shard_count), id);
         match model.deadline_of(&m) {

@@ -11,7 +11,7 @@
 //! [`VerifyReport::pipeline_moved`] says when it was not.
 
 use crate::model::{
-    classify, match_hash, player_hash, player_key, Expected, KeyKind, KeyRef, Model,
+    classify, match_fields, player_hash, player_key, Expected, KeyKind, KeyRef, Model,
 };
 use crate::redis_io::{self, run_units, Cmd, IN_FLIGHT};
 use crate::HistoryError;
@@ -70,9 +70,7 @@ pub fn expected_of(model: &Model, key: &KeyRef) -> Option<Expected> {
             .get(pk)
             .filter(|s| s.matches > 0)
             .map(|s| Expected::Hash(player_hash(s))),
-        KeyRef::Match(id) => model
-            .match_state(*id)
-            .map(|m| Expected::Hash(match_hash(&m))),
+        KeyRef::Match(id) => model.match_state(*id).map(Expected::Match),
         KeyRef::Board(season) => {
             let members: Vec<(String, i64)> = model
                 .counted_players()
@@ -166,6 +164,21 @@ async fn compare_key(
                 a.retain(|_, v| v != "0");
             }
             pairwise(&mut out, e, a);
+        }
+        Some(Expected::Match(m)) => {
+            let actual: Option<String> = client.get(name.as_str()).await?;
+            match actual
+                .as_deref()
+                .map(|v| (v, rps_core::MatchState::from_value(v)))
+            {
+                None => out.push(diff("*", Some(m.to_value()), None)),
+                Some((raw, None)) => out.push(diff("*", Some(m.to_value()), Some(raw.into()))),
+                Some((_, Some(a))) => pairwise(
+                    &mut out,
+                    match_fields(&m).into_iter().collect(),
+                    match_fields(&a).into_iter().collect(),
+                ),
+            }
         }
         Some(Expected::ZSet(members)) => {
             let actual: Vec<(String, f64)> = client
@@ -284,6 +297,7 @@ pub async fn repair(
         match expected_of(model, k) {
             None => {}
             Some(Expected::Hash(f)) => unit.push(Cmd::Hset(name, f)),
+            Some(Expected::Match(m)) => unit.push(Cmd::Set(name, m.to_value())),
             Some(Expected::ZSet(m)) => unit.push(Cmd::Zadd(
                 name,
                 m.into_iter().map(|(m, s)| (s as f64, m)).collect(),

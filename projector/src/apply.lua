@@ -20,7 +20,11 @@ local function chunked(cmd, key, from, count, width)
   local left = count * width
   while left > 0 do
     local n = math.min(left, CHUNK - (CHUNK % width))
-    redis.call(cmd, key, unpack(ARGV, i, i + n - 1))
+    if key then
+      redis.call(cmd, key, unpack(ARGV, i, i + n - 1))
+    else
+      redis.call(cmd, unpack(ARGV, i, i + n - 1))
+    end
     i = i + n
     left = left - n
   end
@@ -34,38 +38,36 @@ local i = 16
 
 for _ = 1, n_stats do
   local key, board, member = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local dm = ARGV[i + 3]
-  local matches
-  if dm ~= '0' then
-    matches = redis.call('HINCRBY', key, 'matches', dm)
-  end
-  -- A hash is created by the delta that brings `matches` up from 0 (at 0
-  -- it is deleted); give it every field so readers see all five counters.
-  local created = matches ~= nil and matches == tonumber(dm)
+  -- Only counters that change are written: an absent field is 0 to every
+  -- reader (the API, verify). matches = wins + draws + losses is not stored.
+  local reversal = false
   for f = 1, 4 do
-    local d = ARGV[i + 3 + f]
+    local d = ARGV[i + 2 + f]
     if d ~= '0' then
       redis.call('HINCRBY', key, FIELDS[f], d)
-    elseif created then
-      redis.call('HSET', key, FIELDS[f], 0)
+      if string.byte(d, 1) == 45 then reversal = true end -- '-'
     end
   end
-  if matches == nil then
-    matches = tonumber(redis.call('HGET', key, 'matches') or '0')
+  local gone = false
+  if reversal then
+    -- A voided result may take the player's last counted match.
+    local c = redis.call('HMGET', key, 'wins', 'draws', 'losses')
+    gone = (tonumber(c[1]) or 0) + (tonumber(c[2]) or 0) + (tonumber(c[3]) or 0) <= 0
   end
-  if matches <= 0 then
+  if gone then
     -- No counted match left: the player is on no board and has no hash.
     redis.call('DEL', key)
     redis.call('ZREM', board, member)
-  elseif ARGV[i + 8] ~= '0' then
-    redis.call('ZINCRBY', board, ARGV[i + 8], member)
+  elseif ARGV[i + 7] ~= '0' then
+    redis.call('ZINCRBY', board, ARGV[i + 7], member)
   end
-  i = i + 9
+  i = i + 8
 end
 
-for _ = 1, n_matches do
-  redis.call('HSET', ARGV[i], unpack(ARGV, i + 1, i + 32))
-  i = i + 33
+-- Every match state of the batch in one MSET (key, value pairs).
+if n_matches > 0 then
+  chunked('MSET', nil, i, n_matches, 2)
+  i = i + 2 * n_matches
 end
 
 if n_zadd > 0 then

@@ -14,7 +14,7 @@
 
 use crate::redis_util::{is_noscript, value_text};
 use fred::clients::Client;
-use fred::interfaces::{HashesInterface, LuaInterface};
+use fred::interfaces::{HashesInterface, KeysInterface, LuaInterface};
 use fred::types::Value;
 use rps_core::deadletter::{DeadLetter, Origin};
 use rps_core::fold::DeadlineChange;
@@ -462,15 +462,10 @@ impl Applier {
         if missing.is_empty() {
             return Ok(());
         }
-        let pipe = self.client.pipeline();
-        for mid in &missing {
-            let _: () = pipe.hgetall(self.gk.match_state(*mid)).await?;
-        }
-        let replies: Vec<Value> = pipe.all().await?;
-        for (mid, v) in missing.into_iter().zip(replies) {
-            let state = crate::redis_util::hash_pairs(v).and_then(|pairs| {
-                MatchState::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            });
+        let keys: Vec<String> = missing.iter().map(|m| self.gk.match_state(*m)).collect();
+        let values: Vec<Option<String>> = self.client.mget(keys).await?;
+        for (mid, v) in missing.into_iter().zip(values) {
+            let state = v.as_deref().and_then(MatchState::from_value);
             self.cache.insert(mid, state);
         }
         Ok(())
@@ -504,7 +499,7 @@ impl Applier {
             }
         }
         let mut a = Vec::with_capacity(
-            16 + nonzero.len() * 9 + plan.matches.len() * 33 + plan.dead.len() * 30 + entries.len(),
+            16 + nonzero.len() * 8 + plan.matches.len() * 2 + plan.dead.len() * 30 + entries.len(),
         );
         a.push(self.gk.generation.to_string());
         a.push(
@@ -540,17 +535,14 @@ impl Applier {
             a.push(key);
             a.push(board);
             a.push(board_member(*player));
-            for v in d.values() {
+            for v in d.stored_values() {
                 a.push(v.to_string());
             }
             a.push(d.board_score().to_string());
         }
         for (mid, state) in &plan.matches {
             a.push(self.gk.match_state(*mid));
-            for (k, v) in state.to_pairs() {
-                a.push(k.to_string());
-                a.push(v);
-            }
+            a.push(state.to_value());
         }
         for (score, member) in zadd {
             a.push(score.to_string());
@@ -608,7 +600,7 @@ fn rejection_letter(shard: ShardId, id: &str, ev: &StreamEvent, r: &Rejection) -
         match_id: Some(ev.event.match_id),
         event_id: ev.event.event_id.hyphenated().to_string(),
         stream_id: id.to_string(),
-        payload: payload_json(&ev.to_pairs()),
+        payload: payload_json(&ev.to_named_pairs()),
         at: Timestamp::now(),
     }
 }

@@ -430,15 +430,7 @@ pub fn decode_fields(fields: Value) -> Result<StreamEvent, Undecodable> {
         .collect();
     StreamEvent::decode(pairs.iter().copied()).map_err(|error| Undecodable {
         error,
-        fields: pairs
-            .iter()
-            .map(|(k, v)| {
-                (
-                    String::from_utf8_lossy(k).into_owned(),
-                    String::from_utf8_lossy(v).into_owned(),
-                )
-            })
-            .collect(),
+        fields: rps_core::stream::named_fields(pairs.iter().copied()),
     })
 }
 

@@ -34,17 +34,15 @@ pub async fn player_stats(
         None => gk.player(player_id),
         Some(s) => gk.player_season(player_id, s),
     };
-    let v: Vec<Option<i64>> = client.hmget(key, PlayerStats::FIELDS.to_vec()).await?;
+    let v: Vec<Option<i64>> = client
+        .hmget(key, PlayerStats::STORED_FIELDS.to_vec())
+        .await?;
     Ok(stats_from(&v))
 }
 
+/// A missing hash has no counted match: `None`.
 fn stats_from(v: &[Option<i64>]) -> Option<PlayerStats> {
-    // A missing field is a zero counter; a missing hash has no `matches`.
-    let mut out = [0i64; 5];
-    for (o, x) in out.iter_mut().zip(v) {
-        *o = x.unwrap_or(0);
-    }
-    let stats = PlayerStats::from_values(out);
+    let stats = PlayerStats::from_stored(v);
     (stats.matches > 0).then_some(stats)
 }
 
@@ -96,7 +94,7 @@ pub async fn leaderboard(
             None => gk.player(*id),
             Some(s) => gk.player_season(*id, s),
         };
-        let _: () = pipe.hmget(key, PlayerStats::FIELDS.to_vec()).await?;
+        let _: () = pipe.hmget(key, PlayerStats::STORED_FIELDS.to_vec()).await?;
     }
     let rows: Vec<Vec<Option<i64>>> = pipe.all().await?;
     Ok(ids
@@ -138,10 +136,8 @@ pub async fn match_state(
     gk: &GenerationKeys,
     match_id: i64,
 ) -> Result<Option<MatchState>, fred::error::Error> {
-    let v: Value = client.hgetall(gk.match_state(match_id)).await?;
-    Ok(hash_pairs(v).and_then(|pairs| {
-        MatchState::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-    }))
+    let v: Option<String> = client.get(gk.match_state(match_id)).await?;
+    Ok(v.as_deref().and_then(MatchState::from_value))
 }
 
 /// Seasons that have a board.

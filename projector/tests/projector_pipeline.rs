@@ -59,9 +59,13 @@ async fn tournament_equals_independent_fold_and_invalid_cases_dead_letter() {
     repeat.event_id = MatchEvent::timed_out_event_id(repeat.match_id, 8_888_888);
     let extra = publish(&env, &client, 0, std::slice::from_ref(&repeat)).await;
     published.get_mut(&0).unwrap().extend(extra);
-    let mut bad = stream_event(&env, 0, &original).to_pairs();
-    bad[5].1 = "lizard".into();
-    let bad: Vec<(String, String)> = bad.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    // A wire entry whose event type no shard could have written.
+    let wire = stream_event(&env, 0, &original).to_wire();
+    assert!(wire.contains("|started|"), "{wire}");
+    let bad = vec![(
+        rps_core::stream::ENTRY_FIELD.to_string(),
+        wire.replacen("|started|", "|lizard|", 1),
+    )];
     let bad_id = xadd_raw(&client, &keys.events(0), &[bad]).await.remove(0);
 
     let mut expected = fold_all(&published, n);
@@ -123,6 +127,9 @@ async fn tournament_equals_independent_fold_and_invalid_cases_dead_letter() {
     }
     let undecodable = letters.iter().find(|l| l["stream_id"] == bad_id).unwrap();
     assert!(undecodable["reason"].contains("lizard"), "{undecodable:?}");
+    // Read by name out of the wire form, so the operator sees where it came from.
+    assert_eq!(undecodable["mid"], original.match_id.to_string());
+    assert_eq!(undecodable["tbl"], "match_result_events");
 
     // Players whose only match was voided, or only in rejected events, have nothing.
     for player in [
@@ -193,6 +200,7 @@ async fn snapshot(
                     s.sort();
                     format!("{s:?}")
                 }
+                "string" => client.get(k.as_str()).await.unwrap(),
                 other => other.to_string(),
             };
             out.insert(k, v);

@@ -10,11 +10,11 @@
 
 use crate::RecoveryError;
 use fred::clients::Client;
-use fred::interfaces::{HashesInterface, SetsInterface, SortedSetsInterface};
+use fred::interfaces::{HashesInterface, KeysInterface, SetsInterface, SortedSetsInterface};
 use fred::types::Value;
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
-use history::model::{match_hash, player_hash, player_key, Model};
+use history::model::{player_hash, player_key, Model};
 use rps_core::keys::GenerationKeys;
 
 /// Commands per pipeline (one round trip).
@@ -26,6 +26,7 @@ const MEMBERS_PER_COMMAND: usize = 1000;
 
 /// One write of the generation.
 enum Write {
+    Set(String, String),
     Hash(String, Vec<(String, String)>),
     ZAdd(String, Vec<(f64, String)>),
     SAdd(String, Vec<String>),
@@ -36,6 +37,7 @@ async fn send(redis: &Client, batch: Vec<Write>) -> Result<u64, RecoveryError> {
     let pipe = redis.pipeline();
     for w in batch {
         match w {
+            Write::Set(k, v) => pipe.set::<(), _, _>(k, v, None, None, false).await?,
             Write::Hash(k, v) => pipe.hset::<(), _, _>(k, v).await?,
             Write::ZAdd(k, v) => {
                 pipe.zadd::<(), _, _>(k, None, None, false, false, v)
@@ -97,7 +99,7 @@ pub async fn write_generation(
         let mut batch = Vec::with_capacity(ids.len());
         for id in ids {
             if let Some(m) = model.match_state(*id) {
-                batch.push(Write::Hash(g.match_state(*id), match_hash(&m)));
+                batch.push(Write::Set(g.match_state(*id), m.to_value()));
             }
         }
         out.submit(batch).await?;

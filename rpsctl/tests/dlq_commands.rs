@@ -99,7 +99,7 @@ async fn list_show_retry_drop_every_origin() {
     // A projector rejection with the entry's fields as its payload.
     let ev = rejected_event();
     let payload = serde_json::to_string(
-        &ev.to_pairs()
+        &ev.to_named_pairs()
             .into_iter()
             .collect::<std::collections::BTreeMap<_, _>>(),
     )

@@ -3,9 +3,7 @@
 //! compensator can be tested against real servers on its own.
 #![allow(dead_code)]
 
-use compensator::fred::interfaces::{
-    ClientLike, HashesInterface, KeysInterface, SortedSetsInterface,
-};
+use compensator::fred::interfaces::{ClientLike, KeysInterface, SortedSetsInterface};
 use mysql_async::prelude::Queryable;
 use rps_core::fold::{apply, MatchState};
 use rps_core::keys::deadline_member;
@@ -141,13 +139,12 @@ pub async fn write_match(env: &TestEnv, m: &Match, plot: Plot, projector_lags: b
         .await
         .unwrap();
     let _: () = redis
-        .hset(
+        .set(
             g.match_state(m.match_id),
-            state
-                .to_pairs()
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v))
-                .collect::<Vec<_>>(),
+            state.to_value(),
+            None,
+            None,
+            false,
         )
         .await
         .unwrap();

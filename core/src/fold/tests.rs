@@ -293,6 +293,15 @@ fn match_state_hash_round_trip() {
         ..ev(3, TimedOut)
     };
     let (state, _) = fold_all(&[started(), moved(2, None, Some(Rock)), t]).unwrap();
+    assert_eq!(
+        MatchState::from_value(&state.to_value()).as_ref(),
+        Some(&state)
+    );
+    assert_eq!(MatchState::from_value("1|2|3"), None);
+    assert_eq!(
+        MatchState::from_value(&state.to_value().replacen('1', "9", 1)),
+        None
+    );
     let pairs = state.to_pairs();
     let back = MatchState::from_pairs(pairs.iter().map(|(k, v)| (*k, v.as_str()))).unwrap();
     assert_eq!(back, state);

@@ -619,14 +619,17 @@ pub async fn assert_matches_fold(client: &Client, gk: &GenerationKeys, x: &Expec
         let pipe = client.pipeline();
         for (_, key) in chunk {
             let _: () = pipe
-                .hmget(key.as_str(), PlayerStats::FIELDS.to_vec())
+                .hmget(key.as_str(), PlayerStats::STORED_FIELDS.to_vec())
                 .await
                 .unwrap();
         }
         let rows: Vec<Vec<Option<i64>>> = pipe.all().await.unwrap();
         for ((k, key), row) in chunk.iter().zip(rows) {
-            let got: Vec<i64> = row.into_iter().map(|v| v.unwrap_or(0)).collect();
-            assert_eq!(got, x.stats[k].values().to_vec(), "counters of {key}");
+            assert_eq!(
+                PlayerStats::from_stored(&row),
+                x.stats[k],
+                "counters of {key}"
+            );
         }
     }
     // Boards: exactly the players with a counted match, in rank order.
@@ -654,15 +657,12 @@ pub async fn assert_matches_fold(client: &Client, gk: &GenerationKeys, x: &Expec
     // Match states.
     let mids: Vec<i64> = x.matches.keys().copied().collect();
     for chunk in mids.chunks(2000) {
-        let pipe = client.pipeline();
-        for mid in chunk {
-            let _: () = pipe.hgetall(gk.match_state(*mid)).await.unwrap();
-        }
-        let rows: Vec<Value> = pipe.all().await.unwrap();
+        let keys: Vec<String> = chunk.iter().map(|mid| gk.match_state(*mid)).collect();
+        let rows: Vec<Option<String>> = client.mget(keys).await.unwrap();
         for (mid, row) in chunk.iter().zip(rows) {
-            let pairs = hash_pairs(row).unwrap_or_else(|| panic!("match {mid} missing"));
-            let got = MatchState::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-                .unwrap_or_else(|| panic!("match {mid} malformed"));
+            let value = row.unwrap_or_else(|| panic!("match {mid} missing"));
+            let got = MatchState::from_value(&value)
+                .unwrap_or_else(|| panic!("match {mid} malformed: {value:?}"));
             assert_eq!(&got, &x.matches[mid], "match {mid}");
         }
     }

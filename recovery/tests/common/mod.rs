@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct ReadModels {
     /// Player hash key suffix (`<id>` or `<id>:<season>`) → counters.
-    pub players: BTreeMap<String, [i64; 5]>,
+    pub players: BTreeMap<String, [i64; 4]>,
     /// Board suffix (`""` or `:<season>`) → member → score.
     pub boards: BTreeMap<String, BTreeMap<String, i64>>,
     /// Deadline member → ms.
@@ -117,7 +117,7 @@ pub async fn independent_fold(store: &EventStore) -> ReadModels {
             None => (id.to_string(), String::new()),
             Some(se) => (format!("{id}:{se}"), format!(":{se}")),
         };
-        m.players.insert(pk, s.values());
+        m.players.insert(pk, s.stored_values());
         m.boards
             .entry(bk)
             .or_default()
@@ -166,7 +166,7 @@ pub async fn read_models(redis: &Client, config: &Config) -> Option<ReadModels> 
     let player_prefix = format!("{}:player:", gk.base());
     for key in scan(redis, &format!("{player_prefix}*")).await {
         let h: HashMap<String, i64> = redis.hgetall(&key).await.ok()?;
-        let v = PlayerStats::FIELDS.map(|f| h.get(f).copied().unwrap_or(0));
+        let v = PlayerStats::STORED_FIELDS.map(|f| h.get(f).copied().unwrap_or(0));
         m.players
             .insert(key.strip_prefix(&player_prefix)?.to_string(), v);
     }

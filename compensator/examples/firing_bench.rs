@@ -6,7 +6,7 @@
 //! prefix, and removes its data afterwards:
 //!
 //! ```text
-//! cargo run --release -p compensator --example bench
+//! cargo run --release -p compensator --example firing_bench
 //! ```
 //!
 //! The projector is stood in for by a task that tails the `timed_out` rows
