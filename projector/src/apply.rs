@@ -89,6 +89,10 @@ pub struct ApplyReport {
     pub applied_at: Option<Timestamp>,
     /// `occurred_at` of each applied event, for freshness measurements.
     pub occurred: Vec<Timestamp>,
+    /// When each applied event entered its stream (the entry id's
+    /// milliseconds, Redis' clock), in the order of `occurred`: splits
+    /// freshness into the way to the stream and the projector's part.
+    pub published: Vec<Timestamp>,
     /// Fence conflicts met (and resolved by recomputing) on the way.
     pub conflicts: u32,
 }
@@ -323,13 +327,14 @@ impl Applier {
             return Ok(Some(report));
         }
         let fresh = &entries[fresh_from..];
+        let fresh_ids = &ids[fresh_from..];
         let t_load = std::time::Instant::now();
         self.load_missing(fresh).await?;
         let t_fold = std::time::Instant::now();
 
         let mut plan = Plan::default();
         let mut working: HashMap<i64, Option<MatchState>> = HashMap::new();
-        for e in fresh {
+        for (e, id) in fresh.iter().zip(fresh_ids) {
             let ev = match &e.entry {
                 Ok(ev) => ev,
                 Err(bad) => {
@@ -378,6 +383,9 @@ impl Applier {
                     working.insert(mid, Some(t.state));
                     report.applied += 1;
                     report.occurred.push(ev.event.occurred_at);
+                    report
+                        .published
+                        .push(Timestamp(id.ms.saturating_mul(1000) as i64));
                 }
                 Err(r) => {
                     report.rejected.push((e.id.clone(), r.code()));

@@ -53,7 +53,25 @@ struct Observed {
     newest_occurred: AtomicI64,
     /// Record freshness samples into `fresh` while set.
     recording: AtomicBool,
-    fresh: Mutex<Option<Histogram<u64>>>,
+    fresh: Mutex<Option<Freshness>>,
+}
+
+/// Freshness samples (µs): the whole way, and its two parts split at the
+/// stream entry's id (XADD time, millisecond resolution).
+struct Freshness {
+    total: Histogram<u64>,
+    to_stream: Histogram<u64>,
+    in_projector: Histogram<u64>,
+}
+
+impl Freshness {
+    fn new() -> Self {
+        Freshness {
+            total: histogram(),
+            to_stream: histogram(),
+            in_projector: histogram(),
+        }
+    }
 }
 
 fn histogram() -> Histogram<u64> {
@@ -140,8 +158,13 @@ async fn phases(config: Arc<Config>, args: &Args) -> anyhow::Result<Vec<String>>
                 if observed.recording.load(Ordering::Relaxed) {
                     if let (Some(at), Ok(mut h)) = (r.applied_at, observed.fresh.lock()) {
                         if let Some(h) = h.as_mut() {
-                            for t in &r.occurred {
-                                let _ = h.record((at.as_micros() - t.as_micros()).max(1) as u64);
+                            let sample = |a: Timestamp, b: Timestamp| {
+                                (a.as_micros() - b.as_micros()).max(1) as u64
+                            };
+                            for (t, p) in r.occurred.iter().zip(&r.published) {
+                                let _ = h.total.record(sample(at, *t));
+                                let _ = h.to_stream.record(sample(*p, *t));
+                                let _ = h.in_projector.record(sample(at, *p));
                             }
                         }
                     }
@@ -223,7 +246,7 @@ async fn phases(config: Arc<Config>, args: &Args) -> anyhow::Result<Vec<String>>
 
     // 4. Freshness at a steady rate.
     if let Ok(mut h) = observed.fresh.lock() {
-        *h = Some(histogram());
+        *h = Some(Freshness::new());
     }
     observed.recording.store(true, Ordering::Relaxed);
     let matches = (args.fresh_rate * args.fresh_secs) as f64 / EVENTS_PER_MATCH;
@@ -245,12 +268,13 @@ async fn phases(config: Arc<Config>, args: &Args) -> anyhow::Result<Vec<String>>
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     observed.recording.store(false, Ordering::Relaxed);
-    let h = observed
+    let f = observed
         .fresh
         .lock()
         .ok()
         .and_then(|mut h| h.take())
-        .unwrap_or_else(histogram);
+        .unwrap_or_else(Freshness::new);
+    let h = &f.total;
     let ms = |v: u64| v as f64 / 1000.0;
     out.push(format!(
         "| freshness at {:.0} events/s ({} events), insert → read model | p50 {:.1} / p99 {:.1} / p99.9 {:.1} / p99.99 {:.1} / max {:.1} ms | Redis round trip p50 {:.2} / p99 {:.2} ms | p99 ÷ round-trip p99 = {:.0} |",
@@ -265,6 +289,22 @@ async fn phases(config: Arc<Config>, args: &Args) -> anyhow::Result<Vec<String>>
         ms(ping.value_at_quantile(0.99)),
         h.value_at_quantile(0.99) as f64 / ping.value_at_quantile(0.99).max(1) as f64
     ));
+    for (part, h) in [
+        (
+            "insert → stream entry (MySQL commit, binlog, cdc-reader)",
+            &f.to_stream,
+        ),
+        ("stream entry → read model (projector)", &f.in_projector),
+    ] {
+        out.push(format!(
+            "| … {part} | p50 {:.1} / p99 {:.1} / p99.9 {:.1} / p99.99 {:.1} / max {:.1} ms | (entry ids have ms resolution) | |",
+            ms(h.value_at_quantile(0.5)),
+            ms(h.value_at_quantile(0.99)),
+            ms(h.value_at_quantile(0.999)),
+            ms(h.value_at_quantile(0.9999)),
+            ms(h.max()),
+        ));
+    }
 
     pipeline.cancel();
     let _ = reader.await;
