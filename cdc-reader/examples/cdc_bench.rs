@@ -9,7 +9,7 @@
 //! `cargo run --release -p cdc-reader --example cdc_bench -- [rows]` (default 1M).
 
 use cdc_reader::Checkpoint;
-use rps_core::event::{EventType, MatchEvent};
+use rps_core::event::MatchEvent;
 use rps_core::{Config, ShardId, Timestamp};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -22,23 +22,14 @@ fn events(shard: ShardId, shards: u16, first: i64, n: usize) -> Vec<MatchEvent> 
     (0..n as i64)
         .map(|k| {
             let a = i64::from(shard) + i64::from(shards) * (k + 1);
-            MatchEvent {
-                row_id: 0,
-                event_id: uuid::Uuid::new_v4(),
-                match_id: first + k,
-                version: 1,
-                event_type: EventType::Started,
-                season_id: "2026Q4".parse().expect("season"),
-                player_a_id: a,
-                player_b_id: a + 1,
-                gesture_a: None,
-                gesture_b: None,
-                winner_player_id: None,
-                loser_player_id: None,
-                outcome: None,
-                deadline_at: Some(Timestamp(now.0 + 30_000_000)),
-                occurred_at: Timestamp(now.0 + k),
-            }
+            MatchEvent::started(
+                uuid::Uuid::new_v4(),
+                first + k,
+                "2026Q4".parse().expect("season"),
+                (a, a + 1),
+                Timestamp(now.0 + k),
+                Timestamp(now.0 + 30_000_000),
+            )
         })
         .collect()
 }

@@ -17,7 +17,7 @@ use compensator::fred::interfaces::SortedSetsInterface;
 use metrics_exporter_prometheus::PrometheusBuilder;
 use mysql_async::prelude::Queryable;
 use rps_core::keys::deadline_member;
-use rps_core::{EventType, MatchEvent, SeasonId, Timestamp};
+use rps_core::{MatchEvent, SeasonId, Timestamp};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,23 +29,14 @@ const MATCHES: usize = 100_000;
 const FAR_DEADLINES: usize = 1_000_000;
 
 fn started(match_id: i64, player_a: i64, deadline: Timestamp) -> MatchEvent {
-    MatchEvent {
-        row_id: 0,
-        event_id: uuid::Uuid::new_v4(),
+    MatchEvent::started(
+        uuid::Uuid::new_v4(),
         match_id,
-        version: 1,
-        event_type: EventType::Started,
-        season_id: SeasonId::of(deadline),
-        player_a_id: player_a,
-        player_b_id: player_a + 10_000_000,
-        gesture_a: None,
-        gesture_b: None,
-        winner_player_id: None,
-        loser_player_id: None,
-        outcome: None,
-        deadline_at: Some(deadline),
-        occurred_at: Timestamp(deadline.0 - 30_000_000),
-    }
+        SeasonId::of(deadline),
+        (player_a, player_a + 10_000_000),
+        Timestamp(deadline.0 - 30_000_000),
+        deadline,
+    )
 }
 
 /// Writes `MATCHES` open matches (ids from `first_id`) with deadlines

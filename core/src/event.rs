@@ -216,6 +216,35 @@ pub struct MatchEvent {
 }
 
 impl MatchEvent {
+    /// A `started` event (version 1) of a new match; the row id is assigned
+    /// by the table.
+    pub fn started(
+        event_id: Uuid,
+        match_id: i64,
+        season_id: SeasonId,
+        (player_a_id, player_b_id): (i64, i64),
+        occurred_at: Timestamp,
+        deadline_at: Timestamp,
+    ) -> MatchEvent {
+        MatchEvent {
+            row_id: 0,
+            event_id,
+            match_id,
+            version: 1,
+            event_type: EventType::Started,
+            season_id,
+            player_a_id,
+            player_b_id,
+            gesture_a: None,
+            gesture_b: None,
+            winner_player_id: None,
+            loser_player_id: None,
+            outcome: None,
+            deadline_at: Some(deadline_at),
+            occurred_at,
+        }
+    }
+
     /// The deterministic event id of a compensator-written `timed_out`, so a
     /// retried append can never create a second distinct event.
     pub fn timed_out_event_id(match_id: i64, version: i32) -> Uuid {

@@ -2,7 +2,7 @@
 //! 200k-row load, three times, then restarted: every row is in its shard
 //! stream exactly once (per-shard count, distinct ids, id checksum).
 
-use rps_core::event::{EventType, MatchEvent};
+use rps_core::event::MatchEvent;
 use rps_core::{ShardId, Timestamp};
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
@@ -17,24 +17,15 @@ fn events(shard: ShardId, shards: u16, first: i64, n: usize) -> Vec<MatchEvent> 
         .map(|k| {
             let a = i64::from(shard) + i64::from(shards) * (k + 1);
             let match_id = first + k;
-            MatchEvent {
-                row_id: 0,
+            MatchEvent::started(
                 // Deterministic and unique per match: a v5 UUID.
-                event_id: MatchEvent::timed_out_event_id(match_id, 1),
+                MatchEvent::timed_out_event_id(match_id, 1),
                 match_id,
-                version: 1,
-                event_type: EventType::Started,
-                season_id: "2026Q4".parse().unwrap(),
-                player_a_id: a,
-                player_b_id: a + 1,
-                gesture_a: None,
-                gesture_b: None,
-                winner_player_id: None,
-                loser_player_id: None,
-                outcome: None,
-                deadline_at: Some(Timestamp(now.0 + 30_000_000)),
-                occurred_at: Timestamp(now.0 + k),
-            }
+                "2026Q4".parse().unwrap(),
+                (a, a + 1),
+                Timestamp(now.0 + k),
+                Timestamp(now.0 + 30_000_000),
+            )
         })
         .collect()
 }

@@ -99,26 +99,17 @@ async fn one_of_two_compensators_killed_mid_claim_still_exactly_one_each() {
             let deadline = Timestamp(first + (i as i64) * 3_000_000 / total as i64);
             let player_a = i64::from(shard) + 8 * (k as i64 + 1);
             let match_id = 5_000_000 + i as i64;
-            evs.push(MatchEvent {
-                row_id: 0,
+            evs.push(MatchEvent::started(
                 // Inferred as the model's UUID type from its text form.
-                event_id: format!("00000000-0000-4000-8000-{match_id:012x}")
+                format!("00000000-0000-4000-8000-{match_id:012x}")
                     .parse()
                     .unwrap(),
                 match_id,
-                version: 1,
-                event_type: EventType::Started,
-                season_id: SeasonId::of(deadline),
-                player_a_id: player_a,
-                player_b_id: player_a + 1_000_000,
-                gesture_a: None,
-                gesture_b: None,
-                winner_player_id: None,
-                loser_player_id: None,
-                outcome: None,
-                deadline_at: Some(deadline),
-                occurred_at: Timestamp(deadline.0 - 30_000_000),
-            });
+                SeasonId::of(deadline),
+                (player_a, player_a + 1_000_000),
+                Timestamp(deadline.0 - 30_000_000),
+                deadline,
+            ));
             deadlines.push((
                 deadline.as_millis() as f64,
                 deadline_member(shard, match_id),

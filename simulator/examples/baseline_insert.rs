@@ -9,7 +9,7 @@
 //! Writes into shard `shard` (default 0) of the given topology; run
 //! `rpsctl init` on it first. Prints rows per second.
 
-use rps_core::{Config, EventType, MatchEvent, SeasonId, Timestamp};
+use rps_core::{Config, MatchEvent, SeasonId, Timestamp};
 use rps_event_store::EventStore;
 use std::sync::Arc;
 
@@ -28,23 +28,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let make = |i: usize| {
         let now = Timestamp::now();
         let player_a = i64::from(shard) + i64::from(config.shard_count) * (i as i64 % 500 + 1);
-        MatchEvent {
-            row_id: 0,
-            event_id: uuid::Uuid::new_v4(),
-            match_id: base_match + i as i64,
-            version: 1,
-            event_type: EventType::Started,
-            season_id: SeasonId::of(now),
-            player_a_id: player_a,
-            player_b_id: player_a + 1,
-            gesture_a: None,
-            gesture_b: None,
-            winner_player_id: None,
-            loser_player_id: None,
-            outcome: None,
-            deadline_at: Some(Timestamp(now.as_micros() + 30_000_000)),
-            occurred_at: now,
-        }
+        MatchEvent::started(
+            uuid::Uuid::new_v4(),
+            base_match + i as i64,
+            SeasonId::of(now),
+            (player_a, player_a + 1),
+            now,
+            Timestamp(now.as_micros() + 30_000_000),
+        )
     };
 
     let started = std::time::Instant::now();

@@ -4,7 +4,7 @@
 
 use fred::prelude::*;
 use fred::types::Value;
-use rps_core::event::{EventType, MatchEvent};
+use rps_core::event::MatchEvent;
 use rps_core::{Config, ShardId, StreamEvent, Timestamp};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,23 +23,14 @@ pub fn started_events(
     (0..n as i64)
         .map(|k| {
             let a = i64::from(shard) + i64::from(shard_count) * (k + 1);
-            MatchEvent {
-                row_id: 0,
-                event_id: uuid::Uuid::new_v4(),
-                match_id: first_match + k,
-                version: 1,
-                event_type: EventType::Started,
-                season_id: "2026Q4".parse().unwrap(),
-                player_a_id: a,
-                player_b_id: a + 1,
-                gesture_a: None,
-                gesture_b: None,
-                winner_player_id: None,
-                loser_player_id: None,
-                outcome: None,
-                deadline_at: Some(Timestamp(now.0 + 30_000_000 + k)),
-                occurred_at: Timestamp(now.0 + k),
-            }
+            MatchEvent::started(
+                uuid::Uuid::new_v4(),
+                first_match + k,
+                "2026Q4".parse().unwrap(),
+                (a, a + 1),
+                Timestamp(now.0 + k),
+                Timestamp(now.0 + 30_000_000 + k),
+            )
         })
         .collect()
 }
