@@ -47,15 +47,17 @@ mysql_up() {
   else
     if [ ! -d "$dir/data/mysql" ]; then
       log "$name: initialising data directory"
-      mariadb-install-db --no-defaults --datadir="$dir/data" --user="$(id -un)" \
+      mkdir -p "$dir/tmp"
+      mariadb-install-db --no-defaults --datadir="$dir/data" --tmpdir="$dir/tmp" --user="$(id -un)" \
         --auth-root-authentication-method=normal --skip-test-db >"$dir/install.log" 2>&1 \
         || { cat "$dir/install.log" >&2; exit 1; }
     fi
     log "$name: starting on port $port"
+    mkdir -p "$dir/tmp"
     # --defaults-file must come first; the server settings the pipeline
     # requires live in sql/server.cnf, instance-specific ones follow.
     nohup mariadbd --defaults-file="$root/sql/server.cnf" \
-      --datadir="$dir/data" --port="$port" --socket="$sock" --pid-file="$pidf" \
+      --datadir="$dir/data" --tmpdir="$dir/tmp" --port="$port" --socket="$sock" --pid-file="$pidf" \
       --server-id="$server_id" --log-error="$dir/error.log" --user="$(id -un)" \
       --log-basename="$name" --log-bin="$dir/data/binlog" \
       >/dev/null 2>&1 &

@@ -346,9 +346,14 @@ impl MariaDbInstance {
             .prefix("rps-mariadb-")
             .tempdir()
             .expect("tempdir");
+        // A private tmpdir: servers bootstrapping side by side in a shared
+        // /tmp have been seen to trip over each other's temporary tables.
+        let tmp = dir.path().join("tmp");
+        std::fs::create_dir_all(&tmp).expect("tmpdir");
         let out = Command::new("mariadb-install-db")
             .arg("--no-defaults")
             .arg(format!("--datadir={}", dir.path().join("data").display()))
+            .arg(format!("--tmpdir={}", tmp.display()))
             .arg(format!("--user={}", current_user()))
             .arg("--auth-root-authentication-method=normal")
             .arg("--skip-test-db")
@@ -400,6 +405,10 @@ impl MariaDbInstance {
                 repo_root().join("sql/server.cnf").display()
             ))
             .arg(format!("--datadir={}", data.display()))
+            .arg(format!(
+                "--tmpdir={}",
+                self.dir.path().join("tmp").display()
+            ))
             .arg(format!("--port={}", self.port))
             .arg(format!("--socket={}", self.socket().display()))
             .arg(format!("--server-id={}", self.server_id))
