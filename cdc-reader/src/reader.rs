@@ -156,6 +156,34 @@ pub async fn start_position(config: &Config, index: usize) -> Result<Checkpoint,
     r
 }
 
+/// Connects to a server for replication and runs the preflight; a
+/// mismatch is logged setting by setting and stops the reader for good.
+async fn connect_checked(
+    config: &Arc<Config>,
+    index: usize,
+) -> Result<(Conn, preflight::ServerFacts), SessionError> {
+    let server = &config.servers[index].name;
+    let ck_key = config.keys().cdc_checkpoint(server);
+    let mysql = |e| classify_mysql(server, &ck_key, e);
+    let mut conn = Conn::new(mysql_opts(config, index)?).await.map_err(mysql)?;
+    match preflight::preflight(&mut conn, config, index)
+        .await
+        .map_err(mysql)?
+    {
+        Ok(facts) => Ok((conn, facts)),
+        Err(mismatches) => {
+            for mm in &mismatches {
+                error!(setting = %mm.setting, expected = %mm.expected, actual = %mm.actual, "preflight mismatch");
+            }
+            Err(Definite::Misconfigured {
+                server: server.clone(),
+                mismatches,
+            }
+            .into())
+        }
+    }
+}
+
 async fn session(
     config: &Arc<Config>,
     index: usize,
@@ -165,23 +193,7 @@ async fn session(
     let ck_key = config.keys().cdc_checkpoint(&server);
     let (mut publisher, stored) = Publisher::connect(config, index).await?;
     let mysql = |e| classify_mysql(&server, &ck_key, e);
-    let mut conn = Conn::new(mysql_opts(config, index)?).await.map_err(mysql)?;
-    let facts = match preflight::preflight(&mut conn, config, index)
-        .await
-        .map_err(mysql)?
-    {
-        Ok(f) => f,
-        Err(mismatches) => {
-            for mm in &mismatches {
-                error!(setting = %mm.setting, expected = %mm.expected, actual = %mm.actual, "preflight mismatch");
-            }
-            return Err(Definite::Misconfigured {
-                server: server.clone(),
-                mismatches,
-            }
-            .into());
-        }
-    };
+    let (mut conn, facts) = connect_checked(config, index).await?;
     let start = match stored {
         Some(c) => c,
         None => {
@@ -465,16 +477,7 @@ pub async fn decode_only(
     let server = config.servers[index].name.clone();
     let ck_key = config.keys().cdc_checkpoint(&server);
     let mysql = |e| classify_mysql(&server, &ck_key, e);
-    let mut conn = Conn::new(mysql_opts(config, index)?).await.map_err(mysql)?;
-    let facts = match preflight::preflight(&mut conn, config, index)
-        .await
-        .map_err(mysql)?
-    {
-        Ok(f) => f,
-        Err(mismatches) => {
-            return Err(Definite::Misconfigured { server, mismatches }.into());
-        }
-    };
+    let (conn, facts) = connect_checked(config, index).await?;
     // A replica id of its own, so a dry run never displaces the live reader.
     let server_id = config.cdc.server_id_base + 90 + index as u32;
     let mut binlog = open_binlog(conn, server_id, start, Duration::from_millis(500))
