@@ -11,7 +11,6 @@ use std::time::Duration;
 use test_support::{RedisInstance, TestEnv, TestServer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "1M rows: about 2.5 min on the shared 2-core machine; run with --ignored"]
 async fn a_million_rows_across_all_shards_arrive_exactly_once() {
     let r = RedisInstance::start(false).await;
     let env = TestEnv::on_servers(
@@ -45,20 +44,8 @@ async fn a_million_rows_across_all_shards_arrive_exactly_once() {
             2_000_000_000 * i64::from(shard + 1),
             PER_SHARD,
         );
-        let sum = evs
-            .iter()
-            .fold(0u128, |a, e| a.wrapping_add(e.event_id.as_u128()));
-        want.insert(shard, (evs.len() as u64, sum));
-        let store = env.store.clone();
-        loads.push(tokio::spawn(async move {
-            let mut conn = store.conn_for_shard(shard).await.unwrap();
-            for c in evs.chunks(2500) {
-                store
-                    .append_batch(&mut conn, shard, "match_result_events", c)
-                    .await
-                    .unwrap();
-            }
-        }));
+        want.insert(shard, test_support::count_and_checksum(&evs));
+        loads.push(test_support::spawn_append(&env.store, shard, evs, 2500));
     }
     for l in loads {
         l.await.unwrap();

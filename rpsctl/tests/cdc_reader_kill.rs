@@ -101,20 +101,8 @@ async fn kill9_three_times_during_a_200k_row_load_then_exactly_once() {
             1_000_000_000 * i64::from(shard + 1),
             PER_SHARD,
         );
-        let sum = evs
-            .iter()
-            .fold(0u128, |a, e| a.wrapping_add(e.event_id.as_u128()));
-        want.insert(shard, (evs.len() as u64, sum));
-        let store = env.store.clone();
-        loads.push(tokio::spawn(async move {
-            let mut conn = store.conn_for_shard(shard).await.unwrap();
-            for c in evs.chunks(500) {
-                store
-                    .append_batch(&mut conn, shard, "match_result_events", c)
-                    .await
-                    .unwrap();
-            }
-        }));
+        want.insert(shard, test_support::count_and_checksum(&evs));
+        loads.push(test_support::spawn_append(&env.store, shard, evs, 500));
     }
 
     let mut seed = Instant::now().elapsed().as_nanos() as u64 | 1;

@@ -309,6 +309,35 @@ where
 }
 
 /// A free TCP port on loopback (bound, then released).
+/// Count and event-id checksum of events, as `cdc_reader::inspect` reports
+/// them for a stream: equal means every event arrived, none twice.
+pub fn count_and_checksum(events: &[rps_core::MatchEvent]) -> (u64, u128) {
+    let sum = events
+        .iter()
+        .fold(0u128, |a, e| a.wrapping_add(e.event_id.as_u128()));
+    (events.len() as u64, sum)
+}
+
+/// Appends a shard's events in multi-row INSERTs of `chunk` rows, on a task
+/// of its own (one per shard loads the servers in parallel).
+pub fn spawn_append(
+    store: &EventStore,
+    shard: rps_core::ShardId,
+    events: Vec<rps_core::MatchEvent>,
+    chunk: usize,
+) -> tokio::task::JoinHandle<()> {
+    let store = store.clone();
+    tokio::spawn(async move {
+        let mut conn = store.conn_for_shard(shard).await.expect("connection");
+        for c in events.chunks(chunk) {
+            store
+                .append_batch(&mut conn, shard, "match_result_events", c)
+                .await
+                .expect("append");
+        }
+    })
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())

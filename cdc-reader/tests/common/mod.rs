@@ -122,12 +122,7 @@ pub async fn wait_total(redis: &Client, config: &Config, expected: u64, timeout:
 pub fn summary_of(events: &HashMap<ShardId, Vec<MatchEvent>>) -> HashMap<ShardId, (u64, u128)> {
     events
         .iter()
-        .map(|(s, evs)| {
-            let sum = evs
-                .iter()
-                .fold(0u128, |a, e| a.wrapping_add(e.event_id.as_u128()));
-            (*s, (evs.len() as u64, sum))
-        })
+        .map(|(s, evs)| (*s, test_support::count_and_checksum(evs)))
         .collect()
 }
 
