@@ -15,7 +15,6 @@ use axum::routing::get;
 use axum::Router;
 use fred::clients::Pool;
 use fred::interfaces::ClientLike;
-use fred::prelude::*;
 use metrics_exporter_prometheus::PrometheusHandle;
 use params::{ParamError, QueryPairs};
 use projector::read_models::{self, BoardEntry};
@@ -112,11 +111,8 @@ pub async fn router(
     metrics: PrometheusHandle,
     options: &ApiOptions,
 ) -> Result<Router, ApiError> {
-    let redis = fred::types::config::Config::from_url(&config.redis.url)?;
-    let pool = Builder::from_config(redis)
-        .with_connection_config(|c| c.connection_timeout = Duration::from_secs(2))
-        .with_performance_config(|p| p.default_command_timeout = Duration::from_secs(5))
-        .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
+    let pool = rps_core::redis_client::ClientPolicy::read_only()
+        .builder(&config.redis.url)?
         .build_pool(options.pool_size.max(1))?;
     pool.init().await?;
     let state = Arc::new(AppState {

@@ -115,23 +115,14 @@ pub(crate) fn redis_err(server: &str) -> impl Fn(fred::error::Error) -> Transien
 /// A fred client with bounded command time, so a dead Redis surfaces as an
 /// error (and a reconnect with backoff) instead of a hang.
 pub async fn connect_redis(url: &str, server: &str) -> Result<Client, Transient> {
-    let config = fred::types::config::Config::from_url(url).map_err(redis_err(server))?;
-    let client = Builder::from_config(config)
-        .with_connection_config(|c| {
-            c.connection_timeout = Duration::from_secs(5);
-            c.internal_command_timeout = Duration::from_secs(5);
-            // A command is never silently replayed on another connection:
-            // the compare-and-set decides after a reconnect.
-            c.max_command_attempts = 1;
-        })
-        .with_performance_config(|p| {
-            p.default_command_timeout = Duration::from_secs(15);
-        })
-        .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
-        .build()
-        .map_err(redis_err(server))?;
-    client.init().await.map_err(redis_err(server))?;
-    Ok(client)
+    // A publish is never silently replayed on another connection: the
+    // checkpoint's compare-and-set decides after a reconnect.
+    let policy = rps_core::redis_client::ClientPolicy {
+        connect_timeout: Duration::from_secs(5),
+        command_timeout: Duration::from_secs(15),
+        ..Default::default()
+    };
+    policy.connect(url).await.map_err(redis_err(server))
 }
 
 impl Publisher {

@@ -65,16 +65,12 @@ pub enum CompensatorError {
 
 /// Connects a Redis client that reconnects by itself.
 pub async fn connect_redis(url: &str) -> Result<Client, fred::error::Error> {
-    use fred::prelude::*;
-    let config = fred::types::config::Config::from_url(url)?;
-    let client = Builder::from_config(config)
-        .with_connection_config(|c| {
-            c.connection_timeout = Duration::from_secs(2);
-        })
-        .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
-        .build()?;
-    client.init().await?;
-    Ok(client)
+    rps_core::redis_client::ClientPolicy {
+        max_reconnect_delay: Duration::from_secs(5),
+        ..Default::default()
+    }
+    .connect(url)
+    .await
 }
 
 /// Runs the compensator until `shutdown` is cancelled.

@@ -4,7 +4,9 @@
 //! here: the event model ([`event`]), the per-match state machine and its
 //! score effects ([`fold`]), the deployment topology ([`config`]), the Redis
 //! key names ([`keys`]), the stream entry codec ([`stream`]) and the match id
-//! generator ([`ids`]). It does no I/O: no MySQL, no Redis, no network.
+//! generator ([`ids`]). It does no I/O: no MySQL, no Redis, no network; with
+//! the `redis` feature it also holds the one Redis client policy
+//! ([`redis_client`]) every component connects with.
 
 pub mod config;
 pub mod deadletter;
@@ -12,6 +14,8 @@ pub mod event;
 pub mod fold;
 pub mod ids;
 pub mod keys;
+#[cfg(feature = "redis")]
+pub mod redis_client;
 pub mod stream;
 pub mod time;
 

@@ -71,14 +71,10 @@ impl HistoryError {
 pub async fn connect_redis(
     config: &rps_core::Config,
 ) -> Result<fred::clients::Client, HistoryError> {
-    use fred::prelude::*;
-    let rc = fred::types::config::Config::from_url(&config.redis.url)?;
-    let client = Builder::from_config(rc)
-        .with_connection_config(|c| {
-            c.connection_timeout = std::time::Duration::from_secs(5);
-        })
-        .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
-        .build()?;
-    client.init().await?;
-    Ok(client)
+    let policy = rps_core::redis_client::ClientPolicy {
+        connect_timeout: std::time::Duration::from_secs(5),
+        max_reconnect_delay: std::time::Duration::from_secs(5),
+        ..Default::default()
+    };
+    Ok(policy.connect(&config.redis.url).await?)
 }

@@ -46,6 +46,13 @@ pub fn lease_key(keys: &Keys, shard: ShardId) -> String {
     format!("{}:projector:lease:{shard}", keys.prefix())
 }
 
+/// Takes the lease if it is free, or keeps it if this consumer holds it
+/// already (a worker restarting after a transient error must not stand by
+/// until its own lease lapses).
+const ACQUIRE: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
+    redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end \
+    if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end \
+    return 0";
 const RENEW: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
     return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end";
 const RELEASE: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
@@ -155,18 +162,17 @@ impl Worker {
     }
 
     async fn acquire(&mut self) -> Result<bool, fred::error::Error> {
-        let set: Value = self
+        let started = Instant::now();
+        let ok: i64 = self
             .client
-            .set(
-                &self.lease,
-                self.ctx.consumer.as_str(),
-                Some(Expiration::PX(self.ctx.lease_ms as i64)),
-                Some(SetOptions::NX),
-                false,
+            .eval(
+                ACQUIRE,
+                vec![self.lease.clone()],
+                vec![self.ctx.consumer.clone(), self.ctx.lease_ms.to_string()],
             )
             .await?;
-        self.last_renew = Instant::now();
-        Ok(!set.is_null())
+        self.last_renew = started;
+        Ok(ok == 1)
     }
 
     /// Renews the lease when a third of it has passed; false if lost.

@@ -3,23 +3,13 @@
 
 use fred::prelude::*;
 use fred::types::Value;
-use std::time::Duration;
+use rps_core::redis_client::ClientPolicy;
 
-/// A connected client that reconnects by itself; commands fail fast while
-/// disconnected so the caller's retry loop decides what to do.
+/// A connected client with the pipeline's policy: it reconnects by itself
+/// and never resends a command that was in flight (an `XREADGROUP >` sent
+/// twice would move the group past entries this worker never received).
 pub async fn connect(url: &str) -> Result<Client, fred::error::Error> {
-    let config = fred::types::config::Config::from_url(url)?;
-    let client = Builder::from_config(config)
-        .with_connection_config(|c| {
-            c.connection_timeout = Duration::from_secs(2);
-        })
-        .with_performance_config(|p| {
-            p.default_command_timeout = Duration::from_secs(30);
-        })
-        .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
-        .build()?;
-    client.init().await?;
-    Ok(client)
+    ClientPolicy::default().connect(url).await
 }
 
 /// A text reply (bulk string, simple string or integer) as a `String`.

@@ -94,19 +94,7 @@ impl RecoveryError {
 /// A connected Redis client whose commands fail (rather than hang) while
 /// Redis is down, so the watch and the bootstrap see outages as errors.
 pub async fn connect_redis(url: &str) -> Result<fred::clients::Client, RecoveryError> {
-    use fred::prelude::*;
-    use std::time::Duration;
-    let rc = fred::types::config::Config::from_url(url)?;
-    let client = Builder::from_config(rc)
-        .with_connection_config(|c| {
-            c.connection_timeout = Duration::from_secs(2);
-            c.internal_command_timeout = Duration::from_secs(5);
-        })
-        .with_performance_config(|p| {
-            p.default_command_timeout = Duration::from_secs(30);
-        })
-        .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
-        .build()?;
-    client.init().await?;
-    Ok(client)
+    Ok(rps_core::redis_client::ClientPolicy::default()
+        .connect(url)
+        .await?)
 }

@@ -275,17 +275,10 @@ pub fn write_config_file(config: &Config) -> (tempfile::TempDir, PathBuf) {
 
 /// A connected fred client with the pipeline's reconnect policy.
 pub async fn redis_client(url: &str) -> fred::clients::Client {
-    use fred::prelude::*;
-    let config = fred::types::config::Config::from_url(url).expect("redis url");
-    let client = Builder::from_config(config)
-        .with_connection_config(|c| {
-            c.connection_timeout = Duration::from_secs(2);
-        })
-        .set_policy(ReconnectPolicy::new_constant(0, 100))
-        .build()
-        .expect("redis client");
-    client.init().await.expect("redis connect");
-    client
+    rps_core::redis_client::ClientPolicy::default()
+        .connect(url)
+        .await
+        .expect("redis connect")
 }
 
 /// Polls `check` until it answers `Some`, or panics after `timeout` naming `what`.
@@ -595,5 +588,98 @@ impl RedisInstance {
 impl Drop for RedisInstance {
     fn drop(&mut self) {
         self.kill9();
+    }
+}
+
+/// A TCP proxy to a local port that can cut a connection instead of passing
+/// on a chosen server reply: the server executed the command, the client
+/// never hears of it (a reply lost on the wire).
+pub struct ReplyCutter {
+    pub port: u16,
+    armed: Arc<std::sync::Mutex<Option<Vec<u8>>>>,
+    cuts: Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ReplyCutter {
+    pub async fn start(target_port: u16) -> ReplyCutter {
+        use std::sync::atomic::AtomicUsize;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .expect("bind proxy");
+        let port = listener.local_addr().expect("proxy addr").port();
+        let armed: Arc<std::sync::Mutex<Option<Vec<u8>>>> = Arc::default();
+        let cuts = Arc::new(AtomicUsize::new(0));
+        let (armed_c, cuts_c) = (armed.clone(), cuts.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", target_port)).await
+                else {
+                    continue;
+                };
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                let upstream = tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut cr, &mut sw).await;
+                });
+                let (armed, cuts) = (armed_c.clone(), cuts_c.clone());
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 256 * 1024];
+                    loop {
+                        let n = match sr.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        let cut = {
+                            let mut a = armed.lock().expect("cutter lock");
+                            let hit = a
+                                .as_deref()
+                                .is_some_and(|p| buf[..n].windows(p.len()).any(|w| w == p));
+                            if hit {
+                                *a = None;
+                            }
+                            hit
+                        };
+                        if cut {
+                            cuts.fetch_add(1, Ordering::SeqCst);
+                            break;
+                        }
+                        if cw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                    // Dropping both halves closes the client's connection.
+                    upstream.abort();
+                });
+            }
+        });
+        ReplyCutter {
+            port,
+            armed,
+            cuts,
+            task,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The next server reply containing `needle` (within one read) is not
+    /// passed on; its connection is closed instead.
+    pub fn cut_next_reply_containing(&self, needle: &str) {
+        *self.armed.lock().expect("cutter lock") = Some(needle.as_bytes().to_vec());
+    }
+
+    /// Replies cut so far.
+    pub fn cuts(&self) -> usize {
+        self.cuts.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for ReplyCutter {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
