@@ -1,8 +1,10 @@
 //! Ordered reads of event history, in constant memory.
 //!
 //! A table is read in primary-key pages (`WHERE id > last ORDER BY id LIMIT
-//! n`), each page a short query, so a reader holds one page at a time and
-//! can run inside a consistent-snapshot transaction on the same connection.
+//! n`), or a shard's tables in ranges of match ids ([`MatchRangeReader`]);
+//! either way each query is short, so a reader holds one page or range at a
+//! time and can run inside a consistent-snapshot transaction on the same
+//! connection.
 
 use crate::StoreError;
 use mysql_async::prelude::*;
@@ -106,6 +108,99 @@ impl TableReader {
                 message,
             }));
         }
+        Ok(Some(out))
+    }
+}
+
+/// One event read by a [`MatchRangeReader`]: which of the shard's tables it
+/// came from (index into the reader's table list) and the row.
+pub type RangeRow = (usize, RowResult);
+
+/// Reads a shard's event tables in ranges of match ids, every table per
+/// range, so that each range holds every event of its matches.
+///
+/// A consumer folding range by range can drop each match once its range is
+/// done: memory follows the range, not the history. Each range is sized to
+/// at most `range_rows` rows per table by a boundary read on the
+/// `(match_id, version)` index, and every query is short, so the reader
+/// runs inside one consistent-snapshot transaction on one connection.
+pub struct MatchRangeReader {
+    database: String,
+    tables: Vec<String>,
+    filter_sql: String,
+    range_rows: usize,
+    /// Lower bound (inclusive) of the next range; `None` when done.
+    next_lo: Option<i64>,
+}
+
+impl MatchRangeReader {
+    pub fn new(
+        database: &str,
+        tables: &[String],
+        filter: &HistoryFilter,
+        range_rows: usize,
+    ) -> Self {
+        MatchRangeReader {
+            database: database.to_string(),
+            tables: tables.to_vec(),
+            filter_sql: filter.where_sql(),
+            range_rows: range_rows.max(1),
+            next_lo: (!tables.is_empty()).then_some(i64::MIN),
+        }
+    }
+
+    /// The next range's rows (in no particular order; the caller sorts), or
+    /// `None` at the end. Rows that do not fit the model come back as errors
+    /// in place.
+    pub async fn next_range(
+        &mut self,
+        conn: &mut Conn,
+    ) -> Result<Option<Vec<RangeRow>>, mysql_async::Error> {
+        let Some(lo) = self.next_lo else {
+            return Ok(None);
+        };
+        // The range ends where the first table to reach `range_rows` rows does.
+        // i64::MIN written as a literal would be a DECIMAL; no bound instead.
+        let lower = if lo == i64::MIN {
+            String::new()
+        } else {
+            format!(" AND match_id >= {lo}")
+        };
+        let mut hi: Option<i64> = None;
+        for table in &self.tables {
+            let sql = format!(
+                "SELECT match_id FROM `{}`.`{}` WHERE TRUE{lower} ORDER BY match_id LIMIT 1 OFFSET {}",
+                self.database, table, self.range_rows
+            );
+            if let Some(b) = conn.query_first::<i64, _>(sql).await? {
+                hi = Some(hi.map_or(b, |h| h.min(b)));
+            }
+        }
+        // A match never straddles ranges: the bound is a match id, exclusive.
+        let hi = hi.map(|h| h.max(lo.saturating_add(1)));
+        let upper = hi.map_or(String::new(), |h| format!(" AND match_id < {h}"));
+        let mut out = Vec::new();
+        for (ti, table) in self.tables.iter().enumerate() {
+            let sql = format!(
+                "SELECT {EVENT_COLUMNS} FROM `{}`.`{}` WHERE TRUE{lower}{upper}{} \
+                 ORDER BY match_id, version",
+                self.database, table, self.filter_sql
+            );
+            let mut result = conn.query_iter(sql).await?;
+            while let Some(row) = result.next().await? {
+                let id = row.as_ref(0).and_then(int).unwrap_or(0);
+                out.push((
+                    ti,
+                    decode_row(&row).map_err(|message| StoreError::BadRow {
+                        database: self.database.clone(),
+                        table: table.clone(),
+                        row_id: id,
+                        message,
+                    }),
+                ));
+            }
+        }
+        self.next_lo = hi;
         Ok(Some(out))
     }
 }

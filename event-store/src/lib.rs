@@ -9,7 +9,9 @@
 mod history;
 mod init;
 
-pub use history::{decode_row, HistoryFilter, RowResult, TableReader, EVENT_COLUMNS};
+pub use history::{
+    decode_row, HistoryFilter, MatchRangeReader, RangeRow, RowResult, TableReader, EVENT_COLUMNS,
+};
 pub use init::{init, InitReport, ServerReport, REQUIRED_SETTINGS};
 
 use mysql_async::prelude::*;

@@ -5,17 +5,29 @@
 //! that instant (`binlog_snapshot_file` / `binlog_snapshot_position`): the
 //! rows read are exactly the transactions committed before that position.
 //! Replay uses the position to know which stream entries the fold already
-//! contains. Shards are read in parallel; each shard's tables in primary-key
-//! order (docs/operations.md explains why that order is the commit order of
-//! every match, which is all the fold needs).
+//! contains. Shards are read in parallel; each shard in ranges of match ids
+//! ([`MatchRangeReader`]), every table of the shard per range, and each
+//! match's events in primary-key order, table by table (docs/operations.md
+//! explains why that order is the commit order of every match, which is all
+//! the fold needs: matches are independent of each other, and player
+//! counters are sums).
+//!
+//! Because a range holds every event of its matches, a fold that only
+//! writes the result ([`fold_history_spilling`], used by replay) hands each
+//! range's matches to a writer and forgets them: memory follows players and
+//! the range size, not the number of matches.
 
-use crate::model::{Model, RejectedEvent};
+use crate::model::{CompactMatch, Model, PlayerKey, RejectedEvent};
 use crate::progress::Progress;
 use crate::HistoryError;
 use futures::future::try_join_all;
 use mysql_async::prelude::*;
+use rps_core::{MatchEvent, PlayerStats};
 use rps_core::{SeasonId, ShardId, Timestamp};
-use rps_event_store::{EventStore, HistoryFilter, RowResult, StoreError, TableReader};
+use rps_event_store::{EventStore, HistoryFilter, MatchRangeReader, StoreError};
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -28,8 +40,8 @@ pub struct FoldOptions {
     pub until: Option<Timestamp>,
     /// Only these shards (`None`: all).
     pub shards: Option<Vec<ShardId>>,
-    /// Rows per primary-key page.
-    pub page_size: usize,
+    /// Rows per table in one range of match ids.
+    pub range_rows: usize,
 }
 
 impl Default for FoldOptions {
@@ -38,7 +50,7 @@ impl Default for FoldOptions {
             season: None,
             until: None,
             shards: None,
-            page_size: 10_000,
+            range_rows: 4_096,
         }
     }
 }
@@ -79,23 +91,66 @@ pub struct FoldOutput {
     pub snapshots: Vec<ShardSnapshot>,
 }
 
-/// Folds the history of every shard (or the selected ones) in parallel.
+type SharedPlayers = Arc<std::sync::Mutex<HashMap<PlayerKey, PlayerStats>>>;
+
+/// The matches of one finished range: their final states.
+pub type SpilledMatches = Vec<(i64, CompactMatch)>;
+
+/// Folds the history of every shard (or the selected ones) in parallel,
+/// keeping every match state in the returned model.
 pub async fn fold_history(
     store: &EventStore,
     opts: &FoldOptions,
     progress: &Progress,
     cancel: &CancellationToken,
 ) -> Result<FoldOutput, HistoryError> {
+    fold(store, opts, progress, cancel, None).await
+}
+
+/// Folds like [`fold_history`] but sends each range's final match states to
+/// `spill` instead of keeping them: the returned model holds the players
+/// (and rejections), no matches.
+pub async fn fold_history_spilling(
+    store: &EventStore,
+    opts: &FoldOptions,
+    progress: &Progress,
+    cancel: &CancellationToken,
+    spill: mpsc::Sender<SpilledMatches>,
+) -> Result<FoldOutput, HistoryError> {
+    fold(store, opts, progress, cancel, Some(spill)).await
+}
+
+async fn fold(
+    store: &EventStore,
+    opts: &FoldOptions,
+    progress: &Progress,
+    cancel: &CancellationToken,
+    spill: Option<mpsc::Sender<SpilledMatches>>,
+) -> Result<FoldOutput, HistoryError> {
     let config = store.config();
     let shards: Vec<ShardId> = match &opts.shards {
         Some(s) => s.clone(),
         None => (0..config.shard_count).collect(),
     };
+    // One counter set per player scope for all shards: each shard adds its
+    // range's counters after the range, so memory holds the players once,
+    // not once per shard.
+    let players: SharedPlayers = Arc::default();
     let tasks = shards.iter().map(|&shard| {
         let span = tracing::info_span!("fold_shard", shard);
-        fold_shard(store, shard, opts, progress, cancel).instrument(span)
+        fold_shard(
+            store,
+            shard,
+            opts,
+            progress,
+            cancel,
+            spill.clone(),
+            &players,
+        )
+        .instrument(span)
     });
     let parts = try_join_all(tasks).await?;
+    drop(spill);
     let mut model = Model::new(config.shard_count);
     // Sized once: growing the map while merging would briefly hold two copies.
     model
@@ -106,6 +161,7 @@ pub async fn fold_history(
         model.merge(m);
         snapshots.push(s);
     }
+    model.players = std::mem::take(&mut *players.lock().expect("players lock"));
     Ok(FoldOutput { model, snapshots })
 }
 
@@ -115,6 +171,8 @@ async fn fold_shard(
     opts: &FoldOptions,
     progress: &Progress,
     cancel: &CancellationToken,
+    spill: Option<mpsc::Sender<SpilledMatches>>,
+    players: &SharedPlayers,
 ) -> Result<(Model, ShardSnapshot), HistoryError> {
     let config = store.config();
     let (_, server) = store.pool_for_shard(shard);
@@ -162,8 +220,8 @@ async fn fold_shard(
     };
     let mut model = Model::new(config.shard_count);
     let mut rows = 0u64;
-    // The next page is read (on its own task) while the current one is folded.
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<(usize, Vec<RowResult>)>(2);
+    // The next range is read (on its own task) while the current one is folded.
+    let (tx, mut rx) = mpsc::channel::<Vec<rps_event_store::RangeRow>>(1);
     let reader = {
         let (tables, database, server, cancel) = (
             tables.clone(),
@@ -171,35 +229,53 @@ async fn fold_shard(
             server.clone(),
             cancel.clone(),
         );
-        let page_size = opts.page_size;
+        let range_rows = opts.range_rows;
         tokio::spawn(async move {
-            for (ti, table) in tables.iter().enumerate() {
-                let mut reader = TableReader::new(&database, table, &filter, page_size);
-                while let Some(page) = reader
-                    .next_page(&mut conn)
-                    .await
-                    .map_err(HistoryError::mysql(&server))?
-                {
-                    if cancel.is_cancelled() {
-                        return Err(HistoryError::Cancelled);
-                    }
-                    if tx.send((ti, page)).await.is_err() {
-                        break;
-                    }
+            let mut reader = MatchRangeReader::new(&database, &tables, &filter, range_rows);
+            while let Some(range) = reader
+                .next_range(&mut conn)
+                .await
+                .map_err(HistoryError::mysql(&server))?
+            {
+                if cancel.is_cancelled() {
+                    return Err(HistoryError::Cancelled);
+                }
+                if tx.send(range).await.is_err() {
+                    break;
                 }
             }
             Ok::<_, HistoryError>(conn)
         })
     };
-    while let Some((ti, page)) = rx.recv().await {
-        let table = &tables[ti];
-        let n = page.len() as u64;
-        for row in page {
+    let mut events: Vec<(usize, MatchEvent)> = Vec::new();
+    while let Some(range) = rx.recv().await {
+        let n = range.len() as u64;
+        events.clear();
+        for (ti, row) in range {
             match row {
-                Ok(ev) => model.apply_reporting(shard, &database, table, &ev),
+                Ok(ev) => events.push((ti, ev)),
                 Err(e) => {
                     model.events += 1;
                     model.rejections.record(bad_row(shard, e));
+                }
+            }
+        }
+        // Each match's events in commit order: table by table, by primary key.
+        events.sort_unstable_by_key(|(ti, ev)| (ev.match_id, *ti, ev.row_id));
+        for (ti, ev) in &events {
+            model.apply_reporting(shard, &database, &tables[*ti], ev);
+        }
+        {
+            let mut all = players.lock().expect("players lock");
+            for (k, v) in model.players.drain() {
+                all.entry(k).or_default().add(&v);
+            }
+        }
+        if let Some(spill) = &spill {
+            if !model.matches.is_empty() {
+                let done: SpilledMatches = model.matches.drain().collect();
+                if spill.send(done).await.is_err() {
+                    return Err(HistoryError::Cancelled);
                 }
             }
         }

@@ -25,7 +25,9 @@ pub mod replay;
 pub mod status;
 pub mod verify;
 
-pub use fold::{fold_history, FoldOptions, FoldOutput, ShardSnapshot};
+pub use fold::{
+    fold_history, fold_history_spilling, FoldOptions, FoldOutput, ShardSnapshot, SpilledMatches,
+};
 pub use model::{Model, RejectedEvent};
 
 use rps_event_store::StoreError;

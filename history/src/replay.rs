@@ -19,7 +19,7 @@
 //! folds and reports, and writes nothing (a partial model must never become
 //! the live one).
 
-use crate::fold::{FoldOptions, ShardSnapshot};
+use crate::fold::{FoldOptions, ShardSnapshot, SpilledMatches};
 use crate::model::Model;
 use crate::progress::Progress;
 use crate::redis_io::{self, Switch};
@@ -28,8 +28,8 @@ use crate::HistoryError;
 use fred::clients::Client;
 use fred::interfaces::{KeysInterface, StreamsInterface};
 use fred::types::Value;
-use rps_core::keys::GenerationKeys;
-use rps_core::{Config, ShardId, StreamEvent};
+use rps_core::keys::{deadline_member, GenerationKeys};
+use rps_core::{shard_of, Config, ShardId, StreamEvent};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -131,9 +131,32 @@ pub async fn run(
     };
     let start_progress = redis_io::progress(&client, &old).await?;
 
+    // A dry run compares the whole fold with the live generation, so it
+    // keeps every match; an inspection (limited fold) only counts them; a
+    // replay writes each range's matches into g+1 as the fold goes.
+    let new = keys.generation_keys(generation + 1);
+    let writes = opts.fold.is_complete() && !opts.dry_run;
+    if opts.fold.is_complete() && redis_io::generation_exists(&client, &new).await? {
+        let n = redis_io::drop_generation(&client, &new).await?;
+        tracing::warn!(
+            generation = new.generation,
+            keys = n,
+            "dropped leftovers of an unfinished replay"
+        );
+    }
     let progress = Progress::start("replay: folding history", !opts.show_progress);
     let t = Instant::now();
-    let out = crate::fold_history(&store, &opts.fold, &progress, &shutdown).await;
+    let mut spilled = SpillTally::default();
+    let out = if opts.dry_run {
+        crate::fold_history(&store, &opts.fold, &progress, &shutdown).await
+    } else {
+        let (tx, rx) = tokio::sync::mpsc::channel::<SpilledMatches>(4);
+        let fold = crate::fold_history_spilling(&store, &opts.fold, &progress, &shutdown, tx);
+        let sink = spill_sink(&client, writes.then_some(&new), config.shard_count, rx);
+        let (out, tally) = tokio::join!(fold, sink);
+        spilled = tally?;
+        out
+    };
     progress.finish();
     let out = out?;
     store.disconnect().await;
@@ -141,9 +164,12 @@ pub async fn run(
     let mut model = out.model;
     report.snapshots = out.snapshots;
     report.fill_from(&model);
+    report.matches += spilled.matches;
+    report.open_matches += spilled.open;
+    report.keys_written = spilled.keys;
     tracing::info!(
         events = model.events,
-        matches = model.matches.len(),
+        matches = report.matches,
         seconds = report.fold_seconds,
         "history folded"
     );
@@ -153,18 +179,9 @@ pub async fn run(
         return Ok(report);
     }
 
-    let new = keys.generation_keys(generation + 1);
-    if redis_io::generation_exists(&client, &new).await? {
-        let n = redis_io::drop_generation(&client, &new).await?;
-        tracing::warn!(
-            generation = new.generation,
-            keys = n,
-            "dropped leftovers of an unfinished replay"
-        );
-    }
     report.new_generation = Some(new.generation);
     let t = Instant::now();
-    report.keys_written = redis_io::write_model(&client, &new, &model)
+    report.keys_written += redis_io::write_model(&client, &new, &model)
         .instrument(tracing::info_span!(
             "write_generation",
             generation = new.generation
@@ -211,6 +228,75 @@ pub async fn run(
     report.old_keys_dropped = redis_io::drop_generation(&client, &old).await?;
     report.total_seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// What the fold handed out range by range.
+#[derive(Debug, Default)]
+struct SpillTally {
+    matches: u64,
+    open: u64,
+    keys: u64,
+}
+
+/// Match states written per round by the replay's spill writer.
+const SPILL_WRITE_MATCHES: usize = 16_384;
+
+/// Takes each range's final match states from the fold: writes them (and
+/// the deadlines of the open ones) into `into`, or only counts them.
+async fn spill_sink(
+    client: &Client,
+    into: Option<&GenerationKeys>,
+    shard_count: u16,
+    mut rx: tokio::sync::mpsc::Receiver<SpilledMatches>,
+) -> Result<SpillTally, HistoryError> {
+    let mut tally = SpillTally::default();
+    let mut failed = None;
+    while let Some(mut batch) = rx.recv().await {
+        // Ranges are small; what the shards handed out meanwhile goes in
+        // the same round of pipelines.
+        while batch.len() < SPILL_WRITE_MATCHES {
+            match rx.try_recv() {
+                Ok(more) => batch.extend(more),
+                Err(_) => break,
+            }
+        }
+        tally.matches += batch.len() as u64;
+        let mut deadlines = Vec::new();
+        for (id, m) in &batch {
+            if m.status == rps_core::MatchStatus::InProgress {
+                if let Some(t) = m.deadline() {
+                    tally.open += 1;
+                    let member = deadline_member(shard_of(m.player_a, shard_count), *id);
+                    deadlines.push((t.as_millis() as f64, member));
+                }
+            }
+        }
+        let (Some(g), None) = (into, &failed) else {
+            // After a failed write the rest is only drained, so the fold
+            // ends and the error is reported once.
+            continue;
+        };
+        let mut units: Vec<Vec<redis_io::Cmd>> = batch
+            .iter()
+            .map(|(id, m)| {
+                vec![redis_io::Cmd::Set(
+                    g.match_state(*id),
+                    m.state(*id).to_value(),
+                )]
+            })
+            .collect();
+        if !deadlines.is_empty() {
+            units.push(vec![redis_io::Cmd::Zadd(g.deadlines(), deadlines)]);
+        }
+        match redis_io::run_units(client, units).await {
+            Ok(n) => tally.keys += n,
+            Err(e) => failed = Some(e),
+        }
+    }
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(tally),
+    }
 }
 
 /// Per-shard catch-up state.
@@ -274,15 +360,27 @@ async fn catch_up_and_switch(
                 if page.is_empty() {
                     break;
                 }
-                for (id, fields) in &page {
-                    let s = snap[&c.shard];
-                    match StreamEvent::decode(
-                        fields.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())),
-                    ) {
-                        Ok(e) if s.covers(&e.source.file, e.source.pos) => {
-                            report.catchup_skipped += 1
-                        }
-                        Ok(e) => {
+                let s = snap[&c.shard];
+                let decoded: Vec<(&String, Option<StreamEvent>)> = page
+                    .iter()
+                    .map(|(id, fields)| {
+                        let e = StreamEvent::decode(
+                            fields.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())),
+                        )
+                        .ok()
+                        .filter(|e| !s.covers(&e.source.file, e.source.pos));
+                        (id, e)
+                    })
+                    .collect();
+                let after_snapshot = decoded.iter().filter_map(|(_, e)| e.as_ref());
+                load_missing_matches(client, new, model, after_snapshot).await?;
+                for (id, event) in decoded {
+                    match event {
+                        // Covered by the snapshot (already in the fold), or
+                        // undecodable: the projector dead-letters those and
+                        // they change no read model.
+                        None => report.catchup_skipped += 1,
+                        Some(e) => {
                             c.passed_snapshot = true;
                             report.catchup_entries += 1;
                             model.apply_reporting(
@@ -292,9 +390,6 @@ async fn catch_up_and_switch(
                                 &e.event,
                             );
                         }
-                        // The projector dead-letters undecodable entries; they
-                        // change no read model, so there is nothing to fold.
-                        Err(_) => report.catchup_skipped += 1,
                     }
                     c.last = Some(id.clone());
                 }
@@ -356,6 +451,36 @@ async fn catch_up_and_switch(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The fold wrote match states into `new` and forgot them; before the
+/// catch-up folds a page, the states of the matches it touches come back
+/// from there (a match absent there has no valid `started` yet).
+async fn load_missing_matches(
+    client: &Client,
+    new: &GenerationKeys,
+    model: &mut Model,
+    events: impl Iterator<Item = &StreamEvent>,
+) -> Result<(), HistoryError> {
+    let mut ids: Vec<i64> = events
+        .map(|e| e.event.match_id)
+        .filter(|id| !model.matches.contains_key(id))
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let keys: Vec<String> = ids.iter().map(|id| new.match_state(*id)).collect();
+    let values: Vec<Option<String>> = client.mget(keys).await?;
+    for (id, v) in ids.into_iter().zip(values) {
+        if let Some(state) = v.as_deref().and_then(rps_core::MatchState::from_value) {
+            model
+                .matches
+                .insert(id, crate::model::CompactMatch::from_state(&state));
+        }
+    }
+    Ok(())
 }
 
 /// Fails if entries the catch-up needs were trimmed from a stream: something
