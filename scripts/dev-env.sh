@@ -82,8 +82,12 @@ redis_up() {
     log "redis already running on $redis_port (pid $(cat "$pidf"))"
   else
     log "redis: starting on port $redis_port (AOF on)"
+    # Benchmarks write and delete millions of keys; with the default 64 MB
+    # threshold the AOF was rewritten every few seconds (a fork taking one of
+    # two cores). Sized as docs/operations.md advises operators to.
     redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$dir" \
       --appendonly yes --appendfsync everysec --save "" \
+      --auto-aof-rewrite-min-size 1gb \
       --daemonize yes --pidfile "$pidf" --logfile "$dir/redis.log" >/dev/null
   fi
   for _ in $(seq 1 60); do

@@ -26,9 +26,9 @@ const LAG_POLL: Duration = Duration::from_secs(5);
 /// How often streams are trimmed.
 const TRIM_EVERY: Duration = Duration::from_secs(30);
 /// How long a growing batch waits for more binlog data before it is flushed.
-const LINGER: Duration = Duration::from_millis(2);
+const LINGER: Duration = Duration::from_millis(1);
 /// A batch older than this is flushed as soon as the binlog pauses.
-const MAX_BATCH_AGE: Duration = Duration::from_millis(25);
+const MAX_BATCH_AGE: Duration = Duration::from_millis(5);
 /// A batch is also flushed at this size, whatever `cdc.batch_rows` says,
 /// so the reader's memory stays bounded by bytes, not only by rows.
 const MAX_BATCH_BYTES: usize = 4 << 20;
