@@ -22,8 +22,7 @@ use crate::progress::Progress;
 use crate::HistoryError;
 use futures::future::try_join_all;
 use mysql_async::prelude::*;
-use rps_core::{MatchEvent, PlayerStats};
-use rps_core::{SeasonId, ShardId, Timestamp};
+use rps_core::{MatchEvent, PlayerStats, SeasonId, ShardId, Timestamp};
 use rps_event_store::{EventStore, HistoryFilter, MatchRangeReader, StoreError};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -150,6 +149,7 @@ async fn fold(
         .instrument(span)
     });
     let parts = try_join_all(tasks).await?;
+    // The last sender: the writer's channel ends with the fold.
     drop(spill);
     let mut model = Model::new(config.shard_count);
     // Sized once: growing the map while merging would briefly hold two copies.

@@ -101,7 +101,15 @@ async fn run_writer(shared: Arc<Shared>, mut job: ShardJob) -> Result<ShardTally
     let mut tally = ShardTally::default();
     let mut inflight: VecDeque<InFlight> = VecDeque::with_capacity(job.slots);
     let mut remaining = job.matches;
+    // A match starts only on a writer that can write it: connect before the
+    // first claim, so a shutdown during a slow connect interrupts nothing.
     let mut conn: Option<Conn> = None;
+    if job.matches > 0 {
+        match connect(&shared, shard).await? {
+            Some(c) => conn = Some(c),
+            None => return Ok(tally),
+        }
+    }
     let shard_label = shard.to_string();
     let events_written = metrics::counter!(metric::EVENTS_WRITTEN, "shard" => shard_label.clone());
     let batch_seconds = metrics::histogram!(metric::BATCH_SECONDS, "shard" => shard_label);
