@@ -102,7 +102,8 @@ async fn run_writer(shared: Arc<Shared>, mut job: ShardJob) -> Result<ShardTally
     let mut inflight: VecDeque<InFlight> = VecDeque::with_capacity(job.slots);
     let mut remaining = job.matches;
     // A match starts only on a writer that can write it: connect before the
-    // first claim, so a shutdown during a slow connect interrupts nothing.
+    // first claim. (Writers share the pacer; one that wins its first start
+    // late, just before a shutdown, must not be caught still connecting.)
     let mut conn: Option<Conn> = None;
     if job.matches > 0 {
         match connect(&shared, shard).await? {
