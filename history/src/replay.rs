@@ -154,6 +154,11 @@ pub async fn run(
         let fold = crate::fold_history_spilling(&store, &opts.fold, &progress, &shutdown, tx);
         let sink = spill_sink(&client, writes.then_some(&new), config.shard_count, rx);
         let (out, tally) = tokio::join!(fold, sink);
+        if writes && (out.is_err() || tally.is_err()) {
+            // What the failed fold wrote into g+1 is useless; do not leave it.
+            progress.finish();
+            let _ = redis_io::drop_generation(&client, &new).await;
+        }
         spilled = tally?;
         out
     };
