@@ -266,15 +266,7 @@ impl Model {
         let mut d: Vec<(String, i64)> = self
             .matches
             .iter()
-            .filter(|(_, m)| m.status == MatchStatus::InProgress)
-            .filter_map(|(id, m)| {
-                m.deadline().map(|t| {
-                    (
-                        deadline_member(shard_of(m.player_a, self.shard_count), *id),
-                        t.as_millis(),
-                    )
-                })
-            })
+            .filter_map(|(id, m)| m.deadline_entry(*id, self.shard_count))
             .collect();
         d.sort();
         d
@@ -349,6 +341,19 @@ impl CompactMatch {
 
     pub fn deadline(&self) -> Option<Timestamp> {
         (self.deadline_at != i64::MIN).then_some(Timestamp(self.deadline_at))
+    }
+
+    /// The match's entry in the deadline set (member, ms), if it is open.
+    pub fn deadline_entry(&self, match_id: i64, shard_count: u16) -> Option<(String, i64)> {
+        (self.status == MatchStatus::InProgress)
+            .then(|| self.deadline())
+            .flatten()
+            .map(|t| {
+                (
+                    deadline_member(shard_of(self.player_a, shard_count), match_id),
+                    t.as_millis(),
+                )
+            })
     }
 
     pub fn state(&self, match_id: i64) -> MatchState {

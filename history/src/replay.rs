@@ -23,7 +23,7 @@ use crate::fold::{FoldOptions, ShardSnapshot, SpilledMatches};
 use crate::model::Model;
 use crate::progress::Progress;
 use crate::redis_io::{self, Switch};
-use crate::verify::VerifyReport;
+use crate::verify::{self, VerifyReport};
 use crate::HistoryError;
 use fred::clients::Client;
 use fred::interfaces::{KeysInterface, StreamsInterface};
@@ -33,6 +33,7 @@ use rps_core::{shard_of, Config, ShardId, StreamEvent};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -131,11 +132,12 @@ pub async fn run(
     };
     let start_progress = redis_io::progress(&client, &old).await?;
 
-    // A dry run compares the whole fold with the live generation, so it
-    // keeps every match; an inspection (limited fold) only counts them; a
-    // replay writes each range's matches into g+1 as the fold goes.
+    // A replay writes each range's matches into g+1 as the fold goes; a dry
+    // run writes them too and also compares them with the live generation;
+    // an inspection (limited fold) only counts them. No path keeps them.
     let new = keys.generation_keys(generation + 1);
-    let writes = opts.fold.is_complete() && !opts.dry_run;
+    let writes = opts.fold.is_complete();
+    let compares = writes && opts.dry_run;
     if opts.fold.is_complete() && redis_io::generation_exists(&client, &new).await? {
         let n = redis_io::drop_generation(&client, &new).await?;
         tracing::warn!(
@@ -146,23 +148,31 @@ pub async fn run(
     }
     let progress = Progress::start("replay: folding history", !opts.show_progress);
     let t = Instant::now();
-    let mut spilled = SpillTally::default();
-    let out = if opts.dry_run {
-        crate::fold_history(&store, &opts.fold, &progress, &shutdown).await
-    } else {
-        let (tx, rx) = tokio::sync::mpsc::channel::<SpilledMatches>(4);
-        let fold = crate::fold_history_spilling(&store, &opts.fold, &progress, &shutdown, tx);
-        let sink = spill_sink(&client, writes.then_some(&new), config.shard_count, rx);
-        let (out, tally) = tokio::join!(fold, sink);
-        if writes && (out.is_err() || tally.is_err()) {
-            // What the failed fold wrote into g+1 is useless; do not leave it.
-            progress.finish();
-            let _ = redis_io::drop_generation(&client, &new).await;
+    let (tx, rx) = mpsc::channel::<SpilledMatches>(4);
+    let fold = crate::fold_history_spilling(&store, &opts.fold, &progress, &shutdown, tx);
+    let (to_sink, sink_rx) = mpsc::channel::<SpilledMatches>(4);
+    let (to_compare, compare_rx) = mpsc::channel::<SpilledMatches>(4);
+    let tee = tee(rx, to_sink, compares.then_some(to_compare));
+    let sink = spill_sink(&client, writes.then_some(&new), config.shard_count, sink_rx);
+    let comparison = async {
+        if compares {
+            verify::compare_spilled(&client, &old, config.shard_count, compare_rx, false)
+                .await
+                .map(Some)
+        } else {
+            Ok(None)
         }
-        spilled = tally?;
-        out
     };
+    let (out, (), tally, comparison) = tokio::join!(fold, tee, sink, comparison);
     progress.finish();
+    if writes && (out.is_err() || tally.is_err() || comparison.is_err()) {
+        // What the failed fold wrote into g+1 is useless; do not leave it.
+        let _ = redis_io::drop_generation(&client, &new).await;
+    }
+    // A failed writer or comparison ends the fold with `Cancelled`: report
+    // the cause first.
+    let spilled = tally?;
+    let comparison = comparison?;
     let out = out?;
     store.disconnect().await;
     report.fold_seconds = t.elapsed().as_secs_f64();
@@ -200,8 +210,9 @@ pub async fn run(
         "new generation written"
     );
 
-    if opts.dry_run {
-        report.comparison = Some(crate::verify::compare(&client, &old, &model).await?);
+    if let Some((index, mut comparison)) = comparison {
+        verify::compare_rest(&client, &old, &model, &index, &mut comparison).await?;
+        report.comparison = Some(comparison);
         redis_io::drop_generation(&client, &new).await?;
         report.total_seconds = started.elapsed().as_secs_f64();
         return Ok(report);
@@ -241,6 +252,25 @@ struct SpillTally {
     matches: u64,
     open: u64,
     keys: u64,
+}
+
+/// Hands each range to the writer and, for a dry run, to the comparison.
+/// When either stops taking ranges the fold's channel closes and it ends.
+async fn tee(
+    mut from: mpsc::Receiver<SpilledMatches>,
+    writer: mpsc::Sender<SpilledMatches>,
+    compare: Option<mpsc::Sender<SpilledMatches>>,
+) {
+    while let Some(range) = from.recv().await {
+        if let Some(c) = &compare {
+            if c.send(range.clone()).await.is_err() {
+                return;
+            }
+        }
+        if writer.send(range).await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Match states written per round by the replay's spill writer.

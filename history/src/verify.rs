@@ -2,7 +2,10 @@
 //!
 //! Every key the fold says must exist is read back and compared field by
 //! field (hash fields, sorted-set members and scores, set members); then the
-//! generation is scanned for keys the fold says must not exist. The result
+//! generation is scanned for keys the fold says must not exist. Match
+//! states are compared range by range while the fold reads on (MGET per
+//! thousand matches) and then forgotten, keeping only their ids: memory
+//! follows players, plus 8 bytes a match. The result
 //! is a list of differences (key, field, expected, actual). Repair rewrites
 //! each differing key whole (DEL, then the expected value).
 //!
@@ -10,16 +13,19 @@
 //! the snapshot and the live generation's progress): see docs/operations.md.
 //! [`VerifyReport::pipeline_moved`] says when it was not.
 
+use crate::fold::SpilledMatches;
 use crate::model::{
-    classify, match_fields, player_hash, player_key, Expected, KeyKind, KeyRef, Model,
+    classify, match_fields, player_hash, player_key, CompactMatch, Expected, KeyKind, KeyRef, Model,
 };
 use crate::redis_io::{self, run_units, Cmd, IN_FLIGHT};
 use crate::HistoryError;
 use fred::clients::Client;
 use fred::interfaces::{HashesInterface, KeysInterface, SetsInterface, SortedSetsInterface};
-use futures::{stream, StreamExt, TryStreamExt};
+use futures::{stream, Stream, StreamExt, TryStreamExt};
 use rps_core::keys::GenerationKeys;
+use rps_core::MatchState;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use tokio::sync::mpsc;
 
 /// Differences kept in full (the rest are counted).
 pub const MAX_REPORTED: usize = 100_000;
@@ -62,15 +68,48 @@ impl VerifyReport {
     }
 }
 
-/// What one key must hold according to the model (`None`: must not exist).
-pub fn expected_of(model: &Model, key: &KeyRef) -> Option<Expected> {
+/// Match keys read per MGET.
+const MATCHES_PER_READ: usize = 1_000;
+/// MGETs in flight while comparing match states.
+const READS_IN_FLIGHT: usize = 8;
+
+/// Every match of the fold as verify keeps it once its state is compared:
+/// the id (for the scan of keys the fold does not have) and its open
+/// deadline, 8 bytes a match instead of the whole state; for a repair, the
+/// expected state of the matches found different.
+#[derive(Debug, Default)]
+pub struct MatchIndex {
+    ids: Vec<i64>,
+    deadlines: Vec<(String, i64)>,
+    keep_differing: bool,
+    differing: HashMap<i64, CompactMatch>,
+}
+
+impl MatchIndex {
+    fn finish(&mut self) {
+        self.ids.sort_unstable();
+        self.deadlines.sort();
+    }
+
+    fn contains(&self, match_id: i64) -> bool {
+        self.ids.binary_search(&match_id).is_ok()
+    }
+}
+
+/// What one key must hold according to the fold (`None`: must not exist).
+/// The model holds the players; match states come from the index, which
+/// keeps those that differed (the only ones repair rewrites).
+pub fn expected_of(model: &Model, index: &MatchIndex, key: &KeyRef) -> Option<Expected> {
     match key {
         KeyRef::Player(pk) => model
             .players
             .get(pk)
             .filter(|s| s.matches > 0)
             .map(|s| Expected::Hash(player_hash(s))),
-        KeyRef::Match(id) => model.match_state(*id).map(Expected::Match),
+        KeyRef::Match(id) => index
+            .differing
+            .get(id)
+            .map(|m| Expected::Match(m.state(*id))),
         KeyRef::Board(season) => {
             let members: Vec<(String, i64)> = model
                 .counted_players()
@@ -84,8 +123,7 @@ pub fn expected_of(model: &Model, key: &KeyRef) -> Option<Expected> {
             (!s.is_empty()).then_some(Expected::Set(s))
         }
         KeyRef::Deadlines => {
-            let d = model.deadlines();
-            (!d.is_empty()).then_some(Expected::ZSet(d))
+            (!index.deadlines.is_empty()).then(|| Expected::ZSet(index.deadlines.clone()))
         }
     }
 }
@@ -115,6 +153,60 @@ fn score_text(s: f64) -> String {
     }
 }
 
+/// Differences of one key, field by field.
+struct KeyDiff<'a> {
+    name: &'a str,
+    kind: KeyKind,
+    out: Vec<Difference>,
+}
+
+impl<'a> KeyDiff<'a> {
+    fn new(name: &'a str, kind: KeyKind) -> Self {
+        KeyDiff {
+            name,
+            kind,
+            out: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, field: &str, expected: Option<String>, actual: Option<String>) {
+        self.out.push(Difference {
+            key: self.name.to_string(),
+            kind: self.kind.as_str(),
+            field: field.to_string(),
+            expected,
+            actual,
+        });
+    }
+
+    fn pairwise(&mut self, e: BTreeMap<String, String>, a: BTreeMap<String, String>) {
+        for (f, ev) in &e {
+            match a.get(f) {
+                Some(av) if av == ev => {}
+                other => self.push(f, Some(ev.clone()), other.cloned()),
+            }
+        }
+        for (f, av) in &a {
+            if !e.contains_key(f) {
+                self.push(f, None, Some(av.clone()));
+            }
+        }
+    }
+
+    /// A match key against its stored value (`None`: absent).
+    fn match_state(mut self, expected: &MatchState, actual: Option<&str>) -> Vec<Difference> {
+        match actual.map(|v| (v, MatchState::from_value(v))) {
+            None => self.push("*", Some(expected.to_value()), None),
+            Some((raw, None)) => self.push("*", Some(expected.to_value()), Some(raw.into())),
+            Some((_, Some(a))) => self.pairwise(
+                match_fields(expected).into_iter().collect(),
+                match_fields(&a).into_iter().collect(),
+            ),
+        }
+        self.out
+    }
+}
+
 /// Reads a key as the type the model expects and lists the differences.
 async fn compare_key(
     client: &Client,
@@ -123,34 +215,12 @@ async fn compare_key(
     expected: Option<Expected>,
 ) -> Result<Vec<Difference>, HistoryError> {
     let (name, kind) = key_name(g, &key);
-    let kind_s = kind.as_str();
-    let diff = |field: &str, e: Option<String>, a: Option<String>| Difference {
-        key: name.clone(),
-        kind: kind_s,
-        field: field.to_string(),
-        expected: e,
-        actual: a,
-    };
-    let mut out = Vec::new();
-    let pairwise =
-        |out: &mut Vec<Difference>, e: BTreeMap<String, String>, a: BTreeMap<String, String>| {
-            for (f, ev) in &e {
-                match a.get(f) {
-                    Some(av) if av == ev => {}
-                    other => out.push(diff(f, Some(ev.clone()), other.cloned())),
-                }
-            }
-            for (f, av) in &a {
-                if !e.contains_key(f) {
-                    out.push(diff(f, None, Some(av.clone())));
-                }
-            }
-        };
+    let mut diff = KeyDiff::new(&name, kind);
     match expected {
         None => {
             let exists: i64 = client.exists(name.as_str()).await?;
             if exists > 0 {
-                out.push(diff("*", None, Some("(key exists)".into())));
+                diff.push("*", None, Some("(key exists)".into()));
             }
         }
         Some(Expected::Hash(fields)) => {
@@ -163,29 +233,17 @@ async fn compare_key(
                 e.retain(|_, v| v != "0");
                 a.retain(|_, v| v != "0");
             }
-            pairwise(&mut out, e, a);
+            diff.pairwise(e, a);
         }
         Some(Expected::Match(m)) => {
             let actual: Option<String> = client.get(name.as_str()).await?;
-            match actual
-                .as_deref()
-                .map(|v| (v, rps_core::MatchState::from_value(v)))
-            {
-                None => out.push(diff("*", Some(m.to_value()), None)),
-                Some((raw, None)) => out.push(diff("*", Some(m.to_value()), Some(raw.into()))),
-                Some((_, Some(a))) => pairwise(
-                    &mut out,
-                    match_fields(&m).into_iter().collect(),
-                    match_fields(&a).into_iter().collect(),
-                ),
-            }
+            return Ok(diff.match_state(&m, actual.as_deref()));
         }
         Some(Expected::ZSet(members)) => {
             let actual: Vec<(String, f64)> = client
                 .zrange(name.as_str(), 0, -1, None, false, None, true)
                 .await?;
-            pairwise(
-                &mut out,
+            diff.pairwise(
                 members
                     .into_iter()
                     .map(|(m, s)| (m, s.to_string()))
@@ -199,39 +257,119 @@ async fn compare_key(
         Some(Expected::Set(members)) => {
             let actual: Vec<String> = client.smembers(name.as_str()).await?;
             let mark = |s: String| (s, "member".to_string());
-            pairwise(
-                &mut out,
+            diff.pairwise(
                 members.into_iter().map(mark).collect(),
                 actual.into_iter().map(mark).collect(),
             );
         }
     }
-    Ok(out)
+    Ok(diff.out)
 }
 
-/// Compares the model with generation `g`.
-pub async fn compare(
+/// Reads the stored values of a run of matches in one MGET.
+async fn read_states(
     client: &Client,
     g: &GenerationKeys,
-    model: &Model,
-) -> Result<VerifyReport, HistoryError> {
+    chunk: Vec<(i64, CompactMatch)>,
+) -> Result<(Vec<(i64, CompactMatch)>, Vec<Option<String>>), HistoryError> {
+    let names: Vec<String> = chunk.iter().map(|(id, _)| g.match_state(*id)).collect();
+    let values: Vec<Option<String>> = client.mget(names).await?;
+    Ok((chunk, values))
+}
+
+/// Compares match states as they come, recording each match in the index.
+async fn compare_matches<S>(
+    client: &Client,
+    g: &GenerationKeys,
+    shard_count: u16,
+    chunks: S,
+    index: &mut MatchIndex,
+    report: &mut VerifyReport,
+) -> Result<(), HistoryError>
+where
+    S: Stream<Item = Vec<(i64, CompactMatch)>>,
+{
+    let mut reads = std::pin::pin!(chunks
+        .map(|chunk| read_states(client, g, chunk))
+        .buffered(READS_IN_FLIGHT));
+    while let Some((chunk, values)) = reads.try_next().await? {
+        for ((id, m), actual) in chunk.into_iter().zip(values) {
+            index.ids.push(id);
+            index.deadlines.extend(m.deadline_entry(id, shard_count));
+            report.keys_checked += 1;
+            let expected = m.state(id);
+            let name = g.match_state(id);
+            let diffs =
+                KeyDiff::new(&name, KeyKind::Match).match_state(&expected, actual.as_deref());
+            if !diffs.is_empty() {
+                for d in diffs {
+                    report.add(KeyRef::Match(id), d);
+                }
+                if index.keep_differing {
+                    index.differing.insert(id, m);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Compares each range's matches as a spilling fold hands them out, so
+/// verify's memory follows players, not matches. Returns the index of every
+/// match seen (with the expected state of those that differ if
+/// `for_repair`) and the differences found.
+pub async fn compare_spilled(
+    client: &Client,
+    g: &GenerationKeys,
+    shard_count: u16,
+    spilled: mpsc::Receiver<SpilledMatches>,
+    for_repair: bool,
+) -> Result<(MatchIndex, VerifyReport), HistoryError> {
+    let mut index = MatchIndex {
+        keep_differing: for_repair,
+        ..Default::default()
+    };
     let mut report = VerifyReport {
         generation: g.generation,
         ..Default::default()
     };
-    // Keys the model says exist; per-key work is small, so the closures
-    // compute each expected value only when its turn comes.
+    let ranges = stream::unfold(spilled, |mut rx| async move {
+        rx.recv().await.map(|range| (range, rx))
+    });
+    let chunks = ranges.flat_map(|range| {
+        stream::iter(
+            range
+                .chunks(MATCHES_PER_READ)
+                .map(<[_]>::to_vec)
+                .collect::<Vec<_>>(),
+        )
+    });
+    compare_matches(client, g, shard_count, chunks, &mut index, &mut report).await?;
+    index.finish();
+    Ok((index, report))
+}
+
+/// Compares everything but the match states (already compared into
+/// `report`): players, boards, seasons, deadlines, and keys the fold does
+/// not have.
+pub async fn compare_rest(
+    client: &Client,
+    g: &GenerationKeys,
+    model: &Model,
+    index: &MatchIndex,
+    report: &mut VerifyReport,
+) -> Result<(), HistoryError> {
+    // Per-key work is small, so the closures compute each expected value
+    // only when its turn comes.
     let mut singles: Vec<KeyRef> = vec![KeyRef::Seasons, KeyRef::Deadlines];
     singles.extend(model.boards().into_keys().map(KeyRef::Board));
     let keys = model
-        .matches
-        .keys()
-        .map(|id| KeyRef::Match(*id))
-        .chain(model.counted_players().map(|(k, _)| KeyRef::Player(*k)))
+        .counted_players()
+        .map(|(k, _)| KeyRef::Player(*k))
         .chain(singles);
     let mut results = stream::iter(keys)
         .map(|k| async move {
-            let e = expected_of(model, &k);
+            let e = expected_of(model, index, &k);
             compare_key(client, g, k, e).await.map(|d| (k, d))
         })
         .buffer_unordered(IN_FLIGHT);
@@ -242,7 +380,7 @@ pub async fn compare(
         }
     }
     drop(results);
-    // Keys present in Redis that the model does not have.
+    // Keys present in Redis that the fold does not have.
     let pattern = format!("{}:*", g.base());
     let mut cursor = "0".to_string();
     loop {
@@ -253,16 +391,16 @@ pub async fn compare(
             let Some((kind, key)) = classify(g, &name) else {
                 continue;
             };
-            let present_in_model = match key {
+            let present_in_fold = match key {
                 KeyRef::Player(pk) => model.players.get(&pk).is_some_and(|s| s.matches > 0),
-                KeyRef::Match(id) => model.matches.contains_key(&id),
+                KeyRef::Match(id) => index.contains(id),
                 // Singletons were compared above whatever their state.
                 KeyRef::Board(_) | KeyRef::Seasons | KeyRef::Deadlines => {
-                    expected_of(model, &key).is_some()
+                    expected_of(model, index, &key).is_some()
                         || matches!(key, KeyRef::Seasons | KeyRef::Deadlines)
                 }
             };
-            if !present_in_model {
+            if !present_in_fold {
                 report.keys_checked += 1;
                 report.add(
                     key,
@@ -281,20 +419,21 @@ pub async fn compare(
         }
         cursor = next;
     }
-    Ok(report)
+    Ok(())
 }
 
-/// Rewrites every differing key of the report to what the model says.
+/// Rewrites every differing key of the report to what the fold says.
 pub async fn repair(
     client: &Client,
     g: &GenerationKeys,
     model: &Model,
+    index: &MatchIndex,
     report: &mut VerifyReport,
 ) -> Result<u64, HistoryError> {
     let units = report.differing.iter().map(|k| {
         let (name, _) = key_name(g, k);
         let mut unit = vec![Cmd::Del(name.clone())];
-        match expected_of(model, k) {
+        match expected_of(model, index, k) {
             None => {}
             Some(Expected::Hash(f)) => unit.push(Cmd::Hset(name, f)),
             Some(Expected::Match(m)) => unit.push(Cmd::Set(name, m.to_value())),
@@ -333,15 +472,22 @@ pub async fn run(
     let g = keys.generation_keys(generation);
     let before = redis_io::progress(&client, &g).await?;
     let progress = crate::progress::Progress::start("verify: folding history", !opts.show_progress);
-    let out =
-        crate::fold_history(&store, &crate::FoldOptions::default(), &progress, &shutdown).await;
+    // Match states are compared range by range while the fold goes on; the
+    // fold keeps only the players.
+    let (tx, rx) = mpsc::channel::<SpilledMatches>(4);
+    let fold_options = crate::FoldOptions::default();
+    let fold = crate::fold_history_spilling(&store, &fold_options, &progress, &shutdown, tx);
+    let matches = compare_spilled(&client, &g, config.shard_count, rx, opts.repair);
+    let (out, matches) = tokio::join!(fold, matches);
     progress.finish();
+    // A failed comparison ends the fold with `Cancelled`: report its cause.
+    let (index, mut report) = matches?;
     let out = out?;
-    let mut report = compare(&client, &g, &out.model).await?;
+    compare_rest(&client, &g, &out.model, &index, &mut report).await?;
     let after = redis_io::progress(&client, &g).await?;
     report.pipeline_moved = before != after;
     if opts.repair && report.total_differences > 0 {
-        let n = repair(&client, &g, &out.model, &mut report).await?;
+        let n = repair(&client, &g, &out.model, &index, &mut report).await?;
         tracing::info!(keys = n, generation, "repaired");
     }
     store.disconnect().await;

@@ -6,12 +6,13 @@
 //! applied. Prints events/s. With `--keep` the read models stay (for the API
 //! benchmark) and the prefix and a config file are printed.
 //!
-//! `cargo run --release -p projector --example drain -- [--events N] [--keep]`
+//! `cargo run --release -p projector --example drain -- [--events N] [--keep] [--commandstats]`
 
 #[path = "../tests/common/mod.rs"]
 mod common;
 
 use projector::fred::prelude::*;
+use projector::fred::types::{CustomCommand, InfoKind, Value};
 use rps_core::{Keys, ShardId};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,6 +30,8 @@ async fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(1_000_000);
     let keep = args.iter().any(|a| a == "--keep");
+    // Redis' own per-command time during the drain (resets the server's stats).
+    let commandstats = args.iter().any(|a| a == "--commandstats");
     let env = TestEnv::new("bench_drain").await;
     let client = env.redis().await;
     let keys = Keys::new(&env.config.redis.prefix);
@@ -61,6 +64,15 @@ async fn main() {
     let config = Arc::new(config);
     let shutdown = CancellationToken::new();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    if commandstats {
+        let _: Value = client
+            .custom(
+                CustomCommand::new_static("CONFIG", None::<u16>, false),
+                vec!["RESETSTAT"],
+            )
+            .await
+            .unwrap();
+    }
     let started = Instant::now();
     let task = tokio::spawn(projector::run_observed(
         config.clone(),
@@ -87,6 +99,10 @@ async fn main() {
     );
     shutdown.cancel();
     task.await.unwrap().unwrap();
+    if commandstats {
+        let stats: String = client.info(Some(InfoKind::CommandStats)).await.unwrap();
+        println!("{stats}");
+    }
     let gk = keys.generation_keys(1);
     let p = common::progress_of(&client, &gk).await;
     for (shard, id) in &last {

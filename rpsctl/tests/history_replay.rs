@@ -324,15 +324,42 @@ async fn verify_finds_damage_and_repair_mends_it_and_status_shows_lag() {
         .del::<(), _>(matches[0].as_str())
         .await
         .expect("damage match");
+    // A match no event ever started: only the scan after the fold finds it.
+    let stray = g.match_state(987_654_321);
+    client
+        .set::<(), _, _>(stray.as_str(), "x", None, None, false)
+        .await
+        .expect("stray match");
+
+    // The dry run compares match states range by range as it folds.
+    let dry = history::replay::run(
+        config.clone(),
+        ReplayOptions {
+            dry_run: true,
+            ..Default::default()
+        },
+        CancellationToken::new(),
+    )
+    .await
+    .expect("dry run");
+    let cmp = dry.comparison.expect("comparison");
+    let differing: Vec<&str> = cmp.differences.iter().map(|d| d.key.as_str()).collect();
+    assert!(
+        differing.contains(&matches[0].as_str()) && differing.contains(&stray.as_str()),
+        "{differing:?}"
+    );
 
     let (code, out, _) = rpsctl(&path, &["verify"]);
     assert_ne!(code, 0, "verify must fail on damage: {out}");
     assert!(out.contains(&g.player(top)) && out.contains("999"), "{out}");
     assert!(out.contains(&board_member(424_242)), "{out}");
     assert!(out.contains(&matches[0]), "{out}");
+    assert!(out.contains(&stray), "{out}");
     let (code, out, err) = rpsctl(&path, &["verify", "--repair"]);
     assert_eq!(code, 0, "{out}{err}");
-    assert!(out.contains("repaired 3 keys"), "{out}");
+    assert!(out.contains("repaired 4 keys"), "{out}");
+    let restored: Option<String> = client.get(matches[0].as_str()).await.expect("get");
+    assert!(restored.is_some(), "repair restores the deleted match");
     let (code, out, err) = rpsctl(&path, &["verify", "--json"]);
     assert_eq!(code, 0, "{out}{err}");
     let v: serde_json::Value = serde_json::from_str(&out).expect("verify json");
