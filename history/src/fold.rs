@@ -23,7 +23,7 @@ use crate::HistoryError;
 use futures::future::try_join_all;
 use mysql_async::prelude::*;
 use rps_core::{MatchEvent, PlayerStats, SeasonId, ShardId, Timestamp};
-use rps_event_store::{EventStore, HistoryFilter, MatchRangeReader, StoreError};
+use rps_event_store::{EventStore, HistoryFilter, MatchRangeReader, RangeRow, StoreError};
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -247,24 +247,9 @@ async fn fold_shard(
             Ok::<_, HistoryError>(conn)
         })
     };
-    let mut events: Vec<(usize, MatchEvent)> = Vec::new();
+    let mut scratch = Vec::new();
     while let Some(range) = rx.recv().await {
-        let n = range.len() as u64;
-        events.clear();
-        for (ti, row) in range {
-            match row {
-                Ok(ev) => events.push((ti, ev)),
-                Err(e) => {
-                    model.events += 1;
-                    model.rejections.record(bad_row(shard, e));
-                }
-            }
-        }
-        // Each match's events in commit order: table by table, by primary key.
-        events.sort_unstable_by_key(|(ti, ev)| (ev.match_id, *ti, ev.row_id));
-        for (ti, ev) in &events {
-            model.apply_reporting(shard, &database, &tables[*ti], ev);
-        }
+        let n = fold_range(&mut model, shard, &database, &tables, range, &mut scratch);
         {
             let mut all = players.lock().expect("players lock");
             for (k, v) in model.players.drain() {
@@ -298,6 +283,36 @@ async fn fold_shard(
             rows,
         },
     ))
+}
+
+/// Folds one range of match ids of a shard ([`MatchRangeReader`]): each
+/// match's events in commit order (table by table, by primary key); a row
+/// that does not decode is recorded as a rejection and changes nothing.
+/// `scratch` is reused between ranges. Returns the rows of the range.
+pub fn fold_range(
+    model: &mut Model,
+    shard: ShardId,
+    database: &str,
+    tables: &[String],
+    range: Vec<RangeRow>,
+    scratch: &mut Vec<(usize, MatchEvent)>,
+) -> u64 {
+    let n = range.len() as u64;
+    scratch.clear();
+    for (ti, row) in range {
+        match row {
+            Ok(ev) => scratch.push((ti, ev)),
+            Err(e) => {
+                model.events += 1;
+                model.rejections.record(bad_row(shard, e));
+            }
+        }
+    }
+    scratch.sort_unstable_by_key(|(ti, ev)| (ev.match_id, *ti, ev.row_id));
+    for (ti, ev) in scratch.iter() {
+        model.apply_reporting(shard, database, &tables[*ti], ev);
+    }
+    n
 }
 
 fn bad_row(shard: ShardId, e: StoreError) -> RejectedEvent {

@@ -20,11 +20,14 @@ use fred::interfaces::{KeysInterface, LuaInterface, PubsubInterface};
 use futures::future::try_join_all;
 use history::model::Model;
 use history::redis_io;
+use history::SpilledMatches;
+use rps_core::keys::GenerationKeys;
 use rps_core::{Config, Keys};
 use rps_event_store::EventStore;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -94,7 +97,9 @@ pub struct BootstrapReport {
     /// Rows of history that do not fit their match, by rejection code.
     pub rejected: std::collections::BTreeMap<String, u64>,
     pub keys_written: u64,
+    /// Reading and folding the snapshots, match states written meanwhile.
     pub snapshot_seconds: f64,
+    /// Writing the players, boards and seasons after the fold.
     pub write_seconds: f64,
     pub total_seconds: f64,
     /// Older generations unlinked in the background after the commit.
@@ -169,26 +174,6 @@ pub async fn bootstrap(
     };
     let existing = existing_generations(redis, keys).await?;
 
-    let store = EventStore::with_pool_size(config.clone(), 2)?;
-    let mut snaps = Vec::with_capacity(config.servers.len());
-    for (i, s) in config.servers.iter().enumerate() {
-        let span = tracing::info_span!("snapshot", server = %s.name);
-        snaps.push(snapshot_server(&store, i, cancel).instrument(span));
-    }
-    let parts = try_join_all(snaps).await;
-    store.disconnect().await;
-    let parts = parts?;
-    let mut model = Model::new(config.shard_count);
-    let mut servers = Vec::with_capacity(parts.len());
-    for (part, snap) in parts {
-        model.merge(part);
-        servers.push(snap);
-    }
-    let snapshot_seconds = started.elapsed().as_secs_f64();
-    if cancel.is_cancelled() {
-        return Err(RecoveryError::Cancelled);
-    }
-
     let generation = existing
         .iter()
         .copied()
@@ -197,15 +182,56 @@ pub async fn bootstrap(
         .unwrap_or(0)
         + 1;
     let gk = keys.generation_keys(generation);
+
+    // Match states are written range by range while the snapshots read on;
+    // the fold keeps only the players.
+    let store = EventStore::with_pool_size(config.clone(), 2)?;
+    let (spill, spilled) = mpsc::channel::<SpilledMatches>(4);
+    let mut snaps = Vec::with_capacity(config.servers.len());
+    for (i, s) in config.servers.iter().enumerate() {
+        let span = tracing::info_span!("snapshot", server = %s.name);
+        snaps.push(snapshot_server(&store, i, cancel, spill.clone()).instrument(span));
+    }
+    drop(spill);
+    let writer = crate::write::write_spilled(redis, &gk, config.shard_count, spilled);
+    let (parts, tally) = tokio::join!(try_join_all(snaps), writer);
+    store.disconnect().await;
+    let folded = match (parts, tally) {
+        // A failed writer ends the snapshots with `Cancelled`: report its cause.
+        (_, Err(e)) | (Err(e), _) => Err(e),
+        (Ok(parts), Ok(tally)) if !cancel.is_cancelled() => Ok((parts, tally)),
+        _ => Err(RecoveryError::Cancelled),
+    };
+    let (parts, tally) = match folded {
+        Ok(f) => f,
+        Err(e) => {
+            drop_uncommitted(redis, &gk).await;
+            return Err(e);
+        }
+    };
+    let mut model = Model::new(config.shard_count);
+    let mut servers = Vec::with_capacity(parts.len());
+    for (part, snap) in parts {
+        model.merge(part);
+        servers.push(snap);
+    }
+    let snapshot_seconds = started.elapsed().as_secs_f64();
+
     let write_started = Instant::now();
-    let keys_written = crate::write::write_generation(redis, &gk, &model).await?;
+    let keys_written = match crate::write::write_generation(redis, &gk, &model).await {
+        Ok(n) => n + tally.commands,
+        Err(e) => {
+            drop_uncommitted(redis, &gk).await;
+            return Err(e);
+        }
+    };
     let write_seconds = write_started.elapsed().as_secs_f64();
 
     let mut report = BootstrapReport {
         generation,
         events: model.events,
-        matches: model.matches.len() as u64,
-        open_matches: model.deadlines().len() as u64,
+        matches: tally.matches,
+        open_matches: tally.open_matches,
         rejected: model.rejections.by_code.clone(),
         servers,
         keys_written,
@@ -218,10 +244,7 @@ pub async fn bootstrap(
     match commit(config, redis, keys, &marker, &report).await {
         Ok(()) => {}
         Err(e) => {
-            // Nothing points at the new generation: it is a leftover now.
-            if let Err(d) = redis_io::drop_generation(redis, &gk).await {
-                tracing::warn!(error = %d, generation, "dropping the uncommitted generation failed; the next bootstrap drops it");
-            }
+            drop_uncommitted(redis, &gk).await;
             return Err(e);
         }
     }
@@ -273,6 +296,15 @@ pub async fn bootstrap(
         );
     }
     Ok(report)
+}
+
+/// Nothing points at a generation before its commit: after a failure it is
+/// a leftover, dropped now (or by the next bootstrap if that fails too).
+async fn drop_uncommitted(redis: &Client, gk: &GenerationKeys) {
+    if let Err(e) = redis_io::drop_generation(redis, gk).await {
+        tracing::warn!(error = %e, generation = gk.generation,
+            "dropping the uncommitted generation failed; the next bootstrap drops it");
+    }
 }
 
 async fn commit(

@@ -7,18 +7,22 @@
 //! position. The reader needs one position per server to resume from, so all
 //! of a server's shards are read in that one transaction (per-shard
 //! snapshots, as `rpsctl replay` takes them, would each have their own
-//! position). This module reads and folds; it writes nothing.
+//! position). This module reads and folds; the bootstrap writes what it
+//! hands out.
 
 use crate::metrics as m;
 use crate::RecoveryError;
-use history::model::{Model, RejectedEvent};
+use history::fold::fold_range;
+use history::model::Model;
+use history::SpilledMatches;
 use mysql_async::prelude::*;
 use rps_core::{Config, ShardId, Timestamp};
-use rps_event_store::{EventStore, HistoryFilter, StoreError, TableReader};
+use rps_event_store::{EventStore, HistoryFilter, MatchRangeReader, RangeRow, StoreError};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// Rows per primary-key page.
-pub const PAGE_ROWS: usize = 10_000;
+/// Rows per table in one range of match ids.
+pub const RANGE_ROWS: usize = 4_096;
 
 /// Where one server's snapshot was taken, and what it read.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -38,11 +42,15 @@ pub struct ServerSnapshot {
 }
 
 /// Reads every event table of every shard of server `index` in one
-/// consistent snapshot and folds it.
+/// consistent snapshot and folds it, shard by shard in ranges of match ids
+/// (as `rpsctl replay` does; docs/operations.md says why that order is a
+/// safe fold order). Each range's final match states go to `spill` and are
+/// forgotten: the returned model holds the players and rejections.
 pub async fn snapshot_server(
     store: &EventStore,
     index: usize,
     cancel: &CancellationToken,
+    spill: mpsc::Sender<SpilledMatches>,
 ) -> Result<(Model, ServerSnapshot), RecoveryError> {
     let config: &Config = store.config();
     let (pool, server) = store.pool_for_server(index);
@@ -85,14 +93,11 @@ pub async fn snapshot_server(
     let gtid = gtid.flatten().unwrap_or_default();
     tracing::info!(%file, pos, %gtid, "snapshot taken");
 
-    let filter = HistoryFilter::default();
-    let mut model = Model::new(config.shard_count);
-    let mut rows = 0u64;
+    // Listed inside the transaction: what the snapshot can read.
+    let mut plan: Vec<(ShardId, String, Vec<String>)> = Vec::new();
     let mut table_count = 0u64;
-    let shards: Vec<ShardId> = config.servers[index].shards.clone();
-    for shard in shards {
+    for shard in config.servers[index].shards.clone() {
         let database = config.database(shard);
-        // Listed inside the transaction: what the snapshot can read.
         let names: Vec<String> = conn
             .exec(
                 "SELECT table_name FROM information_schema.tables WHERE table_schema = ? ORDER BY table_name",
@@ -100,31 +105,58 @@ pub async fn snapshot_server(
             )
             .await
             .map_err(err())?;
-        for table in names
+        let tables: Vec<String> = names
             .into_iter()
             .filter(|t| rps_core::config::is_event_table(t))
-        {
-            table_count += 1;
-            let mut reader = TableReader::new(&database, &table, &filter, PAGE_ROWS);
-            while let Some(page) = reader.next_page(&mut conn).await.map_err(err())? {
-                if cancel.is_cancelled() {
-                    return Err(RecoveryError::Cancelled);
-                }
-                let n = page.len() as u64;
-                for row in page {
-                    match row {
-                        Ok(ev) => model.apply_reporting(shard, &database, &table, &ev),
-                        Err(e) => {
-                            model.events += 1;
-                            model.rejections.record(bad_row(shard, e));
-                        }
+            .collect();
+        table_count += tables.len() as u64;
+        plan.push((shard, database, tables));
+    }
+
+    // The next range is read (on its own task, on the snapshot's
+    // connection) while the current one is folded.
+    let (tx, mut rx) = mpsc::channel::<(usize, Vec<RangeRow>)>(1);
+    let reader = {
+        let (plan, server, cancel) = (plan.clone(), server.clone(), cancel.clone());
+        tokio::spawn(async move {
+            let filter = HistoryFilter::default();
+            for (i, (_, database, tables)) in plan.iter().enumerate() {
+                let mut ranges = MatchRangeReader::new(database, tables, &filter, RANGE_ROWS);
+                while let Some(range) = ranges
+                    .next_range(&mut conn)
+                    .await
+                    .map_err(RecoveryError::mysql(&server))?
+                {
+                    if cancel.is_cancelled() {
+                        return Err(RecoveryError::Cancelled);
+                    }
+                    if tx.send((i, range)).await.is_err() {
+                        // The fold stopped; it reports why.
+                        return Ok(conn);
                     }
                 }
-                rows += n;
-                metrics::counter!(m::SNAPSHOT_ROWS_TOTAL).increment(n);
+            }
+            Ok(conn)
+        })
+    };
+    let mut model = Model::new(config.shard_count);
+    let mut rows = 0u64;
+    let mut scratch = Vec::new();
+    while let Some((i, range)) = rx.recv().await {
+        let (shard, database, tables) = &plan[i];
+        let n = fold_range(&mut model, *shard, database, tables, range, &mut scratch);
+        if !model.matches.is_empty() {
+            let done: SpilledMatches = model.matches.drain().collect();
+            if spill.send(done).await.is_err() {
+                return Err(RecoveryError::Cancelled);
             }
         }
+        rows += n;
+        metrics::counter!(m::SNAPSHOT_ROWS_TOTAL).increment(n);
     }
+    let mut conn = reader.await.map_err(|e| {
+        RecoveryError::Definite(format!("the snapshot reader of `{server}` failed: {e}"))
+    })??;
     conn.query_drop("COMMIT").await.map_err(err())?;
     let rejected = model.rejections.total();
     if rejected > 0 {
@@ -145,26 +177,4 @@ pub async fn snapshot_server(
             taken_at_micros: taken_at.as_micros(),
         },
     ))
-}
-
-fn bad_row(shard: ShardId, e: StoreError) -> RejectedEvent {
-    let (database, table, row_id, reason) = match e {
-        StoreError::BadRow {
-            database,
-            table,
-            row_id,
-            message,
-        } => (database, table, row_id, message),
-        other => (String::new(), String::new(), 0, other.to_string()),
-    };
-    RejectedEvent {
-        shard,
-        database,
-        table,
-        row_id,
-        match_id: None,
-        event_id: String::new(),
-        code: "bad_row".into(),
-        reason,
-    }
 }

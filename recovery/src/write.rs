@@ -15,7 +15,9 @@ use fred::types::Value;
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 use history::model::{player_hash, player_key, Model};
+use history::SpilledMatches;
 use rps_core::keys::GenerationKeys;
+use tokio::sync::mpsc;
 
 /// Commands per pipeline (one round trip).
 pub const PIPELINE_COMMANDS: usize = 1000;
@@ -127,6 +129,49 @@ pub async fn write_generation(
     }
     out.submit(rest).await?;
     out.finish().await
+}
+
+/// What [`write_spilled`] wrote.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SpillTally {
+    pub commands: u64,
+    pub matches: u64,
+    pub open_matches: u64,
+}
+
+/// Writes each range's match states (and the deadlines of the open ones)
+/// into generation `g` as the snapshot fold hands them out, a pipeline per
+/// range, several in flight.
+pub async fn write_spilled(
+    redis: &Client,
+    g: &GenerationKeys,
+    shard_count: u16,
+    mut ranges: mpsc::Receiver<SpilledMatches>,
+) -> Result<SpillTally, RecoveryError> {
+    let mut out = Sender {
+        redis,
+        in_flight: FuturesUnordered::new(),
+        written: 0,
+    };
+    let mut tally = SpillTally::default();
+    while let Some(range) = ranges.recv().await {
+        let mut batch = Vec::with_capacity(range.len() + 1);
+        let mut deadlines = Vec::new();
+        for (id, m) in &range {
+            batch.push(Write::Set(g.match_state(*id), m.state(*id).to_value()));
+            if let Some((member, ms)) = m.deadline_entry(*id, shard_count) {
+                deadlines.push((ms as f64, member));
+            }
+        }
+        tally.matches += range.len() as u64;
+        tally.open_matches += deadlines.len() as u64;
+        if !deadlines.is_empty() {
+            batch.push(Write::ZAdd(g.deadlines(), deadlines));
+        }
+        out.submit(batch).await?;
+    }
+    tally.commands = out.finish().await?;
+    Ok(tally)
 }
 
 fn scores(part: &[(String, i64)]) -> Vec<(f64, String)> {

@@ -345,3 +345,73 @@ async fn watch_notices_each_loss_and_the_api_waits_for_the_rebuild() {
     api.await.unwrap().unwrap();
     env.cleanup().await;
 }
+
+/// Match states are written while the snapshots are still being read, so a
+/// bootstrap stopped half-way has written part of a generation: it must
+/// leave none of it, and the next bootstrap must build the whole state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn interrupted_bootstrap_leaves_no_partial_generation() {
+    let env = TestEnv::with_shards("recovery_interrupt", 4).await;
+    let redis = recovery::connect_redis(&env.config.redis.url)
+        .await
+        .unwrap();
+    simulator::run(
+        env.store.clone(),
+        sim(30_000, 0, None, 11),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    let g1 = env.config.keys().generation_keys(1);
+    // Each shard is folded in ascending ranges of match ids: the smallest
+    // match of a shard is in its first range.
+    let first: i64 = {
+        let mut c = env.store.conn_for_shard(0).await.unwrap();
+        let db = env.config.database(0);
+        c.query_first(format!(
+            "SELECT MIN(match_id) FROM `{db}`.`match_result_events`"
+        ))
+        .await
+        .unwrap()
+        .expect("shard 0 has matches")
+    };
+    let first_key = g1.match_state(first);
+
+    let cancel = CancellationToken::new();
+    let run = tokio::spawn({
+        let (config, redis, cancel) = (env.config.clone(), redis.clone(), cancel.clone());
+        async move { recovery::ensure_state(&config, &redis, &cancel).await }
+    });
+    // Stop it once the first range's match states are in Redis.
+    eventually(
+        "a match state of g1 in Redis",
+        Duration::from_secs(30),
+        || {
+            let (redis, key) = (redis.clone(), first_key.clone());
+            async move {
+                let n: i64 = redis.exists(key).await.unwrap();
+                (n > 0).then_some(())
+            }
+        },
+    )
+    .await;
+    cancel.cancel();
+    let r = run.await.unwrap();
+    assert!(
+        matches!(r, Err(recovery::RecoveryError::Cancelled)),
+        "the bootstrap was stopped half-way: {r:?}"
+    );
+    let left = common::scan(&redis, &format!("{}:*", g1.base())).await;
+    assert!(left.is_empty(), "{} keys of g1 left behind", left.len());
+    let marker: Option<String> = redis.get(env.config.keys().generation()).await.unwrap();
+    assert_eq!(marker, None);
+
+    let r = recovery::ensure_state(&env.config, &redis, &CancellationToken::new())
+        .await
+        .unwrap();
+    assert!(r.bootstrap.is_some());
+    let expected = independent_fold(&env.store).await;
+    let actual = read_models(&redis, &env.config).await.unwrap();
+    assert_eq!(expected, actual, "{}", expected.diff(&actual));
+    env.cleanup().await;
+}

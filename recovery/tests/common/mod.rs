@@ -142,7 +142,7 @@ pub async fn active_generation(redis: &Client, config: &Config) -> Option<u64> {
     v.and_then(|s| s.parse().ok())
 }
 
-async fn scan(redis: &Client, pattern: &str) -> Vec<String> {
+pub async fn scan(redis: &Client, pattern: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut cursor = "0".to_string();
     loop {
