@@ -10,6 +10,8 @@ use crate::StoreError;
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Row, Value};
 use rps_core::{EventType, Gesture, MatchEvent, Outcome, SeasonId, Timestamp};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 /// The SELECT list that [`decode_row`] reads, in order. Timestamps come as
 /// integer microseconds so no date parsing is needed on this side.
@@ -203,6 +205,41 @@ impl MatchRangeReader {
         self.next_lo = hi;
         Ok(Some(out))
     }
+}
+
+/// One database's event tables, for [`read_ranges_ahead`].
+pub type RangePlan = Vec<(String, Vec<String>)>;
+
+/// Ranges as [`read_ranges_ahead`] hands them out: `(index in the plan, rows)`.
+pub type PlannedRanges = mpsc::Receiver<(usize, Vec<RangeRow>)>;
+
+/// The reading task; it hands the connection back.
+pub type RangeReadTask = JoinHandle<Result<Conn, mysql_async::Error>>;
+
+/// Reads the ranges of match ids of each `(database, tables)` of `plan` in
+/// turn, on `conn` and on a task of its own, one range ahead of the
+/// consumer, who receives `(index in plan, rows)`. The task ends when the
+/// plan is read or the receiver is dropped, and hands the connection back
+/// (a snapshot's transaction is still open on it).
+pub fn read_ranges_ahead(
+    mut conn: Conn,
+    plan: RangePlan,
+    filter: HistoryFilter,
+    range_rows: usize,
+) -> (PlannedRanges, RangeReadTask) {
+    let (tx, rx) = mpsc::channel(1);
+    let task = tokio::spawn(async move {
+        for (i, (database, tables)) in plan.iter().enumerate() {
+            let mut ranges = MatchRangeReader::new(database, tables, &filter, range_rows);
+            while let Some(range) = ranges.next_range(&mut conn).await? {
+                if tx.send((i, range)).await.is_err() {
+                    return Ok(conn);
+                }
+            }
+        }
+        Ok(conn)
+    });
+    (rx, task)
 }
 
 fn bytes(v: &Value) -> Option<&[u8]> {

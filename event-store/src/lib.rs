@@ -10,7 +10,8 @@ mod history;
 mod init;
 
 pub use history::{
-    decode_row, HistoryFilter, MatchRangeReader, RangeRow, RowResult, TableReader, EVENT_COLUMNS,
+    decode_row, read_ranges_ahead, HistoryFilter, MatchRangeReader, RangePlan, RangeRow, RowResult,
+    TableReader, EVENT_COLUMNS,
 };
 pub use init::{init, InitReport, ServerReport, REQUIRED_SETTINGS};
 

@@ -23,7 +23,7 @@ use crate::HistoryError;
 use futures::future::try_join_all;
 use mysql_async::prelude::*;
 use rps_core::{MatchEvent, PlayerStats, SeasonId, ShardId, Timestamp};
-use rps_event_store::{EventStore, HistoryFilter, MatchRangeReader, RangeRow, StoreError};
+use rps_event_store::{read_ranges_ahead, EventStore, HistoryFilter, RangeRow, StoreError};
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -221,34 +221,17 @@ async fn fold_shard(
     let mut model = Model::new(config.shard_count);
     let mut rows = 0u64;
     // The next range is read (on its own task) while the current one is folded.
-    let (tx, mut rx) = mpsc::channel::<Vec<rps_event_store::RangeRow>>(1);
-    let reader = {
-        let (tables, database, server, cancel) = (
-            tables.clone(),
-            database.clone(),
-            server.clone(),
-            cancel.clone(),
-        );
-        let range_rows = opts.range_rows;
-        tokio::spawn(async move {
-            let mut reader = MatchRangeReader::new(&database, &tables, &filter, range_rows);
-            while let Some(range) = reader
-                .next_range(&mut conn)
-                .await
-                .map_err(HistoryError::mysql(&server))?
-            {
-                if cancel.is_cancelled() {
-                    return Err(HistoryError::Cancelled);
-                }
-                if tx.send(range).await.is_err() {
-                    break;
-                }
-            }
-            Ok::<_, HistoryError>(conn)
-        })
-    };
+    let (mut ranges, reader) = read_ranges_ahead(
+        conn,
+        vec![(database.clone(), tables.clone())],
+        filter,
+        opts.range_rows,
+    );
     let mut scratch = Vec::new();
-    while let Some(range) = rx.recv().await {
+    while let Some((_, range)) = ranges.recv().await {
+        if cancel.is_cancelled() {
+            return Err(HistoryError::Cancelled);
+        }
         let n = fold_range(&mut model, shard, &database, &tables, range, &mut scratch);
         {
             let mut all = players.lock().expect("players lock");
@@ -270,7 +253,8 @@ async fn fold_shard(
     }
     let mut conn = reader
         .await
-        .map_err(|e| HistoryError::Definite(format!("shard {shard} reader task failed: {e}")))??;
+        .map_err(|e| HistoryError::Definite(format!("shard {shard} reader task failed: {e}")))?
+        .map_err(m(&server))?;
     conn.query_drop("COMMIT").await.map_err(m(&server))?;
     tracing::info!(shard, rows, %file, pos, "shard folded");
     Ok((

@@ -17,7 +17,7 @@ use history::model::Model;
 use history::SpilledMatches;
 use mysql_async::prelude::*;
 use rps_core::{Config, ShardId, Timestamp};
-use rps_event_store::{EventStore, HistoryFilter, MatchRangeReader, RangeRow, StoreError};
+use rps_event_store::{read_ranges_ahead, EventStore, HistoryFilter, StoreError};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -115,34 +115,21 @@ pub async fn snapshot_server(
 
     // The next range is read (on its own task, on the snapshot's
     // connection) while the current one is folded.
-    let (tx, mut rx) = mpsc::channel::<(usize, Vec<RangeRow>)>(1);
-    let reader = {
-        let (plan, server, cancel) = (plan.clone(), server.clone(), cancel.clone());
-        tokio::spawn(async move {
-            let filter = HistoryFilter::default();
-            for (i, (_, database, tables)) in plan.iter().enumerate() {
-                let mut ranges = MatchRangeReader::new(database, tables, &filter, RANGE_ROWS);
-                while let Some(range) = ranges
-                    .next_range(&mut conn)
-                    .await
-                    .map_err(RecoveryError::mysql(&server))?
-                {
-                    if cancel.is_cancelled() {
-                        return Err(RecoveryError::Cancelled);
-                    }
-                    if tx.send((i, range)).await.is_err() {
-                        // The fold stopped; it reports why.
-                        return Ok(conn);
-                    }
-                }
-            }
-            Ok(conn)
-        })
-    };
+    let (mut ranges, reader) = read_ranges_ahead(
+        conn,
+        plan.iter()
+            .map(|(_, database, tables)| (database.clone(), tables.clone()))
+            .collect(),
+        HistoryFilter::default(),
+        RANGE_ROWS,
+    );
     let mut model = Model::new(config.shard_count);
     let mut rows = 0u64;
     let mut scratch = Vec::new();
-    while let Some((i, range)) = rx.recv().await {
+    while let Some((i, range)) = ranges.recv().await {
+        if cancel.is_cancelled() {
+            return Err(RecoveryError::Cancelled);
+        }
         let (shard, database, tables) = &plan[i];
         let n = fold_range(&mut model, *shard, database, tables, range, &mut scratch);
         if !model.matches.is_empty() {
@@ -154,9 +141,12 @@ pub async fn snapshot_server(
         rows += n;
         metrics::counter!(m::SNAPSHOT_ROWS_TOTAL).increment(n);
     }
-    let mut conn = reader.await.map_err(|e| {
-        RecoveryError::Definite(format!("the snapshot reader of `{server}` failed: {e}"))
-    })??;
+    let mut conn = reader
+        .await
+        .map_err(|e| {
+            RecoveryError::Definite(format!("the snapshot reader of `{server}` failed: {e}"))
+        })?
+        .map_err(err())?;
     conn.query_drop("COMMIT").await.map_err(err())?;
     let rejected = model.rejections.total();
     if rejected > 0 {

@@ -85,6 +85,20 @@ fn sim(matches: u64, rate: Option<f64>, first_node: u8, seed: u64) -> simulator:
     }
 }
 
+/// `replay --dry-run`: builds a generation, compares, drops it.
+async fn dry_run(config: &Arc<Config>) -> history::replay::ReplayReport {
+    history::replay::run(
+        config.clone(),
+        ReplayOptions {
+            dry_run: true,
+            ..Default::default()
+        },
+        CancellationToken::new(),
+    )
+    .await
+    .expect("dry run")
+}
+
 async fn verify(config: &Arc<Config>, repair: bool) -> VerifyReport {
     history::verify::run(
         config.clone(),
@@ -237,16 +251,7 @@ async fn verify_finds_damage_and_repair_mends_it_and_status_shows_lag() {
 
     // A dry run builds generation 2, finds it equal to the live one, and
     // leaves nothing behind; a limited replay only inspects.
-    let dry = history::replay::run(
-        config.clone(),
-        ReplayOptions {
-            dry_run: true,
-            ..Default::default()
-        },
-        CancellationToken::new(),
-    )
-    .await
-    .expect("dry run");
+    let dry = dry_run(&config).await;
     assert!(!dry.switched);
     let cmp = dry.comparison.expect("comparison");
     assert_eq!(
@@ -332,16 +337,7 @@ async fn verify_finds_damage_and_repair_mends_it_and_status_shows_lag() {
         .expect("stray match");
 
     // The dry run compares match states range by range as it folds.
-    let dry = history::replay::run(
-        config.clone(),
-        ReplayOptions {
-            dry_run: true,
-            ..Default::default()
-        },
-        CancellationToken::new(),
-    )
-    .await
-    .expect("dry run");
+    let dry = dry_run(&config).await;
     let cmp = dry.comparison.expect("comparison");
     let differing: Vec<&str> = cmp.differences.iter().map(|d| d.key.as_str()).collect();
     assert!(
