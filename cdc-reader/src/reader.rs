@@ -107,7 +107,15 @@ pub async fn run_server(
             match r {
                 Ok(()) => return Ok(()),
                 Err(SessionError::Definite(d)) => {
-                    error!(error = %d, "reader stopped");
+                    match &d {
+                        Definite::BinlogUnavailable { message, .. }
+                            if config.cdc.resnapshot_when_purged =>
+                        {
+                            warn!(error = %d, "reader stopped; asking for a rebuild from snapshots");
+                            request_resnapshot(&config, &server, message, &shutdown).await;
+                        }
+                        _ => error!(error = %d, "reader stopped"),
+                    }
                     return Err(d);
                 }
                 Err(SessionError::Transient(t)) => {
@@ -131,6 +139,44 @@ pub async fn run_server(
     }
     .instrument(span)
     .await
+}
+
+/// Asks the recovery supervisor (which watches the key) to rebuild from
+/// consistent snapshots: the rows whose binlog is gone are still in the
+/// tables. Without a supervisor the request only waits, and the reader stays
+/// stopped as for any definite error.
+async fn request_resnapshot(
+    config: &Config,
+    server: &str,
+    message: &str,
+    shutdown: &CancellationToken,
+) {
+    use fred::interfaces::HashesInterface;
+    let key = config.keys().cdc_resnapshot();
+    for attempt in 1..=5u32 {
+        let asked = async {
+            let client = crate::publish::connect_redis(&config.redis.url, "resnapshot")
+                .await
+                .map_err(|e| e.to_string())?;
+            let r: Result<i64, _> = client.hset(&key, (server, message)).await;
+            let _ = fred::interfaces::ClientLike::quit(&client).await;
+            r.map(|_| ()).map_err(|e| e.to_string())
+        };
+        match asked.await {
+            Ok(()) => {
+                info!(key = %key, "rebuild from snapshots requested (cdc.resnapshot_when_purged)");
+                return;
+            }
+            Err(e) => {
+                warn!(error = %e, attempt, "asking for a rebuild from snapshots failed");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    }
+    error!(key = %key, "could not ask for a rebuild; follow the error's advice by hand");
 }
 
 fn mysql_opts(config: &Config, index: usize) -> Result<Opts, Definite> {

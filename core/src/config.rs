@@ -91,6 +91,11 @@ pub struct CdcConfig {
     pub batch_rows: usize,
     /// Prometheus endpoint of a stand-alone `rpsctl cdc-reader`.
     pub metrics_bind: Option<String>,
+    /// When the binlog at a checkpoint was purged, ask the recovery
+    /// supervisor to rebuild from consistent snapshots (the events are still
+    /// in the tables) instead of stopping that server's reader for an
+    /// operator.
+    pub resnapshot_when_purged: bool,
 }
 
 impl Default for CdcConfig {
@@ -100,6 +105,7 @@ impl Default for CdcConfig {
             heartbeat_ms: 1000,
             batch_rows: 4096,
             metrics_bind: None,
+            resnapshot_when_purged: true,
         }
     }
 }

@@ -6,6 +6,7 @@
 //! |---|---|---|
 //! | `rps:events:{n}` | stream | decoded events of shard `n` (braces: a Redis Cluster hash tag) |
 //! | `rps:cdc:checkpoint:<server>` | string | reader position, written atomically with the entries it covers |
+//! | `rps:cdc:resnapshot` | hash | server → why its reader cannot resume (binlog purged): a request to rebuild from snapshots, cleared by the bootstrap's commit |
 //! | `rps:deadletter` | stream | rejected events and failed deadlines |
 //! | `rps:generation` | string | the active read-model generation `g` |
 //! | `rps:g<g>:progress` | hash | shard → last stream id applied to generation `g` |
@@ -59,6 +60,12 @@ impl Keys {
 
     pub fn cdc_checkpoint(&self, server: &str) -> String {
         format!("{}:cdc:checkpoint:{server}", self.prefix)
+    }
+
+    /// Readers that cannot resume from their checkpoint ask the recovery
+    /// supervisor for a rebuild here.
+    pub fn cdc_resnapshot(&self) -> String {
+        format!("{}:cdc:resnapshot", self.prefix)
     }
 
     pub fn deadletter(&self) -> String {

@@ -43,7 +43,8 @@ pub fn record_key(keys: &Keys) -> String {
 /// The atomic commit of a bootstrap.
 ///
 /// KEYS: 1 generation marker, 2 new generation's progress hash, 3 bootstrap
-/// record, 4..4+S-1 shard streams 0..S-1, then one checkpoint key per server.
+/// record, 4 the readers' rebuild requests (cleared: this bootstrap answers
+/// them), 5..5+S-1 shard streams 0..S-1, then one checkpoint key per server.
 /// ARGV: 1 marker value the bootstrap started from (`''` = none), 2 new
 /// generation, 3 shard count S, 4 bootstrap record, then one checkpoint value
 /// per server (same order as the keys).
@@ -58,17 +59,17 @@ if cur ~= ARGV[1] then
   return {'MOVED', cur}
 end
 local s_count = tonumber(ARGV[3])
-redis.call('DEL', KEYS[2])
+redis.call('DEL', KEYS[2], KEYS[4])
 for s = 0, s_count - 1 do
   local last = '0-0'
-  local top = redis.call('XREVRANGE', KEYS[4 + s], '+', '-', 'COUNT', 1)
+  local top = redis.call('XREVRANGE', KEYS[5 + s], '+', '-', 'COUNT', 1)
   if #top > 0 then
     last = top[1][1]
   end
   redis.call('HSET', KEYS[2], tostring(s), last)
 end
-for i = 4 + s_count, #KEYS do
-  redis.call('SET', KEYS[i], ARGV[i + 1 - s_count])
+for i = 5 + s_count, #KEYS do
+  redis.call('SET', KEYS[i], ARGV[i - s_count])
 end
 redis.call('SET', KEYS[3], ARGV[4])
 redis.call('SET', KEYS[1], ARGV[2])
@@ -315,7 +316,12 @@ async fn commit(
     report: &BootstrapReport,
 ) -> Result<(), RecoveryError> {
     let gk = keys.generation_keys(report.generation);
-    let mut k = vec![keys.generation(), gk.progress(), record_key(keys)];
+    let mut k = vec![
+        keys.generation(),
+        gk.progress(),
+        record_key(keys),
+        keys.cdc_resnapshot(),
+    ];
     k.extend((0..config.shard_count).map(|s| keys.events(s)));
     let writer = format!("recovery-{}", uuid::Uuid::new_v4().simple());
     let mut argv = vec![

@@ -2,7 +2,8 @@
 //!
 //! The state is whole when the generation marker, the active generation's
 //! progress hash, every server's cdc checkpoint and the bootstrap record all
-//! exist. [`watch`] polls that every [`POLL`] and returns the first time it
+//! exist, and no reader has asked for a rebuild (its checkpoint's binlog
+//! was purged). [`watch`] polls that every [`POLL`] and returns the first time it
 //! is not, so the supervisor can stop the components and bootstrap again.
 //! While Redis does not answer nothing is concluded: after a restart with
 //! its AOF, Redis comes back with a consistent prefix of the state and the
@@ -12,7 +13,7 @@ use crate::bootstrap::record_key;
 use crate::metrics as m;
 use crate::RecoveryError;
 use fred::clients::Client;
-use fred::interfaces::KeysInterface;
+use fred::interfaces::{HashesInterface, KeysInterface};
 use rps_core::Config;
 use std::fmt;
 use std::time::Duration;
@@ -36,6 +37,9 @@ pub enum StateLoss {
     Checkpoint { server: String },
     /// The active generation has no progress hash.
     Progress { generation: u64 },
+    /// A reader cannot resume: the binlog at its checkpoint was purged, and
+    /// it asked for a rebuild from snapshots (`cdc.resnapshot_when_purged`).
+    BinlogPurged { server: String },
 }
 
 impl StateLoss {
@@ -46,6 +50,7 @@ impl StateLoss {
             StateLoss::BootstrapRecord => "bootstrap_record",
             StateLoss::Checkpoint { .. } => "checkpoint",
             StateLoss::Progress { .. } => "progress",
+            StateLoss::BinlogPurged { .. } => "binlog_purged",
         }
     }
 }
@@ -64,6 +69,10 @@ impl fmt::Display for StateLoss {
                     "the progress hash of the active generation {generation} is missing"
                 )
             }
+            StateLoss::BinlogPurged { server } => write!(
+                f,
+                "the binlog at the checkpoint of `{server}` was purged; its reader asked for a rebuild"
+            ),
         }
     }
 }
@@ -97,6 +106,10 @@ pub async fn check_state(
                 server: s.name.clone(),
             }));
         }
+    }
+    let purged: Vec<String> = redis.hkeys(keys.cdc_resnapshot()).await?;
+    if let Some(server) = purged.into_iter().next() {
+        return Ok(Err(StateLoss::BinlogPurged { server }));
     }
     if !redis
         .exists::<bool, _>(keys.generation_keys(generation).progress())

@@ -159,28 +159,7 @@ async fn pipeline_starts_on_purged_history_while_writes_go_on() {
     .unwrap();
     tracing::info!(events = report.events, "history written");
     for server in ["mysql-a", "mysql-b"] {
-        let mut c = env.admin_conn_to(server).await;
-        c.query_drop("FLUSH BINARY LOGS").await.unwrap();
-        let (file,): (String,) = c
-            .query_first("SHOW MASTER STATUS")
-            .await
-            .unwrap()
-            .map(|row: mysql_async::Row| (row.get::<String, _>(0).unwrap(),))
-            .unwrap();
-        // A binlog still needed for InnoDB's crash recovery is kept until
-        // its binlog checkpoint passes; retry until only the current one is left.
-        for _ in 0..50 {
-            c.query_drop(format!("PURGE BINARY LOGS TO '{file}'"))
-                .await
-                .unwrap();
-            let logs: Vec<mysql_async::Row> = c.query("SHOW BINARY LOGS").await.unwrap();
-            if logs.len() == 1 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        let logs: Vec<mysql_async::Row> = c.query("SHOW BINARY LOGS").await.unwrap();
-        assert_eq!(logs.len(), 1, "only the current binlog is left on {server}");
+        purge_all_but_a_new_binlog(&env, server).await;
     }
 
     // Writes go on before, during and after the bootstrap.
@@ -214,6 +193,96 @@ async fn pipeline_starts_on_purged_history_while_writes_go_on() {
         active_generation_of(&redis, &env).await,
         Some(1),
         "one bootstrap, no rebuilds"
+    );
+    stop.cancel();
+    sup.await.unwrap().unwrap();
+    env.cleanup().await;
+}
+
+/// Rotates `server`'s binlog and purges every earlier file.
+async fn purge_all_but_a_new_binlog(env: &TestEnv, server: &str) {
+    let mut c = env.admin_conn_to(server).await;
+    c.query_drop("FLUSH BINARY LOGS").await.unwrap();
+    let (file,): (String,) = c
+        .query_first("SHOW MASTER STATUS")
+        .await
+        .unwrap()
+        .map(|row: mysql_async::Row| (row.get::<String, _>(0).unwrap(),))
+        .unwrap();
+    // A binlog still needed for InnoDB's crash recovery is kept until
+    // its binlog checkpoint passes; retry until only the current one is left.
+    for _ in 0..50 {
+        c.query_drop(format!("PURGE BINARY LOGS TO '{file}'"))
+            .await
+            .unwrap();
+        let logs: Vec<mysql_async::Row> = c.query("SHOW BINARY LOGS").await.unwrap();
+        if logs.len() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let logs: Vec<mysql_async::Row> = c.query("SHOW BINARY LOGS").await.unwrap();
+    assert_eq!(logs.len(), 1, "only the current binlog is left on {server}");
+}
+
+/// The pipeline was stopped, events were written meanwhile, and the binlog
+/// at mysql-a's checkpoint was purged. The reader cannot resume; it asks for
+/// a rebuild, the supervisor rebuilds from snapshots, and the read models
+/// include the events whose binlog is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_checkpoint_in_a_purged_binlog_is_answered_by_a_rebuild() {
+    let (a, b) = tokio::join!(MariaDbInstance::start(43), MariaDbInstance::start(44));
+    let servers = [a.test_server("mysql-a"), b.test_server("mysql-b")];
+    let env = TestEnv::on_servers(
+        "recovery_resnapshot",
+        4,
+        &servers,
+        &test_support::shared_redis_url(),
+    )
+    .await;
+    let none = CancellationToken::new();
+    simulator::run(env.store.clone(), sim(2000, 0, None, 31), none.clone())
+        .await
+        .unwrap();
+    let redis = recovery::connect_redis(&env.config.redis.url)
+        .await
+        .unwrap();
+    let run = |stop: CancellationToken| {
+        tokio::spawn(recovery::supervise(
+            env.config.clone(),
+            stop,
+            common::components(env.config.clone()),
+        ))
+    };
+    let stop = CancellationToken::new();
+    let sup = run(stop.clone());
+    converges(&env.store, &redis, Duration::from_secs(60)).await;
+    stop.cancel();
+    sup.await.unwrap().unwrap();
+    assert_eq!(active_generation_of(&redis, &env).await, Some(1));
+
+    // While the pipeline is down: more history, then the binlog it is in
+    // (and the checkpoint's position) purged.
+    simulator::run(env.store.clone(), sim(2000, 4, None, 32), none.clone())
+        .await
+        .unwrap();
+    purge_all_but_a_new_binlog(&env, "mysql-a").await;
+
+    let stop = CancellationToken::new();
+    let sup = run(stop.clone());
+    converges(&env.store, &redis, Duration::from_secs(90)).await;
+    assert_eq!(
+        active_generation_of(&redis, &env).await,
+        Some(2),
+        "the request was answered by one rebuild"
+    );
+    let requests: std::collections::HashMap<String, String> = redis
+        .hgetall(env.config.keys().cdc_resnapshot())
+        .await
+        .unwrap();
+    assert!(
+        requests.is_empty(),
+        "the rebuild clears the request: {requests:?}"
     );
     stop.cancel();
     sup.await.unwrap().unwrap();
