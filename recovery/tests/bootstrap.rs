@@ -426,7 +426,7 @@ async fn interrupted_bootstrap_leaves_no_partial_generation() {
         .unwrap();
     simulator::run(
         env.store.clone(),
-        sim(30_000, 0, None, 11),
+        sim(50_000, 0, None, 11),
         CancellationToken::new(),
     )
     .await
