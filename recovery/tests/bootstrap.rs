@@ -136,15 +136,7 @@ async fn ensure_state_folds_history_and_commits_positions() {
 /// abandoned match times out (once: a second `timed_out` would not fit).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pipeline_starts_on_purged_history_while_writes_go_on() {
-    let (a, b) = tokio::join!(MariaDbInstance::start(41), MariaDbInstance::start(42));
-    let servers = [a.test_server("mysql-a"), b.test_server("mysql-b")];
-    let env = TestEnv::on_servers(
-        "recovery_purged",
-        4,
-        &servers,
-        &test_support::shared_redis_url(),
-    )
-    .await;
+    let (_servers, env) = on_private_servers("recovery_purged", (41, 42)).await;
     let history_matches: u64 = std::env::var("RPS_RECOVERY_TEST_MATCHES")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -199,6 +191,15 @@ async fn pipeline_starts_on_purged_history_while_writes_go_on() {
     env.cleanup().await;
 }
 
+/// Two private MariaDB servers (server ids `ids`), which a test may purge
+/// or restart, and a 4-shard environment on them; keep the servers alive.
+async fn on_private_servers(name: &str, ids: (u32, u32)) -> ([MariaDbInstance; 2], TestEnv) {
+    let (a, b) = tokio::join!(MariaDbInstance::start(ids.0), MariaDbInstance::start(ids.1));
+    let servers = [a.test_server("mysql-a"), b.test_server("mysql-b")];
+    let env = TestEnv::on_servers(name, 4, &servers, &test_support::shared_redis_url()).await;
+    ([a, b], env)
+}
+
 /// Rotates `server`'s binlog and purges every earlier file.
 async fn purge_all_but_a_new_binlog(env: &TestEnv, server: &str) {
     let mut c = env.admin_conn_to(server).await;
@@ -231,15 +232,7 @@ async fn purge_all_but_a_new_binlog(env: &TestEnv, server: &str) {
 /// include the events whose binlog is gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_checkpoint_in_a_purged_binlog_is_answered_by_a_rebuild() {
-    let (a, b) = tokio::join!(MariaDbInstance::start(43), MariaDbInstance::start(44));
-    let servers = [a.test_server("mysql-a"), b.test_server("mysql-b")];
-    let env = TestEnv::on_servers(
-        "recovery_resnapshot",
-        4,
-        &servers,
-        &test_support::shared_redis_url(),
-    )
-    .await;
+    let (_servers, env) = on_private_servers("recovery_resnapshot", (43, 44)).await;
     let none = CancellationToken::new();
     simulator::run(env.store.clone(), sim(2000, 0, None, 31), none.clone())
         .await
