@@ -28,8 +28,8 @@ use crate::HistoryError;
 use fred::clients::Client;
 use fred::interfaces::{KeysInterface, StreamsInterface};
 use fred::types::Value;
-use rps_core::keys::{deadline_member, GenerationKeys};
-use rps_core::{shard_of, Config, ShardId, StreamEvent};
+use rps_core::keys::GenerationKeys;
+use rps_core::{Config, ShardId, StreamEvent};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -296,16 +296,12 @@ async fn spill_sink(
             }
         }
         tally.matches += batch.len() as u64;
-        let mut deadlines = Vec::new();
-        for (id, m) in &batch {
-            if m.status == rps_core::MatchStatus::InProgress {
-                if let Some(t) = m.deadline() {
-                    tally.open += 1;
-                    let member = deadline_member(shard_of(m.player_a, shard_count), *id);
-                    deadlines.push((t.as_millis() as f64, member));
-                }
-            }
-        }
+        let deadlines: Vec<(f64, String)> = batch
+            .iter()
+            .filter_map(|(id, m)| m.deadline_entry(*id, shard_count))
+            .map(|(member, ms)| (ms as f64, member))
+            .collect();
+        tally.open += deadlines.len() as u64;
         let (Some(g), None) = (into, &failed) else {
             // After a failed write the rest is only drained, so the fold
             // ends and the error is reported once.

@@ -60,6 +60,14 @@ struct Sender<'a> {
 }
 
 impl<'a> Sender<'a> {
+    fn new(redis: &'a Client) -> Self {
+        Sender {
+            redis,
+            in_flight: FuturesUnordered::new(),
+            written: 0,
+        }
+    }
+
     async fn submit(&mut self, batch: Vec<Write>) -> Result<(), RecoveryError> {
         if batch.is_empty() {
             return Ok(());
@@ -91,11 +99,7 @@ pub async fn write_generation(
     g: &GenerationKeys,
     model: &Model,
 ) -> Result<u64, RecoveryError> {
-    let mut out = Sender {
-        redis,
-        in_flight: FuturesUnordered::new(),
-        written: 0,
-    };
+    let mut out = Sender::new(redis);
     let match_ids: Vec<i64> = model.matches.keys().copied().collect();
     for ids in match_ids.chunks(PIPELINE_COMMANDS) {
         let mut batch = Vec::with_capacity(ids.len());
@@ -148,11 +152,7 @@ pub async fn write_spilled(
     shard_count: u16,
     mut ranges: mpsc::Receiver<SpilledMatches>,
 ) -> Result<SpillTally, RecoveryError> {
-    let mut out = Sender {
-        redis,
-        in_flight: FuturesUnordered::new(),
-        written: 0,
-    };
+    let mut out = Sender::new(redis);
     let mut tally = SpillTally::default();
     while let Some(range) = ranges.recv().await {
         let mut batch = Vec::with_capacity(range.len() + 1);
