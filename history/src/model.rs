@@ -274,15 +274,7 @@ impl Model {
 
     /// The deadline entry of one match, if it is open.
     pub fn deadline_of(&self, m: &MatchState) -> Option<(String, i64)> {
-        (m.status == MatchStatus::InProgress)
-            .then_some(m.deadline_at)
-            .flatten()
-            .map(|t| {
-                (
-                    deadline_member(shard_of(m.player_a, self.shard_count), m.match_id),
-                    t.as_millis(),
-                )
-            })
+        CompactMatch::from_state(m).deadline_entry(m.match_id, self.shard_count)
     }
 }
 
