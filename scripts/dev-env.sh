@@ -1,14 +1,22 @@
 #!/usr/bin/env bash
-# The local environment: two MariaDB shard servers (3307, 3308) with row
-# binlogs and a Redis (6380) with AOF, all on private ports, data under
-# .dev-env/ in the checkout. Never touches the machine's default services.
+# The local environment, on private ports with data under .dev-env/ in the
+# checkout; never touches the machine's default services.
+#   mariadb (default): two MariaDB shard servers (3307, 3308) with row binlogs
+#                      and a Redis (6380) with AOF; rps.toml describes them.
+#   mysql:             two MySQL 9.7 shard servers (3317, 3318) with row
+#                      binlogs and GTIDs, and their own Redis (6381);
+#                      rps-mysql.toml describes them. Debian bookworm has no
+#                      MySQL server, so they run from Debian sid's packages
+#                      inside a debootstrap'd root (.dev-env/mysql-root),
+#                      built on first use (about a minute) and reused.
+#   all:               both.
 #
-#   scripts/dev-env.sh up       start what is not running (idempotent), wait until ready
-#   scripts/dev-env.sh down     stop what `up` started (by pid)
-#   scripts/dev-env.sh status   say what runs and answers
+#   scripts/dev-env.sh up [mariadb|mysql|all]      start what is not running (idempotent), wait until ready
+#   scripts/dev-env.sh down [mariadb|mysql|all]    stop what `up` started (by pid)
+#   scripts/dev-env.sh status [mariadb|mysql|all]  say what runs and answers
 #
-# Ports and folder can be moved with RPS_ENV_DIR, RPS_MYSQL_PORTS ("3307 3308")
-# and RPS_REDIS_PORT.
+# Ports and folder can be moved with RPS_ENV_DIR, RPS_MYSQL_PORTS ("3307 3308"),
+# RPS_REDIS_PORT, RPS_MYSQL_FLAVOR_PORTS ("3317 3318") and RPS_MYSQL_REDIS_PORT.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -16,6 +24,9 @@ env_dir=${RPS_ENV_DIR:-$root/.dev-env}
 read -r -a mysql_ports <<<"${RPS_MYSQL_PORTS:-3307 3308}"
 mysql_names=(mysql-a mysql-b mysql-c mysql-d)
 redis_port=${RPS_REDIS_PORT:-6380}
+read -r -a my_ports <<<"${RPS_MYSQL_FLAVOR_PORTS:-3317 3318}"
+my_redis_port=${RPS_MYSQL_REDIS_PORT:-6381}
+my_root=$env_dir/mysql-root
 
 log() { printf 'dev-env: %s\n' "$*" >&2; }
 
@@ -76,7 +87,8 @@ mysql_up() {
 }
 
 redis_up() {
-  local dir=$env_dir/redis pidf=$env_dir/redis/redis.pid
+  local redis_port=$1 dir=$2
+  local pidf=$dir/redis.pid
   mkdir -p "$dir"
   if pid_alive "$pidf"; then
     log "redis already running on $redis_port (pid $(cat "$pidf"))"
@@ -111,40 +123,170 @@ stop_pid() {
   rm -f "$pidf"
 }
 
-case "${1:-}" in
+# --- MySQL 9.7 from Debian sid, in a root of its own -------------------------
+
+# Runs a command inside the sid root.
+in_root() { chroot "$my_root" "$@"; }
+
+ensure_mysql_root() {
+  if [ -x "$my_root/usr/sbin/mysqld" ]; then
+    return 0
+  fi
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo=sudo
+  if [ ! -d "$my_root" ]; then
+    command -v debootstrap >/dev/null 2>&1 || {
+      log "installing debootstrap (Debian package)"
+      $sudo apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq debootstrap >/dev/null
+    }
+    log "building a Debian sid root for MySQL 9.7 in $my_root (about a minute, once)"
+    rm -rf "$my_root.partial"
+    $sudo debootstrap --variant=minbase sid "$my_root.partial" >"$env_dir/debootstrap.log" 2>&1 \
+      || { tail -20 "$env_dir/debootstrap.log" >&2; exit 1; }
+    mv "$my_root.partial" "$my_root"
+  fi
+  log "installing mysql-server-core and mysql-client-core (Debian sid) in the root"
+  # The suite's Release file can carry a Valid-Until already past on a mirror
+  # snapshot; the packages are still signed.
+  local apt=(apt-get -o Acquire::Check-Valid-Until=false -qq)
+  $sudo chroot "$my_root" "${apt[@]}" update >/dev/null
+  $sudo chroot "$my_root" env DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y \
+    --no-install-recommends mysql-server-core mysql-client-core >/dev/null
+}
+
+my_server_up() {
+  local name=$1 port=$2 server_id=$3
+  local inner=/var/lib/rps/$name
+  local dir=$my_root$inner
+  local sock=$inner/mysqld.sock pidf=$dir/mysqld.pid
+  mkdir -p "$my_root/etc/rps"
+  cp "$root/sql/mysql.cnf" "$my_root/etc/rps/mysql.cnf"
+  if pid_alive "$pidf"; then
+    log "$name already running on $port (pid $(cat "$pidf"))"
+  else
+    if [ ! -d "$dir/data/mysql" ]; then
+      log "$name: initialising data directory"
+      mkdir -p "$dir"
+      rm -rf "$dir/data"
+      in_root mysqld --no-defaults --initialize-insecure --datadir="$inner/data" --user=root \
+        >"$dir/install.log" 2>&1 || { cat "$dir/install.log" >&2; exit 1; }
+    fi
+    log "$name: starting MySQL on port $port"
+    mkdir -p "$dir/tmp"
+    # --defaults-file must come first; the settings the pipeline requires
+    # live in sql/mysql.cnf (copied into the root), instance ones follow.
+    nohup chroot "$my_root" mysqld --defaults-file=/etc/rps/mysql.cnf \
+      --datadir="$inner/data" --tmpdir="$inner/tmp" --port="$port" --socket="$sock" \
+      --pid-file="$inner/mysqld.pid" --server-id="$server_id" --log-error="$inner/error.log" \
+      --log-bin="$inner/data/binlog" --user=root >/dev/null 2>&1 &
+  fi
+  for _ in $(seq 1 120); do
+    if in_root mysqladmin --socket="$sock" -uroot ping >/dev/null 2>&1; then
+      # TCP root for `rpsctl init` (admin_url); idempotent.
+      in_root mysql --socket="$sock" -uroot -e "CREATE USER IF NOT EXISTS 'root'@'127.0.0.1'; GRANT ALL ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION;"
+      return 0
+    fi
+    sleep 0.5
+  done
+  log "$name did not answer on $port; see $dir/error.log"
+  tail -20 "$dir/error.log" >&2 || true
+  exit 1
+}
+
+mariadb_up() {
+  for i in "${!mysql_ports[@]}"; do
+    mysql_up "${mysql_names[$i]}" "${mysql_ports[$i]}" "$((i + 1))"
+  done
+  redis_up "$redis_port" "$env_dir/redis"
+  log "ready: MariaDB on ${mysql_ports[*]}, Redis on $redis_port"
+}
+
+mysql_flavor_up() {
+  ensure_mysql_root
+  for i in "${!my_ports[@]}"; do
+    my_server_up "${mysql_names[$i]}" "${my_ports[$i]}" "$((i + 1))"
+  done
+  redis_up "$my_redis_port" "$env_dir/redis-mysql"
+  log "ready: MySQL $(in_root mysqld --version | awk '{print $3}') on ${my_ports[*]}, Redis on $my_redis_port"
+}
+
+mariadb_down() {
+  for i in "${!mysql_ports[@]}"; do
+    stop_pid "${mysql_names[$i]}" "$env_dir/${mysql_names[$i]}/mysqld.pid"
+  done
+  stop_pid redis "$env_dir/redis/redis.pid"
+}
+
+mysql_flavor_down() {
+  for i in "${!my_ports[@]}"; do
+    stop_pid "MySQL ${mysql_names[$i]}" "$my_root/var/lib/rps/${mysql_names[$i]}/mysqld.pid"
+  done
+  stop_pid "redis (MySQL environment)" "$env_dir/redis-mysql/redis.pid"
+}
+
+redis_status() {
+  local port=$1 dir=$2
+  if redis-cli -p "$port" ping 2>/dev/null | grep -q PONG; then
+    echo "redis: up on $port (pid $(cat "$dir/redis.pid" 2>/dev/null || echo '?'))"
+  else
+    echo "redis: down"; return 1
+  fi
+}
+
+mariadb_status() {
+  local rc=0
+  for i in "${!mysql_ports[@]}"; do
+    n=${mysql_names[$i]}
+    if mariadb-admin --socket="$env_dir/$n/mysqld.sock" -uroot ping >/dev/null 2>&1; then
+      echo "$n: up on ${mysql_ports[$i]} (pid $(cat "$env_dir/$n/mysqld.pid"))"
+    else
+      echo "$n: down"; rc=1
+    fi
+  done
+  redis_status "$redis_port" "$env_dir/redis" || rc=1
+  return $rc
+}
+
+mysql_flavor_status() {
+  local rc=0
+  for i in "${!my_ports[@]}"; do
+    n=${mysql_names[$i]}
+    if [ -x "$my_root/usr/sbin/mysqld" ] \
+      && in_root mysqladmin --socket="/var/lib/rps/$n/mysqld.sock" -uroot ping >/dev/null 2>&1; then
+      echo "$n (MySQL): up on ${my_ports[$i]} (pid $(cat "$my_root/var/lib/rps/$n/mysqld.pid"))"
+    else
+      echo "$n (MySQL): down"; rc=1
+    fi
+  done
+  redis_status "$my_redis_port" "$env_dir/redis-mysql" || rc=1
+  return $rc
+}
+
+action=${1:-}
+flavor=${2:-mariadb}
+case "$flavor" in
+  mariadb) flavors=(mariadb) ;;
+  mysql) flavors=(mysql_flavor) ;;
+  all) flavors=(mariadb mysql_flavor) ;;
+  *) echo "usage: $0 up|down|status [mariadb|mysql|all]" >&2; exit 2 ;;
+esac
+mkdir -p "$env_dir"
+case "$action" in
   up)
     ensure_packages
-    for i in "${!mysql_ports[@]}"; do
-      mysql_up "${mysql_names[$i]}" "${mysql_ports[$i]}" "$((i + 1))"
-    done
-    redis_up
-    log "ready: MariaDB on ${mysql_ports[*]}, Redis on $redis_port"
+    for f in "${flavors[@]}"; do "${f}_up"; done
     ;;
   down)
-    for i in "${!mysql_ports[@]}"; do
-      stop_pid "${mysql_names[$i]}" "$env_dir/${mysql_names[$i]}/mysqld.pid"
-    done
-    stop_pid redis "$env_dir/redis/redis.pid"
+    for f in "${flavors[@]}"; do "${f}_down"; done
     ;;
   status)
     rc=0
-    for i in "${!mysql_ports[@]}"; do
-      n=${mysql_names[$i]}
-      if mariadb-admin --socket="$env_dir/$n/mysqld.sock" -uroot ping >/dev/null 2>&1; then
-        echo "$n: up on ${mysql_ports[$i]} (pid $(cat "$env_dir/$n/mysqld.pid"))"
-      else
-        echo "$n: down"; rc=1
-      fi
-    done
-    if redis-cli -p "$redis_port" ping 2>/dev/null | grep -q PONG; then
-      echo "redis: up on $redis_port (pid $(cat "$env_dir/redis/redis.pid" 2>/dev/null || echo '?'))"
-    else
-      echo "redis: down"; rc=1
-    fi
+    for f in "${flavors[@]}"; do "${f}_status" || rc=1; done
     exit $rc
     ;;
   *)
-    echo "usage: $0 up|down|status" >&2
+    echo "usage: $0 up|down|status [mariadb|mysql|all]" >&2
     exit 2
     ;;
 esac

@@ -7,6 +7,12 @@
 --   BINLOG MONITOR      the same on MariaDB 10.5+ (REPLICATION CLIENT is its alias there)
 --   SELECT              snapshots, replay, export, verify
 --   INSERT              the compensator's `timed_out` appends, on the event tables only
+--
+-- On MySQL `rpsctl init` also grants LOCK TABLES on each shard database: a
+-- consistent snapshot (bootstrap, replay) holds a READ lock on the event
+-- tables for the two round trips that start it, because MySQL, unlike
+-- MariaDB, does not report the binlog position of a snapshot
+-- (docs/operations.md, "Privileges").
 CREATE USER IF NOT EXISTS '{user}'@'%' IDENTIFIED BY '{password}';
 GRANT REPLICATION SLAVE, BINLOG MONITOR ON *.* TO '{user}'@'%';
 GRANT SELECT ON `{database}`.* TO '{user}'@'%';

@@ -7,14 +7,15 @@
 //! transaction is being published in bounded batches, how many of its rows
 //! are already out, so a restart skips exactly those.
 
-use crate::gtid::{Gtid, GtidState};
+use rps_core::gtid::{Gtid, GtidParseError, GtidPosition};
 use serde::{Deserialize, Serialize};
 
 /// A position to stream from, and the fence that guards writing the next one.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Checkpoint {
-    /// Last committed GTID of every domain.
-    pub gtid: GtidState,
+    /// Every committed transaction by GTID: MariaDB's last GTID of every
+    /// domain, or MySQL's executed GTID set.
+    pub gtid: GtidPosition,
     /// Binlog file and end position of the last committed transaction.
     pub file: String,
     pub pos: u64,
@@ -56,8 +57,8 @@ impl Checkpoint {
             file: self.file.clone(),
             pos: self.pos,
             cts: self.commit_ts,
-            inflight_gtid: self.inflight.map(|(g, _)| g.to_string()),
-            inflight_rows: self.inflight.map(|(_, n)| n).unwrap_or(0),
+            inflight_gtid: self.inflight.as_ref().map(|(g, _)| g.to_string()),
+            inflight_rows: self.inflight.as_ref().map(|(_, n)| *n).unwrap_or(0),
             writer: writer.to_string(),
             seq,
         };
@@ -72,11 +73,11 @@ impl Checkpoint {
         let gtid = w
             .gtid
             .parse()
-            .map_err(|e: crate::gtid::GtidParseError| CheckpointError(e.to_string()))?;
+            .map_err(|e: GtidParseError| CheckpointError(e.to_string()))?;
         let inflight = match w.inflight_gtid {
             Some(g) => Some((
                 g.parse()
-                    .map_err(|e: crate::gtid::GtidParseError| CheckpointError(e.to_string()))?,
+                    .map_err(|e: GtidParseError| CheckpointError(e.to_string()))?,
                 w.inflight_rows,
             )),
             None => None,
@@ -108,5 +109,19 @@ mod tests {
         assert_eq!(Checkpoint::decode(&s).unwrap(), c);
         assert_ne!(s, c.encode("other-writer", 3));
         assert!(Checkpoint::decode("{}").is_err());
+    }
+
+    #[test]
+    fn mysql_gtid_sets_round_trip() {
+        let c = Checkpoint {
+            gtid: "3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5:7-9:blue:1-3,01f95083-edd4-11f1-b50e-02fc00000001:1-3"
+                .parse()
+                .unwrap(),
+            file: "binlog.000002".into(),
+            pos: 99,
+            commit_ts: 1,
+            inflight: Some(("3e11fa47-71ca-11e1-9e33-c80aa9429562:blue:4".parse().unwrap(), 12)),
+        };
+        assert_eq!(Checkpoint::decode(&c.encode("w", 1)).unwrap(), c);
     }
 }

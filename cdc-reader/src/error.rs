@@ -24,6 +24,11 @@ pub mod codes {
     pub const ER_SPECIFIC_ACCESS_DENIED_ERROR: u16 = 1227;
     /// ER_TABLEACCESS_DENIED_ERROR.
     pub const ER_TABLEACCESS_DENIED_ERROR: u16 = 1142;
+    /// ER_UNKNOWN_SYSTEM_VARIABLE: the server is not the version or flavor
+    /// a statement was written for; asking again will not change that.
+    pub const ER_UNKNOWN_SYSTEM_VARIABLE: u16 = 1193;
+    /// ER_PARSE_ERROR, for the same reason.
+    pub const ER_PARSE_ERROR: u16 = 1064;
 }
 
 /// A server setting or grant that is not what the reader needs.
@@ -100,6 +105,13 @@ pub enum Definite {
         key: String,
         message: String,
     },
+    #[error("server `{server}` does not support a statement the reader needs (error {code}: {message}). \
+             Check that its version is supported (docs/operations.md, \"Supported servers\")")]
+    Unsupported {
+        server: String,
+        code: u16,
+        message: String,
+    },
     #[error("server `{server}`: invalid MySQL url: {message}")]
     Url { server: String, message: String },
 }
@@ -125,6 +137,10 @@ pub fn classify_mysql(server: &str, checkpoint_key: &str, e: mysql_async::Error)
     use codes::*;
     if let mysql_async::Error::Server(s) = &e {
         match s.code {
+            // MySQL also sends 1236 when another replica connected with
+            // the same server_id (a twin, or this reader's own zombie
+            // session): the binlog is there, and a new session may resume.
+            ER_MASTER_FATAL_ERROR_READING_BINLOG if is_replica_id_clash(&s.message) => {}
             ER_MASTER_FATAL_ERROR_READING_BINLOG => {
                 return Definite::BinlogUnavailable {
                     server: server.to_string(),
@@ -139,6 +155,14 @@ pub fn classify_mysql(server: &str, checkpoint_key: &str, e: mysql_async::Error)
             | ER_TABLEACCESS_DENIED_ERROR => {
                 return Definite::AccessDenied {
                     server: server.to_string(),
+                    message: s.message.clone(),
+                }
+                .into()
+            }
+            ER_UNKNOWN_SYSTEM_VARIABLE | ER_PARSE_ERROR => {
+                return Definite::Unsupported {
+                    server: server.to_string(),
+                    code: s.code,
                     message: s.message.clone(),
                 }
                 .into()
@@ -158,4 +182,40 @@ pub fn classify_mysql(server: &str, checkpoint_key: &str, e: mysql_async::Error)
         source: e,
     }
     .into()
+}
+
+/// The 1236 that means "another replica took this server_id", not "the
+/// binlog is gone" (MySQL: `A replica with the same server_uuid/server_id`,
+/// `A slave with the same …` before 8.0.26).
+fn is_replica_id_clash(message: &str) -> bool {
+    message.contains("with the same server_uuid/server_id")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server_error(code: u16, message: &str) -> mysql_async::Error {
+        mysql_async::Error::Server(mysql_async::ServerError {
+            code,
+            message: message.to_string(),
+            state: "HY000".to_string(),
+        })
+    }
+
+    #[test]
+    fn a_1236_is_definite_unless_it_is_a_replica_id_clash() {
+        let purged = server_error(1236, "Cannot replicate because the source purged required binary logs. Replicate the missing transactions from elsewhere");
+        assert!(matches!(
+            classify_mysql("a", "k", purged),
+            SessionError::Definite(Definite::BinlogUnavailable { .. })
+        ));
+        let twin = server_error(1236, "A replica with the same server_uuid/server_id as this replica has connected to the source; the first event '' at 4");
+        assert!(matches!(classify_mysql("a", "k", twin), SessionError::Transient(_)));
+        let unknown = server_error(1193, "Unknown system variable 'gtid_binlog_pos'");
+        assert!(matches!(
+            classify_mysql("a", "k", unknown),
+            SessionError::Definite(Definite::Unsupported { .. })
+        ));
+    }
 }

@@ -11,7 +11,6 @@
 pub mod checkpoint;
 pub mod decode;
 pub mod error;
-pub mod gtid;
 pub mod inspect;
 pub mod metrics;
 pub mod preflight;

@@ -4,26 +4,17 @@
 //! does not start.
 
 use crate::error::Mismatch;
-use crate::gtid::GtidState;
 use crate::Checkpoint;
 use mysql_async::prelude::*;
 use mysql_async::Conn;
 use rps_core::Config;
+use rps_event_store::Flavor;
 
 /// What the reader learns about a server that passed preflight.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServerFacts {
-    /// Events carry a CRC32 checksum (`binlog_checksum` is not NONE).
-    pub checksum: bool,
+    pub flavor: Flavor,
 }
-
-/// Required settings and their values (DESIGN.md section 2).
-pub const REQUIRED: [(&str, &str); 4] = [
-    ("log_bin", "ON"),
-    ("binlog_format", "ROW"),
-    ("binlog_row_image", "FULL"),
-    ("binlog_row_metadata", "FULL"),
-];
 
 /// Checks settings and grants. The outer error is the query failing
 /// (classified by the caller); the inner one the list of mismatches.
@@ -32,45 +23,47 @@ pub async fn preflight(
     config: &Config,
     server_index: usize,
 ) -> Result<Result<ServerFacts, Vec<Mismatch>>, mysql_async::Error> {
-    let mut mismatches = Vec::new();
-    for (setting, expected) in REQUIRED {
-        let actual: Option<Option<String>> = conn
-            .query_first(format!("SELECT CAST(@@{setting} AS CHAR)"))
-            .await
-            .or_else(|e| match e {
-                // Unknown system variable: an old server without the setting.
-                mysql_async::Error::Server(ref s) if s.code == 1193 => Ok(Some(None)),
-                e => Err(e),
-            })?;
-        let mut actual = actual.flatten().unwrap_or_else(|| "(not supported)".into());
-        // Some versions show boolean settings as 1/0.
-        if actual == "1" {
-            actual = "ON".into();
-        } else if actual == "0" {
-            actual = "OFF".into();
-        }
-        if !actual.eq_ignore_ascii_case(expected) {
-            mismatches.push(Mismatch {
-                setting: setting.to_string(),
-                expected: expected.to_string(),
-                actual,
-            });
-        }
-    }
-    let checksum: Option<String> = conn
-        .query_first("SELECT CAST(@@binlog_checksum AS CHAR)")
-        .await?;
-    let grants: Vec<String> = conn.query("SHOW GRANTS").await?;
+    let flavor = Flavor::detect(conn).await?;
+    let mut mismatches: Vec<Mismatch> = flavor
+        .check_settings(conn)
+        .await?
+        .into_iter()
+        .map(|(setting, expected, actual)| Mismatch {
+            setting,
+            expected,
+            actual,
+        })
+        .collect();
+    let grants = effective_grants(conn).await?;
     let server = &config.servers[server_index];
     let dbs: Vec<String> = server.shards.iter().map(|s| config.database(*s)).collect();
     mismatches.extend(check_grants(&grants, &dbs));
     if mismatches.is_empty() {
-        Ok(Ok(ServerFacts {
-            checksum: !checksum.unwrap_or_default().eq_ignore_ascii_case("NONE"),
-        }))
+        Ok(Ok(ServerFacts { flavor }))
     } else {
         Ok(Err(mismatches))
     }
+}
+
+/// `SHOW GRANTS` of the session's account, with the privileges of its
+/// active roles expanded on MySQL (`SHOW GRANTS … USING role`), so a
+/// privilege granted through a role counts.
+async fn effective_grants(conn: &mut Conn) -> Result<Vec<String>, mysql_async::Error> {
+    let mut grants: Vec<String> = conn.query("SHOW GRANTS").await?;
+    let roles: Option<Option<String>> = conn
+        .query_first("SELECT CURRENT_ROLE()")
+        .await
+        .or_else(|_| Ok::<_, mysql_async::Error>(None))?;
+    if let Some(roles) = roles.flatten().filter(|r| r != "NONE" && !r.is_empty()) {
+        // CURRENT_ROLE() lists `name`@`host` quoted and comma-separated.
+        if let Ok(more) = conn
+            .query::<String, _>(format!("SHOW GRANTS FOR CURRENT_USER() USING {roles}"))
+            .await
+        {
+            grants = more;
+        }
+    }
+    Ok(grants)
 }
 
 /// Parses `SHOW GRANTS` lines into missing privileges.
@@ -124,33 +117,29 @@ fn missing(what: &str) -> Mismatch {
 }
 
 /// The server's current position: where a reader without a checkpoint
-/// starts (`@@gtid_binlog_pos` and SHOW MASTER STATUS).
-pub async fn current_position(conn: &mut Conn) -> Result<Checkpoint, mysql_async::Error> {
-    let gtid: Option<String> = conn.query_first("SELECT @@gtid_binlog_pos").await?;
-    let status: Option<mysql_async::Row> = conn.query_first("SHOW MASTER STATUS").await?;
-    let (file, pos) = match status {
-        Some(row) => (
-            row.get::<String, _>(0).unwrap_or_default(),
-            row.get::<u64, _>(1).unwrap_or(4),
-        ),
-        None => (String::new(), 4),
-    };
-    let gtid = gtid
-        .unwrap_or_default()
-        .parse::<GtidState>()
-        .unwrap_or_default();
+/// starts.
+pub async fn current_position(
+    conn: &mut Conn,
+    flavor: Flavor,
+) -> Result<Checkpoint, mysql_async::Error> {
+    let head = flavor.current_position(conn).await?;
     Ok(Checkpoint {
-        gtid,
-        file,
-        pos,
+        gtid: head.gtid,
+        file: head.file,
+        pos: head.pos,
         commit_ts: 0,
         inflight: None,
     })
 }
 
 /// Bytes of binlog from `(file, pos)` to the server's head (SHOW BINARY LOGS).
-pub async fn lag_bytes(conn: &mut Conn, file: &str, pos: u64) -> Result<u64, mysql_async::Error> {
-    let logs: Vec<(String, u64)> = conn.query("SHOW BINARY LOGS").await?;
+pub async fn lag_bytes(
+    conn: &mut Conn,
+    flavor: Flavor,
+    file: &str,
+    pos: u64,
+) -> Result<u64, mysql_async::Error> {
+    let logs = flavor.binary_logs(conn).await?;
     let mut total = 0u64;
     let mut seen = false;
     for (name, size) in logs {

@@ -6,15 +6,15 @@
 use crate::checkpoint::Checkpoint;
 use crate::decode::{Action, Decoder};
 use crate::error::{classify_mysql, CdcError, Definite, SessionError, Transient};
-use crate::gtid::Gtid;
 use crate::metrics as m;
 use crate::preflight;
 use crate::publish::{Batch, Publisher};
 use backon::BackoffBuilder;
 use futures::{FutureExt, StreamExt};
-use mysql_async::prelude::*;
-use mysql_async::{BinlogStreamRequest, Conn, Opts};
+use mysql_async::{Conn, Opts};
+use rps_core::gtid::Gtid;
 use rps_core::{Config, Timestamp};
+use rps_event_store::{BinlogPosition, Flavor};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -195,9 +195,12 @@ pub async fn start_position(config: &Config, index: usize) -> Result<Checkpoint,
     let mut conn = Conn::new(mysql_opts(config, index)?)
         .await
         .map_err(|e| classify_mysql(&s.name, &ck_key, e))?;
-    let r = preflight::current_position(&mut conn)
-        .await
-        .map_err(|e| classify_mysql(&s.name, &ck_key, e));
+    let r = async {
+        let flavor = Flavor::detect(&mut conn).await?;
+        preflight::current_position(&mut conn, flavor).await
+    }
+    .await
+    .map_err(|e| classify_mysql(&s.name, &ck_key, e));
     let _ = conn.disconnect().await;
     r
 }
@@ -243,7 +246,7 @@ async fn session(
     let start = match stored {
         Some(c) => c,
         None => {
-            let c = preflight::current_position(&mut conn)
+            let c = preflight::current_position(&mut conn, facts.flavor)
                 .await
                 .map_err(mysql)?;
             // Store the starting point at once: a crash before the first
@@ -275,9 +278,10 @@ pub async fn stream(
     let server_id = config.cdc.server_id_base + index as u32;
     info!(gtid = %start.gtid, file = %start.file, pos = start.pos,
           inflight = ?start.inflight, "streaming");
-    let mut binlog = open_binlog(conn, server_id, &start, heartbeat)
+    let mut binlog = open_binlog(facts.flavor, conn, server_id, &start, heartbeat)
         .await
         .map_err(mysql)?;
+    info!(flavor = %facts.flavor, "binlog opened");
     metrics::gauge!(m::UP, &labels).set(1.0);
     // Export the counters from the start, so a reader with nothing to
     // publish yet shows 0 instead of no series (a rate needs both ends).
@@ -288,17 +292,18 @@ pub async fn stream(
     let lag_task = tokio::spawn(lag_bytes_loop(
         config.clone(),
         index,
+        facts.flavor,
         lag_rx,
         shutdown.child_token(),
     ));
     let _stop_lag = AbortOnDrop(lag_task);
 
-    let mut decoder = Decoder::new(config.clone(), &server, &start.file, facts.checksum);
+    let mut decoder = Decoder::new(config.clone(), &server, &start.file);
     let mut committed = Checkpoint {
         inflight: None,
         ..start.clone()
     };
-    let mut skip = start.inflight;
+    let mut skip = start.inflight.clone();
     let mut trx: Option<Gtid> = None;
     let mut trx_items = 0u64;
     let mut skip_n = 0u64;
@@ -330,7 +335,7 @@ pub async fn stream(
                     Some(n) => n,
                     None => {
                         if pending {
-                            let ck = checkpoint_now(&committed, trx, trx_items);
+                            let ck = checkpoint_now(&committed, trx.as_ref(), trx_items);
                             flush(&mut publisher, &mut batch, &ck, &labels, &lag_tx).await?;
                             dirty = false;
                             last_flush = Instant::now();
@@ -370,17 +375,18 @@ pub async fn stream(
         for action in actions.drain(..) {
             match action {
                 Action::Begin { gtid, .. } => {
-                    trx = Some(gtid);
                     trx_items = 0;
                     // The partly published transaction is recognised by its
                     // GTID; transactions of other databases may come first.
-                    skip_n = match skip {
-                        Some((g, n)) if g == gtid => {
+                    skip_n = match &skip {
+                        Some((g, n)) if gtid.as_ref() == Some(g) => {
+                            let n = *n;
                             skip = None;
                             n
                         }
                         _ => 0,
                     };
+                    trx = gtid;
                 }
                 Action::Row(ev) => {
                     trx_items += 1;
@@ -396,7 +402,7 @@ pub async fn stream(
                 }
                 Action::Commit { pos, ts } => {
                     if let Some(g) = trx.take() {
-                        committed.gtid.advance(g);
+                        committed.gtid.advance(&g);
                     }
                     committed.file = decoder.file().to_string();
                     committed.pos = pos;
@@ -415,7 +421,7 @@ pub async fn stream(
                 }
             }
             if batch.items() >= batch_rows || batch.bytes >= MAX_BATCH_BYTES {
-                let ck = checkpoint_now(&committed, trx, trx_items);
+                let ck = checkpoint_now(&committed, trx.as_ref(), trx_items);
                 flush(&mut publisher, &mut batch, &ck, &labels, &lag_tx).await?;
                 dirty = false;
                 last_flush = Instant::now();
@@ -426,9 +432,9 @@ pub async fn stream(
 
 /// The checkpoint after what was decoded so far: the last commit, plus the
 /// open transaction's published row count when a batch ends inside it.
-fn checkpoint_now(committed: &Checkpoint, trx: Option<Gtid>, trx_items: u64) -> Checkpoint {
+fn checkpoint_now(committed: &Checkpoint, trx: Option<&Gtid>, trx_items: u64) -> Checkpoint {
     let mut ck = committed.clone();
-    ck.inflight = trx.filter(|_| trx_items > 0).map(|g| (g, trx_items));
+    ck.inflight = trx.filter(|_| trx_items > 0).map(|g| (g.clone(), trx_items));
     ck
 }
 
@@ -475,6 +481,7 @@ impl Drop for AbortOnDrop {
 async fn lag_bytes_loop(
     config: Arc<Config>,
     index: usize,
+    flavor: Flavor,
     rx: watch::Receiver<(String, u64)>,
     shutdown: CancellationToken,
 ) {
@@ -493,7 +500,7 @@ async fn lag_bytes_loop(
         }
         let Some(c) = conn.as_mut() else { continue };
         let (file, pos) = rx.borrow().clone();
-        match preflight::lag_bytes(c, &file, pos).await {
+        match preflight::lag_bytes(c, flavor, &file, pos).await {
             Ok(b) => metrics::gauge!(m::LAG_BYTES, &labels).set(b as f64),
             Err(_) => conn = None,
         }
@@ -526,10 +533,16 @@ pub async fn decode_only(
     let (conn, facts) = connect_checked(config, index).await?;
     // A replica id of its own, so a dry run never displaces the live reader.
     let server_id = config.cdc.server_id_base + 90 + index as u32;
-    let mut binlog = open_binlog(conn, server_id, start, Duration::from_millis(500))
-        .await
-        .map_err(mysql)?;
-    let mut decoder = Decoder::new(config.clone(), &server, &start.file, facts.checksum);
+    let mut binlog = open_binlog(
+        facts.flavor,
+        conn,
+        server_id,
+        start,
+        Duration::from_millis(500),
+    )
+    .await
+    .map_err(mysql)?;
+    let mut decoder = Decoder::new(config.clone(), &server, &start.file);
     let mut stats = DecodeStats::default();
     let mut actions = Vec::with_capacity(1024);
     let t0 = Instant::now();
@@ -564,32 +577,20 @@ pub async fn decode_only(
     Ok(stats)
 }
 
-/// Opens the binlog dump on `conn` as replica `server_id`, from `start`: by
-/// GTID state when the checkpoint has one (MariaDB's `@slave_connect_state`),
-/// else by file and position. The session variables make MariaDB send GTID
-/// events as such and heartbeats while idle.
+/// Opens the binlog dump on `conn` as replica `server_id`, from `start`
+/// (by GTID position when the checkpoint has one, else by file and
+/// position), with heartbeats while idle.
 async fn open_binlog(
-    mut conn: Conn,
+    flavor: Flavor,
+    conn: Conn,
     server_id: u32,
     start: &Checkpoint,
     heartbeat: Duration,
 ) -> Result<mysql_async::BinlogStream, mysql_async::Error> {
-    conn.query_drop("SET @mariadb_slave_capability=4").await?;
-    conn.query_drop(format!(
-        "SET @master_heartbeat_period={}",
-        heartbeat.as_nanos()
-    ))
-    .await?;
-    let file_bytes = start.file.clone().into_bytes();
-    let mut request = BinlogStreamRequest::new(server_id);
-    if start.gtid.is_empty() {
-        request = request
-            .with_filename(&file_bytes)
-            .with_pos(start.pos.max(4));
-    } else {
-        conn.query_drop(format!("SET @slave_connect_state='{}'", start.gtid))
-            .await?;
-        conn.query_drop("SET @slave_gtid_strict_mode=0").await?;
-    }
-    conn.get_binlog_stream(request).await
+    let from = BinlogPosition {
+        gtid: start.gtid.clone(),
+        file: start.file.clone(),
+        pos: start.pos,
+    };
+    flavor.open_binlog(conn, server_id, &from, heartbeat).await
 }

@@ -10,11 +10,11 @@ use mysql_async::prelude::*;
 use rps_core::ShardId;
 use std::collections::HashMap;
 use std::time::Duration;
-use test_support::{MariaDbInstance, RedisInstance, TestEnv};
+use test_support::{RedisInstance, ShardServerInstance, TestEnv};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rotation_and_a_mariadb_kill9_mid_stream_lose_and_repeat_nothing() {
-    let mut db = MariaDbInstance::start(61).await;
+async fn rotation_and_a_server_kill9_mid_stream_lose_and_repeat_nothing() {
+    let mut db = ShardServerInstance::start(61).await;
     let env = TestEnv::on_servers(
         "cdc_mdb",
         2,
@@ -139,7 +139,7 @@ async fn a_redis_restart_mid_stream_loses_and_repeats_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_purged_binlog_and_a_misconfigured_server_are_definite() {
-    let db = MariaDbInstance::start(62).await;
+    let db = ShardServerInstance::start(62).await;
     let env = TestEnv::on_servers(
         "cdc_purge",
         2,
@@ -174,12 +174,7 @@ async fn a_purged_binlog_and_a_misconfigured_server_are_definite() {
     .await;
     let mut a = env.admin_conn(0).await;
     a.query_drop("FLUSH BINARY LOGS").await.unwrap();
-    let (file, _): (String, u64) = a
-        .query_first::<mysql_async::Row, _>("SHOW MASTER STATUS")
-        .await
-        .unwrap()
-        .map(|r| (r.get(0).unwrap(), r.get(1).unwrap()))
-        .unwrap();
+    let (file, _) = test_support::binlog_head(&mut a).await;
     // The stopped reader's dump thread may linger a moment and hold the file.
     test_support::eventually("binlogs purged", Duration::from_secs(20), || {
         let (url, file) = (config.servers[0].admin_url.clone().unwrap(), file.clone());
@@ -190,8 +185,9 @@ async fn a_purged_binlog_and_a_misconfigured_server_are_definite() {
             a.query_drop(format!("PURGE BINARY LOGS TO '{file}'"))
                 .await
                 .ok()?;
-            let logs: Vec<(String, u64)> = a.query("SHOW BINARY LOGS").await.ok()?;
-            (logs.first().map(|l| &l.0) == Some(&file)).then_some(())
+            let logs: Vec<mysql_async::Row> = a.query("SHOW BINARY LOGS").await.ok()?;
+            let first: Option<String> = logs.first().and_then(|l| l.get(0));
+            (first.as_ref() == Some(&file)).then_some(())
         }
     })
     .await;

@@ -10,7 +10,7 @@ use compensator::dlq;
 use compensator::fred::interfaces::{HashesInterface, SortedSetsInterface, StreamsInterface};
 use rps_core::keys::deadline_member;
 use std::time::Duration;
-use test_support::{eventually, shared_redis_url, MariaDbInstance, TestEnv};
+use test_support::{eventually, shared_redis_url, ShardServerInstance, TestEnv};
 use tokio_util::sync::CancellationToken;
 
 async fn history(env: &TestEnv, member: &str) -> Option<AttemptHistory> {
@@ -24,7 +24,7 @@ async fn history(env: &TestEnv, member: &str) -> Option<AttemptHistory> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shard_down_while_firing_is_retried_then_fired() {
-    let mut db = MariaDbInstance::start(201).await;
+    let mut db = ShardServerInstance::start(201).await;
     let env = TestEnv::on_servers(
         "comp_down",
         2,
@@ -91,7 +91,7 @@ fn test_gesture() -> rps_core::Gesture {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shard_down_for_good_goes_to_the_dead_letter_after_four_attempts() {
-    let mut db = MariaDbInstance::start(202).await;
+    let mut db = ShardServerInstance::start(202).await;
     let env = TestEnv::on_servers(
         "comp_dead",
         2,

@@ -12,6 +12,7 @@ pub mod config;
 pub mod deadletter;
 pub mod event;
 pub mod fold;
+pub mod gtid;
 pub mod ids;
 pub mod keys;
 #[cfg(feature = "redis")]
@@ -21,6 +22,7 @@ pub mod time;
 
 pub use config::{Config, ConfigError, ServerConfig};
 pub use event::{EventType, Gesture, MatchEvent, Outcome, SeasonId, ShardId};
+pub use gtid::{Gtid, GtidPosition};
 pub use fold::{MatchState, MatchStatus, PlayerStats, Rejection, StatsDelta, Transition};
 pub use keys::Keys;
 pub use stream::{SourcePosition, StreamEvent};

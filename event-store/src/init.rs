@@ -1,7 +1,7 @@
 //! `rpsctl init`: shard databases, event tables, the pipeline account and
 //! its grants on every server, idempotently, with a report of what changed.
 
-use crate::{opts, StoreError};
+use crate::{opts, Flavor, StoreError};
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Opts, Pool};
 use rps_core::Config;
@@ -36,14 +36,6 @@ impl InitReport {
         })
     }
 }
-
-/// Settings the reader requires, with the value it expects.
-pub const REQUIRED_SETTINGS: [(&str, &str); 4] = [
-    ("log_bin", "1"),
-    ("binlog_format", "ROW"),
-    ("binlog_row_image", "FULL"),
-    ("binlog_row_metadata", "FULL"),
-];
 
 /// Applies schema, account and grants to every server of the topology.
 pub async fn init(config: &Config) -> Result<InitReport, StoreError> {
@@ -100,9 +92,7 @@ async fn init_server(
         ))));
     }
 
-    // MySQL 8 has no BINLOG MONITOR; REPLICATION CLIENT is the same right there.
-    let version: Option<String> = conn.query_first("SELECT VERSION()").await?;
-    let is_mariadb = version.unwrap_or_default().contains("MariaDB");
+    let flavor = Flavor::detect(conn).await?;
 
     let user_existed: Option<String> = conn
         .exec_first(
@@ -153,14 +143,7 @@ async fn init_server(
                 .replace("{password}", &password)
                 .replace("{database}", &db)
                 .replace("{table}", table)
-                .replace(
-                    "BINLOG MONITOR",
-                    if is_mariadb {
-                        "BINLOG MONITOR"
-                    } else {
-                        "REPLICATION CLIENT"
-                    },
-                )
+                .replace("BINLOG MONITOR", flavor.binlog_monitor_privilege())
                 .split(';')
                 .map(|s| {
                     s.lines()
@@ -173,15 +156,12 @@ async fn init_server(
                 conn.query_drop(stmt).await?;
             }
         }
-    }
-
-    for (setting, expected) in REQUIRED_SETTINGS {
-        let actual: Option<String> = conn.query_first(format!("SELECT @@{setting}")).await?;
-        let actual = actual.unwrap_or_default();
-        if !actual.eq_ignore_ascii_case(expected) {
-            r.setting_mismatches
-                .push((setting.to_string(), expected.to_string(), actual));
+        for privilege in flavor.snapshot_privileges() {
+            conn.query_drop(format!("GRANT {privilege} ON `{db}`.* TO '{user}'@'%'"))
+                .await?;
         }
     }
+
+    r.setting_mismatches = flavor.check_settings(conn).await?;
     Ok(Ok(r))
 }

@@ -6,6 +6,7 @@
 //! ordered history reads (replay, export, verify, snapshots). The binlog is
 //! not read here; that is cdc-reader's job.
 
+mod flavor;
 mod history;
 mod init;
 
@@ -13,7 +14,8 @@ pub use history::{
     decode_row, read_ranges_ahead, HistoryFilter, MatchRangeReader, RangePlan, RangeRow, RowResult,
     TableReader, EVENT_COLUMNS,
 };
-pub use init::{init, InitReport, ServerReport, REQUIRED_SETTINGS};
+pub use flavor::{BinlogPosition, Flavor, SnapshotError, TableListQuery};
+pub use init::{init, InitReport, ServerReport};
 
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Opts, Pool, PoolConstraints, PoolOpts};

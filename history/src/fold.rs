@@ -1,8 +1,7 @@
 //! The fold of every shard's event tables, read inside consistent snapshots.
 //!
-//! Each shard is read on its own connection inside `START TRANSACTION WITH
-//! CONSISTENT SNAPSHOT`, which in MariaDB also fixes the binlog position of
-//! that instant (`binlog_snapshot_file` / `binlog_snapshot_position`): the
+//! Each shard is read on its own connection inside a consistent snapshot
+//! whose binlog position is exact (`Flavor::begin_consistent_snapshot`): the
 //! rows read are exactly the transactions committed before that position.
 //! Replay uses the position to know which stream entries the fold already
 //! contains. Shards are read in parallel; each shard in ranges of match ids
@@ -23,7 +22,10 @@ use crate::HistoryError;
 use futures::future::try_join_all;
 use mysql_async::prelude::*;
 use rps_core::{MatchEvent, PlayerStats, SeasonId, ShardId, Timestamp};
-use rps_event_store::{read_ranges_ahead, EventStore, HistoryFilter, RangeRow, StoreError};
+use rps_event_store::{
+    read_ranges_ahead, EventStore, Flavor, HistoryFilter, RangeRow, SnapshotError, StoreError,
+    TableListQuery,
+};
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -181,30 +183,20 @@ async fn fold_shard(
     let tables = store.event_tables(shard).await?;
     let mut conn = store.conn_for_shard(shard).await?;
     let m = HistoryError::mysql;
-    conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        .await
-        .map_err(m(&server))?;
-    conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
-        .await
-        .map_err(m(&server))?;
-    let status: Vec<(String, String)> = conn
-        .query("SHOW STATUS LIKE 'binlog_snapshot_%'")
-        .await
-        .map_err(m(&server))?;
-    let get = |name: &str| {
-        status
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.clone())
+    let mut locker = store.conn_for_shard(shard).await?;
+    let flavor = Flavor::detect(&mut conn).await.map_err(m(&server))?;
+    let list = || TableListQuery {
+        databases: vec![database.clone()],
     };
-    let (Some(file), Some(pos)) = (
-        get("binlog_snapshot_file"),
-        get("binlog_snapshot_position").and_then(|p| p.parse::<u64>().ok()),
-    ) else {
-        return Err(HistoryError::Definite(format!(
-            "server `{server}` reports no binlog_snapshot_file/position: binary logging must be on (sql/server.cnf)"
-        )));
-    };
+    let head = flavor
+        .begin_consistent_snapshot(&mut conn, &mut locker, &list)
+        .await
+        .map_err(|e| match e {
+            SnapshotError::Mysql(source) => m(&server)(source),
+            e => HistoryError::Definite(format!("server `{server}` ({flavor}): {e}")),
+        })?;
+    drop(locker);
+    let (file, pos) = (head.file, head.pos);
     for table in &tables {
         let max_id: Option<Option<i64>> = conn
             .query_first(format!("SELECT MAX(id) FROM `{database}`.`{table}`"))

@@ -11,9 +11,9 @@ use crate::HistoryError;
 use fred::clients::Client;
 use fred::interfaces::{KeysInterface, SortedSetsInterface, StreamsInterface};
 use fred::types::Value;
-use mysql_async::prelude::*;
 use rps_core::keys::PROJECTOR_GROUP;
 use rps_core::{Config, ShardId, StreamEvent, Timestamp};
+use rps_event_store::Flavor;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -243,7 +243,7 @@ async fn count_after(client: &Client, stream: &str, start: &str) -> Result<u64, 
 
 type BinlogHead = (String, u64);
 
-/// `SHOW MASTER STATUS` and `SHOW BINARY LOGS` of a server.
+/// The binlog head and `SHOW BINARY LOGS` of a server.
 async fn binlog_state(url: &str) -> Result<(BinlogHead, Vec<(String, u64)>), HistoryError> {
     let opts =
         mysql_async::Opts::from_url(url).map_err(|e| HistoryError::Definite(e.to_string()))?;
@@ -251,20 +251,13 @@ async fn binlog_state(url: &str) -> Result<(BinlogHead, Vec<(String, u64)>), His
         .await
         .map_err(|e| HistoryError::Definite(format!("cannot connect: {e}")))?;
     let m = |e: mysql_async::Error| HistoryError::Definite(e.to_string());
-    let row: Option<mysql_async::Row> = conn.query_first("SHOW MASTER STATUS").await.map_err(m)?;
-    let row = row.ok_or_else(|| HistoryError::Definite("binary logging is off".into()))?;
-    let file: String = row.get(0).unwrap_or_default();
-    let pos: u64 = row.get(1).unwrap_or_default();
-    let logs: Vec<mysql_async::Row> = conn.query("SHOW BINARY LOGS").await.map_err(m)?;
-    let logs = logs
-        .into_iter()
-        .map(|r| {
-            (
-                r.get::<String, _>(0).unwrap_or_default(),
-                r.get::<u64, _>(1).unwrap_or_default(),
-            )
-        })
-        .collect();
+    let flavor = Flavor::detect(&mut conn).await.map_err(m)?;
+    let head = flavor.current_position(&mut conn).await.map_err(m)?;
+    if head.file.is_empty() {
+        return Err(HistoryError::Definite("binary logging is off".into()));
+    }
+    let (file, pos) = (head.file, head.pos);
+    let logs = flavor.binary_logs(&mut conn).await.map_err(m)?;
     let _ = conn.disconnect().await;
     Ok(((file, pos), logs))
 }

@@ -1,10 +1,9 @@
 //! One server's history, read inside one consistent snapshot, with the
 //! binlog position of that same instant.
 //!
-//! MariaDB fixes `binlog_snapshot_file` / `binlog_snapshot_position` when
-//! `START TRANSACTION WITH CONSISTENT SNAPSHOT` begins: the rows the
-//! transaction sees are exactly the transactions committed before that
-//! position. The reader needs one position per server to resume from, so all
+//! The snapshot's binlog position is exact: the rows the transaction sees
+//! are exactly the transactions committed before that position
+//! ([`Flavor::begin_consistent_snapshot`] says how each flavor gets it). The reader needs one position per server to resume from, so all
 //! of a server's shards are read in that one transaction (per-shard
 //! snapshots, as `rpsctl replay` takes them, would each have their own
 //! position). This module reads and folds; the bootstrap writes what it
@@ -17,7 +16,9 @@ use history::model::Model;
 use history::SpilledMatches;
 use mysql_async::prelude::*;
 use rps_core::{Config, ShardId, Timestamp};
-use rps_event_store::{read_ranges_ahead, EventStore, HistoryFilter, StoreError};
+use rps_event_store::{
+    read_ranges_ahead, EventStore, Flavor, HistoryFilter, SnapshotError, StoreError, TableListQuery,
+};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -31,8 +32,8 @@ pub struct ServerSnapshot {
     /// Binlog coordinates of the snapshot instant.
     pub file: String,
     pub pos: u64,
-    /// `BINLOG_GTID_POS(file, pos)`: the GTID state at that instant (`""`
-    /// on a server that never logged a GTID).
+    /// The GTID position at that instant (`""` on a server that never
+    /// logged a GTID).
     pub gtid: String,
     /// Rows read from the server's event tables.
     pub rows: u64,
@@ -60,38 +61,30 @@ pub async fn snapshot_server(
         server: server.clone(),
         source: e,
     })?;
-    conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        .await
-        .map_err(err())?;
+    let mut locker = pool.get_conn().await.map_err(|e| StoreError::Mysql {
+        server: server.clone(),
+        source: e,
+    })?;
+    let flavor = Flavor::detect(&mut conn).await.map_err(err())?;
     let taken_at = Timestamp::now();
-    conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
-        .await
-        .map_err(err())?;
-    let status: Vec<(String, String)> = conn
-        .query("SHOW STATUS LIKE 'binlog_snapshot_%'")
-        .await
-        .map_err(err())?;
-    let get = |name: &str| {
-        status
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.clone())
+    let databases: Vec<String> = config.servers[index]
+        .shards
+        .iter()
+        .map(|s| config.database(*s))
+        .collect();
+    let list = || TableListQuery {
+        databases: databases.clone(),
     };
-    let (Some(file), Some(pos)) = (
-        get("binlog_snapshot_file").filter(|f| !f.is_empty()),
-        get("binlog_snapshot_position").and_then(|p| p.parse::<u64>().ok()),
-    ) else {
-        return Err(RecoveryError::Definite(format!(
-            "server `{server}` reports no binlog_snapshot_file/position: binary logging must be on \
-             (log_bin, see sql/server.cnf) before the pipeline can start from its history"
-        )));
-    };
-    let gtid: Option<Option<String>> = conn
-        .exec_first("SELECT BINLOG_GTID_POS(?, ?)", (file.as_str(), pos))
+    let head = flavor
+        .begin_consistent_snapshot(&mut conn, &mut locker, &list)
         .await
-        .map_err(err())?;
-    let gtid = gtid.flatten().unwrap_or_default();
-    tracing::info!(%file, pos, %gtid, "snapshot taken");
+        .map_err(|e| match e {
+            SnapshotError::Mysql(source) => RecoveryError::mysql(&server)(source),
+            e => RecoveryError::Definite(format!("server `{server}` ({flavor}): {e}")),
+        })?;
+    drop(locker);
+    let (file, pos, gtid) = (head.file, head.pos, head.gtid.to_string());
+    tracing::info!(%file, pos, %gtid, %flavor, "snapshot taken");
 
     // Listed inside the transaction: what the snapshot can read.
     let mut plan: Vec<(ShardId, String, Vec<String>)> = Vec::new();

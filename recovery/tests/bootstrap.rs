@@ -10,7 +10,7 @@ use mysql_async::prelude::Queryable;
 use recovery::bootstrap::record_key;
 use recovery::StateLoss;
 use std::time::Duration;
-use test_support::{eventually, MariaDbInstance, TestEnv};
+use test_support::{eventually, ShardServerInstance, TestEnv};
 use tokio_util::sync::CancellationToken;
 
 async fn count_rows(env: &TestEnv) -> u64 {
@@ -69,7 +69,7 @@ async fn ensure_state_folds_history_and_commits_positions() {
         let ck = cdc_reader::Checkpoint::decode(&raw).unwrap();
         assert_eq!((ck.file.as_str(), ck.pos), (snap.file.as_str(), snap.pos));
         assert_eq!(ck.gtid.to_string(), snap.gtid);
-        assert!(!snap.gtid.is_empty(), "MariaDB logs GTIDs");
+        assert!(!snap.gtid.is_empty(), "both flavors log GTIDs");
         assert!(ck.inflight.is_none());
     }
     let progress: std::collections::HashMap<String, String> = redis
@@ -191,10 +191,13 @@ async fn pipeline_starts_on_purged_history_while_writes_go_on() {
     env.cleanup().await;
 }
 
-/// Two private MariaDB servers (server ids `ids`), which a test may purge
+/// Two private shard servers (server ids `ids`), which a test may purge
 /// or restart, and a 4-shard environment on them; keep the servers alive.
-async fn on_private_servers(name: &str, ids: (u32, u32)) -> ([MariaDbInstance; 2], TestEnv) {
-    let (a, b) = tokio::join!(MariaDbInstance::start(ids.0), MariaDbInstance::start(ids.1));
+async fn on_private_servers(name: &str, ids: (u32, u32)) -> ([ShardServerInstance; 2], TestEnv) {
+    let (a, b) = tokio::join!(
+        ShardServerInstance::start(ids.0),
+        ShardServerInstance::start(ids.1)
+    );
     let servers = [a.test_server("mysql-a"), b.test_server("mysql-b")];
     let env = TestEnv::on_servers(name, 4, &servers, &test_support::shared_redis_url()).await;
     ([a, b], env)
@@ -203,27 +206,7 @@ async fn on_private_servers(name: &str, ids: (u32, u32)) -> ([MariaDbInstance; 2
 /// Rotates `server`'s binlog and purges every earlier file.
 async fn purge_all_but_a_new_binlog(env: &TestEnv, server: &str) {
     let mut c = env.admin_conn_to(server).await;
-    c.query_drop("FLUSH BINARY LOGS").await.unwrap();
-    let (file,): (String,) = c
-        .query_first("SHOW MASTER STATUS")
-        .await
-        .unwrap()
-        .map(|row: mysql_async::Row| (row.get::<String, _>(0).unwrap(),))
-        .unwrap();
-    // A binlog still needed for InnoDB's crash recovery is kept until
-    // its binlog checkpoint passes; retry until only the current one is left.
-    for _ in 0..50 {
-        c.query_drop(format!("PURGE BINARY LOGS TO '{file}'"))
-            .await
-            .unwrap();
-        let logs: Vec<mysql_async::Row> = c.query("SHOW BINARY LOGS").await.unwrap();
-        if logs.len() == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let logs: Vec<mysql_async::Row> = c.query("SHOW BINARY LOGS").await.unwrap();
-    assert_eq!(logs.len(), 1, "only the current binlog is left on {server}");
+    test_support::purge_all_but_a_new_binlog(&mut c).await;
 }
 
 /// The pipeline was stopped, events were written meanwhile, and the binlog

@@ -57,22 +57,6 @@ fn port_of(url: &str) -> u16 {
         .expect("port in url")
 }
 
-/// Runs SQL as root with the `mariadb` client, tab-separated rows.
-fn mariadb(port: u16, sql: &str) -> String {
-    let out = Command::new("mariadb")
-        .args(["-h127.0.0.1", "-uroot", "-N", "-B"])
-        .arg(format!("-P{port}"))
-        .args(["-e", sql])
-        .output()
-        .expect("run the mariadb client");
-    assert!(
-        out.status.success(),
-        "{sql}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn unique(prefix: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -165,22 +149,20 @@ async fn all_rows(env: &TestEnv) -> BTreeMap<ShardId, Vec<MatchEvent>> {
 }
 
 /// `(file, position)` of the server's current binlog.
-fn binlog_position(port: u16) -> (String, u64) {
-    let status = mariadb(port, "SHOW MASTER STATUS");
-    let mut fields = status.split('\t');
-    let file = fields.next().expect("binlog file").trim().to_string();
-    let pos = fields
-        .next()
-        .and_then(|p| p.trim().parse().ok())
-        .expect("binlog position");
-    (file, pos)
+async fn binlog_position(port: u16) -> (String, u64) {
+    let url = format!("mysql://root@127.0.0.1:{port}");
+    let mut conn = mysql_async::Conn::new(mysql_async::Opts::from_url(&url).expect("url"))
+        .await
+        .expect("root connection");
+    test_support::binlog_head(&mut conn).await
 }
 
 /// Row inserts per database in the binlog from `(file, pos)` on, decoded by
-/// `mariadb-binlog`, plus whether any of them came as something other than
+/// the flavor's own binlog tool, plus whether any of them came as something other than
 /// an INSERT (it must not).
 fn binlog_inserts(port: u16, from: &(String, u64), prefix: &str) -> (HashMap<String, u64>, u64) {
-    let out = Command::new("mariadb-binlog")
+    let out = test_support::TestFlavor::current()
+        .binlog_dump_command()
         .args([
             "--read-from-remote-server",
             "-h127.0.0.1",
@@ -193,10 +175,10 @@ fn binlog_inserts(port: u16, from: &(String, u64), prefix: &str) -> (HashMap<Str
         .arg(format!("--start-position={}", from.1))
         .arg(&from.0)
         .output()
-        .expect("run mariadb-binlog");
+        .expect("run the binlog tool");
     assert!(
         out.status.success(),
-        "mariadb-binlog: {}",
+        "binlog tool: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8_lossy(&out.stdout);
@@ -232,7 +214,10 @@ async fn simulate_writes_valid_matches_into_the_right_shards_and_binlogs() {
         .iter()
         .map(|s| port_of(s.admin_url.as_deref().expect("admin url")))
         .collect();
-    let before: Vec<(String, u64)> = ports.iter().map(|p| binlog_position(*p)).collect();
+    let mut before: Vec<(String, u64)> = Vec::new();
+    for p in &ports {
+        before.push(binlog_position(*p).await);
+    }
 
     let (players, matches) = (200i64, 3000usize);
     let out = rpsctl(

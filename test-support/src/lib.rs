@@ -2,12 +2,18 @@
 //!
 //! Two kinds of servers:
 //! - the shared local environment (`scripts/dev-env.sh up`: MariaDB on 3307
-//!   and 3308, Redis on 6380; override with `RPS_TEST_MYSQL_PORTS="3307 3308"`
-//!   and `RPS_TEST_REDIS_URL`). Each [`TestEnv`] gets its own database prefix
+//!   and 3308, Redis on 6380; `up mysql`: MySQL on 3317 and 3318, Redis on
+//!   6381; [`TestFlavor`] picks one, and `RPS_TEST_MYSQL_PORTS="3307 3308"`
+//!   and `RPS_TEST_REDIS_URL` override it). Each [`TestEnv`] gets its own database prefix
 //!   and Redis key prefix, so tests run side by side without seeing each other.
-//! - private instances ([`MariaDbInstance`], [`RedisInstance`]) on free ports
+//! - private instances ([`ShardServerInstance`] of the flavor, [`RedisInstance`]) on free ports
 //!   with throw-away data folders, for tests that kill, restart or purge a
 //!   server and must not disturb anyone else.
+
+mod flavor;
+mod mysql_server;
+pub use mysql_server::{mysql_root, MySqlInstance};
+pub use flavor::{binlog_head, purge_all_but_a_new_binlog, ShardServerInstance, TestFlavor};
 
 use rps_core::config::{ApiConfig, CdcConfig, CompensatorConfig, ProjectorConfig, RedisConfig};
 use rps_core::{Config, ServerConfig};
@@ -73,16 +79,28 @@ pub struct TestEnv {
     pub store: EventStore,
 }
 
+fn shared_servers(ports: Vec<u16>) -> Vec<TestServer> {
+    ports
+        .into_iter()
+        .enumerate()
+        .map(|(i, port)| TestServer {
+            name: format!("mysql-{}", (b'a' + i as u8) as char),
+            port,
+        })
+        .collect()
+}
+
 fn shared_mysql_ports() -> Vec<u16> {
     std::env::var("RPS_TEST_MYSQL_PORTS")
-        .unwrap_or_else(|_| "3307 3308".to_string())
+        .unwrap_or_else(|_| TestFlavor::current().shared_ports().to_string())
         .split_whitespace()
         .filter_map(|p| p.parse().ok())
         .collect()
 }
 
 pub fn shared_redis_url() -> String {
-    std::env::var("RPS_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6380".to_string())
+    std::env::var("RPS_TEST_REDIS_URL")
+        .unwrap_or_else(|_| TestFlavor::current().shared_redis_url().to_string())
 }
 
 /// A topology of `shard_count` shards spread round-robin over `servers`.
@@ -148,15 +166,20 @@ impl TestEnv {
     }
 
     pub async fn with_shards(test: &str, shard_count: u16) -> TestEnv {
-        let servers: Vec<TestServer> = shared_mysql_ports()
-            .into_iter()
-            .enumerate()
-            .map(|(i, port)| TestServer {
-                name: format!("mysql-{}", (b'a' + i as u8) as char),
-                port,
-            })
-            .collect();
+        let servers = shared_servers(shared_mysql_ports());
         Self::on_servers(test, shard_count, &servers, &shared_redis_url()).await
+    }
+
+    /// A slice of the shared environment of `flavor`, whatever
+    /// `RPS_TEST_FLAVOR` says: for tests of one flavor's own binlog.
+    pub async fn on_flavor(test: &str, flavor: TestFlavor, shard_count: u16) -> TestEnv {
+        let ports = flavor
+            .shared_ports()
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect();
+        let servers = shared_servers(ports);
+        Self::on_servers(test, shard_count, &servers, flavor.shared_redis_url()).await
     }
 
     /// A slice of the given servers (e.g. private instances).

@@ -3,16 +3,26 @@
 //! tested and measured without Redis; [`crate::reader`] applies the actions.
 //!
 //! mysql_common parses the framing, FORMAT_DESCRIPTION, ROTATE, TABLE_MAP
-//! (with optional metadata) and QUERY events; MariaDB's own GTID events
-//! (types 160–163) are read from the raw bytes here because mysql_common
-//! does not know them, and row images are decoded by [`table`], which is
-//! specialised for the event table.
+//! (with optional metadata), QUERY, MySQL's GTID events (plain and tagged)
+//! and TRANSACTION_PAYLOAD; MariaDB's own GTID events (types 160–163) are
+//! read from the raw bytes here because mysql_common does not know them,
+//! and row images are decoded by [`table`], which is specialised for the
+//! event table.
+//!
+//! A compressed MySQL transaction (`binlog_transaction_compression=ON`)
+//! arrives as one TRANSACTION_PAYLOAD event, which mysql_async follows with
+//! the events it holds, decompressed, each with `log_pos = 0`. The decoder
+//! takes the commit position from the payload event and counts the inner
+//! bytes against the payload's uncompressed size, because mysql_async yields
+//! nothing (rather than an error) for a payload it cannot decompress.
 
 pub mod ddl;
 pub mod table;
 
-use crate::gtid::Gtid;
-use mysql_async::binlog::events::{Event, QueryEvent, RotateEvent, TableMapEvent};
+use mysql_async::binlog::events::{
+    Event, GtidEvent, QueryEvent, RotateEvent, TableMapEvent, TransactionPayloadEvent,
+};
+use rps_core::gtid::{Gtid, MariaDbGtid, MySqlGtid};
 use rps_core::config::is_event_table;
 use rps_core::deadletter::{DeadLetter, Origin};
 use rps_core::{Config, SourcePosition, StreamEvent, Timestamp};
@@ -22,7 +32,8 @@ use std::sync::Arc;
 use table::{RowCursor, RowError, TableLayout};
 
 /// Binlog event type codes used here (MySQL's, plus MariaDB's 160–163).
-/// <https://mariadb.com/kb/en/2-binlog-event-header/>
+/// <https://mariadb.com/kb/en/2-binlog-event-header/>,
+/// MySQL's `libs/mysql/binlog/event/binlog_event.h`.
 pub mod event_type {
     pub const QUERY: u8 = 2;
     pub const ROTATE: u8 = 4;
@@ -36,6 +47,14 @@ pub mod event_type {
     pub const WRITE_ROWS_V2: u8 = 30;
     pub const UPDATE_ROWS_V2: u8 = 31;
     pub const DELETE_ROWS_V2: u8 = 32;
+    pub const MYSQL_GTID: u8 = 33;
+    pub const MYSQL_ANONYMOUS_GTID: u8 = 34;
+    pub const MYSQL_PREVIOUS_GTIDS: u8 = 35;
+    pub const XA_PREPARE: u8 = 38;
+    pub const PARTIAL_UPDATE_ROWS: u8 = 39;
+    pub const TRANSACTION_PAYLOAD: u8 = 40;
+    pub const HEARTBEAT_V2: u8 = 41;
+    pub const MYSQL_GTID_TAGGED: u8 = 42;
     pub const MARIADB_ANNOTATE_ROWS: u8 = 160;
     pub const MARIADB_BINLOG_CHECKPOINT: u8 = 161;
     pub const MARIADB_GTID: u8 = 162;
@@ -60,8 +79,9 @@ pub mod kind {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
-    /// A transaction starts (MariaDB GTID event).
-    Begin { gtid: Gtid, ts: Timestamp },
+    /// A transaction starts (a GTID event; MySQL's anonymous GTID event,
+    /// with GTIDs off, has none).
+    Begin { gtid: Option<Gtid>, ts: Timestamp },
     /// A row of an event table, decoded.
     Row(StreamEvent),
     /// Input that does not fit: goes to the dead letter.
@@ -93,8 +113,19 @@ pub struct DecodeError {
 
 struct Trx {
     gtid_text: String,
+    /// The transaction is one statement that commits by itself (DDL):
+    /// MariaDB says so in a GTID flag; a MySQL transaction is one until its
+    /// `BEGIN` arrives.
     standalone: bool,
     ts: Timestamp,
+}
+
+/// A TRANSACTION_PAYLOAD being unpacked: where it ends in the binlog and
+/// how many of its uncompressed bytes have arrived as inner events.
+struct Payload {
+    pos: u64,
+    expected: u64,
+    seen: u64,
 }
 
 /// The per-connection decoder of one server's binlog.
@@ -102,12 +133,10 @@ pub struct Decoder {
     config: Arc<Config>,
     server: String,
     file: String,
-    /// Whether the server's events carry a 4-byte checksum (it tells us so
-    /// only in the FORMAT_DESCRIPTION event, after the first fake ROTATE).
-    checksum: bool,
     seen_fde: bool,
     tables: HashMap<u64, (Vec<u8>, Option<Arc<TableLayout>>)>,
     trx: Option<Trx>,
+    payload: Option<Payload>,
 }
 
 /// Beyond this many cached table maps the cache is rebuilt from scratch
@@ -115,17 +144,16 @@ pub struct Decoder {
 const TABLE_CACHE_MAX: usize = 4096;
 
 impl Decoder {
-    /// `file` is where the stream starts (may be empty until the first ROTATE);
-    /// `checksum`: the server's `@@binlog_checksum` is not NONE.
-    pub fn new(config: Arc<Config>, server: &str, file: &str, checksum: bool) -> Decoder {
+    /// `file` is where the stream starts (may be empty until the first ROTATE).
+    pub fn new(config: Arc<Config>, server: &str, file: &str) -> Decoder {
         Decoder {
             config,
             server: server.to_string(),
             file: file.to_string(),
-            checksum,
             seen_fde: false,
             tables: HashMap::new(),
             trx: None,
+            payload: None,
         }
     }
 
@@ -151,16 +179,36 @@ impl Decoder {
     pub fn decode(&mut self, ev: &Event, out: &mut Vec<Action>) -> Result<(), DecodeError> {
         use event_type::*;
         let h = ev.header();
-        let pos = u64::from(h.log_pos());
+        let mut pos = u64::from(h.log_pos());
+        if let Some(p) = &mut self.payload {
+            if pos == 0 {
+                // An event from inside the payload: it ends where the payload does.
+                p.seen += u64::from(h.event_size());
+                pos = p.pos;
+            } else {
+                let (expected, seen) = (p.expected, p.seen);
+                self.payload = None;
+                if seen != expected {
+                    return Err(self.err(
+                        ev,
+                        format!(
+                            "the compressed transaction before this event yielded {seen} of its \
+                             {expected} bytes (it could not be decompressed or parsed)"
+                        ),
+                    ));
+                }
+            }
+        }
         match h.event_type_raw() {
             FORMAT_DESCRIPTION => self.seen_fde = true,
             ROTATE => {
                 let r: RotateEvent<'_> = ev.read_event().map_err(|e| self.err(ev, e))?;
                 let mut name = r.name_raw();
                 // Before the FORMAT_DESCRIPTION event the parser does not know
-                // the checksum algorithm yet, so the first fake ROTATE still
-                // carries its 4 checksum bytes at the end of the name.
-                if !self.seen_fde && self.checksum && name.len() > 4 {
+                // the checksum algorithm yet, so the first fake ROTATE may
+                // still carry its 4 checksum bytes at the end of the name.
+                // Whether it does is what the server sent, not a flavor rule.
+                if !self.seen_fde && ends_with_own_crc32(ev) {
                     name = &name[..name.len() - 4];
                 }
                 let name = String::from_utf8_lossy(name).into_owned();
@@ -176,25 +224,64 @@ impl Decoder {
                 }
                 let seq = u64::from_le_bytes(d[0..8].try_into().unwrap_or_default());
                 let domain = u32::from_le_bytes(d[8..12].try_into().unwrap_or_default());
-                let gtid = Gtid {
+                let gtid = Gtid::MariaDb(MariaDbGtid {
                     domain,
                     server: h.server_id(),
                     seq,
-                };
-                let ts = Timestamp(i64::from(h.timestamp()) * 1_000_000);
-                self.trx = Some(Trx {
-                    gtid_text: gtid.to_string(),
-                    standalone: d[12] & FL_STANDALONE != 0,
-                    ts,
                 });
-                out.push(Action::Begin { gtid, ts });
+                let ts = Timestamp(i64::from(h.timestamp()) * 1_000_000);
+                self.begin(Some(gtid), d[12] & FL_STANDALONE != 0, ts, out);
             }
-            XID => self.commit(pos, out),
+            MYSQL_GTID | MYSQL_GTID_TAGGED => {
+                let g: GtidEvent = ev.read_event().map_err(|e| self.err(ev, e))?;
+                let gtid = Gtid::MySql(MySqlGtid {
+                    sid: uuid::Uuid::from_bytes(g.sid()),
+                    tag: g.tag().map(|t| Arc::from(t.as_str().to_ascii_lowercase())),
+                    gno: g.gno(),
+                });
+                // Microseconds, when the server writes them (5.7.? and later).
+                let ts = match g.immediate_commit_timestamp() {
+                    0 => Timestamp(i64::from(h.timestamp()) * 1_000_000),
+                    us => Timestamp(us as i64),
+                };
+                self.begin(Some(gtid), true, ts, out);
+            }
+            MYSQL_ANONYMOUS_GTID => {
+                let ts = Timestamp(i64::from(h.timestamp()) * 1_000_000);
+                self.begin(None, true, ts, out);
+            }
+            TRANSACTION_PAYLOAD => {
+                let p: TransactionPayloadEvent<'_> =
+                    ev.read_event().map_err(|e| self.err(ev, e))?;
+                self.payload = Some(Payload {
+                    pos,
+                    expected: p.uncompressed_size(),
+                    seen: 0,
+                });
+            }
+            XID => {
+                if let Some(p) = self.payload.take() {
+                    // The commit is the payload's last event: all of it is here.
+                    if p.seen != p.expected {
+                        return Err(self.err(
+                            ev,
+                            format!(
+                                "the compressed transaction ending at {} yielded {} of its {} bytes",
+                                p.pos, p.seen, p.expected
+                            ),
+                        ));
+                    }
+                }
+                self.commit(pos, out)
+            }
             QUERY => {
                 let q: QueryEvent<'_> = ev.read_event().map_err(|e| self.err(ev, e))?;
                 let sql = q.query();
                 let head = sql.trim_start();
                 if head.eq_ignore_ascii_case("BEGIN") {
+                    if let Some(t) = &mut self.trx {
+                        t.standalone = false;
+                    }
                     return Ok(());
                 }
                 if head.eq_ignore_ascii_case("COMMIT") {
@@ -229,10 +316,42 @@ impl Decoder {
             }
             t @ (WRITE_ROWS_V1 | UPDATE_ROWS_V1 | DELETE_ROWS_V1 | WRITE_ROWS_V2
             | UPDATE_ROWS_V2 | DELETE_ROWS_V2) => self.rows(ev, t, pos, out)?,
-            HEARTBEAT if self.trx.is_none() => out.push(Action::Heartbeat { pos }),
+            PARTIAL_UPDATE_ROWS => self.partial_update(ev, pos, out),
+            HEARTBEAT | HEARTBEAT_V2 if self.trx.is_none() => out.push(Action::Heartbeat { pos }),
             _ => {}
         }
         Ok(())
+    }
+
+    fn begin(&mut self, gtid: Option<Gtid>, standalone: bool, ts: Timestamp, out: &mut Vec<Action>) {
+        self.trx = Some(Trx {
+            gtid_text: gtid.as_ref().map(Gtid::to_string).unwrap_or_default(),
+            standalone,
+            ts,
+        });
+        out.push(Action::Begin { gtid, ts });
+    }
+
+    /// MySQL's PARTIAL_UPDATE_ROWS_EVENT (`binlog_row_value_options =
+    /// PARTIAL_JSON`): an UPDATE whose after-image holds JSON diffs. It is a
+    /// dead letter like any UPDATE on the event table; its images travel as
+    /// bytes, since the diffs are not rows.
+    fn partial_update(&mut self, ev: &Event, pos: u64, out: &mut Vec<Action>) {
+        let d = ev.data();
+        let Some((_, Some(layout))) = self.tables.get(&table_id(d)) else {
+            return;
+        };
+        let layout = layout.clone();
+        let reason = "UPDATE (partial JSON) on an append-only event table".to_string();
+        let payload = json!({ "hex": hex(d) }).to_string();
+        out.push(Action::Dead(self.dead(
+            kind::UPDATE,
+            reason,
+            &layout.database,
+            &layout.table,
+            pos,
+            payload,
+        )));
     }
 
     fn commit(&mut self, pos: u64, out: &mut Vec<Action>) {
@@ -474,6 +593,26 @@ impl Decoder {
             payload,
         )));
     }
+}
+
+/// Whether the event's last 4 data bytes are the CRC32 of the event before
+/// them: the checksum the parser has not stripped because it arrived before
+/// the FORMAT_DESCRIPTION event that announces it.
+fn ends_with_own_crc32(ev: &Event) -> bool {
+    let d = ev.data();
+    if d.len() < 4 {
+        return false;
+    }
+    let h = ev.header();
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&h.timestamp().to_le_bytes());
+    crc.update(&[h.event_type_raw()]);
+    crc.update(&h.server_id().to_le_bytes());
+    crc.update(&h.event_size().to_le_bytes());
+    crc.update(&h.log_pos().to_le_bytes());
+    crc.update(&h.flags_raw().to_le_bytes());
+    crc.update(&d[..d.len() - 4]);
+    crc.finalize().to_le_bytes() == d[d.len() - 4..]
 }
 
 fn table_id(d: &[u8]) -> u64 {

@@ -1,0 +1,169 @@
+//! MySQL's binlog as it really is, on the shared MySQL pair whatever flavor
+//! the rest of the suite runs against: compressed transactions
+//! (TRANSACTION_PAYLOAD), tagged GTIDs and a resume by GTID set, and
+//! PARTIAL_UPDATE_ROWS events.
+
+mod common;
+
+use common::*;
+use mysql_async::prelude::*;
+use rps_core::ShardId;
+use std::collections::HashMap;
+use std::time::Duration;
+use test_support::{TestEnv, TestFlavor};
+
+/// Inserts `events` as root on a session with the given setup statements
+/// (compression, a GTID tag), in multi-row transactions of `chunk` rows.
+async fn insert_as_root(
+    env: &TestEnv,
+    shard: ShardId,
+    setup: &[&str],
+    events: &[rps_core::MatchEvent],
+    chunk: usize,
+) {
+    let mut conn = env.admin_conn(shard).await;
+    for s in setup {
+        conn.query_drop(*s).await.expect("session setup");
+    }
+    for c in events.chunks(chunk) {
+        env.store
+            .append_batch(&mut conn, shard, "match_result_events", c)
+            .await
+            .expect("insert");
+    }
+}
+
+/// Transaction payload events in the server's current binlog.
+async fn payload_events(env: &TestEnv, shard: ShardId) -> usize {
+    let mut conn = env.admin_conn(shard).await;
+    let (file, _) = test_support::binlog_head(&mut conn).await;
+    let rows: Vec<mysql_async::Row> = conn
+        .query(format!("SHOW BINLOG EVENTS IN '{file}'"))
+        .await
+        .expect("binlog events");
+    rows.iter()
+        .filter(|r| r.get::<String, _>(2).as_deref() == Some("Transaction_payload"))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compressed_and_tagged_transactions_arrive_once_and_resume_by_gtid_set() {
+    let env = TestEnv::on_flavor("cdc_mysql_payload", TestFlavor::MySql, 4).await;
+    let redis = env.redis().await;
+    let (stop, task) = spawn_reader(env.config.clone());
+    wait_checkpoints(&redis, &env.config).await;
+    let payloads_before = payload_events(&env, 0).await;
+
+    let compressed = ["SET SESSION binlog_transaction_compression = ON"];
+    let tagged = [
+        "SET SESSION binlog_transaction_compression = ON",
+        "SET SESSION gtid_next = 'AUTOMATIC:rps_test'",
+    ];
+    let mut inserted: HashMap<ShardId, Vec<_>> = HashMap::new();
+    let a = started_events(0, 4, 7_000_000, 3_000);
+    insert_as_root(&env, 0, &compressed, &a, 500).await;
+    let b = started_events(1, 4, 8_000_000, 1_000);
+    insert_as_root(&env, 1, &tagged, &b, 250).await;
+    inserted.insert(0, a);
+    inserted.insert(1, b);
+    wait_total(&redis, &env.config, 4_000, Duration::from_secs(60)).await;
+    assert_exactly_once(&redis, &env.config, &inserted).await;
+    assert!(
+        payload_events(&env, 0).await >= payloads_before + 6,
+        "the transactions were logged compressed"
+    );
+    // The commit position is the payload's end, never an inner event's 0.
+    for (_, e) in read_stream(&redis, &env.config.keys().events(0)).await {
+        assert!(e.source.pos > 4, "{:?}", e.source);
+    }
+    let server_b = env.config.server_of(1).name.clone();
+    let ck = checkpoint(&redis, &env.config, &server_b).await.unwrap();
+    assert!(ck.contains(":rps_test:"), "the tag is in the checkpoint: {ck}");
+
+    // Stopped, written to meanwhile (tagged and compressed), restarted: the
+    // reader resumes by the GTID set and publishes each row once.
+    stop.cancel();
+    task.await.unwrap().unwrap();
+    let c = started_events(1, 4, 9_000_000, 1_500);
+    insert_as_root(&env, 1, &tagged, &c, 300).await;
+    let d = started_events(2, 4, 9_500_000, 500);
+    insert_as_root(&env, 2, &[], &d, 100).await;
+    inserted.get_mut(&1).unwrap().extend(c);
+    inserted.insert(2, d);
+    let (stop, task) = spawn_reader(env.config.clone());
+    wait_total(&redis, &env.config, 6_000, Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_exactly_once(&redis, &env.config, &inserted).await;
+    stop.cancel();
+    task.await.unwrap().unwrap();
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partial_json_update_is_a_dead_letter_and_the_reader_goes_on() {
+    let env = TestEnv::on_flavor("cdc_mysql_partial", TestFlavor::MySql, 2).await;
+    let redis = env.redis().await;
+    let db = env.config.database(0);
+    let mut root = env.admin_conn(0).await;
+    // A season table with an extra JSON column: followed like any event
+    // table (columns are found by name).
+    root.query_drop(format!(
+        "CREATE TABLE `{db}`.match_result_events_json LIKE `{db}`.match_result_events"
+    ))
+    .await
+    .unwrap();
+    root.query_drop(format!(
+        "ALTER TABLE `{db}`.match_result_events_json ADD COLUMN note JSON NULL"
+    ))
+    .await
+    .unwrap();
+    let (stop, task) = spawn_reader(env.config.clone());
+    wait_checkpoints(&redis, &env.config).await;
+
+    let evs = started_events(0, 2, 5_000_000, 10);
+    // As root: the pipeline account may insert only into the tables that
+    // existed at `rpsctl init`.
+    let mut conn = env.admin_conn(0).await;
+    env.store
+        .append_batch(&mut conn, 0, "match_result_events_json", &evs)
+        .await
+        .unwrap();
+    root.query_drop("SET SESSION binlog_row_value_options = 'PARTIAL_JSON'")
+        .await
+        .unwrap();
+    root.query_drop(format!(
+        "UPDATE `{db}`.match_result_events_json SET note = JSON_OBJECT('a', 1) WHERE match_id = 5000000"
+    ))
+    .await
+    .unwrap();
+    root.query_drop(format!(
+        "UPDATE `{db}`.match_result_events_json SET note = JSON_SET(note, '$.a', 2) WHERE match_id = 5000000"
+    ))
+    .await
+    .unwrap();
+    let more = started_events(0, 2, 6_000_000, 5);
+    insert(&env, 0, "match_result_events", &more, 5).await;
+    wait_total(&redis, &env.config, 15, Duration::from_secs(30)).await;
+
+    let dl_key = env.config.keys().deadletter();
+    let dls = test_support::eventually("two UPDATE dead letters", Duration::from_secs(30), || {
+        let (redis, key) = (redis.clone(), dl_key.clone());
+        async move {
+            let d = dead_letters(&redis, &key).await;
+            (d.len() >= 2).then_some(d)
+        }
+    })
+    .await;
+    assert_eq!(dls.len(), 2, "{dls:?}");
+    assert!(
+        dls.iter().all(|d| d["kind"] == "update_on_event_table"),
+        "{dls:?}"
+    );
+    assert!(
+        dls.iter().any(|d| d["reason"].contains("partial JSON")),
+        "the second UPDATE is logged as a partial one: {dls:?}"
+    );
+    stop.cancel();
+    task.await.unwrap().unwrap();
+    env.cleanup().await;
+}

@@ -1,0 +1,219 @@
+//! Private MySQL servers for tests, from the Debian sid root that
+//! `scripts/dev-env.sh up mysql` builds (MySQL 9.7 needs a newer glibc than
+//! the host's, so `mysqld` runs chrooted; it shares the host's network).
+
+use crate::{eventually, free_port, repo_root, TestServer};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// The sid root holding `mysqld`: `RPS_MYSQL_ROOT`, or `.dev-env/mysql-root`.
+pub fn mysql_root() -> PathBuf {
+    std::env::var_os("RPS_MYSQL_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".dev-env/mysql-root"))
+}
+
+fn require_root() -> PathBuf {
+    let root = mysql_root();
+    assert!(
+        root.join("usr/sbin/mysqld").exists(),
+        "no MySQL server in {}: run `scripts/dev-env.sh up mysql` first",
+        root.display()
+    );
+    root
+}
+
+/// Copies `sql/mysql.cnf` into the root (the chrooted server sees nothing
+/// outside it) and returns its path inside the root.
+fn install_cnf(root: &Path) -> &'static str {
+    let dir = root.join("etc/rps");
+    std::fs::create_dir_all(&dir).expect("etc/rps in the MySQL root");
+    let text = std::fs::read_to_string(repo_root().join("sql/mysql.cnf")).expect("sql/mysql.cnf");
+    let dest = dir.join("mysql-test.cnf");
+    // Written to a temp file first: parallel tests must never see a half file.
+    let tmp = dir.join(format!("mysql-test.cnf.{}", std::process::id()));
+    std::fs::write(&tmp, text).expect("write cnf");
+    std::fs::rename(&tmp, &dest).expect("install cnf");
+    "/etc/rps/mysql-test.cnf"
+}
+
+/// An initialised data directory to copy: `--initialize-insecure` takes
+/// seconds, a copy a fraction of that. Made once per root; tests starting
+/// side by side each build one and the first rename wins.
+fn template(root: &Path) -> PathBuf {
+    let tpl = root.join("var/lib/rps/test-template");
+    if tpl.join("mysql.ibd").exists() {
+        return tpl;
+    }
+    std::fs::create_dir_all(root.join("var/lib/rps")).expect("var/lib/rps");
+    let name = format!("test-template.{}.{}", std::process::id(), free_port());
+    let partial = root.join("var/lib/rps").join(&name);
+    let out = Command::new("chroot")
+        .arg(root)
+        .args(["mysqld", "--no-defaults", "--initialize-insecure", "--user=root"])
+        .arg(format!("--datadir=/var/lib/rps/{name}"))
+        .output()
+        .expect("chroot mysqld --initialize-insecure");
+    assert!(
+        out.status.success(),
+        "mysqld --initialize-insecure failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Each copy must get a server uuid of its own (GTIDs name it).
+    let _ = std::fs::remove_file(partial.join("auto.cnf"));
+    if std::fs::rename(&partial, &tpl).is_err() {
+        let _ = std::fs::remove_dir_all(&partial);
+    }
+    assert!(tpl.join("mysql.ibd").exists(), "MySQL test template in place");
+    tpl
+}
+
+/// A private MySQL server with the pipeline's required settings
+/// (`sql/mysql.cnf`), its own port and data folder. Killed on drop.
+pub struct MySqlInstance {
+    root: PathBuf,
+    dir: tempfile::TempDir,
+    pub port: u16,
+    pub server_id: u32,
+    child: Option<Child>,
+}
+
+impl MySqlInstance {
+    pub async fn start(server_id: u32) -> MySqlInstance {
+        let root = require_root();
+        let tmp_base = root.join("var/tmp");
+        std::fs::create_dir_all(&tmp_base).expect("var/tmp in the MySQL root");
+        let dir = tempfile::Builder::new()
+            .prefix("rps-mysql-")
+            .tempdir_in(&tmp_base)
+            .expect("tempdir");
+        let tpl = template(&root);
+        let st = Command::new("cp")
+            .arg("-a")
+            .arg(&tpl)
+            .arg(dir.path().join("data"))
+            .status()
+            .expect("cp");
+        assert!(st.success(), "copying the MySQL template failed");
+        std::fs::create_dir_all(dir.path().join("tmp")).expect("tmp");
+        let mut me = MySqlInstance {
+            root,
+            dir,
+            port: free_port(),
+            server_id,
+            child: None,
+        };
+        me.launch().await;
+        me.socket_sql(
+            "CREATE USER IF NOT EXISTS 'root'@'127.0.0.1'; GRANT ALL ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION;",
+        );
+        me
+    }
+
+    /// A path of this instance's folder as the chrooted server sees it.
+    fn inner(&self, rel: &str) -> String {
+        let host = self.dir.path().join(rel);
+        let inner = host.strip_prefix(&self.root).expect("inside the root");
+        format!("/{}", inner.display())
+    }
+
+    pub fn data_dir_host(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Runs SQL as root through the socket with the root's `mysql` client.
+    pub fn socket_sql(&self, sql: &str) {
+        let out = Command::new("chroot")
+            .arg(&self.root)
+            .arg("mysql")
+            .arg(format!("--socket={}", self.inner("mysqld.sock")))
+            .args(["-uroot", "-e", sql])
+            .output()
+            .expect("mysql client");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    async fn launch(&mut self) {
+        let cnf = install_cnf(&self.root);
+        let child = Command::new("chroot")
+            .arg(&self.root)
+            .arg("mysqld")
+            .arg(format!("--defaults-file={cnf}"))
+            .arg(format!("--datadir={}", self.inner("data")))
+            .arg(format!("--tmpdir={}", self.inner("tmp")))
+            .arg(format!("--port={}", self.port))
+            .arg(format!("--socket={}", self.inner("mysqld.sock")))
+            .arg(format!("--pid-file={}", self.inner("mysqld.pid")))
+            .arg(format!("--log-error={}", self.inner("error.log")))
+            .arg(format!("--log-bin={}", self.inner("data/binlog")))
+            .arg(format!("--server-id={}", self.server_id))
+            .arg("--user=root")
+            .arg("--innodb-buffer-pool-size=64M")
+            .arg("--innodb-redo-log-capacity=64M")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chroot mysqld");
+        self.child = Some(child);
+        let (root, sock) = (self.root.clone(), self.inner("mysqld.sock"));
+        eventually(
+            "private MySQL to accept connections",
+            Duration::from_secs(60),
+            || {
+                let (root, sock) = (root.clone(), sock.clone());
+                async move {
+                    Command::new("chroot")
+                        .arg(&root)
+                        .args(["mysqladmin", &format!("--socket={sock}"), "-uroot", "ping"])
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .status()
+                        .map(|s| s.success())
+                        .unwrap_or(false)
+                        .then_some(())
+                }
+            },
+        )
+        .await;
+    }
+
+    pub fn test_server(&self, name: &str) -> TestServer {
+        TestServer {
+            name: name.to_string(),
+            port: self.port,
+        }
+    }
+
+    /// kill -9: no shutdown, no flush.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Clean shutdown.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").arg(c.id().to_string()).status();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts again on the same port and data after [`kill9`](Self::kill9) or [`stop`](Self::stop).
+    pub async fn restart(&mut self) {
+        self.stop();
+        self.launch().await;
+    }
+}
+
+impl Drop for MySqlInstance {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
