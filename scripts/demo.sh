@@ -8,14 +8,18 @@
 #   scripts/demo.sh --once          a short tournament at full speed; waits
 #                                   until the read models equal the event
 #                                   store, prints the leaderboard, exits 0
+#   scripts/demo.sh --mysql ...     the same on the local MySQL 9.7 pair
+#                                   (dev-env.sh up mysql, rps-mysql.toml)
 #   options: --matches N --players N [--rate MATCHES_PER_S] [--seed N]
 #
-# Config: RPS_CONFIG (default rps.toml at the repository root).
+# Config: RPS_CONFIG (default rps.toml, or rps-mysql.toml with --mysql, at
+# the repository root).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 
-config=${RPS_CONFIG:-$root/rps.toml}
+config=${RPS_CONFIG:-}
+flavor=mariadb
 rpsctl=$root/target/release/rpsctl
 once=0
 matches=""
@@ -26,7 +30,7 @@ pipeline_pid=""
 sim_pid=""
 top_pid=""
 logs=$root/.dev-env/demo
-api=$(sed -n '/^\[api\]/,/^\[/s/^bind *= *"\(.*\)".*/\1/p' "$config" | head -1)
+api=""
 
 log() { printf '\n== %s\n' "$*" >&2; }
 
@@ -39,6 +43,7 @@ parse_args() {
   while (($#)); do
     case "$1" in
       --once) once=1 ;;
+      --mysql) flavor=mysql ;;
       --matches) matches=${2:?--matches needs a number}; shift ;;
       --players) players=${2:?--players needs a number}; shift ;;
       --rate) rate=${2:?--rate needs a number}; shift ;;
@@ -52,7 +57,7 @@ parse_args() {
 
 env_up() {
   log "local environment"
-  scripts/dev-env.sh up
+  scripts/dev-env.sh up "$flavor"
 }
 
 build() {
@@ -183,6 +188,10 @@ rows_per_shard() {
 
 main() {
   parse_args "$@"
+  if [ -z "$config" ]; then
+    if [ "$flavor" = mysql ]; then config=$root/rps-mysql.toml; else config=$root/rps.toml; fi
+  fi
+  api=$(sed -n '/^\[api\]/,/^\[/s/^bind *= *"\(.*\)".*/\1/p' "$config" | head -1)
   env_up
   build
   init_shards

@@ -25,5 +25,5 @@ if [ $# -eq 0 ]; then
 fi
 for flavor in "${flavors[@]}"; do
   echo "test.sh: === every test against $flavor ==="
-  RPS_TEST_FLAVOR=$flavor cargo test "$@" 2>&1
+  RPS_TEST_FLAVOR=$flavor cargo test --no-fail-fast "$@" 2>&1
 done

@@ -1,12 +1,16 @@
-//! Benchmark of the reader, all measured in one run on private servers:
+//! Benchmark of the reader, all measured in one run on private servers, for
+//! each source side by side: MariaDB, MySQL, and MySQL with
+//! `binlog_transaction_compression=ON`:
 //!
-//! 1. rows/s decoded from a backlog of N rows (no publishing), beside
-//!    `mariadb-binlog -v` and python-mysql-replication reading the same binlog
-//!    from the same server;
+//! 1. rows/s decoded from a backlog of N rows (no publishing), beside the
+//!    server's own binlog tool (`mariadb-binlog -v`, MySQL's `mysqlbinlog -v`)
+//!    reading the same binlog from the same server, and (MariaDB only)
+//!    python-mysql-replication;
 //! 2. rows/s published into the shard streams from that backlog;
 //! 3. peak RSS of a reader process while it publishes one N-row transaction.
 //!
-//! `cargo run --release -p cdc-reader --example cdc_bench -- [rows]` (default 1M).
+//! `cargo run --release -p cdc-reader --example cdc_bench -- [rows] [sources]`
+//! (default 1M rows; sources a comma list of `mariadb,mysql,mysql-zstd`).
 
 use cdc_reader::Checkpoint;
 use rps_core::event::MatchEvent;
@@ -14,7 +18,9 @@ use rps_core::{Config, ShardId, Timestamp};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use test_support::{MariaDbInstance, RedisInstance, TestEnv};
+use test_support::{
+    MariaDbInstance, MySqlInstance, RedisInstance, ShardServerInstance, TestEnv, TestFlavor,
+};
 use tokio_util::sync::CancellationToken;
 
 fn events(shard: ShardId, shards: u16, first: i64, n: usize) -> Vec<MatchEvent> {
@@ -96,7 +102,38 @@ async fn wait_entries(env: &TestEnv, rows: u64, timeout: Duration) -> anyhow::Re
     }
 }
 
-#[tokio::main]
+/// One source of the comparison.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Source {
+    MariaDb,
+    MySql,
+    MySqlCompressed,
+}
+
+impl Source {
+    fn name(self) -> &'static str {
+        match self {
+            Source::MariaDb => "MariaDB 10.11",
+            Source::MySql => "MySQL 9.7",
+            Source::MySqlCompressed => "MySQL 9.7, compressed",
+        }
+    }
+}
+
+/// What one source measured.
+struct Measured {
+    mb: f64,
+    decode_rps: f64,
+    tool: &'static str,
+    tool_rps: f64,
+    py_rps: Option<f64>,
+    publish_rps: f64,
+    commit: Duration,
+    big: Duration,
+    hwm: String,
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     if let Ok(path) = std::env::var("BENCH_CHILD_CONFIG") {
         return child(&path).await;
@@ -105,27 +142,107 @@ async fn main() -> anyhow::Result<()> {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(1_000_000);
+    let sources: Vec<Source> = std::env::args()
+        .nth(2)
+        .unwrap_or_else(|| "mariadb,mysql,mysql-zstd".into())
+        .split(',')
+        .map(|s| match s {
+            "mariadb" => Ok(Source::MariaDb),
+            "mysql" => Ok(Source::MySql),
+            "mysql-zstd" => Ok(Source::MySqlCompressed),
+            other => Err(anyhow::anyhow!("unknown source {other}")),
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let mut results = Vec::new();
+    for s in &sources {
+        eprintln!("== {}", s.name());
+        results.push((*s, bench(*s, rows).await?));
+    }
+    let total = (rows / 8 * 8) as u64;
+    println!(
+        "{total} rows over 8 shards in 2000-row INSERTs; one private server and Redis each.\n"
+    );
+    print!("| measurement |");
+    for (s, _) in &results {
+        print!(" {} |", s.name());
+    }
+    println!();
+    print!("|---|");
+    for _ in &results {
+        print!("---|");
+    }
+    println!();
+    let row = |label: &str, f: &dyn Fn(&Measured) -> String| {
+        print!("| {label} |");
+        for (_, m) in &results {
+            print!(" {} |", f(m));
+        }
+        println!();
+    };
+    row("binlog bytes of the backlog", &|m| {
+        format!("{:.0} MB", m.mb)
+    });
+    row("cdc-reader decode (no publish), best of 3", &|m| {
+        format!("{:.0} rows/s", m.decode_rps)
+    });
+    row("the server's own binlog tool `-v`, same binlog", &|m| {
+        format!("{:.0} rows/s (`{}`)", m.tool_rps, m.tool)
+    });
+    row("cdc-reader decode ÷ the tool", &|m| {
+        format!("{:.1}×", m.decode_rps / m.tool_rps)
+    });
+    row("python-mysql-replication (first 100k rows)", &|m| {
+        m.py_rps
+            .map(|r| format!("{r:.0} rows/s"))
+            .unwrap_or_else(|| "–".into())
+    });
+    row("cdc-reader publish into the shard streams", &|m| {
+        format!("{:.0} rows/s", m.publish_rps)
+    });
+    row("one N-row transaction: committed in", &|m| {
+        format!("{:.1?}", m.commit)
+    });
+    row("… all of it published after the commit in", &|m| {
+        format!("{:.1?}", m.big)
+    });
+    row("reader process peak RSS during it", &|m| m.hwm.clone());
+    Ok(())
+}
+
+async fn bench(source: Source, rows: usize) -> anyhow::Result<Measured> {
     let shards = 8u16;
-    let db = MariaDbInstance::start(71).await;
+    let db = match source {
+        Source::MariaDb => ShardServerInstance::MariaDb(MariaDbInstance::start(71).await),
+        _ => ShardServerInstance::MySql(MySqlInstance::start(72).await),
+    };
     let redis = RedisInstance::start(false).await;
     let env =
         TestEnv::on_servers("bench", shards, &[db.test_server("bench-a")], &redis.url()).await;
     let config = env.config.clone();
     let start = cdc_reader::start_position(&config, 0).await?;
+    let session: &[&str] = match source {
+        Source::MySqlCompressed => &["SET SESSION binlog_transaction_compression = ON"],
+        _ => &[],
+    };
 
     // The backlog: N rows over 8 shards in multi-row INSERTs of 2000 rows.
     let t0 = Instant::now();
     let mut loads = Vec::new();
     for shard in 0..shards {
         let store = env.store.clone();
+        let mut conn = env.admin_conn(shard).await;
         let evs = events(
             shard,
             shards,
             1_000_000_000 * i64::from(shard + 1),
             rows / usize::from(shards),
         );
+        let session: Vec<String> = session.iter().map(|s| s.to_string()).collect();
         loads.push(tokio::spawn(async move {
-            let mut conn = store.conn_for_shard(shard).await.expect("conn");
+            use mysql_async::prelude::*;
+            for s in session {
+                conn.query_drop(s).await.expect("session setup");
+            }
             for c in evs.chunks(2000) {
                 store
                     .append_batch(&mut conn, shard, "match_result_events", c)
@@ -156,63 +273,79 @@ async fn main() -> anyhow::Result<()> {
         best.elapsed
     );
 
-    // mariadb-binlog -v on the same binlog, from the same server.
+    // The server's own binlog tool on the same binlog, from the same server.
     let logs: Vec<String> = {
-        use mysql_async::prelude::*;
         let mut a = env.admin_conn(0).await;
-        let l: Vec<(String, u64)> = a.query("SHOW BINARY LOGS").await?;
-        l.into_iter()
+        let flavor = rps_event_store::Flavor::detect(&mut a).await?;
+        flavor
+            .binary_logs(&mut a)
+            .await?
+            .into_iter()
             .map(|(f, _)| f)
             .filter(|f| *f >= start.file)
             .collect()
     };
+    let (flavor, tool) = match source {
+        Source::MariaDb => (TestFlavor::MariaDb, "mariadb-binlog"),
+        _ => (TestFlavor::MySql, "mysqlbinlog"),
+    };
     let quick = std::env::var("BENCH_QUICK").is_ok();
     let t = Instant::now();
-    let st = Command::new(if quick { "true" } else { "mariadb-binlog" })
-        .args([
-            "--read-from-remote-server",
-            "--host=127.0.0.1",
-            "-uroot",
-            "-v",
-        ])
-        .arg(format!("--port={}", db.port))
-        .arg(format!("--start-position={}", start.pos))
-        .args(&logs)
-        .stdout(Stdio::null())
-        .status()?;
-    let mdb = t.elapsed();
-    anyhow::ensure!(st.success(), "mariadb-binlog failed");
-    let mdb_rps = total as f64 / mdb.as_secs_f64();
+    let st = if quick {
+        Command::new("true").status()?
+    } else {
+        flavor
+            .binlog_dump_command()
+            .args([
+                "--read-from-remote-server",
+                "--host=127.0.0.1",
+                "-uroot",
+                "-v",
+            ])
+            .arg(format!("--port={}", db.port()))
+            .arg(format!("--start-position={}", start.pos))
+            .args(&logs)
+            .stdout(Stdio::null())
+            .status()?
+    };
+    let tool_time = t.elapsed();
+    anyhow::ensure!(st.success(), "{tool} failed");
+    let tool_rps = total as f64 / tool_time.as_secs_f64();
 
-    // python-mysql-replication: slow, so on the first 100k rows.
-    let py_rows = total.min(100_000);
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/bench_pyrepl.py");
-    let py = Command::new(if quick { "false" } else { "python3" })
-        .arg(script)
-        .arg(db.port.to_string())
-        .arg(&start.file)
-        .arg(start.pos.to_string())
-        .arg(py_rows.to_string())
-        .output();
-    let py_rps = match py {
-        Ok(o) if o.status.success() => {
-            let out = String::from_utf8_lossy(&o.stdout);
-            let mut it = out.split_whitespace();
-            let n: f64 = it.next().and_then(|x| x.parse().ok()).unwrap_or(0.0);
-            let s: f64 = it.next().and_then(|x| x.parse().ok()).unwrap_or(1.0);
-            Some(n / s)
+    // python-mysql-replication: slow, so on the first 100k rows; it reads
+    // MariaDB's binlog only.
+    let py_rps = if source == Source::MariaDb && !quick {
+        let py_rows = total.min(100_000);
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/bench_pyrepl.py");
+        match Command::new("python3")
+            .arg(script)
+            .arg(db.port().to_string())
+            .arg(&start.file)
+            .arg(start.pos.to_string())
+            .arg(py_rows.to_string())
+            .output()
+        {
+            Ok(o) if o.status.success() => {
+                let out = String::from_utf8_lossy(&o.stdout);
+                let mut it = out.split_whitespace();
+                let n: f64 = it.next().and_then(|x| x.parse().ok()).unwrap_or(0.0);
+                let s: f64 = it.next().and_then(|x| x.parse().ok()).unwrap_or(1.0);
+                Some(n / s)
+            }
+            Ok(o) => {
+                eprintln!(
+                    "python-mysql-replication failed: {}",
+                    String::from_utf8_lossy(&o.stderr)
+                );
+                None
+            }
+            Err(e) => {
+                eprintln!("python3 not runnable: {e}");
+                None
+            }
         }
-        Ok(o) => {
-            eprintln!(
-                "python-mysql-replication failed: {}",
-                String::from_utf8_lossy(&o.stderr)
-            );
-            None
-        }
-        Err(e) => {
-            eprintln!("python3 not runnable: {e}");
-            None
-        }
+    } else {
+        None
     };
 
     // 2. Publish the backlog into the streams.
@@ -239,7 +372,10 @@ async fn main() -> anyhow::Result<()> {
     let t = Instant::now();
     {
         use mysql_async::prelude::*;
-        let mut conn = env.store.conn_for_shard(0).await?;
+        let mut conn = env.admin_conn(0).await;
+        for s in session {
+            conn.query_drop(*s).await?;
+        }
         conn.query_drop("BEGIN").await?;
         let evs = events(0, shards, 5_000_000_000, total as usize);
         for c in evs.chunks(5000) {
@@ -257,33 +393,21 @@ async fn main() -> anyhow::Result<()> {
         .lines()
         .find(|l| l.starts_with("VmHWM:"))
         .unwrap_or("VmHWM: ? kB")
+        .trim_start_matches("VmHWM:")
+        .trim()
         .to_string();
     let _ = child.kill();
     let _ = child.wait();
-
-    println!("| measurement | result |");
-    println!("|---|---|");
-    println!(
-        "| rows in the backlog | {total} ({mb:.0} MB of binlog, 8 shards, 2000-row INSERTs) |"
-    );
-    println!("| cdc-reader decode (binlog → typed rows, no publish), best of 3 | {decode_rps:.0} rows/s |");
-    println!(
-        "| `mariadb-binlog -v` (remote, same binlog, output to /dev/null) | {mdb_rps:.0} rows/s |"
-    );
-    match py_rps {
-        Some(r) => println!("| python-mysql-replication (first {py_rows} rows) | {r:.0} rows/s |"),
-        None => println!("| python-mysql-replication | not available |"),
-    }
-    println!(
-        "| cdc-reader publish into the shard streams (batch_rows {}) | {publish_rps:.0} rows/s |",
-        config.cdc.batch_rows
-    );
-    println!("| one {total}-row transaction: committed in | {commit:.1?} |");
-    println!("| … all of it published after the commit in | {big:.1?} |");
-    println!(
-        "| reader process peak RSS during it | {} |",
-        hwm.trim_start_matches("VmHWM:").trim()
-    );
     env.cleanup().await;
-    Ok(())
+    Ok(Measured {
+        mb,
+        decode_rps,
+        tool,
+        tool_rps,
+        py_rps,
+        publish_rps,
+        commit,
+        big,
+        hwm,
+    })
 }

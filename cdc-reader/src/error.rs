@@ -211,7 +211,10 @@ mod tests {
             SessionError::Definite(Definite::BinlogUnavailable { .. })
         ));
         let twin = server_error(1236, "A replica with the same server_uuid/server_id as this replica has connected to the source; the first event '' at 4");
-        assert!(matches!(classify_mysql("a", "k", twin), SessionError::Transient(_)));
+        assert!(matches!(
+            classify_mysql("a", "k", twin),
+            SessionError::Transient(_)
+        ));
         let unknown = server_error(1193, "Unknown system variable 'gtid_binlog_pos'");
         assert!(matches!(
             classify_mysql("a", "k", unknown),

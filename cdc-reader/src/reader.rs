@@ -434,7 +434,9 @@ pub async fn stream(
 /// open transaction's published row count when a batch ends inside it.
 fn checkpoint_now(committed: &Checkpoint, trx: Option<&Gtid>, trx_items: u64) -> Checkpoint {
     let mut ck = committed.clone();
-    ck.inflight = trx.filter(|_| trx_items > 0).map(|g| (g.clone(), trx_items));
+    ck.inflight = trx
+        .filter(|_| trx_items > 0)
+        .map(|g| (g.clone(), trx_items));
     ck
 }
 
@@ -550,7 +552,11 @@ pub async fn decode_only(
         let Some(ev) = binlog.next().await else { break };
         let ev = ev.map_err(mysql)?;
         stats.events += 1;
-        stats.bytes += u64::from(ev.header().event_size());
+        // Events unpacked from a compressed payload (log_pos 0) are not
+        // binlog bytes of their own.
+        if ev.header().log_pos() != 0 {
+            stats.bytes += u64::from(ev.header().event_size());
+        }
         actions.clear();
         decoder
             .decode(&ev, &mut actions)

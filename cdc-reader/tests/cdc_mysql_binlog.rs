@@ -78,7 +78,10 @@ async fn compressed_and_tagged_transactions_arrive_once_and_resume_by_gtid_set()
     }
     let server_b = env.config.server_of(1).name.clone();
     let ck = checkpoint(&redis, &env.config, &server_b).await.unwrap();
-    assert!(ck.contains(":rps_test:"), "the tag is in the checkpoint: {ck}");
+    assert!(
+        ck.contains(":rps_test:"),
+        "the tag is in the checkpoint: {ck}"
+    );
 
     // Stopped, written to meanwhile (tagged and compressed), restarted: the
     // reader resumes by the GTID set and publishes each row once.

@@ -330,18 +330,32 @@ shards = [1, 3]
             );
         }
         assert!(compose.contains("\n  redis:\n"));
-        // The compose servers carry the settings the pipeline requires.
+        // Every compose server mounts the settings the pipeline requires,
+        // and that file carries them.
+        assert_eq!(
+            compose
+                .matches("../sql/mysql.cnf:/etc/mysql/conf.d/rps.cnf:ro")
+                .count(),
+            c.servers.len()
+        );
+        let cnf = std::fs::read_to_string(root.join("sql/mysql.cnf")).unwrap();
         for setting in [
-            "binlog-format=ROW",
-            "binlog-row-image=FULL",
-            "binlog-row-metadata=FULL",
+            "binlog_format             = ROW",
+            "binlog_row_image          = FULL",
+            "binlog_row_metadata       = FULL",
+            "gtid_mode                 = ON",
+            "enforce_gtid_consistency  = ON",
         ] {
-            assert_eq!(
-                compose.matches(setting).count(),
-                c.servers.len(),
-                "{setting}"
-            );
+            assert!(cnf.contains(setting), "{setting}");
         }
+    }
+
+    #[test]
+    fn local_mysql_config_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../rps-mysql.toml");
+        let c = Config::load(&path).unwrap();
+        assert_eq!(c.shard_count, 8);
+        assert!(c.servers.iter().all(|s| s.url.contains(":331")));
     }
 
     #[test]

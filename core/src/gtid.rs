@@ -397,7 +397,13 @@ mod tests {
         let s: MySqlGtidSet = text.parse().unwrap();
         assert_eq!(s.to_string(), format!("{B}:1-5:7-9:blue:1-3:11,{A}:4"));
         assert_eq!(s.to_string().parse::<MySqlGtidSet>().unwrap(), s);
-        for bad in ["x:1", &format!("{A}"), &format!("{A}:0"), &format!("{A}:5-3"), &format!("{A}:Bad-Tag:1")] {
+        for bad in [
+            "x:1",
+            &format!("{A}"),
+            &format!("{A}:0"),
+            &format!("{A}:5-3"),
+            &format!("{A}:Bad-Tag:1"),
+        ] {
             assert!(bad.parse::<MySqlGtidSet>().is_err(), "{bad}");
         }
     }

@@ -22,8 +22,8 @@ pub mod time;
 
 pub use config::{Config, ConfigError, ServerConfig};
 pub use event::{EventType, Gesture, MatchEvent, Outcome, SeasonId, ShardId};
-pub use gtid::{Gtid, GtidPosition};
 pub use fold::{MatchState, MatchStatus, PlayerStats, Rejection, StatsDelta, Transition};
+pub use gtid::{Gtid, GtidPosition};
 pub use keys::Keys;
 pub use stream::{SourcePosition, StreamEvent};
 pub use time::Timestamp;

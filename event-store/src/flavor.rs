@@ -159,7 +159,9 @@ impl Flavor {
         let status: Option<Row> = conn.query_first(self.status_statement()).await?;
         let (file, pos, executed) = match status {
             Some(row) => (
-                row.get::<Option<String>, _>(0).flatten().unwrap_or_default(),
+                row.get::<Option<String>, _>(0)
+                    .flatten()
+                    .unwrap_or_default(),
                 row.get::<Option<u64>, _>(1).flatten().unwrap_or(4),
                 // MySQL's fifth column is the executed GTID set of that
                 // same point.
@@ -355,7 +357,6 @@ impl Flavor {
             }
         }
     }
-
 }
 
 /// Lists the event tables to lock for a snapshot, as (database, table).
@@ -398,9 +399,8 @@ pub enum SnapshotError {
 }
 
 fn parse_position(text: &str) -> Result<GtidPosition, mysql_async::Error> {
-    text.parse().map_err(|e: rps_core::gtid::GtidParseError| {
-        mysql_async::Error::Other(Box::new(e))
-    })
+    text.parse()
+        .map_err(|e: rps_core::gtid::GtidParseError| mysql_async::Error::Other(Box::new(e)))
 }
 
 /// The GTID set as COM_BINLOG_DUMP_GTID takes it (half-open intervals,

@@ -10,11 +10,11 @@ mod flavor;
 mod history;
 mod init;
 
+pub use flavor::{BinlogPosition, Flavor, SnapshotError, TableListQuery};
 pub use history::{
     decode_row, read_ranges_ahead, HistoryFilter, MatchRangeReader, RangePlan, RangeRow, RowResult,
     TableReader, EVENT_COLUMNS,
 };
-pub use flavor::{BinlogPosition, Flavor, SnapshotError, TableListQuery};
 pub use init::{init, InitReport, ServerReport};
 
 use mysql_async::prelude::*;

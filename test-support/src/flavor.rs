@@ -65,7 +65,9 @@ pub enum ShardServerInstance {
 impl ShardServerInstance {
     pub async fn start(server_id: u32) -> ShardServerInstance {
         match TestFlavor::current() {
-            TestFlavor::MariaDb => ShardServerInstance::MariaDb(MariaDbInstance::start(server_id).await),
+            TestFlavor::MariaDb => {
+                ShardServerInstance::MariaDb(MariaDbInstance::start(server_id).await)
+            }
             TestFlavor::MySql => ShardServerInstance::MySql(MySqlInstance::start(server_id).await),
         }
     }
@@ -114,10 +116,7 @@ pub async fn binlog_head(conn: &mut mysql_async::Conn) -> (String, u64) {
     let flavor = rps_event_store::Flavor::detect(conn)
         .await
         .expect("server flavor");
-    let head = flavor
-        .current_position(conn)
-        .await
-        .expect("binlog head");
+    let head = flavor.current_position(conn).await.expect("binlog head");
     (head.file, head.pos)
 }
 
@@ -125,7 +124,9 @@ pub async fn binlog_head(conn: &mut mysql_async::Conn) -> (String, u64) {
 /// new one is left (a file still needed for crash recovery is kept until
 /// its checkpoint passes).
 pub async fn purge_all_but_a_new_binlog(conn: &mut mysql_async::Conn) {
-    conn.query_drop("FLUSH BINARY LOGS").await.expect("flush binary logs");
+    conn.query_drop("FLUSH BINARY LOGS")
+        .await
+        .expect("flush binary logs");
     let (file, _) = binlog_head(conn).await;
     for _ in 0..50 {
         conn.query_drop(format!("PURGE BINARY LOGS TO '{file}'"))

@@ -12,8 +12,8 @@
 
 mod flavor;
 mod mysql_server;
-pub use mysql_server::{mysql_root, MySqlInstance};
 pub use flavor::{binlog_head, purge_all_but_a_new_binlog, ShardServerInstance, TestFlavor};
+pub use mysql_server::{mysql_root, MySqlInstance};
 
 use rps_core::config::{ApiConfig, CdcConfig, CompensatorConfig, ProjectorConfig, RedisConfig};
 use rps_core::{Config, ServerConfig};

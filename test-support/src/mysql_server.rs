@@ -51,7 +51,12 @@ fn template(root: &Path) -> PathBuf {
     let partial = root.join("var/lib/rps").join(&name);
     let out = Command::new("chroot")
         .arg(root)
-        .args(["mysqld", "--no-defaults", "--initialize-insecure", "--user=root"])
+        .args([
+            "mysqld",
+            "--no-defaults",
+            "--initialize-insecure",
+            "--user=root",
+        ])
         .arg(format!("--datadir=/var/lib/rps/{name}"))
         .output()
         .expect("chroot mysqld --initialize-insecure");
@@ -65,7 +70,10 @@ fn template(root: &Path) -> PathBuf {
     if std::fs::rename(&partial, &tpl).is_err() {
         let _ = std::fs::remove_dir_all(&partial);
     }
-    assert!(tpl.join("mysql.ibd").exists(), "MySQL test template in place");
+    assert!(
+        tpl.join("mysql.ibd").exists(),
+        "MySQL test template in place"
+    );
     tpl
 }
 

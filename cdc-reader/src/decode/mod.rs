@@ -22,9 +22,9 @@ pub mod table;
 use mysql_async::binlog::events::{
     Event, GtidEvent, QueryEvent, RotateEvent, TableMapEvent, TransactionPayloadEvent,
 };
-use rps_core::gtid::{Gtid, MariaDbGtid, MySqlGtid};
 use rps_core::config::is_event_table;
 use rps_core::deadletter::{DeadLetter, Origin};
+use rps_core::gtid::{Gtid, MariaDbGtid, MySqlGtid};
 use rps_core::{Config, SourcePosition, StreamEvent, Timestamp};
 use serde_json::json;
 use std::collections::HashMap;
@@ -323,7 +323,13 @@ impl Decoder {
         Ok(())
     }
 
-    fn begin(&mut self, gtid: Option<Gtid>, standalone: bool, ts: Timestamp, out: &mut Vec<Action>) {
+    fn begin(
+        &mut self,
+        gtid: Option<Gtid>,
+        standalone: bool,
+        ts: Timestamp,
+        out: &mut Vec<Action>,
+    ) {
         self.trx = Some(Trx {
             gtid_text: gtid.as_ref().map(Gtid::to_string).unwrap_or_default(),
             standalone,
