@@ -141,7 +141,11 @@ ensure_mysql_root() {
       DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq debootstrap >/dev/null
     }
     log "building a Debian sid root for MySQL 9.7 in $my_root (about a minute, once)"
-    rm -rf "$my_root.partial"
+    # An interrupted debootstrap can leave /proc or /sys mounted in the
+    # partial root: unmount them, and never let rm cross into a mount.
+    awk -v p="$my_root.partial/" 'index($2, p) == 1 { print $2 }' /proc/mounts | sort -r |
+      while read -r m; do $sudo umount -l "$m" || true; done
+    $sudo rm -rf --one-file-system "$my_root.partial"
     $sudo debootstrap --variant=minbase sid "$my_root.partial" >"$env_dir/debootstrap.log" 2>&1 \
       || { tail -20 "$env_dir/debootstrap.log" >&2; exit 1; }
     mv "$my_root.partial" "$my_root"
@@ -150,6 +154,7 @@ ensure_mysql_root() {
   # The suite's Release file can carry a Valid-Until already past on a mirror
   # snapshot; the packages are still signed.
   local apt=(apt-get -o Acquire::Check-Valid-Until=false -qq)
+  $sudo chroot "$my_root" dpkg --configure -a # finishes an interrupted install
   $sudo chroot "$my_root" "${apt[@]}" update >/dev/null
   $sudo chroot "$my_root" env DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y \
     --no-install-recommends mysql-server-core mysql-client-core >/dev/null
@@ -159,33 +164,43 @@ my_server_up() {
   local name=$1 port=$2 server_id=$3
   local inner=/var/lib/rps/$name
   local dir=$my_root$inner
-  local sock=$inner/mysqld.sock pidf=$dir/mysqld.pid
+  local sock=$inner/mysqld.sock pidf=$dir/mysqld.pid started=""
   mkdir -p "$my_root/etc/rps"
   cp "$root/sql/mysql.cnf" "$my_root/etc/rps/mysql.cnf"
   if pid_alive "$pidf"; then
     log "$name already running on $port (pid $(cat "$pidf"))"
   else
-    if [ ! -d "$dir/data/mysql" ]; then
-      log "$name: initialising data directory"
+    if [ ! -d "$dir/data" ]; then
+      # Initialised beside and renamed when done, so that an interrupted
+      # initialisation is redone rather than started from.
+      log "$name: initialising data directory (MySQL $(in_root mysqld --version | awk '{print $3}'))"
       mkdir -p "$dir"
-      rm -rf "$dir/data"
-      in_root mysqld --no-defaults --initialize-insecure --datadir="$inner/data" --user=root \
+      rm -rf "$dir/data.partial"
+      in_root mysqld --no-defaults --initialize-insecure --datadir="$inner/data.partial" --user=root \
         >"$dir/install.log" 2>&1 || { cat "$dir/install.log" >&2; exit 1; }
+      mv "$dir/data.partial" "$dir/data"
     fi
     log "$name: starting MySQL on port $port"
     mkdir -p "$dir/tmp"
     # --defaults-file must come first; the settings the pipeline requires
     # live in sql/mysql.cnf (copied into the root), instance ones follow.
+    # chroot execs mysqld, so $! is the server itself.
     nohup chroot "$my_root" mysqld --defaults-file=/etc/rps/mysql.cnf \
       --datadir="$inner/data" --tmpdir="$inner/tmp" --port="$port" --socket="$sock" \
       --pid-file="$inner/mysqld.pid" --server-id="$server_id" --log-error="$inner/error.log" \
       --log-bin="$inner/data/binlog" --user=root >/dev/null 2>&1 &
+    started=$!
   fi
   for _ in $(seq 1 120); do
     if in_root mysqladmin --socket="$sock" -uroot ping >/dev/null 2>&1; then
       # TCP root for `rpsctl init` (admin_url); idempotent.
       in_root mysql --socket="$sock" -uroot -e "CREATE USER IF NOT EXISTS 'root'@'127.0.0.1'; GRANT ALL ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION;"
       return 0
+    fi
+    if [ -n "$started" ] && ! kill -0 "$started" 2>/dev/null; then
+      log "$name exited while starting (port $port taken?); see $dir/error.log"
+      tail -20 "$dir/error.log" >&2 || true
+      exit 1
     fi
     sleep 0.5
   done

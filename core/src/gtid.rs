@@ -154,11 +154,14 @@ fn parse_tag(s: &str) -> Option<Arc<str>> {
     ok.then(|| Arc::from(t.as_str()))
 }
 
+/// The source of a MySQL GTID: server uuid and optional tag.
+type Tsid = (Uuid, Option<Arc<str>>);
+
 /// A set of MySQL GTIDs: per (uuid, tag), sorted disjoint half-open
 /// intervals `[start, end)` of transaction numbers.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MySqlGtidSet {
-    sets: BTreeMap<(Uuid, Option<Arc<str>>), Vec<(u64, u64)>>,
+    sets: BTreeMap<Tsid, Vec<(u64, u64)>>,
 }
 
 impl MySqlGtidSet {
@@ -399,7 +402,7 @@ mod tests {
         assert_eq!(s.to_string().parse::<MySqlGtidSet>().unwrap(), s);
         for bad in [
             "x:1",
-            &format!("{A}"),
+            A,
             &format!("{A}:0"),
             &format!("{A}:5-3"),
             &format!("{A}:Bad-Tag:1"),
