@@ -171,7 +171,11 @@ demo_live() {
 rows_per_shard() {
   log "rows per shard per server (from the servers)"
   local ports prefix
-  read -r -a ports <<<"${RPS_MYSQL_PORTS:-3307 3308}"
+  if [ "$flavor" = mysql ]; then
+    read -r -a ports <<<"${RPS_MYSQL_FLAVOR_PORTS:-3317 3318}"
+  else
+    read -r -a ports <<<"${RPS_MYSQL_PORTS:-3307 3308}"
+  fi
   prefix=$(sed -n 's/^database_prefix *= *"\(.*\)".*/\1/p' "$config")
   prefix=${prefix:-rps_shard_}
   for port in "${ports[@]}"; do

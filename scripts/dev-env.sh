@@ -8,7 +8,12 @@
 #                      rps-mysql.toml describes them. Debian bookworm has no
 #                      MySQL server, so they run from Debian sid's packages
 #                      inside a debootstrap'd root (.dev-env/mysql-root),
-#                      built on first use (about a minute) and reused.
+#                      built on first use (about 75 s: debootstrap, the
+#                      packages, two initialisations) and reused. chroot
+#                      needs root, so `up mysql` must run as root. The
+#                      servers share the host's network and need no /proc
+#                      or other mount in the root; their data, logs, pid
+#                      files and sockets are in it under /var/lib/rps/NAME.
 #   all:               both.
 #
 #   scripts/dev-env.sh up [mariadb|mysql|all]      start what is not running (idempotent), wait until ready
@@ -153,7 +158,7 @@ ensure_mysql_root() {
   log "installing mysql-server-core and mysql-client-core (Debian sid) in the root"
   # The suite's Release file can carry a Valid-Until already past on a mirror
   # snapshot; the packages are still signed.
-  local apt=(apt-get -o Acquire::Check-Valid-Until=false -qq)
+  local apt=(apt-get -o Acquire::Check-Valid-Until=false -o Dpkg::Use-Pty=0 -qq)
   $sudo chroot "$my_root" dpkg --configure -a # finishes an interrupted install
   $sudo chroot "$my_root" "${apt[@]}" update >/dev/null
   $sudo chroot "$my_root" env DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y \
@@ -218,6 +223,7 @@ mariadb_up() {
 }
 
 mysql_flavor_up() {
+  [ "$(id -u)" -eq 0 ] || { log "the MySQL servers run under chroot: run as root"; exit 1; }
   ensure_mysql_root
   for i in "${!my_ports[@]}"; do
     my_server_up "${mysql_names[$i]}" "${my_ports[$i]}" "$((i + 1))"

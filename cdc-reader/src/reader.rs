@@ -570,7 +570,13 @@ pub async fn decode_only(
                 Action::Row(_) => stats.rows += 1,
                 Action::Dead(_) => stats.dead_letters += 1,
                 Action::Commit { .. } => stats.commits += 1,
-                Action::Heartbeat { .. } => idle = true,
+                // MySQL also sends heartbeats while it skips what the GTID
+                // set already holds, before the first new event.
+                Action::Heartbeat { .. }
+                    if stats.rows > 0 || t0.elapsed() > Duration::from_secs(3) =>
+                {
+                    idle = true
+                }
                 _ => {}
             }
         }

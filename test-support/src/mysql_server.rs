@@ -2,10 +2,11 @@
 //! `scripts/dev-env.sh up mysql` builds (MySQL 9.7 needs a newer glibc than
 //! the host's, so `mysqld` runs chrooted; it shares the host's network).
 
-use crate::{eventually, free_port, repo_root, TestServer};
+use crate::{free_port, repo_root, TestServer};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 /// The sid root holding `mysqld`: `RPS_MYSQL_ROOT`, or `.dev-env/mysql-root`.
 pub fn mysql_root() -> PathBuf {
@@ -31,8 +32,12 @@ fn install_cnf(root: &Path) -> &'static str {
     std::fs::create_dir_all(&dir).expect("etc/rps in the MySQL root");
     let text = std::fs::read_to_string(repo_root().join("sql/mysql.cnf")).expect("sql/mysql.cnf");
     let dest = dir.join("mysql-test.cnf");
-    // Written to a temp file first: parallel tests must never see a half file.
-    let tmp = dir.join(format!("mysql-test.cnf.{}", std::process::id()));
+    // Written to a temp file first: parallel tests must never see a half
+    // file. The temp name is unique per call, not just per process: tests
+    // of one binary start servers from several threads at once.
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+    let tmp = dir.join(format!("mysql-test.cnf.{}.{seq}", std::process::id()));
     std::fs::write(&tmp, text).expect("write cnf");
     std::fs::rename(&tmp, &dest).expect("install cnf");
     "/etc/rps/mysql-test.cnf"
@@ -168,26 +173,52 @@ impl MySqlInstance {
             .spawn()
             .expect("chroot mysqld");
         self.child = Some(child);
-        let (root, sock) = (self.root.clone(), self.inner("mysqld.sock"));
-        eventually(
-            "private MySQL to accept connections",
-            Duration::from_secs(60),
-            || {
-                let (root, sock) = (root.clone(), sock.clone());
-                async move {
-                    Command::new("chroot")
-                        .arg(&root)
-                        .args(["mysqladmin", &format!("--socket={sock}"), "-uroot", "ping"])
-                        .stdout(Stdio::null())
-                        .stderr(Stdio::null())
-                        .status()
-                        .map(|s| s.success())
-                        .unwrap_or(false)
-                        .then_some(())
-                }
-            },
-        )
-        .await;
+        // Ready when it answers a ping through its socket; a server that
+        // exits first (port taken, bad setting) fails at once with its log.
+        let started = Instant::now();
+        let mut wait = Duration::from_millis(50);
+        loop {
+            let ping = Command::new("chroot")
+                .arg(&self.root)
+                .arg("mysqladmin")
+                .arg(format!("--socket={}", self.inner("mysqld.sock")))
+                .args(["-uroot", "ping"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            if ping {
+                return;
+            }
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if let Some(status) = exited {
+                self.child = None;
+                panic!(
+                    "private MySQL on port {} exited while starting ({status}); error log:\n{}",
+                    self.port,
+                    self.error_log_tail()
+                );
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                panic!(
+                    "timed out after 60s waiting for private MySQL on port {}; error log:\n{}",
+                    self.port,
+                    self.error_log_tail()
+                );
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_millis(250));
+        }
+    }
+
+    fn error_log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
     }
 
     pub fn test_server(&self, name: &str) -> TestServer {
@@ -223,5 +254,73 @@ impl MySqlInstance {
 impl Drop for MySqlInstance {
     fn drop(&mut self) {
         self.kill9();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mysql_async::prelude::*;
+
+    async fn gtid_mode_and_row_metadata(port: u16) -> (String, String) {
+        let mut conn = mysql_async::Conn::from_url(format!("mysql://root@127.0.0.1:{port}"))
+            .await
+            .expect("connect as root over TCP");
+        let row: Option<(String, String)> = conn
+            .query_first("SELECT @@gtid_mode, @@binlog_row_metadata")
+            .await
+            .expect("select settings");
+        conn.disconnect().await.expect("disconnect");
+        row.expect("one row")
+    }
+
+    #[tokio::test]
+    async fn private_mysql_starts_with_the_pipeline_settings_restarts_and_dies() {
+        let t = Instant::now();
+        let mut my = MySqlInstance::start(41).await;
+        eprintln!("MySqlInstance::start took {:?}", t.elapsed());
+        assert_eq!(
+            gtid_mode_and_row_metadata(my.port).await,
+            ("ON".to_string(), "FULL".to_string())
+        );
+        assert!(my.data_dir_host().join("mysql.ibd").exists());
+        // A server uuid of its own, not the template's.
+        assert!(my.data_dir_host().join("auto.cnf").exists());
+        my.socket_sql("CREATE DATABASE rps_selftest; CREATE TABLE rps_selftest.t (id INT PRIMARY KEY); INSERT INTO rps_selftest.t VALUES (1);");
+
+        let t = Instant::now();
+        my.restart().await;
+        eprintln!("MySqlInstance::restart took {:?}", t.elapsed());
+        assert_eq!(
+            gtid_mode_and_row_metadata(my.port).await,
+            ("ON".to_string(), "FULL".to_string())
+        );
+        my.socket_sql("SELECT id FROM rps_selftest.t");
+
+        my.kill9();
+        assert!(
+            mysql_async::Conn::from_url(format!("mysql://root@127.0.0.1:{}", my.port))
+                .await
+                .is_err(),
+            "killed server still answers"
+        );
+        my.restart().await;
+        my.socket_sql("INSERT INTO rps_selftest.t VALUES (2)");
+    }
+
+    #[tokio::test]
+    async fn two_private_mysql_servers_have_their_own_server_uuid() {
+        let (a, b) = tokio::join!(MySqlInstance::start(42), MySqlInstance::start(43));
+        let uuid = |port: u16| async move {
+            let mut conn = mysql_async::Conn::from_url(format!("mysql://root@127.0.0.1:{port}"))
+                .await
+                .expect("connect");
+            let u: Option<String> = conn
+                .query_first("SELECT @@server_uuid")
+                .await
+                .expect("uuid");
+            u.expect("uuid row")
+        };
+        assert_ne!(uuid(a.port).await, uuid(b.port).await);
     }
 }
