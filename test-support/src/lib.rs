@@ -376,13 +376,56 @@ fn current_user() -> String {
         })
 }
 
+/// The process of a private server: killed with -9 or stopped cleanly,
+/// and killed when dropped.
+#[derive(Default)]
+pub(crate) struct ServerProcess(Option<Child>);
+
+impl ServerProcess {
+    pub(crate) fn set(&mut self, child: Child) {
+        self.0 = Some(child);
+    }
+
+    /// The exit status, if the process has already ended.
+    pub(crate) fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        let status = self.0.as_mut()?.try_wait().ok().flatten();
+        if status.is_some() {
+            self.0 = None;
+        }
+        status
+    }
+
+    /// kill -9: no shutdown, no flush.
+    pub(crate) fn kill9(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then wait: a clean shutdown.
+    pub(crate) fn stop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = Command::new("kill").arg(c.id().to_string()).status();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
 /// A private MariaDB server with the pipeline's required settings
 /// (`sql/server.cnf`), its own port and data folder. Killed on drop.
 pub struct MariaDbInstance {
+    // First: fields drop in order, and the server must die before its folder goes.
+    process: ServerProcess,
     dir: tempfile::TempDir,
     pub port: u16,
     pub server_id: u32,
-    child: Option<Child>,
 }
 
 impl MariaDbInstance {
@@ -413,7 +456,7 @@ impl MariaDbInstance {
             dir,
             port: free_port(),
             server_id,
-            child: None,
+            process: ServerProcess::default(),
         };
         me.launch().await;
         // Root over TCP, as the dev environment has it.
@@ -473,7 +516,7 @@ impl MariaDbInstance {
             .stderr(Stdio::null())
             .spawn()
             .expect("mariadbd");
-        self.child = Some(child);
+        self.process.set(child);
         let sock = self.socket();
         let port = self.port;
         let ready = eventually(
@@ -508,30 +551,18 @@ impl MariaDbInstance {
 
     /// kill -9: no shutdown, no flush.
     pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.process.kill9();
     }
 
     /// Clean shutdown.
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").arg(c.id().to_string()).status();
-            let _ = c.wait();
-        }
+        self.process.stop();
     }
 
     /// Starts again on the same port and data after [`kill9`](Self::kill9) or [`stop`](Self::stop).
     pub async fn restart(&mut self) {
         self.stop();
         self.launch().await;
-    }
-}
-
-impl Drop for MariaDbInstance {
-    fn drop(&mut self) {
-        self.kill9();
     }
 }
 

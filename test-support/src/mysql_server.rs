@@ -2,9 +2,9 @@
 //! `scripts/dev-env.sh up mysql` builds (MySQL 9.7 needs a newer glibc than
 //! the host's, so `mysqld` runs chrooted; it shares the host's network).
 
-use crate::{free_port, repo_root, TestServer};
+use crate::{free_port, repo_root, ServerProcess, TestServer};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -85,11 +85,12 @@ fn template(root: &Path) -> PathBuf {
 /// A private MySQL server with the pipeline's required settings
 /// (`sql/mysql.cnf`), its own port and data folder. Killed on drop.
 pub struct MySqlInstance {
+    // First: fields drop in order, and the server must die before its folder goes.
+    process: ServerProcess,
     root: PathBuf,
     dir: tempfile::TempDir,
     pub port: u16,
     pub server_id: u32,
-    child: Option<Child>,
 }
 
 impl MySqlInstance {
@@ -115,7 +116,7 @@ impl MySqlInstance {
             dir,
             port: free_port(),
             server_id,
-            child: None,
+            process: ServerProcess::default(),
         };
         me.launch().await;
         me.socket_sql(
@@ -172,7 +173,7 @@ impl MySqlInstance {
             .stderr(Stdio::null())
             .spawn()
             .expect("chroot mysqld");
-        self.child = Some(child);
+        self.process.set(child);
         // Ready when it answers a ping through its socket; a server that
         // exits first (port taken, bad setting) fails at once with its log.
         let started = Instant::now();
@@ -191,12 +192,7 @@ impl MySqlInstance {
             if ping {
                 return;
             }
-            let exited = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten());
-            if let Some(status) = exited {
-                self.child = None;
+            if let Some(status) = self.process.exited() {
                 panic!(
                     "private MySQL on port {} exited while starting ({status}); error log:\n{}",
                     self.port,
@@ -230,30 +226,18 @@ impl MySqlInstance {
 
     /// kill -9: no shutdown, no flush.
     pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.process.kill9();
     }
 
     /// Clean shutdown.
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").arg(c.id().to_string()).status();
-            let _ = c.wait();
-        }
+        self.process.stop();
     }
 
     /// Starts again on the same port and data after [`kill9`](Self::kill9) or [`stop`](Self::stop).
     pub async fn restart(&mut self) {
         self.stop();
         self.launch().await;
-    }
-}
-
-impl Drop for MySqlInstance {
-    fn drop(&mut self) {
-        self.kill9();
     }
 }
 
