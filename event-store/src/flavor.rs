@@ -258,7 +258,7 @@ impl Flavor {
     ///
     /// MariaDB tells that point itself (`binlog_snapshot_file/position`).
     /// MySQL does not, so `locker` (a second connection to the same server)
-    /// holds `LOCK TABLES … READ` on every event table in `tables` while the
+    /// holds `LOCK TABLES … READ` on every event table `event_tables` lists while the
     /// snapshot starts and the binlog head is read: no event-table write can
     /// commit in between, so the head is exact for those tables. The lock
     /// lasts two round trips; transactions of other tables are not blocked.
@@ -268,7 +268,7 @@ impl Flavor {
         &self,
         conn: &mut Conn,
         locker: &mut Conn,
-        list_tables: &(dyn Fn() -> TableListQuery + Sync),
+        event_tables: &TableListQuery,
     ) -> Result<BinlogPosition, SnapshotError> {
         conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             .await?;
@@ -307,7 +307,7 @@ impl Flavor {
                     .await?;
                 let mut last_err = None;
                 for _ in 0..SNAPSHOT_LOCK_ATTEMPTS {
-                    let before = list_tables().run(locker).await?;
+                    let before = event_tables.run(locker).await?;
                     if before.is_empty() {
                         conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
                             .await?;
@@ -345,7 +345,7 @@ impl Flavor {
                     if head.file.is_empty() {
                         return Err(SnapshotError::NoBinlog);
                     }
-                    let after = list_tables().run(conn).await?;
+                    let after = event_tables.run(conn).await?;
                     if after == before {
                         return Ok(head);
                     }

@@ -185,7 +185,7 @@ async fn fold_shard(
     let m = HistoryError::mysql;
     let mut locker = store.conn_for_shard(shard).await?;
     let flavor = Flavor::detect(&mut conn).await.map_err(m(&server))?;
-    let list = || TableListQuery {
+    let list = TableListQuery {
         databases: vec![database.clone()],
     };
     let head = flavor

@@ -72,9 +72,7 @@ pub async fn snapshot_server(
         .iter()
         .map(|s| config.database(*s))
         .collect();
-    let list = || TableListQuery {
-        databases: databases.clone(),
-    };
+    let list = TableListQuery { databases };
     let head = flavor
         .begin_consistent_snapshot(&mut conn, &mut locker, &list)
         .await

@@ -349,15 +349,7 @@ impl Decoder {
         };
         let layout = layout.clone();
         let reason = "UPDATE (partial JSON) on an append-only event table".to_string();
-        let payload = json!({ "hex": hex(d) }).to_string();
-        out.push(Action::Dead(self.dead(
-            kind::UPDATE,
-            reason,
-            &layout.database,
-            &layout.table,
-            pos,
-            payload,
-        )));
+        self.dead_bytes(kind::UPDATE, &layout, reason, d, pos, out);
     }
 
     fn commit(&mut self, pos: u64, out: &mut Vec<Action>) {
@@ -589,9 +581,23 @@ impl Decoder {
         pos: u64,
         out: &mut Vec<Action>,
     ) {
-        let payload = json!({ "hex": hex(body) }).to_string();
+        self.dead_bytes(kind::BAD_ROW, layout, reason, body, pos, out);
+    }
+
+    /// A dead letter whose payload is the event's bytes, for input that
+    /// cannot be split into rows.
+    fn dead_bytes(
+        &self,
+        kind: &str,
+        layout: &TableLayout,
+        reason: String,
+        bytes: &[u8],
+        pos: u64,
+        out: &mut Vec<Action>,
+    ) {
+        let payload = json!({ "hex": hex(bytes) }).to_string();
         out.push(Action::Dead(self.dead(
-            kind::BAD_ROW,
+            kind,
             reason,
             &layout.database,
             &layout.table,
