@@ -7,6 +7,8 @@
 //! that after any crash it resumes with no row lost and none twice.
 //! [`preflight`] checks server settings and grants before streaming;
 //! [`trim`] trims the streams below what every consumer group acknowledged.
+//! Rows of XA branches wait in Redis from their prepare to their decision
+//! ([`xa`]): only committed rows reach the streams.
 
 pub mod checkpoint;
 pub mod decode;
@@ -17,6 +19,7 @@ pub mod preflight;
 pub mod publish;
 pub mod reader;
 pub mod trim;
+pub mod xa;
 
 pub use checkpoint::Checkpoint;
 pub use error::{CdcError, Definite, Transient};

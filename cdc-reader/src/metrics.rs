@@ -21,3 +21,12 @@ pub const UP: &str = "rps_cdc_reader_up";
 pub const BATCHES: &str = "rps_cdc_publish_batches_total";
 /// Counter: stream entries removed by trimming.
 pub const TRIMMED: &str = "rps_cdc_trimmed_entries_total";
+/// Gauge: XA branches the reader saw prepared and not yet decided, per server.
+pub const XA_PREPARED: &str = "rps_cdc_xa_prepared_branches";
+/// Gauge: age of the oldest prepared, undecided branch (0 when none).
+pub const XA_OLDEST_SECONDS: &str = "rps_cdc_xa_oldest_prepared_seconds";
+/// Counter: XA decisions read, per server and `decision` (commit, rollback,
+/// one_phase).
+pub const XA_DECISIONS: &str = "rps_cdc_xa_decisions_total";
+/// Counter: groups that ended with ROLLBACK, per server.
+pub const ROLLED_BACK_GROUPS: &str = "rps_cdc_rolled_back_groups_total";

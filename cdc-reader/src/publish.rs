@@ -6,6 +6,12 @@
 //! last wrote. A zombie reader (an old process, a second instance) fails
 //! with `FENCED` instead of interleaving; a reply lost on the wire is
 //! resolved the same way: the retried session re-reads the checkpoint.
+//!
+//! Beside plain XADDs a batch carries the steps of XA branches
+//! ([`crate::xa`]): items XADDed to a branch's hold stream (each with its
+//! destination in field `_t`), the branch's registry entry and match set,
+//! and the release (hold → shard streams) or drop of a decided branch, all
+//! in the same atomic step as the checkpoint that covers them.
 
 use crate::checkpoint::Checkpoint;
 use crate::error::{Definite, SessionError, Transient};
@@ -15,26 +21,110 @@ use rps_core::deadletter::DeadLetter;
 use rps_core::{Config, ShardId, StreamEvent};
 use std::time::Duration;
 
-/// KEYS: 1 checkpoint, 2 dead-letter stream, 3.. shard streams.
-/// ARGV: 1 expected checkpoint ('' = none), 2 new checkpoint, then per
-/// entry: key index, field count, fields and values.
+/// KEYS: 1 checkpoint, 2 dead-letter stream, 3 + s: shard stream s, then
+/// the batch's own keys (XA holds, match sets, registry).
+/// ARGV: 1 expected checkpoint ('' = none), 2 new checkpoint, then ops:
+/// - `k>0, c, c fields and values`: XADD to KEYS[k];
+/// - `-1, k, field, value`: HSET;
+/// - `-2, k, member`: SADD;
+/// - `-3, hold, matches, registry, field, max`: move up to `max` held items
+///   to their destination (`_t`: a shard number or `d`, the dead letters)
+///   and delete them from the hold; `max` 0 moves all and forgets the branch;
+/// - `-4, hold, matches, registry, field`: forget the branch and its items.
+///
+/// Returns how many items the last bounded release left in its hold.
 pub const PUBLISH_LUA: &str = r#"
 local cur = redis.call('GET', KEYS[1])
 if cur == false then cur = '' end
 if cur ~= ARGV[1] then
   return redis.error_reply('FENCED checkpoint changed by another writer')
 end
+local function dest(t)
+  if t == 'd' then return KEYS[2] end
+  return KEYS[3 + tonumber(t)]
+end
+local left = 0
 local i = 3
 local n = #ARGV
 while i <= n do
-  local k = KEYS[tonumber(ARGV[i])]
-  local c = tonumber(ARGV[i + 1])
-  redis.call('XADD', k, '*', unpack(ARGV, i + 2, i + 1 + c))
-  i = i + 2 + c
+  local op = tonumber(ARGV[i])
+  if op > 0 then
+    local c = tonumber(ARGV[i + 1])
+    redis.call('XADD', KEYS[op], '*', unpack(ARGV, i + 2, i + 1 + c))
+    i = i + 2 + c
+  elseif op == -1 then
+    redis.call('HSET', KEYS[tonumber(ARGV[i + 1])], ARGV[i + 2], ARGV[i + 3])
+    i = i + 4
+  elseif op == -2 then
+    redis.call('SADD', KEYS[tonumber(ARGV[i + 1])], ARGV[i + 2])
+    i = i + 3
+  elseif op == -3 then
+    local hold = KEYS[tonumber(ARGV[i + 1])]
+    local max = tonumber(ARGV[i + 5])
+    local items
+    if max > 0 then
+      items = redis.call('XRANGE', hold, '-', '+', 'COUNT', max)
+    else
+      items = redis.call('XRANGE', hold, '-', '+')
+    end
+    for _, e in ipairs(items) do
+      local f = e[2]
+      redis.call('XADD', dest(f[2]), '*', unpack(f, 3))
+    end
+    if max > 0 then
+      if #items > 0 then
+        local ms, seq = string.match(items[#items][1], '(%d+)-(%d+)')
+        redis.call('XTRIM', hold, 'MINID', '=', ms .. '-' .. string.format('%d', tonumber(seq) + 1))
+      end
+      left = redis.call('XLEN', hold)
+    else
+      redis.call('DEL', hold, KEYS[tonumber(ARGV[i + 2])])
+      redis.call('HDEL', KEYS[tonumber(ARGV[i + 3])], ARGV[i + 4])
+    end
+    i = i + 6
+  else
+    redis.call('UNLINK', KEYS[tonumber(ARGV[i + 1])], KEYS[tonumber(ARGV[i + 2])])
+    redis.call('HDEL', KEYS[tonumber(ARGV[i + 3])], ARGV[i + 4])
+    i = i + 5
+  end
 end
 redis.call('SET', KEYS[1], ARGV[2])
-return 1
+return left
 "#;
+
+/// Op codes of [`PUBLISH_LUA`] beside XADD.
+const OP_HSET: i64 = -1;
+const OP_SADD: i64 = -2;
+const OP_RELEASE: i64 = -3;
+const OP_DROP: i64 = -4;
+
+/// The keys of one XA branch a batch step touches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BranchKeys {
+    pub hold: String,
+    pub matches: String,
+    pub registry: String,
+    /// The branch's field in the registry ([`rps_core::Xid::key`]).
+    pub field: String,
+}
+
+/// Where a held item goes when its branch commits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeldTarget {
+    Shard(ShardId),
+    DeadLetters,
+}
+
+/// A point in a batch to roll back to (see [`Batch::truncate`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchMark {
+    args: usize,
+    bytes: usize,
+    entries: u64,
+    dead: usize,
+    /// Which filling of the batch the mark belongs to: a flush starts a new one.
+    epoch: u64,
+}
 
 /// Entries and dead letters waiting for the next atomic step.
 pub struct Batch {
@@ -44,6 +134,13 @@ pub struct Batch {
     pub entries: u64,
     /// Dead letters by kind, for metrics after the step succeeded.
     pub dead: Vec<String>,
+    /// XA steps (holds, registry, releases) in the batch.
+    pub xa_ops: u64,
+    /// Rows of committed branches the batch releases, for metrics.
+    pub released: u64,
+    /// Keys beyond the publisher's fixed ones, in KEYS order.
+    extra_keys: Vec<String>,
+    epoch: u64,
 }
 
 impl Default for Batch {
@@ -53,6 +150,10 @@ impl Default for Batch {
             bytes: 0,
             entries: 0,
             dead: Vec::new(),
+            xa_ops: 0,
+            released: 0,
+            extra_keys: Vec::new(),
+            epoch: 0,
         };
         b.clear();
         b
@@ -61,11 +162,12 @@ impl Default for Batch {
 
 impl Batch {
     pub fn is_empty(&self) -> bool {
-        self.entries == 0 && self.dead.is_empty()
+        self.entries == 0 && self.dead.is_empty() && self.xa_ops == 0
     }
 
+    /// Items that count towards the batch's row bound.
     pub fn items(&self) -> u64 {
-        self.entries + self.dead.len() as u64
+        self.entries + self.dead.len() as u64 + self.xa_ops
     }
 
     pub fn clear(&mut self) {
@@ -76,12 +178,43 @@ impl Batch {
         self.args.push(Value::Null);
         self.entries = 0;
         self.dead.clear();
+        self.xa_ops = 0;
+        self.released = 0;
+        self.extra_keys.clear();
+        self.epoch += 1;
+    }
+
+    pub fn mark(&self) -> BatchMark {
+        BatchMark {
+            args: self.args.len(),
+            bytes: self.bytes,
+            entries: self.entries,
+            dead: self.dead.len(),
+            epoch: self.epoch,
+        }
+    }
+
+    /// Drops what was added since `mark`; false if the batch was flushed
+    /// since (what came before the flush is out already).
+    pub fn truncate(&mut self, mark: BatchMark) -> bool {
+        if mark.epoch != self.epoch {
+            return false;
+        }
+        self.args.truncate(mark.args);
+        self.bytes = mark.bytes;
+        self.entries = mark.entries;
+        self.dead.truncate(mark.dead);
+        true
     }
 
     fn push_pairs(&mut self, key_index: usize, pairs: Vec<(&'static str, String)>) {
         self.args.reserve(2 + pairs.len() * 2);
         self.args.push(Value::Integer(key_index as i64));
         self.args.push(Value::Integer(pairs.len() as i64 * 2));
+        self.push_fields(pairs);
+    }
+
+    fn push_fields(&mut self, pairs: Vec<(&'static str, String)>) {
         for (f, v) in pairs {
             // Value, field name and the argument's own bookkeeping.
             self.bytes += v.len() + f.len() + 2 * std::mem::size_of::<Value>();
@@ -104,6 +237,10 @@ pub struct Publisher {
     /// What the checkpoint key holds now, as far as this reader knows.
     expected: String,
 }
+
+/// Items moved per step when a large branch commits, so one step never
+/// blocks Redis for long.
+pub const RELEASE_CHUNK: u64 = 4096;
 
 pub(crate) fn redis_err(server: &str) -> impl Fn(fred::error::Error) -> Transient + '_ {
     move |source| Transient::Redis {
@@ -199,6 +336,88 @@ impl Publisher {
         batch.dead.push(dl.kind.clone());
     }
 
+    /// The KEYS index of a key of this batch's own.
+    fn extra_key(&self, batch: &mut Batch, key: &str) -> i64 {
+        let at = match batch.extra_keys.iter().rposition(|k| k == key) {
+            Some(i) => i,
+            None => {
+                batch.extra_keys.push(key.to_string());
+                batch.extra_keys.len() - 1
+            }
+        };
+        (self.keys.len() + at + 1) as i64
+    }
+
+    /// Adds an item to a prepared branch's hold instead of its destination.
+    pub fn push_held(
+        &self,
+        batch: &mut Batch,
+        hold: &str,
+        target: HeldTarget,
+        pairs: Vec<(&'static str, String)>,
+    ) {
+        let k = self.extra_key(batch, hold);
+        let t = match target {
+            HeldTarget::Shard(s) => s.to_string(),
+            HeldTarget::DeadLetters => "d".to_string(),
+        };
+        let mut all = Vec::with_capacity(pairs.len() + 1);
+        all.push(("_t", t));
+        all.extend(pairs);
+        batch.push_pairs(k as usize, all);
+        batch.xa_ops += 1;
+    }
+
+    pub fn push_hset(&self, batch: &mut Batch, key: &str, field: &str, value: String) {
+        let k = self.extra_key(batch, key);
+        batch.args.extend([
+            Value::Integer(OP_HSET),
+            Value::Integer(k),
+            Value::String(field.into()),
+            Value::String(value.into()),
+        ]);
+        batch.xa_ops += 1;
+    }
+
+    pub fn push_sadd(&self, batch: &mut Batch, key: &str, member: String) {
+        let k = self.extra_key(batch, key);
+        batch.bytes += member.len() + 3 * std::mem::size_of::<Value>();
+        batch.args.extend([
+            Value::Integer(OP_SADD),
+            Value::Integer(k),
+            Value::String(member.into()),
+        ]);
+        batch.xa_ops += 1;
+    }
+
+    /// Moves a committed branch's held items to their destinations: all of
+    /// them, forgetting the branch (`max` None), or at most `max`.
+    pub fn push_release(&self, batch: &mut Batch, b: &BranchKeys, max: Option<u64>) {
+        let op = [
+            Value::Integer(OP_RELEASE),
+            Value::Integer(self.extra_key(batch, &b.hold)),
+            Value::Integer(self.extra_key(batch, &b.matches)),
+            Value::Integer(self.extra_key(batch, &b.registry)),
+            Value::String(b.field.clone().into()),
+            Value::Integer(max.unwrap_or(0) as i64),
+        ];
+        batch.args.extend(op);
+        batch.xa_ops += 1;
+    }
+
+    /// Forgets a rolled-back branch and everything it held.
+    pub fn push_drop(&self, batch: &mut Batch, b: &BranchKeys) {
+        let op = [
+            Value::Integer(OP_DROP),
+            Value::Integer(self.extra_key(batch, &b.hold)),
+            Value::Integer(self.extra_key(batch, &b.matches)),
+            Value::Integer(self.extra_key(batch, &b.registry)),
+            Value::String(b.field.clone().into()),
+        ];
+        batch.args.extend(op);
+        batch.xa_ops += 1;
+    }
+
     fn key_index(&self, shard: ShardId) -> usize {
         self.key_of_shard
             .get(usize::from(shard))
@@ -207,12 +426,12 @@ impl Publisher {
     }
 
     /// Writes the batch and the checkpoint in one atomic step; the batch is
-    /// emptied either way.
+    /// emptied either way. Returns what the step's bounded release left.
     pub async fn publish(
         &mut self,
         batch: &mut Batch,
         checkpoint: &Checkpoint,
-    ) -> Result<(), Transient> {
+    ) -> Result<u64, Transient> {
         self.seq += 1;
         let new = checkpoint.encode(&self.writer, self.seq);
         let mut args = std::mem::take(&mut batch.args);
@@ -221,15 +440,14 @@ impl Publisher {
         }
         args[0] = Value::String(self.expected.clone().into());
         args[1] = Value::String(new.clone().into());
+        let mut keys = self.keys.clone();
+        keys.extend(batch.extra_keys.drain(..).map(fred::types::Key::from));
         batch.clear();
-        let r: Result<i64, _> = self
-            .client
-            .evalsha(self.sha.clone(), self.keys.clone(), args)
-            .await;
+        let r: Result<i64, _> = self.client.evalsha(self.sha.clone(), keys, args).await;
         match r {
-            Ok(_) => {
+            Ok(left) => {
                 self.expected = new;
-                Ok(())
+                Ok(left.max(0) as u64)
             }
             Err(e) if e.details().starts_with("FENCED") => Err(Transient::Fenced {
                 server: self.server.clone(),

@@ -147,6 +147,11 @@ pub struct CompensatorConfig {
     pub max_attempts: u32,
     /// Deadlines claimed per atomic step.
     pub claim_batch: usize,
+    /// `innodb_lock_wait_timeout` (seconds, at least 1) of the compensator's
+    /// MySQL sessions: an append blocked by a row lock (a prepared XA branch
+    /// holding the match) fails after this long and is retried on the
+    /// schedule, instead of holding a worker for the server's 50 s.
+    pub lock_wait_secs: u32,
     /// Prometheus endpoint of a stand-alone `rpsctl compensator`.
     pub metrics_bind: Option<String>,
 }
@@ -159,6 +164,7 @@ impl Default for CompensatorConfig {
             retry_max_ms: 60_000,
             max_attempts: 4,
             claim_batch: 512,
+            lock_wait_secs: 3,
             metrics_bind: None,
         }
     }

@@ -11,6 +11,9 @@ pub enum Origin {
     CdcReader,
     Projector,
     Compensator,
+    /// A person's (or an operator policy's) decision recorded for audit,
+    /// e.g. `rpsctl xa commit` / `sweep` (kind `xa_decision`).
+    Operator,
 }
 
 impl Origin {
@@ -19,6 +22,7 @@ impl Origin {
             Origin::CdcReader => "cdc-reader",
             Origin::Projector => "projector",
             Origin::Compensator => "compensator",
+            Origin::Operator => "operator",
         }
     }
 }

@@ -7,6 +7,9 @@
 //! | `rps:events:{n}` | stream | decoded events of shard `n` (braces: a Redis Cluster hash tag) |
 //! | `rps:cdc:checkpoint:<server>` | string | reader position, written atomically with the entries it covers |
 //! | `rps:cdc:resnapshot` | hash | server → why its reader cannot resume (binlog purged): a request to rebuild from snapshots, cleared by the bootstrap's commit |
+//! | `rps:cdc:xa:<server>` | hash | xid key → [`crate::xa::HeldBranch`]: every XA branch the reader saw prepared and not yet decided |
+//! | `rps:cdc:xa:<server>:<xid>:rows` | stream | the rows (and dead letters) a prepared branch holds, published when it commits |
+//! | `rps:cdc:xa:<server>:<xid>:matches` | set | `<shard>:<match>` of every match a prepared branch holds rows of |
 //! | `rps:deadletter` | stream | rejected events and failed deadlines |
 //! | `rps:generation` | string | the active read-model generation `g` |
 //! | `rps:g<g>:progress` | hash | shard → last stream id applied to generation `g` |
@@ -66,6 +69,24 @@ impl Keys {
     /// supervisor for a rebuild here.
     pub fn cdc_resnapshot(&self) -> String {
         format!("{}:cdc:resnapshot", self.prefix)
+    }
+
+    /// Prepared XA branches the reader of `server` holds, by [`crate::Xid::key`].
+    pub fn cdc_xa_branches(&self, server: &str) -> String {
+        format!("{}:cdc:xa:{server}", self.prefix)
+    }
+
+    /// The items a prepared branch holds until its decision; `xid_key` is
+    /// [`crate::Xid::key`].
+    pub fn cdc_xa_held(&self, server: &str, xid_key: &str) -> String {
+        format!("{}:cdc:xa:{server}:{xid_key}:rows", self.prefix)
+    }
+
+    /// The matches a prepared branch holds rows of (members
+    /// [`crate::xa::held_match_member`]), so a compensator blocked by the
+    /// branch can name it.
+    pub fn cdc_xa_matches(&self, server: &str, xid_key: &str) -> String {
+        format!("{}:cdc:xa:{server}:{xid_key}:matches", self.prefix)
     }
 
     pub fn deadletter(&self) -> String {

@@ -19,6 +19,7 @@ pub mod keys;
 pub mod redis_client;
 pub mod stream;
 pub mod time;
+pub mod xa;
 
 pub use config::{Config, ConfigError, ServerConfig};
 pub use event::{EventType, Gesture, MatchEvent, Outcome, SeasonId, ShardId};
@@ -27,6 +28,7 @@ pub use gtid::{Gtid, GtidPosition};
 pub use keys::Keys;
 pub use stream::{SourcePosition, StreamEvent};
 pub use time::Timestamp;
+pub use xa::Xid;
 
 /// The logical shard of a match: the challenger's id modulo the shard count.
 ///

@@ -143,6 +143,16 @@ impl Flavor {
         }
     }
 
+    /// Global privileges beyond replication, and why: MySQL lists other
+    /// sessions' prepared XA branches (`rpsctl xa`) only with
+    /// XA_RECOVER_ADMIN; MariaDB lists them to any account.
+    pub fn xa_privileges(&self) -> &'static [&'static str] {
+        match self {
+            Flavor::MariaDb { .. } => &[],
+            Flavor::MySql { .. } => &["XA_RECOVER_ADMIN"],
+        }
+    }
+
     /// The statement that shows the binlog head.
     fn status_statement(&self) -> &'static str {
         match self {

@@ -156,6 +156,10 @@ async fn init_server(
                 conn.query_drop(stmt).await?;
             }
         }
+        for privilege in flavor.xa_privileges() {
+            conn.query_drop(format!("GRANT {privilege} ON *.* TO '{user}'@'%'"))
+                .await?;
+        }
         for privilege in flavor.snapshot_privileges() {
             conn.query_drop(format!("GRANT {privilege} ON `{db}`.* TO '{user}'@'%'"))
                 .await?;

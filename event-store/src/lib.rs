@@ -3,12 +3,14 @@
 //! Everything that talks SQL to the event tables goes through here, so the
 //! column list, the row decoding and the duplicate-key handling are written
 //! once: schema setup (`rpsctl init`), appends (simulator, compensator) and
-//! ordered history reads (replay, export, verify, snapshots). The binlog is
+//! ordered history reads (replay, export, verify, snapshots), XA branches
+//! (`rpsctl xa`). The binlog is
 //! not read here; that is cdc-reader's job.
 
 mod flavor;
 mod history;
 mod init;
+pub mod xa;
 
 pub use flavor::{BinlogPosition, Flavor, SnapshotError, TableListQuery};
 pub use history::{
@@ -25,6 +27,11 @@ use std::sync::Arc;
 /// MySQL's duplicate-key error.
 /// <https://mariadb.com/kb/en/mariadb-error-code-reference/> (1062, ER_DUP_ENTRY)
 pub const ER_DUP_ENTRY: u16 = 1062;
+
+/// InnoDB gave up waiting for a row lock (`innodb_lock_wait_timeout`);
+/// only the statement is rolled back.
+/// <https://mariadb.com/kb/en/mariadb-error-code-reference/> (1205, ER_LOCK_WAIT_TIMEOUT)
+pub const ER_LOCK_WAIT_TIMEOUT: u16 = 1205;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -113,10 +120,26 @@ impl EventStore {
     }
 
     pub fn with_pool_size(config: Arc<Config>, max_conns: usize) -> Result<Self, StoreError> {
+        Self::with_session_setup(config, max_conns, Vec::new())
+    }
+
+    /// Pools whose sessions run `setup` (e.g. `SET SESSION
+    /// innodb_lock_wait_timeout = 3`) on connect and again after each reset
+    /// of a connection returned to the pool, which clears session variables.
+    pub fn with_session_setup(
+        config: Arc<Config>,
+        max_conns: usize,
+        setup: Vec<String>,
+    ) -> Result<Self, StoreError> {
         let pools = config
             .servers
             .iter()
-            .map(|s| Ok(Pool::new(opts(&s.name, &s.url, max_conns)?)))
+            .map(|s| {
+                let o = opts(&s.name, &s.url, max_conns)?;
+                Ok(Pool::new(
+                    mysql_async::OptsBuilder::from_opts(o).setup(setup.clone()),
+                ))
+            })
             .collect::<Result<Vec<_>, StoreError>>()?;
         Ok(EventStore {
             config,

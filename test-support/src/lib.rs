@@ -12,6 +12,7 @@
 
 mod flavor;
 mod mysql_server;
+pub mod xa;
 pub use flavor::{binlog_head, purge_all_but_a_new_binlog, ShardServerInstance, TestFlavor};
 pub use mysql_server::{mysql_root, MySqlInstance};
 

@@ -25,6 +25,7 @@ use mysql_async::binlog::events::{
 use rps_core::config::is_event_table;
 use rps_core::deadletter::{DeadLetter, Origin};
 use rps_core::gtid::{Gtid, MariaDbGtid, MySqlGtid};
+use rps_core::xa::{parse_xa_statement, XaStatement, Xid};
 use rps_core::{Config, SourcePosition, StreamEvent, Timestamp};
 use serde_json::json;
 use std::collections::HashMap;
@@ -61,9 +62,15 @@ pub mod event_type {
     pub const MARIADB_GTID_LIST: u8 = 163;
 }
 
-/// MariaDB GTID event flag: the transaction is a single statement without
-/// BEGIN/COMMIT (DDL, non-transactional engines).
+/// MariaDB GTID event flags
+/// (<https://mariadb.com/kb/en/gtid_event/>): the transaction is a single
+/// statement without BEGIN/COMMIT (DDL, non-transactional engines); a group
+/// commit id follows; the group is the prepare part of an XA branch, whose
+/// xid follows; the group decides an XA branch.
 const FL_STANDALONE: u8 = 1;
+const FL_GROUP_COMMIT_ID: u8 = 2;
+const FL_PREPARED_XA: u8 = 64;
+const FL_COMPLETED_XA: u8 = 128;
 
 /// Dead-letter kinds the reader produces (low-cardinality metric label too).
 pub mod kind {
@@ -71,7 +78,10 @@ pub mod kind {
     pub const DELETE: &str = "delete_on_event_table";
     pub const DDL: &str = "ddl_on_event_table";
     pub const BAD_ROW: &str = "bad_row";
-    pub const ALL: [&str; 4] = [UPDATE, DELETE, DDL, BAD_ROW];
+    /// A group ended with ROLLBACK after part of it was published (it was
+    /// larger than one batch): those rows are not in the tables.
+    pub const ROLLED_BACK: &str = "rolled_back_after_publish";
+    pub const ALL: [&str; 5] = [UPDATE, DELETE, DDL, BAD_ROW, ROLLED_BACK];
 }
 
 /// What a binlog event means to the reader.
@@ -86,8 +96,25 @@ pub enum Action {
     Row(StreamEvent),
     /// Input that does not fit: goes to the dead letter.
     Dead(DeadLetter),
-    /// The transaction committed; `pos` is the end of its last event.
+    /// The transaction is an XA branch: its rows and dead letters belong to
+    /// `xid` and count only if it commits.
+    XaStart { xid: Xid },
+    /// The transaction committed; `pos` is the end of its last event. For an
+    /// XA branch this is a one-phase commit.
     Commit { pos: u64, ts: Timestamp },
+    /// The XA branch of this group is prepared (ends the group): what it
+    /// holds waits for a later [`Action::XaDecision`].
+    Prepare { xid: Xid, pos: u64, ts: Timestamp },
+    /// A group whose one statement commits or rolls back a prepared branch.
+    XaDecision {
+        xid: Xid,
+        commit: bool,
+        pos: u64,
+        ts: Timestamp,
+    },
+    /// The group ends with ROLLBACK (it touched a non-transactional table):
+    /// nothing of it happened.
+    Rollback { pos: u64, ts: Timestamp },
     /// The server is idle at `pos` (no transaction open).
     Heartbeat { pos: u64 },
     /// Reading goes on in `file`.
@@ -117,6 +144,8 @@ struct Trx {
     /// MariaDB says so in a GTID flag; a MySQL transaction is one until its
     /// `BEGIN` arrives.
     standalone: bool,
+    /// The group is an XA branch (its XaStart went out).
+    xa: bool,
     ts: Timestamp,
 }
 
@@ -230,7 +259,34 @@ impl Decoder {
                     seq,
                 });
                 let ts = Timestamp(i64::from(h.timestamp()) * 1_000_000);
-                self.begin(Some(gtid), d[12] & FL_STANDALONE != 0, ts, out);
+                let flags = d[12];
+                // A decision group is one statement, ended by that statement.
+                let standalone = flags & (FL_STANDALONE | FL_COMPLETED_XA) != 0;
+                self.begin(Some(gtid), standalone, ts, out);
+                if flags & FL_PREPARED_XA != 0 {
+                    let at = 13
+                        + if flags & FL_GROUP_COMMIT_ID != 0 {
+                            8
+                        } else {
+                            0
+                        };
+                    let xid = d.get(at..at + 6).and_then(|x| {
+                        let fmt = i32::from_le_bytes([x[0], x[1], x[2], x[3]]);
+                        Xid::from_parts(
+                            i64::from(fmt),
+                            usize::from(x[4]),
+                            usize::from(x[5]),
+                            d.get(at + 6..)?,
+                        )
+                    });
+                    let xid = xid.ok_or_else(|| {
+                        self.err(ev, "GTID event of an XA prepare without a valid xid")
+                    })?;
+                    if let Some(t) = &mut self.trx {
+                        t.xa = true;
+                    }
+                    out.push(Action::XaStart { xid });
+                }
             }
             MYSQL_GTID | MYSQL_GTID_TAGGED => {
                 let g: GtidEvent = ev.read_event().map_err(|e| self.err(ev, e))?;
@@ -260,19 +316,33 @@ impl Decoder {
                 });
             }
             XID => {
-                if let Some(p) = self.payload.take() {
-                    // The commit is the payload's last event: all of it is here.
-                    if p.seen != p.expected {
-                        return Err(self.err(
-                            ev,
-                            format!(
-                                "the compressed transaction ending at {} yielded {} of its {} bytes",
-                                p.pos, p.seen, p.expected
-                            ),
-                        ));
-                    }
-                }
+                self.payload_complete(ev)?;
                 self.commit(pos, out)
+            }
+            XA_PREPARE => {
+                self.payload_complete(ev)?;
+                // one_phase (1), formatID (4), gtrid_length (4),
+                // bqual_length (4), data: the same on both flavors.
+                let d = ev.data();
+                let xid = d.get(..13).and_then(|x| {
+                    let u32_at =
+                        |i: usize| u32::from_le_bytes([x[i], x[i + 1], x[i + 2], x[i + 3]]);
+                    Xid::from_parts(
+                        i64::from(u32_at(1) as i32),
+                        u32_at(5) as usize,
+                        u32_at(9) as usize,
+                        d.get(13..)?,
+                    )
+                });
+                let xid =
+                    xid.ok_or_else(|| self.err(ev, "XA_PREPARE event without a valid xid"))?;
+                if d[0] != 0 {
+                    // XA COMMIT … ONE PHASE: a commit like any other.
+                    self.commit(pos, out);
+                } else {
+                    let ts = self.trx.take().map(|t| t.ts).unwrap_or_default();
+                    out.push(Action::Prepare { xid, pos, ts });
+                }
             }
             QUERY => {
                 let q: QueryEvent<'_> = ev.read_event().map_err(|e| self.err(ev, e))?;
@@ -286,6 +356,38 @@ impl Decoder {
                 }
                 if head.eq_ignore_ascii_case("COMMIT") {
                     self.commit(pos, out);
+                    return Ok(());
+                }
+                if head.eq_ignore_ascii_case("ROLLBACK") {
+                    let ts = self.trx.take().map(|t| t.ts).unwrap_or_default();
+                    out.push(Action::Rollback { pos, ts });
+                    return Ok(());
+                }
+                if let Some(xa) = parse_xa_statement(head) {
+                    let (verb, xid) = xa.map_err(|e| self.err(ev, e))?;
+                    match verb {
+                        XaStatement::Start => {
+                            // MySQL marks the branch with the statement;
+                            // MariaDB already did in the GTID event.
+                            if let Some(t) = &mut self.trx {
+                                t.standalone = false;
+                                if !t.xa {
+                                    out.push(Action::XaStart { xid });
+                                }
+                                t.xa = true;
+                            }
+                        }
+                        XaStatement::End | XaStatement::Prepare => {}
+                        XaStatement::Commit | XaStatement::Rollback => {
+                            let ts = self.trx.take().map(|t| t.ts).unwrap_or_default();
+                            out.push(Action::XaDecision {
+                                xid,
+                                commit: verb == XaStatement::Commit,
+                                pos,
+                                ts,
+                            });
+                        }
+                    }
                     return Ok(());
                 }
                 self.check_ddl(&q.schema(), &sql, pos, out);
@@ -333,6 +435,7 @@ impl Decoder {
         self.trx = Some(Trx {
             gtid_text: gtid.as_ref().map(Gtid::to_string).unwrap_or_default(),
             standalone,
+            xa: false,
             ts,
         });
         out.push(Action::Begin { gtid, ts });
@@ -350,6 +453,23 @@ impl Decoder {
         let layout = layout.clone();
         let reason = "UPDATE (partial JSON) on an append-only event table".to_string();
         self.dead_bytes(kind::UPDATE, &layout, reason, d, pos, out);
+    }
+
+    /// A group's last event: a compressed payload it ends must have yielded
+    /// every byte.
+    fn payload_complete(&mut self, ev: &Event) -> Result<(), DecodeError> {
+        if let Some(p) = self.payload.take() {
+            if p.seen != p.expected {
+                return Err(self.err(
+                    ev,
+                    format!(
+                        "the compressed transaction ending at {} yielded {} of its {} bytes",
+                        p.pos, p.seen, p.expected
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn commit(&mut self, pos: u64, out: &mut Vec<Action>) {

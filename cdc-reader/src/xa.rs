@@ -1,0 +1,288 @@
+//! XA branches on the reader's side: what a prepared branch holds, until
+//! its decision.
+//!
+//! The server writes a branch's prepare part (its rows, ended by
+//! XA_PREPARE) when it is prepared and counts it as executed, so the
+//! checkpoint moves past it like past any commit. The rows cannot go to the
+//! shard streams yet (the branch may roll back), and they cannot wait in
+//! memory (a restart would lose them, the binlog would not send them
+//! again). So they go to the branch's hold stream in Redis, in the same
+//! atomic steps as the checkpoints that move past them, and the branch is
+//! recorded in the server's registry hash. The decision, a later group of
+//! its own, moves the held items to their streams (commit) or deletes them
+//! (rollback), again in the step of the checkpoint that covers it. A crash
+//! anywhere leaves either the step before or the step after: exactly once.
+//!
+//! Memory stays bounded: a branch's items leave the reader with each batch;
+//! what stays is one [`HeldBranch`] summary per undecided branch.
+
+use crate::error::Transient;
+use crate::publish::{redis_err, Batch, BranchKeys, HeldTarget, Publisher};
+use fred::prelude::*;
+use rps_core::xa::{held_match_member, HeldBranch, Xid};
+use rps_core::{Keys, StreamEvent, Timestamp};
+use std::collections::{HashMap, HashSet};
+use tracing::{info, warn};
+
+/// A branch committing with at most this many items is released inside
+/// the batch that covers its decision; a larger one in steps of
+/// [`crate::publish::RELEASE_CHUNK`] first.
+pub const RELEASE_INLINE_MAX: u64 = 4096;
+
+/// The branch of the group being read, between its start and its prepare.
+struct OpenBranch {
+    xid: Xid,
+    keys: BranchKeys,
+    summary: HeldBranch,
+    matches: HashSet<(u16, i64)>,
+}
+
+/// What the reader knows of one server's XA branches.
+pub struct XaBranches {
+    server: String,
+    keys: Keys,
+    registry: String,
+    /// Prepared and undecided: the mirror of the registry hash.
+    held: HashMap<Xid, HeldBranch>,
+    open: Option<OpenBranch>,
+}
+
+/// What a decision asks of the reader beyond the batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Release {
+    /// Done inside the batch.
+    Inline,
+    /// Too large for one step: release these keys in bounded steps first.
+    Chunked(BranchKeys),
+}
+
+impl XaBranches {
+    /// Loads the registry: branches an earlier run saw prepared.
+    pub async fn load(client: &Client, keys: &Keys, server: &str) -> Result<XaBranches, Transient> {
+        let registry = keys.cdc_xa_branches(server);
+        let raw: HashMap<String, String> =
+            client.hgetall(&registry).await.map_err(redis_err(server))?;
+        let mut held = HashMap::new();
+        for (field, json) in raw {
+            match (Xid::from_key(&field), HeldBranch::from_json(&json)) {
+                (Ok(xid), Ok(b)) => {
+                    held.insert(xid, b);
+                }
+                // Kept in Redis for an operator; the decision still finds
+                // its hold by key.
+                _ => warn!(key = %registry, field = %field, "unreadable XA registry entry"),
+            }
+        }
+        if !held.is_empty() {
+            info!(
+                branches = held.len(),
+                "prepared XA branches held from before"
+            );
+        }
+        let b = XaBranches {
+            server: server.to_string(),
+            keys: keys.clone(),
+            registry,
+            held,
+            open: None,
+        };
+        b.export_metrics();
+        Ok(b)
+    }
+
+    fn branch_keys(&self, xid: &Xid) -> BranchKeys {
+        let field = xid.key();
+        BranchKeys {
+            hold: self.keys.cdc_xa_held(&self.server, &field),
+            matches: self.keys.cdc_xa_matches(&self.server, &field),
+            registry: self.registry.clone(),
+            field,
+        }
+    }
+
+    /// Whether the group being read is an XA branch.
+    pub fn in_branch(&self) -> bool {
+        self.open.is_some()
+    }
+
+    /// A new group begins: a branch left open by a group that never ended
+    /// (a stream cut mid-group) is forgotten, its items are re-read.
+    pub fn begin(&mut self) {
+        self.open = None;
+    }
+
+    pub fn start(&mut self, xid: Xid) {
+        let keys = self.branch_keys(&xid);
+        self.open = Some(OpenBranch {
+            summary: HeldBranch {
+                xid: xid.to_string(),
+                ..HeldBranch::default()
+            },
+            xid,
+            keys,
+            matches: HashSet::new(),
+        });
+    }
+
+    /// Holds a row of the open branch; `publish` false when an earlier run
+    /// already put it in the hold (it is still counted).
+    pub fn hold_row(
+        &mut self,
+        publisher: &Publisher,
+        batch: &mut Batch,
+        ev: &StreamEvent,
+        publish: bool,
+    ) {
+        let Some(b) = &mut self.open else { return };
+        *b.summary.shards.entry(ev.shard).or_default() += 1;
+        let new_match = b.matches.insert((ev.shard, ev.event.match_id));
+        if publish {
+            publisher.push_held(
+                batch,
+                &b.keys.hold,
+                HeldTarget::Shard(ev.shard),
+                ev.to_pairs(),
+            );
+            if new_match {
+                let member = held_match_member(ev.shard, ev.event.match_id);
+                publisher.push_sadd(batch, &b.keys.matches, member);
+            }
+        }
+    }
+
+    pub fn hold_dead(
+        &mut self,
+        publisher: &Publisher,
+        batch: &mut Batch,
+        dl: &rps_core::deadletter::DeadLetter,
+        publish: bool,
+    ) {
+        let Some(b) = &mut self.open else { return };
+        b.summary.dead += 1;
+        if publish {
+            publisher.push_held(batch, &b.keys.hold, HeldTarget::DeadLetters, dl.to_pairs());
+        }
+    }
+
+    /// The open branch is prepared: it is recorded, and waits.
+    pub fn prepare(
+        &mut self,
+        publisher: &Publisher,
+        batch: &mut Batch,
+        xid: Xid,
+        at: (&str, &str, u64),
+        ts: Timestamp,
+    ) {
+        let open = self.open.take().filter(|b| b.xid == xid);
+        let (keys, mut summary) = match open {
+            Some(b) => {
+                let mut s = b.summary;
+                s.matches = b.matches.len() as u64;
+                (b.keys, s)
+            }
+            // A prepare without its start (the group began before this
+            // stream): it holds nothing of ours.
+            None => (
+                self.branch_keys(&xid),
+                HeldBranch {
+                    xid: xid.to_string(),
+                    ..HeldBranch::default()
+                },
+            ),
+        };
+        let (gtid, file, pos) = at;
+        summary.gtid = gtid.to_string();
+        summary.file = file.to_string();
+        summary.pos = pos;
+        summary.prepared_ts = ts.as_micros();
+        summary.seen_ts = Timestamp::now().as_micros();
+        publisher.push_hset(batch, &keys.registry, &keys.field, summary.to_json());
+        info!(xid = %xid, rows = summary.rows(), matches = summary.matches, gtid, "XA branch prepared: holding it until its decision");
+        self.held.insert(xid, summary);
+        self.export_metrics();
+    }
+
+    /// The open branch commits in its own group (`XA COMMIT … ONE PHASE`).
+    pub fn commit_one_phase(&mut self, publisher: &Publisher, batch: &mut Batch) -> Release {
+        let Some(b) = self.open.take() else {
+            return Release::Inline;
+        };
+        metrics::counter!(crate::metrics::XA_DECISIONS, "server" => self.server.clone(), "decision" => "one_phase").increment(1);
+        release(publisher, batch, b.keys, b.summary.items())
+    }
+
+    /// The group ended with ROLLBACK: the open branch's items are dropped.
+    /// Returns whether a branch was open.
+    pub fn rollback_open(&mut self, publisher: &Publisher, batch: &mut Batch) -> bool {
+        let Some(b) = self.open.take() else {
+            return false;
+        };
+        publisher.push_drop(batch, &b.keys);
+        true
+    }
+
+    /// A decision group: commit releases what the branch holds, rollback
+    /// drops it.
+    pub fn decide(
+        &mut self,
+        publisher: &Publisher,
+        batch: &mut Batch,
+        xid: &Xid,
+        commit: bool,
+    ) -> Release {
+        self.open = None;
+        let keys = self.branch_keys(xid);
+        let decision = if commit { "commit" } else { "rollback" };
+        metrics::counter!(crate::metrics::XA_DECISIONS, "server" => self.server.clone(), "decision" => decision).increment(1);
+        let summary = self.held.remove(xid);
+        self.export_metrics();
+        match &summary {
+            Some(s) => {
+                info!(xid = %xid, decision, rows = s.rows(), "XA branch decided")
+            }
+            None => warn!(
+                xid = %xid, decision,
+                "XA decision for a branch this reader never saw prepared (prepared before the \
+                 reader's start position?): if it held event rows, they are not published; \
+                 `rpsctl verify` shows the difference"
+            ),
+        }
+        if !commit {
+            publisher.push_drop(batch, &keys);
+            return Release::Inline;
+        }
+        // Unknown size: released in bounded steps, which cost nothing when
+        // the hold is empty.
+        let items = summary.map_or(u64::MAX, |s| s.items());
+        release(publisher, batch, keys, items)
+    }
+
+    /// Prepared, undecided branches, oldest first.
+    pub fn held(&self) -> Vec<(&Xid, &HeldBranch)> {
+        let mut v: Vec<_> = self.held.iter().collect();
+        v.sort_by_key(|(_, b)| b.prepared_ts);
+        v
+    }
+
+    pub fn export_metrics(&self) {
+        let labels = [("server", self.server.clone())];
+        metrics::gauge!(crate::metrics::XA_PREPARED, &labels).set(self.held.len() as f64);
+        let oldest = self.held.values().map(|b| b.prepared_ts).min();
+        let age = oldest.map_or(0.0, |ts| {
+            (Timestamp::now().as_micros() - ts).max(0) as f64 / 1e6
+        });
+        metrics::gauge!(crate::metrics::XA_OLDEST_SECONDS, &labels).set(age);
+    }
+}
+
+fn release(publisher: &Publisher, batch: &mut Batch, keys: BranchKeys, items: u64) -> Release {
+    if items != u64::MAX {
+        batch.released += items;
+    }
+    if items <= RELEASE_INLINE_MAX {
+        publisher.push_release(batch, &keys, None);
+        Release::Inline
+    } else {
+        Release::Chunked(keys)
+    }
+}

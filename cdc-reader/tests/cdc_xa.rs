@@ -1,0 +1,247 @@
+//! XA branches on the flavor under test: only committed branches reach the
+//! shard streams, once, whatever happens between prepare and decision
+//! (another session decides, the reader stops hard, the binlog rotates, the
+//! branch holds 100k rows).
+
+mod common;
+
+use common::*;
+use fred::prelude::*;
+use rps_core::event::MatchEvent;
+use rps_core::ShardId;
+use std::collections::HashMap;
+use std::time::Duration;
+use test_support::xa::{
+    decide_branch, full_match, held_branches, rollback_leftovers, write_branch, BranchEnd,
+};
+use test_support::TestEnv;
+
+/// A plain committed row after the branches: once it is out, the reader
+/// has read past everything written before it.
+async fn marker(env: &TestEnv, shard: ShardId, match_id: i64) -> MatchEvent {
+    let ev = started_events(shard, env.config.shard_count, match_id, 1).remove(0);
+    insert(
+        env,
+        shard,
+        "match_result_events",
+        std::slice::from_ref(&ev),
+        1,
+    )
+    .await;
+    ev
+}
+
+async fn wait_for_event(redis: &Client, env: &TestEnv, shard: ShardId, ev: &MatchEvent) {
+    let key = env.config.keys().events(shard);
+    test_support::eventually(
+        "the marker row to be published",
+        Duration::from_secs(30),
+        || {
+            let (redis, key) = (redis.clone(), key.clone());
+            let id = ev.event_id;
+            async move {
+                let entries = read_stream(&redis, &key).await;
+                entries
+                    .iter()
+                    .any(|(_, e)| e.event.event_id == id)
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+}
+
+async fn stream_ids(redis: &Client, env: &TestEnv) -> HashMap<uuid::Uuid, usize> {
+    let mut ids = HashMap::new();
+    for s in 0..env.config.shard_count {
+        for (_, e) in read_stream(redis, &env.config.keys().events(s)).await {
+            *ids.entry(e.event.event_id).or_default() += 1;
+        }
+    }
+    ids
+}
+
+fn assert_published_once(ids: &HashMap<uuid::Uuid, usize>, events: &[MatchEvent], what: &str) {
+    for e in events {
+        assert_eq!(ids.get(&e.event_id).copied(), Some(1), "{what}: {e:?}");
+    }
+}
+
+fn assert_absent(ids: &HashMap<uuid::Uuid, usize>, events: &[MatchEvent], what: &str) {
+    for e in events {
+        assert!(!ids.contains_key(&e.event_id), "{what}: {e:?}");
+    }
+}
+
+async fn exists(redis: &Client, key: &str) -> bool {
+    let n: u32 = redis.exists(key).await.expect("exists");
+    n == 1
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_committed_branches_are_published() {
+    let env = TestEnv::with_shards("cdc_xa_basic", 2).await;
+    let redis = env.redis().await;
+    let (stop, task) = spawn_reader(env.config.clone());
+    wait_checkpoints(&redis, &env.config).await;
+    let server = env.config.server_of(0).name.clone();
+    let sc = env.config.shard_count;
+    let tag = env.name.clone();
+    let x = |n: &str| format!("'{tag}-{n}'");
+
+    let committed = full_match(0, sc, 1_000);
+    let rolled_back = full_match(0, sc, 2_000);
+    let one_phase = full_match(0, sc, 3_000);
+    let idle_rollback = full_match(0, sc, 4_000);
+    write_branch(&env, 0, &x("c"), &committed, 2, BranchEnd::Prepare).await;
+    write_branch(&env, 0, &x("r"), &rolled_back, 4, BranchEnd::Prepare).await;
+    write_branch(&env, 0, &x("o"), &one_phase, 4, BranchEnd::OnePhase).await;
+    write_branch(&env, 0, &x("i"), &idle_rollback, 4, BranchEnd::RollbackIdle).await;
+    let m1 = marker(&env, 0, 9_000).await;
+    wait_for_event(&redis, &env, 0, &m1).await;
+
+    // Prepared: held, recorded, not published.
+    let ids = stream_ids(&redis, &env).await;
+    assert_absent(&ids, &committed, "prepared, undecided");
+    assert_absent(&ids, &rolled_back, "prepared, undecided");
+    assert_absent(&ids, &idle_rollback, "rolled back before prepare");
+    assert_published_once(&ids, &one_phase, "one-phase commit");
+    let held = held_branches(&env, &server).await;
+    assert_eq!(held.len(), 2, "{held:?}");
+    let c_key = rps_core::Xid::parse_sql(&x("c")).unwrap().key();
+    let r_key = rps_core::Xid::parse_sql(&x("r")).unwrap().key();
+    let c = &held[&c_key];
+    assert_eq!(c.rows(), 4);
+    assert_eq!(c.shards.get(&0), Some(&4));
+    assert_eq!(c.matches, 1);
+    assert!(c.prepared_ts > 0 && c.seen_ts >= c.prepared_ts - 5_000_000);
+    assert!(!c.gtid.is_empty(), "prepare GTID recorded");
+    let keys = env.config.keys();
+    let c_hold = keys.cdc_xa_held(&server, &c_key);
+    let r_hold = keys.cdc_xa_held(&server, &r_key);
+    let held_len: u64 = redis.xlen(&c_hold).await.unwrap();
+    assert_eq!(held_len, 4);
+    let member = rps_core::xa::held_match_member(0, 1_000);
+    let is_member: bool = redis
+        .sismember(keys.cdc_xa_matches(&server, &c_key), member)
+        .await
+        .unwrap();
+    assert!(is_member, "the match set names the held match");
+
+    // Decided from other sessions.
+    decide_branch(&env, 0, &x("c"), true).await;
+    decide_branch(&env, 0, &x("r"), false).await;
+    let m2 = marker(&env, 0, 9_001).await;
+    wait_for_event(&redis, &env, 0, &m2).await;
+    let ids = stream_ids(&redis, &env).await;
+    assert_published_once(&ids, &committed, "committed from another session");
+    assert_absent(&ids, &rolled_back, "rolled back after prepare");
+    assert!(held_branches(&env, &server).await.is_empty());
+    assert!(!exists(&redis, &c_hold).await, "released hold is deleted");
+    assert!(!exists(&redis, &r_hold).await, "dropped hold is deleted");
+    assert!(
+        !exists(&redis, &keys.cdc_xa_matches(&server, &c_key)).await,
+        "match set deleted"
+    );
+    // In commit order: the committed branch comes after the first marker.
+    let order: Vec<_> = read_stream(&redis, &keys.events(0))
+        .await
+        .into_iter()
+        .map(|(_, e)| e.event.event_id)
+        .collect();
+    let pos = |id| order.iter().position(|x| *x == id).unwrap();
+    assert!(pos(m1.event_id) < pos(committed[0].event_id));
+    assert!(pos(committed[3].event_id) < pos(m2.event_id));
+    assert!((0..3).all(|i| pos(committed[i].event_id) < pos(committed[i + 1].event_id)));
+
+    stop.cancel();
+    task.await.unwrap().unwrap();
+    rollback_leftovers(&env, 0, &tag).await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_branch_survives_a_hard_stop_and_a_rotation_between_prepare_and_commit() {
+    let env = TestEnv::with_shards("cdc_xa_crash", 2).await;
+    let redis = env.redis().await;
+    // Small batches: the branch's rows go out to its hold in several steps.
+    let config = with_batch_rows(&env.config, 3);
+    let (_stop, task) = spawn_reader(config.clone());
+    wait_checkpoints(&redis, &config).await;
+    let server = config.server_of(0).name.clone();
+    let sc = config.shard_count;
+    let tag = env.name.clone();
+    let xid = format!("'{tag}-k'");
+
+    let mut branch = full_match(0, sc, 10_000);
+    branch.extend(full_match(0, sc, 10_001));
+    write_branch(&env, 0, &xid, &branch, 1, BranchEnd::Prepare).await;
+    let m1 = marker(&env, 0, 19_000).await;
+    wait_for_event(&redis, &env, 0, &m1).await;
+    // A hard stop: the task is dropped wherever it is, as a kill would.
+    task.abort();
+    let _ = task.await;
+
+    let mut conn = env.admin_conn(0).await;
+    mysql_async::prelude::Queryable::query_drop(&mut conn, "FLUSH BINARY LOGS")
+        .await
+        .unwrap();
+    drop(conn);
+    let during = started_events(0, sc, 20_000, 50);
+    insert(&env, 0, "match_result_events", &during, 10).await;
+    decide_branch(&env, 0, &xid, true).await;
+
+    let (stop, task) = spawn_reader(config.clone());
+    let m2 = marker(&env, 0, 19_001).await;
+    wait_for_event(&redis, &env, 0, &m2).await;
+    let ids = stream_ids(&redis, &env).await;
+    assert_published_once(&ids, &branch, "committed after the reader's restart");
+    assert_published_once(&ids, &during, "rows around it");
+    assert!(held_branches(&env, &server).await.is_empty());
+    stop.cancel();
+    task.await.unwrap().unwrap();
+    rollback_leftovers(&env, 0, &tag).await;
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_branch_of_100k_rows_is_held_then_released_once() {
+    let env = TestEnv::with_shards("cdc_xa_large", 2).await;
+    let redis = env.redis().await;
+    let (stop, task) = spawn_reader(env.config.clone());
+    wait_checkpoints(&redis, &env.config).await;
+    let server = env.config.server_of(0).name.clone();
+    let sc = env.config.shard_count;
+    let tag = env.name.clone();
+    let xid = format!("'{tag}-l'");
+
+    let rows = started_events(0, sc, 1_000_000, 100_000);
+    write_branch(&env, 0, &xid, &rows, 5_000, BranchEnd::Prepare).await;
+    let m1 = marker(&env, 0, 9_000_000).await;
+    wait_for_event(&redis, &env, 0, &m1).await;
+    let key = rps_core::Xid::parse_sql(&xid).unwrap().key();
+    let held = held_branches(&env, &server).await;
+    assert_eq!(held[&key].rows(), 100_000);
+    assert_eq!(held[&key].matches, 100_000);
+    let in_hold: u64 = redis
+        .xlen(env.config.keys().cdc_xa_held(&server, &key))
+        .await
+        .unwrap();
+    assert_eq!(in_hold, 100_000);
+    assert_eq!(stream_len(&redis, &env.config.keys().events(0)).await, 1);
+
+    decide_branch(&env, 0, &xid, true).await;
+    let m2 = marker(&env, 0, 9_000_001).await;
+    wait_for_event(&redis, &env, 0, &m2).await;
+    let mut want = HashMap::new();
+    let mut all = rows.clone();
+    all.push(m1);
+    all.push(m2);
+    want.insert(0, all);
+    assert_exactly_once(&redis, &env.config, &want).await;
+    assert!(held_branches(&env, &server).await.is_empty());
+    stop.cancel();
+    task.await.unwrap().unwrap();
+    rollback_leftovers(&env, 0, &tag).await;
+    env.cleanup().await;
+}
