@@ -226,3 +226,51 @@ async fn a_purged_binlog_and_a_misconfigured_server_are_definite() {
     }
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn branches_prepared_before_a_server_kill9_are_decided_after_it() {
+    use test_support::xa::{decide_branch, full_match, held_branches, write_branch, BranchEnd};
+    let mut db = ShardServerInstance::start(64).await;
+    let env = TestEnv::on_servers(
+        "cdc_xa_srv",
+        2,
+        &[db.test_server("priv-xa")],
+        &test_support::shared_redis_url(),
+    )
+    .await;
+    let redis = env.redis().await;
+    let (stop, task) = spawn_reader(env.config.clone());
+    wait_checkpoints(&redis, &env.config).await;
+    let commit = full_match(0, 2, 500);
+    let rollback = full_match(1, 2, 600);
+    write_branch(&env, 0, "'srv-c'", &commit, 4, BranchEnd::Prepare).await;
+    write_branch(&env, 1, "'srv-r'", &rollback, 4, BranchEnd::Prepare).await;
+    test_support::eventually("both branches held", Duration::from_secs(30), || async {
+        (held_branches(&env, "priv-xa").await.len() == 2).then_some(())
+    })
+    .await;
+
+    // The server dies with both branches prepared; InnoDB recovers them
+    // as prepared from the binlog, and they are decided after the restart.
+    db.kill9();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    db.restart().await;
+    let mut conn = env.admin_conn(0).await;
+    let prepared = rps_event_store::xa::recover(&mut conn).await.unwrap();
+    assert_eq!(prepared.len(), 2, "both branches survive the restart");
+    drop(conn);
+    decide_branch(&env, 0, "'srv-c'", true).await;
+    decide_branch(&env, 1, "'srv-r'", false).await;
+    let marker = started_events(1, 2, 700, 1);
+    insert_retrying(&env, 1, "match_result_events", &marker, 1).await;
+    wait_total(&redis, &env.config, 5, Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut want = HashMap::new();
+    want.insert(0 as ShardId, commit);
+    want.insert(1 as ShardId, marker);
+    assert_exactly_once(&redis, &env.config, &want).await;
+    assert!(held_branches(&env, "priv-xa").await.is_empty());
+    stop.cancel();
+    task.await.unwrap().unwrap();
+    env.cleanup().await;
+}

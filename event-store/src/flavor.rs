@@ -337,8 +337,17 @@ impl Flavor {
                     );
                     match locker.query_drop(lock).await {
                         Ok(()) => {}
-                        // Lock wait timeout: a long writer; try again.
+                        // Lock wait timeout: a long writer, or a prepared XA
+                        // branch, which keeps its metadata locks until it is
+                        // decided. While the READ lock waits, new writers of
+                        // the table queue behind it, so a branch ends the
+                        // attempts at once. Without XA_RECOVER_ADMIN the
+                        // list is empty and the attempts go on.
                         Err(mysql_async::Error::Server(e)) if e.code == 1205 => {
+                            let prepared = crate::xa::recover(locker).await.unwrap_or_default();
+                            if !prepared.is_empty() {
+                                return Err(SnapshotError::PreparedXa(prepared));
+                            }
                             last_err = Some(e.message);
                             continue;
                         }
@@ -404,6 +413,14 @@ pub enum SnapshotError {
     NoBinlog,
     #[error("the event tables could not be locked for the snapshot's start: {0}")]
     LockTimeout(String),
+    #[error(
+        "the event tables could not be locked for the snapshot's start, and the server has \
+         prepared XA branches, which keep their tables' metadata locks until decided (on MySQL a \
+         snapshot cannot start beside one): {}; decide them first (`rpsctl xa list`, `rpsctl xa \
+         commit|rollback XID`)",
+        .0.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", ")
+    )]
+    PreparedXa(Vec<rps_core::Xid>),
     #[error("the server's GTID position is not valid: {0}")]
     BadGtid(#[from] rps_core::gtid::GtidParseError),
 }
