@@ -12,6 +12,7 @@
 //! - `attempts` (hash): member → [`AttemptHistory`] as JSON, while the
 //!   deadline is being retried or is parked.
 
+use crate::blocker::XaHolder;
 use fred::clients::Client;
 use fred::interfaces::{HashesInterface, SortedSetsInterface, StreamsInterface};
 use fred::types::scripts::Script;
@@ -27,7 +28,7 @@ pub const PARKED: i64 = 9_000_000_000_000;
 
 /// Claims up to `batch` due deadlines that nobody holds, atomically.
 ///
-/// KEYS: deadlines, leases. ARGV: now ms, lease ms, batch, max entries to
+/// KEYS: deadlines, leases, attempts. ARGV: now ms, lease ms, batch, max entries to
 /// scan, parked score. Returns `{next_ms, pending, overdue, m1, s1, …}`:
 /// `next_ms` is when to look again (`now` when more may be due at once, -1
 /// when nothing is scheduled); `pending`/`overdue` feed the gauges.
@@ -35,6 +36,12 @@ pub const PARKED: i64 = 9_000_000_000_000;
 /// Due entries are scanned in deadline order, skipping those whose lease is
 /// live (in flight elsewhere, waiting for a retry, parked); the scan is
 /// bounded so one call never blocks Redis for long.
+///
+/// An expired lease whose deadline is gone (the projector recorded the end)
+/// is dropped with its attempt history: a deadline that was being retried
+/// when its match ended by other means (an XA branch holding the match
+/// committed a `finished`) would otherwise leave the history behind for
+/// good. Parked leases never expire, so parked histories stay.
 const CLAIM_LUA: &str = r#"
 local now = tonumber(ARGV[1])
 local lease_until = now + tonumber(ARGV[2])
@@ -43,7 +50,10 @@ local max_scan = tonumber(ARGV[4])
 local parked = ARGV[5]
 local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, batch)
 for _, m in ipairs(expired) do
-  if not redis.call('ZSCORE', KEYS[1], m) then redis.call('ZREM', KEYS[2], m) end
+  if not redis.call('ZSCORE', KEYS[1], m) then
+    redis.call('ZREM', KEYS[2], m)
+    redis.call('HDEL', KEYS[3], m)
+  end
 end
 local pending = redis.call('ZCARD', KEYS[1])
 local overdue = redis.call('ZCOUNT', KEYS[1], '-inf', now)
@@ -120,6 +130,12 @@ pub struct Attempt {
     /// Unix microseconds.
     pub at: i64,
     pub error: String,
+    /// After a lock wait timeout: the prepared XA branches the reader says
+    /// hold rows of the match (also named in `error`), for tools that offer
+    /// the decision. Absent from histories written before, and for other
+    /// failures.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held_by: Vec<XaHolder>,
 }
 
 /// The attempt history of a deadline being retried or parked.
@@ -176,7 +192,11 @@ impl DeadlineStore {
             .claim
             .evalsha_with_reload(
                 &self.client,
-                vec![g.deadlines(), self.keys.deadline_leases()],
+                vec![
+                    g.deadlines(),
+                    self.keys.deadline_leases(),
+                    self.keys.deadline_attempts(),
+                ],
                 vec![
                     now_ms.to_string(),
                     lease_ms.to_string(),
@@ -258,11 +278,13 @@ impl DeadlineStore {
         Ok(raw.and_then(|r| serde_json::from_str(&r).ok()))
     }
 
-    /// Records a failed attempt. Returns the history as stored.
+    /// Records a failed attempt (`held_by`: see [`Attempt::held_by`]).
+    /// Returns the history as stored.
     pub async fn record_failure(
         &self,
         c: &Claimed,
         error: &str,
+        held_by: Vec<XaHolder>,
         now: Timestamp,
     ) -> Result<AttemptHistory, fred::error::Error> {
         let member = c.member();
@@ -271,6 +293,7 @@ impl DeadlineStore {
         h.attempts.push(Attempt {
             at: now.as_micros(),
             error: error.to_string(),
+            held_by,
         });
         self.store_history(&member, &h).await?;
         Ok(h)

@@ -8,13 +8,23 @@
 //! on its own so every match gets its own answer (`uk_event`: already fired
 //! by an earlier attempt; `uk_match_version`: the match moved on, so it is
 //! read again and decided afresh).
+//!
+//! A row lock fails it whole too (error 1205 after the session's short
+//! `innodb_lock_wait_timeout`, see `CompensatorConfig::lock_wait_secs`): a
+//! prepared XA branch holding a row of one match must not stall the others,
+//! so each event is then appended on its own as well, and only the matches
+//! still blocked answer [`Settled::LockWait`].
 
 use crate::deadlines::Claimed;
 use crate::decide::{decide, Decision};
+use futures::StreamExt;
 use mysql_async::prelude::Queryable;
 use rps_core::fold::MatchStatus;
 use rps_core::{MatchEvent, ShardId, Timestamp};
-use rps_event_store::{decode_row, AppendOutcome, EventStore, StoreError, EVENT_COLUMNS};
+use rps_event_store::{
+    decode_row, AppendOutcome, EventStore, StoreError, ER_DUP_ENTRY, ER_LOCK_WAIT_TIMEOUT,
+    EVENT_COLUMNS,
+};
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::Mutex;
@@ -22,6 +32,11 @@ use tokio::sync::Mutex;
 /// How many times a match that moved on under us is read again at once
 /// before it is left to the lease for a later look.
 const RACE_ROUNDS: usize = 3;
+
+/// Single-event appends in flight at once when a batch INSERT failed: the
+/// matches blocked by a lock then wait side by side (one lock wait for the
+/// lot, not one each), without taking the whole pool.
+const SINGLE_APPENDS_IN_FLIGHT: usize = 8;
 
 /// What became of one claimed deadline.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,8 +55,18 @@ pub enum Settled {
     NotDue(Timestamp),
     /// The match kept moving on under us; look again after the lease.
     Raced,
+    /// The append waited for a row lock of the match until the session's
+    /// lock wait timeout (another transaction, typically a prepared XA
+    /// branch, holds a row of it). Counts towards the retry schedule like
+    /// [`Settled::Failed`]; the text names what was appended where.
+    LockWait(String),
     /// This attempt failed; counts towards the retry schedule.
     Failed(String),
+}
+
+/// Whether a MySQL error is InnoDB giving up on a row lock.
+pub fn is_lock_wait_timeout(e: &mysql_async::Error) -> bool {
+    matches!(e, mysql_async::Error::Server(s) if s.code == ER_LOCK_WAIT_TIMEOUT)
 }
 
 /// Event tables per shard, looked up once and refreshed when a match is
@@ -222,6 +247,13 @@ async fn append_group(
     group: Vec<(Claimed, MatchEvent)>,
 ) -> Result<Vec<(Claimed, Option<Settled>)>, StoreError> {
     let server = store.config().server_of(shard).name.clone();
+    let db = store.config().database(shard);
+    let lock_wait = |ev: &MatchEvent, e: &dyn std::fmt::Display| {
+        Settled::LockWait(format!(
+            "server `{server}`: appending `timed_out` version {} of match {} to `{db}`.`{table}`: {e}",
+            ev.version, ev.match_id
+        ))
+    };
     let events: Vec<MatchEvent> = group.iter().map(|(_, e)| e.clone()).collect();
     let mut conn = store.conn_for_shard(shard).await?;
     match store.append_batch(&mut conn, shard, table, &events).await {
@@ -232,21 +264,46 @@ async fn append_group(
                 .map(|(c, event)| (c, Some(Settled::Fired { event, committed })))
                 .collect());
         }
-        Err(mysql_async::Error::Server(e)) if e.code == rps_event_store::ER_DUP_ENTRY => {}
-        Err(source) => return Err(StoreError::Mysql { server, source }),
+        Err(mysql_async::Error::Server(e)) if e.code == ER_DUP_ENTRY => {}
+        Err(e) if is_lock_wait_timeout(&e) => {
+            // Alone in its batch, the blocked match is known: appending it
+            // again on its own would only wait a second time.
+            if let [(c, ev)] = group.as_slice() {
+                return Ok(vec![(*c, Some(lock_wait(ev, &e)))]);
+            }
+        }
+        Err(source) => {
+            return Err(StoreError::Mysql {
+                server: server.clone(),
+                source,
+            })
+        }
     }
     drop(conn);
-    let mut out = Vec::with_capacity(group.len());
-    for (c, event) in group {
-        let r = match store.append(shard, table, &event).await? {
-            AppendOutcome::Inserted => Some(Settled::Fired {
-                event,
-                committed: Timestamp::now(),
-            }),
-            AppendOutcome::AlreadyStored => Some(Settled::AlreadyFired),
-            AppendOutcome::VersionTaken => None,
-        };
-        out.push((c, r));
-    }
+    let (db, lock_wait) = (&db, &lock_wait);
+    // One at a time, each with its own answer; an error now concerns that
+    // match alone (the others may well have been appended).
+    let out = futures::stream::iter(group)
+        .map(|(c, event)| async move {
+            let r = match store.append(shard, table, &event).await {
+                Ok(AppendOutcome::Inserted) => Some(Settled::Fired {
+                    event,
+                    committed: Timestamp::now(),
+                }),
+                Ok(AppendOutcome::AlreadyStored) => Some(Settled::AlreadyFired),
+                Ok(AppendOutcome::VersionTaken) => None,
+                Err(StoreError::Mysql { source, .. }) if is_lock_wait_timeout(&source) => {
+                    Some(lock_wait(&event, &source))
+                }
+                Err(e) => Some(Settled::Failed(format!(
+                    "appending `timed_out` version {} of match {} to `{db}`.`{table}`: {e}",
+                    event.version, event.match_id
+                ))),
+            };
+            (c, r)
+        })
+        .buffer_unordered(SINGLE_APPENDS_IN_FLIGHT)
+        .collect()
+        .await;
     Ok(out)
 }

@@ -7,6 +7,8 @@
 //! - [`fire`]: the MySQL side (read the matches, append the events);
 //! - [`retry`]: the retry schedule as a pure function;
 //! - [`dlq`]: the operator's dead-letter operations (`rpsctl dlq`);
+//! - [`blocker`]: who holds the lock an append timed out on (a prepared XA
+//!   branch, from the reader's registry);
 //! - this module: the deadline loop that ties them together.
 //!
 //! It never writes a read model: the `timed_out` reaches them through the
@@ -14,6 +16,7 @@
 //! removes the deadline in the step that records the end. See
 //! `docs/compensator.md`.
 
+pub mod blocker;
 pub mod deadlines;
 pub mod decide;
 pub mod dlq;
@@ -73,11 +76,26 @@ pub async fn connect_redis(url: &str) -> Result<Client, fred::error::Error> {
     .await
 }
 
+/// The event store as the compensator uses it: every session waits at most
+/// `compensator.lock_wait_secs` for a row lock. A prepared XA branch holding
+/// a row of the match would otherwise hold the append (and its firing task)
+/// for the server's `innodb_lock_wait_timeout`, 50 s by default, longer than
+/// the lease; with a short wait the attempt fails soon, names the branch and
+/// is retried on the schedule.
+pub fn event_store(config: Arc<Config>) -> Result<EventStore, StoreError> {
+    let secs = config.compensator.lock_wait_secs.max(1);
+    EventStore::with_session_setup(
+        config,
+        32,
+        vec![format!("SET SESSION innodb_lock_wait_timeout = {secs}")],
+    )
+}
+
 /// Runs the compensator until `shutdown` is cancelled.
 pub async fn run(config: Arc<Config>, shutdown: CancellationToken) -> Result<(), CompensatorError> {
     metrics::describe();
     let client = connect_redis(&config.redis.url).await?;
-    let store = EventStore::new(config.clone())?;
+    let store = event_store(config.clone())?;
     let c = Compensator::new(config, client.clone(), store);
     let res = c.run(shutdown).await;
     let _ = client.quit().await;
@@ -95,6 +113,8 @@ pub struct Compensator {
 }
 
 impl Compensator {
+    /// `store` should come from [`event_store`], so appends do not wait out
+    /// the server's default lock wait.
     pub fn new(config: Arc<Config>, client: Client, store: EventStore) -> Self {
         Compensator {
             deadlines: DeadlineStore::new(client, config.keys()),
@@ -302,7 +322,33 @@ impl Compensator {
                 Settled::Raced => {
                     ::metrics::counter!(metrics::RACED).increment(1);
                 }
-                Settled::Failed(error) => self.failed(&c, &error).await?,
+                Settled::LockWait(append) => {
+                    let server = self.config.server_of(c.shard).name.clone();
+                    let holders = blocker::holders_of(
+                        self.deadlines.client(),
+                        self.deadlines.keys(),
+                        &server,
+                        c.shard,
+                        c.match_id,
+                    )
+                    .await
+                    .map_err(|e| e.to_string());
+                    let found = matches!(&holders, Ok(h) if !h.is_empty());
+                    ::metrics::counter!(
+                        metrics::LOCK_WAITS,
+                        "holder" => if found { "xa_branch" } else { "unknown" }
+                    )
+                    .increment(1);
+                    let reason = blocker::lock_wait_reason(
+                        &append,
+                        self.config.compensator.lock_wait_secs.max(1),
+                        &holders,
+                        Timestamp::now(),
+                    );
+                    self.failed(&c, &reason, holders.unwrap_or_default())
+                        .await?
+                }
+                Settled::Failed(error) => self.failed(&c, &error, Vec::new()).await?,
             }
         }
         // Leases of settled deadlines are kept until they expire: the
@@ -312,9 +358,17 @@ impl Compensator {
         self.deadlines.clear_attempts(&settled).await
     }
 
-    async fn failed(&self, c: &Claimed, error: &str) -> Result<(), fred::error::Error> {
+    async fn failed(
+        &self,
+        c: &Claimed,
+        error: &str,
+        held_by: Vec<blocker::XaHolder>,
+    ) -> Result<(), fred::error::Error> {
         let now = Timestamp::now();
-        let h = self.deadlines.record_failure(c, error, now).await?;
+        let h = self
+            .deadlines
+            .record_failure(c, error, held_by, now)
+            .await?;
         let n = h.attempts.len() as u32;
         match self.policy.after_failures(n) {
             NextStep::RetryAfter(d) => {

@@ -10,6 +10,11 @@ pub const DEADLINES_PENDING: &str = "rps_compensator_deadlines_pending";
 pub const DEADLINES_OVERDUE: &str = "rps_compensator_deadlines_overdue";
 /// Counter: `timed_out` events inserted by this process.
 pub const FIRED: &str = "rps_compensator_fired_total";
+/// Counter: attempts whose append gave up waiting for a row lock of the
+/// match (a failed attempt, also counted in `retries` or `dead_lettered`),
+/// label `holder` = xa_branch (the reader names a prepared branch holding
+/// the match) | unknown.
+pub const LOCK_WAITS: &str = "rps_compensator_lock_waits_total";
 /// Counter: claimed deadlines whose match had ended in time (nothing written),
 /// label `status` = finished | timed_out | voided.
 pub const DROPPED: &str = "rps_compensator_dropped_total";
@@ -31,6 +36,7 @@ pub fn describe() {
     describe_gauge!(DEADLINES_OVERDUE, "deadlines past due, not yet cleared");
     describe_counter!(FIRED, "timed_out events inserted");
     describe_counter!(DROPPED, "claimed deadlines of matches already over");
+    describe_counter!(LOCK_WAITS, "appends that timed out waiting for a row lock");
     describe_counter!(RETRIES, "failed attempts scheduled for a retry");
     describe_counter!(DEAD_LETTERED, "deadlines moved to the dead letter");
     describe_counter!(RACED, "matches that moved on while being fired");
