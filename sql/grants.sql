@@ -12,7 +12,9 @@
 -- consistent snapshot (bootstrap, replay) holds a READ lock on the event
 -- tables for the two round trips that start it, because MySQL, unlike
 -- MariaDB, does not report the binlog position of a snapshot
--- (docs/operations.md, "Privileges").
+-- (docs/operations.md, "Privileges"), and XA_RECOVER_ADMIN on *.*: `rpsctl
+-- xa` lists other sessions' prepared XA branches with XA RECOVER, which MySQL
+-- shows only to accounts with it (MariaDB shows them to any account).
 CREATE USER IF NOT EXISTS '{user}'@'%' IDENTIFIED BY '{password}';
 GRANT REPLICATION SLAVE, BINLOG MONITOR ON *.* TO '{user}'@'%';
 GRANT SELECT ON `{database}`.* TO '{user}'@'%';

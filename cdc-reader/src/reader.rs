@@ -254,6 +254,16 @@ async fn session(
             // commit must not move the start past rows written meanwhile.
             publisher.publish(&mut Batch::default(), &c).await?;
             info!(gtid = %c.gtid, file = %c.file, pos = c.pos, "no checkpoint: starting at the server's current position");
+            // Their prepare parts are behind the start: if they hold event
+            // rows, a later commit cannot publish them.
+            if let Ok(prepared) = rps_event_store::xa::recover(&mut conn).await {
+                if !prepared.is_empty() {
+                    let xids: Vec<String> = prepared.iter().map(ToString::to_string).collect();
+                    warn!(branches = %xids.join(" "), "XA branches were prepared before this reader's start: \
+                          rows they hold will not be published when they commit; decide them before \
+                          starting a reader, or run `rpsctl replay` after they are decided");
+                }
+            }
             c
         }
     };

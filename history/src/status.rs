@@ -4,12 +4,15 @@
 //! them (bytes, and seconds since the newest commit the streams carry).
 //! Per shard: stream length, entries pending in the projector group, the
 //! live generation's progress and how far behind the stream it is. Then the
-//! live deadlines (pending, overdue) and the dead-letter count.
+//! live deadlines (pending, overdue) and the dead-letter count. Per server
+//! also the prepared XA branches the reader holds (its registry
+//! `Keys::cdc_xa_branches`) and the age of the oldest: rows of a branch
+//! nobody decides never reach the streams (`rpsctl xa`).
 
 use crate::replay::parse_stream_id;
 use crate::HistoryError;
 use fred::clients::Client;
-use fred::interfaces::{KeysInterface, SortedSetsInterface, StreamsInterface};
+use fred::interfaces::{HashesInterface, KeysInterface, SortedSetsInterface, StreamsInterface};
 use fred::types::Value;
 use rps_core::keys::PROJECTOR_GROUP;
 use rps_core::{Config, ShardId, StreamEvent, Timestamp};
@@ -37,6 +40,12 @@ pub struct ServerStatus {
     pub lag_seconds: Option<f64>,
     /// Why a value is missing (server unreachable, no checkpoint yet).
     pub error: Option<String>,
+    /// Prepared XA branches the reader holds, undecided as far as it has
+    /// read the binlog (entries of its registry).
+    pub xa_held: u64,
+    /// Seconds since the oldest of them was prepared (binlog time; the
+    /// reader's first sight of it when that is missing).
+    pub xa_oldest_age_seconds: Option<f64>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -168,7 +177,13 @@ pub async fn collect(config: Arc<Config>) -> Result<Status, HistoryError> {
             lag_bytes: None,
             lag_seconds: None,
             error: None,
+            xa_held: 0,
+            xa_oldest_age_seconds: None,
         };
+        let branches: HashMap<String, String> =
+            client.hgetall(keys.cdc_xa_branches(&s.name)).await?;
+        st.xa_held = branches.len() as u64;
+        st.xa_oldest_age_seconds = oldest_branch_age(branches.values(), now);
         match binlog_state(&s.url).await {
             Ok((head, logs)) => {
                 st.binlog_file = Some(head.0.clone());
@@ -213,6 +228,16 @@ pub async fn collect(config: Arc<Config>) -> Result<Status, HistoryError> {
         dead_letters,
         at: now.to_string(),
     })
+}
+
+/// Age in seconds of the oldest registry entry (JSON `HeldBranch`es);
+/// entries that do not parse or carry no time count in `xa_held` only.
+fn oldest_branch_age<'a>(entries: impl Iterator<Item = &'a String>, now: Timestamp) -> Option<f64> {
+    entries
+        .filter_map(|v| rps_core::xa::HeldBranch::from_json(v).ok())
+        .filter_map(|h| [h.prepared_ts, h.seen_ts].into_iter().find(|t| *t > 0))
+        .min()
+        .map(|since| (now.as_micros() - since).max(0) as f64 / 1e6)
 }
 
 /// Entries pending in the projector group of a stream (0 if no group yet).
@@ -289,8 +314,8 @@ impl Status {
         let _ = writeln!(s, "generation {}   at {}", self.generation, self.at);
         let _ = writeln!(
             s,
-            "\n{:<12} {:<28} {:<28} {:>12} {:>9}  note",
-            "server", "checkpoint", "binlog head", "lag bytes", "lag s"
+            "\n{:<12} {:<28} {:<28} {:>12} {:>9} {:>7} {:>9}  note",
+            "server", "checkpoint", "binlog head", "lag bytes", "lag s", "xa held", "xa oldest"
         );
         for v in &self.servers {
             let ck = match (&v.checkpoint_file, v.checkpoint_pos) {
@@ -303,12 +328,14 @@ impl Status {
             };
             let _ = writeln!(
                 s,
-                "{:<12} {:<28} {:<28} {:>12} {:>9}  {}",
+                "{:<12} {:<28} {:<28} {:>12} {:>9} {:>7} {:>9}  {}",
                 v.server,
                 ck,
                 head,
                 o(v.lag_bytes.map(|b| b.to_string())),
                 o(v.lag_seconds.map(|b| format!("{b:.1}"))),
+                v.xa_held,
+                o(v.xa_oldest_age_seconds.map(|a| format!("{a:.0}s"))),
                 v.error.clone().unwrap_or_default()
             );
         }
@@ -356,6 +383,26 @@ mod tests {
             Some(("b.1".into(), 77))
         );
         assert_eq!(parse_checkpoint("not json"), None);
+    }
+
+    #[test]
+    fn oldest_branch_age_skips_unreadable_entries() {
+        let now = Timestamp(100_000_000);
+        let entry = |prepared_ts, seen_ts| {
+            rps_core::xa::HeldBranch {
+                prepared_ts,
+                seen_ts,
+                ..Default::default()
+            }
+            .to_json()
+        };
+        let entries = [
+            entry(90_000_000, 91_000_000),
+            entry(0, 40_000_000),
+            "not json".to_string(),
+        ];
+        assert_eq!(oldest_branch_age(entries.iter(), now), Some(60.0));
+        assert_eq!(oldest_branch_age(entries[2..].iter(), now), None);
     }
 
     #[test]

@@ -50,6 +50,8 @@ enum Command {
     Status(cmd::status::Args),
     /// Inspect and act on dead letters.
     Dlq(cmd::dlq::Args),
+    /// Prepared XA branches: list them, commit or roll one back, sweep old ones.
+    Xa(cmd::xa::Args),
     /// Live terminal view: leaderboard, events and lag per shard, deadlines, dead letters.
     Top(cmd::top::Args),
     /// End-to-end benchmark in throw-away databases and keys of the configured servers.
@@ -85,6 +87,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Verify(args) => cmd::verify::run(config, args).await,
         Command::Status(args) => cmd::status::run(config, args).await,
         Command::Dlq(args) => cmd::dlq::run(config, args).await,
+        Command::Xa(args) => cmd::xa::run(config, args).await,
         Command::Bench(args) => cmd::bench::run(config, args).await,
         Command::Top(args) => cmd::top::run(config, args).await,
     }

@@ -16,8 +16,8 @@ pub struct Args {
 enum Command {
     /// One line per dead letter, oldest first: id, time, origin, kind, shard, match, reason.
     List {
-        /// Only this origin: cdc-reader, projector or compensator.
-        #[arg(long, value_parser = ["cdc-reader", "projector", "compensator"])]
+        /// Only this origin: cdc-reader, projector, compensator or operator (XA decisions).
+        #[arg(long, value_parser = ["cdc-reader", "projector", "compensator", "operator"])]
         origin: Option<String>,
         /// At most this many lines.
         #[arg(long, default_value_t = 100)]

@@ -14,3 +14,4 @@ pub mod simulate;
 pub mod status;
 pub mod top;
 pub mod verify;
+pub mod xa;
