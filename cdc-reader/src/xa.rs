@@ -44,6 +44,10 @@ pub struct XaBranches {
     registry: String,
     /// Prepared and undecided: the mirror of the registry hash.
     held: HashMap<Xid, HeldBranch>,
+    /// Prepared and undecided, holding nothing of the event tables (another
+    /// application's branch on the same server): not in the registry, so
+    /// `rpsctl xa sweep` never decides them; kept to recognise the decision.
+    empty: HashSet<Xid>,
     open: Option<OpenBranch>,
 }
 
@@ -84,6 +88,7 @@ impl XaBranches {
             keys: keys.clone(),
             registry,
             held,
+            empty: HashSet::new(),
             open: None,
         };
         b.export_metrics();
@@ -196,6 +201,10 @@ impl XaBranches {
         summary.pos = pos;
         summary.prepared_ts = ts.as_micros();
         summary.seen_ts = Timestamp::now().as_micros();
+        if summary.items() == 0 {
+            self.empty.insert(xid);
+            return;
+        }
         publisher.push_hset(batch, &keys.registry, &keys.field, summary.to_json());
         info!(xid = %xid, rows = summary.rows(), matches = summary.matches, gtid, "XA branch prepared: holding it until its decision");
         self.held.insert(xid, summary);
@@ -231,6 +240,9 @@ impl XaBranches {
         commit: bool,
     ) -> Release {
         self.open = None;
+        if self.empty.remove(xid) {
+            return Release::Inline;
+        }
         let keys = self.branch_keys(xid);
         let decision = if commit { "commit" } else { "rollback" };
         metrics::counter!(crate::metrics::XA_DECISIONS, "server" => self.server.clone(), "decision" => decision).increment(1);
@@ -242,9 +254,9 @@ impl XaBranches {
             }
             None => warn!(
                 xid = %xid, decision,
-                "XA decision for a branch this reader never saw prepared (prepared before the \
-                 reader's start position?): if it held event rows, they are not published; \
-                 `rpsctl verify` shows the difference"
+                "XA decision for a branch this reader never saw prepared with event rows (another \
+                 application's branch, or one prepared before the reader's start position): if it \
+                 held event rows, they are not published; `rpsctl verify` shows the difference"
             ),
         }
         if !commit {

@@ -170,3 +170,44 @@ async fn a_partial_json_update_is_a_dead_letter_and_the_reader_goes_on() {
     task.await.unwrap().unwrap();
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compressed_xa_branches_are_held_and_decided_like_plain_ones() {
+    use test_support::xa::{
+        decide_branch, full_match, held_branches, write_branch_with, BranchEnd,
+    };
+    let env = TestEnv::on_flavor("cdc_mysql_xa_zstd", TestFlavor::MySql, 2).await;
+    let redis = env.redis().await;
+    let (stop, task) = spawn_reader(env.config.clone());
+    wait_checkpoints(&redis, &env.config).await;
+    let server = env.config.server_of(0).name.clone();
+    let payloads_before = payload_events(&env, 0).await;
+    let zstd = ["SET SESSION binlog_transaction_compression = ON"];
+    let tag = env.name.clone();
+    let x = |n: &str| format!("'{tag}-{n}'");
+    let committed = full_match(0, 2, 100);
+    let rolled_back = full_match(0, 2, 200);
+    let one_phase = full_match(0, 2, 300);
+    write_branch_with(&env, 0, &zstd, &x("c"), &committed, 4, BranchEnd::Prepare).await;
+    write_branch_with(&env, 0, &zstd, &x("r"), &rolled_back, 4, BranchEnd::Prepare).await;
+    write_branch_with(&env, 0, &zstd, &x("o"), &one_phase, 4, BranchEnd::OnePhase).await;
+    test_support::eventually("two branches held", Duration::from_secs(30), || async {
+        (held_branches(&env, &server).await.len() == 2).then_some(())
+    })
+    .await;
+    assert!(
+        payload_events(&env, 0).await >= payloads_before + 3,
+        "the prepare parts were logged compressed"
+    );
+    decide_branch(&env, 0, &x("c"), true).await;
+    decide_branch(&env, 0, &x("r"), false).await;
+    wait_total(&redis, &env.config, 8, Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut want = HashMap::new();
+    want.insert(0 as ShardId, [one_phase, committed].concat());
+    assert_exactly_once(&redis, &env.config, &want).await;
+    assert!(held_branches(&env, &server).await.is_empty());
+    stop.cancel();
+    task.await.unwrap().unwrap();
+    env.cleanup().await;
+}

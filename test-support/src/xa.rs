@@ -72,7 +72,24 @@ pub async fn write_branch(
     chunk: usize,
     end: BranchEnd,
 ) {
+    write_branch_with(env, shard, &[], xid, events, chunk, end).await
+}
+
+/// [`write_branch`] on a session prepared by `setup` (e.g. MySQL's
+/// `binlog_transaction_compression`).
+pub async fn write_branch_with(
+    env: &TestEnv,
+    shard: ShardId,
+    setup: &[&str],
+    xid: &str,
+    events: &[MatchEvent],
+    chunk: usize,
+    end: BranchEnd,
+) {
     let mut conn = env.admin_conn(shard).await;
+    for s in setup {
+        conn.query_drop(*s).await.expect("session setup");
+    }
     conn.query_drop(format!("XA START {xid}"))
         .await
         .expect("XA START");
