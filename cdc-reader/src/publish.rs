@@ -19,6 +19,7 @@ use fred::prelude::*;
 use fred::types::Value;
 use rps_core::deadletter::DeadLetter;
 use rps_core::{Config, ShardId, StreamEvent};
+use std::collections::HashMap;
 use std::time::Duration;
 
 /// KEYS: 1 checkpoint, 2 dead-letter stream, 3 + s: shard stream s, then
@@ -30,7 +31,12 @@ use std::time::Duration;
 /// - `-3, hold, matches, registry, field, max`: move up to `max` held items
 ///   to their destination (`_t`: a shard number or `d`, the dead letters)
 ///   and delete them from the hold; `max` 0 moves all and forgets the branch;
-/// - `-4, hold, matches, registry, field`: forget the branch and its items.
+/// - `-4, hold, matches, registry, field`: forget the branch and its items;
+/// - `-5, hold, t, c, c fields and values`: XADD an item to a hold, with
+///   its destination `_t` = `t`;
+/// - `-6, hold, t, c, …`: the same item, committed in this very step: XADD
+///   to its destination;
+/// - `-7, n, n values`: nothing (an op undone in place).
 ///
 /// Returns how many items the last bounded release left in its hold.
 pub const PUBLISH_LUA: &str = r#"
@@ -82,10 +88,20 @@ while i <= n do
       redis.call('HDEL', KEYS[tonumber(ARGV[i + 3])], ARGV[i + 4])
     end
     i = i + 6
-  else
+  elseif op == -4 then
     redis.call('UNLINK', KEYS[tonumber(ARGV[i + 1])], KEYS[tonumber(ARGV[i + 2])])
     redis.call('HDEL', KEYS[tonumber(ARGV[i + 3])], ARGV[i + 4])
     i = i + 5
+  elseif op == -5 then
+    local c = tonumber(ARGV[i + 3])
+    redis.call('XADD', KEYS[tonumber(ARGV[i + 1])], '*', '_t', ARGV[i + 2], unpack(ARGV, i + 4, i + 3 + c))
+    i = i + 4 + c
+  elseif op == -6 then
+    local c = tonumber(ARGV[i + 3])
+    redis.call('XADD', dest(ARGV[i + 2]), '*', unpack(ARGV, i + 4, i + 3 + c))
+    i = i + 4 + c
+  else
+    i = i + 2 + tonumber(ARGV[i + 1])
   end
 end
 redis.call('SET', KEYS[1], ARGV[2])
@@ -97,6 +113,9 @@ const OP_HSET: i64 = -1;
 const OP_SADD: i64 = -2;
 const OP_RELEASE: i64 = -3;
 const OP_DROP: i64 = -4;
+const OP_HOLD: i64 = -5;
+const OP_HOLD_COMMITTED: i64 = -6;
+const OP_SKIP: i64 = -7;
 
 /// The keys of one XA branch a batch step touches.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,6 +159,9 @@ pub struct Batch {
     pub released: u64,
     /// Keys beyond the publisher's fixed ones, in KEYS order.
     extra_keys: Vec<String>,
+    extra_index: HashMap<String, usize>,
+    /// Ops undone in place ([`Batch::decide_in_place`]), dropped before sending.
+    skipped: u64,
     epoch: u64,
 }
 
@@ -153,6 +175,8 @@ impl Default for Batch {
             xa_ops: 0,
             released: 0,
             extra_keys: Vec::new(),
+            extra_index: HashMap::new(),
+            skipped: 0,
             epoch: 0,
         };
         b.clear();
@@ -181,6 +205,8 @@ impl Batch {
         self.xa_ops = 0;
         self.released = 0;
         self.extra_keys.clear();
+        self.extra_index.clear();
+        self.skipped = 0;
         self.epoch += 1;
     }
 
@@ -192,6 +218,86 @@ impl Batch {
             dead: self.dead.len(),
             epoch: self.epoch,
         }
+    }
+
+    /// Which filling of the batch this is: a flush starts a new one, after
+    /// which indices of earlier ops mean nothing.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// A branch whose every step is still in this batch is decided in this
+    /// batch: its held items go straight to their destinations (`commit`)
+    /// or nowhere, and its match-set and registry steps are undone, so a
+    /// short branch costs what a plain transaction costs. `ops` are the
+    /// indices the push methods returned in this epoch.
+    pub fn decide_in_place(&mut self, ops: &[usize], commit: bool) {
+        for &i in ops {
+            match self.args.get(i) {
+                Some(Value::Integer(OP_HOLD)) => {
+                    if commit {
+                        self.args[i] = Value::Integer(OP_HOLD_COMMITTED);
+                        let to_stream =
+                            !matches!(&self.args[i + 2], Value::String(t) if &**t == "d");
+                        if to_stream {
+                            self.entries += 1;
+                        }
+                    } else {
+                        let c = match &self.args[i + 3] {
+                            Value::Integer(c) => *c,
+                            _ => 0,
+                        };
+                        self.args[i] = Value::Integer(OP_SKIP);
+                        self.args[i + 1] = Value::Integer(2 + c);
+                        self.skipped += 1;
+                    }
+                }
+                Some(Value::Integer(OP_HSET)) => {
+                    self.args[i] = Value::Integer(OP_SKIP);
+                    self.args[i + 1] = Value::Integer(2);
+                    self.skipped += 1;
+                }
+                Some(Value::Integer(OP_SADD)) => {
+                    self.args[i] = Value::Integer(OP_SKIP);
+                    self.args[i + 1] = Value::Integer(1);
+                    self.skipped += 1;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The arguments without the ops undone in place: what is sent.
+    fn take_args(&mut self) -> Vec<Value> {
+        let args = std::mem::take(&mut self.args);
+        if self.skipped == 0 {
+            return args;
+        }
+        let int = |v: &Value| match v {
+            Value::Integer(n) => *n,
+            _ => 0,
+        };
+        let mut out = Vec::with_capacity(args.len());
+        out.extend(args.iter().take(2).cloned());
+        let mut i = 2;
+        while i < args.len() {
+            let op = int(&args[i]);
+            let len = match op {
+                k if k > 0 => 2 + int(&args[i + 1]) as usize,
+                OP_HSET => 4,
+                OP_SADD => 3,
+                OP_RELEASE => 6,
+                OP_DROP => 5,
+                OP_HOLD | OP_HOLD_COMMITTED => 4 + int(&args[i + 3]) as usize,
+                _ => 2 + int(&args[i + 1]) as usize,
+            };
+            let end = (i + len).min(args.len());
+            if op != OP_SKIP {
+                out.extend(args[i..end].iter().cloned());
+            }
+            i = end;
+        }
+        out
     }
 
     /// Drops what was added since `mark`; false if the batch was flushed
@@ -338,38 +444,48 @@ impl Publisher {
 
     /// The KEYS index of a key of this batch's own.
     fn extra_key(&self, batch: &mut Batch, key: &str) -> i64 {
-        let at = match batch.extra_keys.iter().rposition(|k| k == key) {
-            Some(i) => i,
+        let at = match batch.extra_index.get(key) {
+            Some(i) => *i,
             None => {
                 batch.extra_keys.push(key.to_string());
-                batch.extra_keys.len() - 1
+                let i = batch.extra_keys.len() - 1;
+                batch.extra_index.insert(key.to_string(), i);
+                i
             }
         };
         (self.keys.len() + at + 1) as i64
     }
 
-    /// Adds an item to a prepared branch's hold instead of its destination.
+    /// Adds an item to a prepared branch's hold instead of its destination;
+    /// returns the op's index (see [`Batch::decide_in_place`]).
     pub fn push_held(
         &self,
         batch: &mut Batch,
         hold: &str,
         target: HeldTarget,
         pairs: Vec<(&'static str, String)>,
-    ) {
+    ) -> usize {
         let k = self.extra_key(batch, hold);
         let t = match target {
             HeldTarget::Shard(s) => s.to_string(),
             HeldTarget::DeadLetters => "d".to_string(),
         };
-        let mut all = Vec::with_capacity(pairs.len() + 1);
-        all.push(("_t", t));
-        all.extend(pairs);
-        batch.push_pairs(k as usize, all);
+        let at = batch.args.len();
+        batch.args.reserve(4 + pairs.len() * 2);
+        batch.args.extend([
+            Value::Integer(OP_HOLD),
+            Value::Integer(k),
+            Value::String(t.into()),
+            Value::Integer(pairs.len() as i64 * 2),
+        ]);
+        batch.push_fields(pairs);
         batch.xa_ops += 1;
+        at
     }
 
-    pub fn push_hset(&self, batch: &mut Batch, key: &str, field: &str, value: String) {
+    pub fn push_hset(&self, batch: &mut Batch, key: &str, field: &str, value: String) -> usize {
         let k = self.extra_key(batch, key);
+        let at = batch.args.len();
         batch.args.extend([
             Value::Integer(OP_HSET),
             Value::Integer(k),
@@ -377,17 +493,20 @@ impl Publisher {
             Value::String(value.into()),
         ]);
         batch.xa_ops += 1;
+        at
     }
 
-    pub fn push_sadd(&self, batch: &mut Batch, key: &str, member: String) {
+    pub fn push_sadd(&self, batch: &mut Batch, key: &str, member: String) -> usize {
         let k = self.extra_key(batch, key);
         batch.bytes += member.len() + 3 * std::mem::size_of::<Value>();
+        let at = batch.args.len();
         batch.args.extend([
             Value::Integer(OP_SADD),
             Value::Integer(k),
             Value::String(member.into()),
         ]);
         batch.xa_ops += 1;
+        at
     }
 
     /// Moves a committed branch's held items to their destinations: all of
@@ -434,7 +553,7 @@ impl Publisher {
     ) -> Result<u64, Transient> {
         self.seq += 1;
         let new = checkpoint.encode(&self.writer, self.seq);
-        let mut args = std::mem::take(&mut batch.args);
+        let mut args = batch.take_args();
         if args.len() < 2 {
             args.resize(2, Value::Null);
         }

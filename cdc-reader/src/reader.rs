@@ -410,7 +410,7 @@ pub async fn stream(
                     };
                     trx = gtid;
                 }
-                Action::XaStart { xid } => xa.start(xid),
+                Action::XaStart { xid } => xa.start(&batch, xid),
                 Action::Row(ev) => {
                     trx_items += 1;
                     let publish = trx_items > skip_n;

@@ -22,12 +22,45 @@ use fred::prelude::*;
 use rps_core::xa::{held_match_member, HeldBranch, Xid};
 use rps_core::{Keys, StreamEvent, Timestamp};
 use std::collections::{HashMap, HashSet};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// A branch committing with at most this many items is released inside
 /// the batch that covers its decision; a larger one in steps of
 /// [`crate::publish::RELEASE_CHUNK`] first.
 pub const RELEASE_INLINE_MAX: u64 = 4096;
+
+/// A branch's steps in the batch being filled, so that a decision in the
+/// same batch can be applied in place ([`Batch::decide_in_place`]).
+#[derive(Default)]
+struct InBatch {
+    epoch: u64,
+    ops: Vec<usize>,
+    /// Some step of the branch already went out with an earlier batch.
+    spilled: bool,
+}
+
+impl InBatch {
+    fn new(batch: &Batch) -> InBatch {
+        InBatch {
+            epoch: batch.epoch(),
+            ..InBatch::default()
+        }
+    }
+
+    fn push(&mut self, batch: &Batch, op: usize) {
+        if self.epoch != batch.epoch() {
+            self.spilled |= !self.ops.is_empty();
+            self.ops.clear();
+            self.epoch = batch.epoch();
+        }
+        self.ops.push(op);
+    }
+
+    /// Every step of the branch is in the batch being filled.
+    fn whole_in(&self, batch: &Batch) -> bool {
+        !self.spilled && (self.epoch == batch.epoch() || self.ops.is_empty())
+    }
+}
 
 /// The branch of the group being read, between its start and its prepare.
 struct OpenBranch {
@@ -35,6 +68,7 @@ struct OpenBranch {
     keys: BranchKeys,
     summary: HeldBranch,
     matches: HashSet<(u16, i64)>,
+    in_batch: InBatch,
 }
 
 /// What the reader knows of one server's XA branches.
@@ -48,6 +82,9 @@ pub struct XaBranches {
     /// application's branch on the same server): not in the registry, so
     /// `rpsctl xa sweep` never decides them; kept to recognise the decision.
     empty: HashSet<Xid>,
+    /// Prepared branches whose every step is in the batch being filled.
+    in_batch: HashMap<Xid, InBatch>,
+    in_batch_epoch: u64,
     open: Option<OpenBranch>,
 }
 
@@ -89,6 +126,8 @@ impl XaBranches {
             registry,
             held,
             empty: HashSet::new(),
+            in_batch: HashMap::new(),
+            in_batch_epoch: 0,
             open: None,
         };
         b.export_metrics();
@@ -116,7 +155,7 @@ impl XaBranches {
         self.open = None;
     }
 
-    pub fn start(&mut self, xid: Xid) {
+    pub fn start(&mut self, batch: &Batch, xid: Xid) {
         let keys = self.branch_keys(&xid);
         self.open = Some(OpenBranch {
             summary: HeldBranch {
@@ -126,6 +165,7 @@ impl XaBranches {
             xid,
             keys,
             matches: HashSet::new(),
+            in_batch: InBatch::new(batch),
         });
     }
 
@@ -141,17 +181,17 @@ impl XaBranches {
         let Some(b) = &mut self.open else { return };
         *b.summary.shards.entry(ev.shard).or_default() += 1;
         let new_match = b.matches.insert((ev.shard, ev.event.match_id));
-        if publish {
-            publisher.push_held(
-                batch,
-                &b.keys.hold,
-                HeldTarget::Shard(ev.shard),
-                ev.to_pairs(),
-            );
-            if new_match {
-                let member = held_match_member(ev.shard, ev.event.match_id);
-                publisher.push_sadd(batch, &b.keys.matches, member);
-            }
+        if !publish {
+            b.in_batch.spilled = true;
+            return;
+        }
+        let target = HeldTarget::Shard(ev.shard);
+        let op = publisher.push_held(batch, &b.keys.hold, target, ev.to_pairs());
+        b.in_batch.push(batch, op);
+        if new_match {
+            let member = held_match_member(ev.shard, ev.event.match_id);
+            let op = publisher.push_sadd(batch, &b.keys.matches, member);
+            b.in_batch.push(batch, op);
         }
     }
 
@@ -164,9 +204,13 @@ impl XaBranches {
     ) {
         let Some(b) = &mut self.open else { return };
         b.summary.dead += 1;
-        if publish {
-            publisher.push_held(batch, &b.keys.hold, HeldTarget::DeadLetters, dl.to_pairs());
+        *b.summary.dead_kinds.entry(dl.kind.clone()).or_default() += 1;
+        if !publish {
+            b.in_batch.spilled = true;
+            return;
         }
+        let op = publisher.push_held(batch, &b.keys.hold, HeldTarget::DeadLetters, dl.to_pairs());
+        b.in_batch.push(batch, op);
     }
 
     /// The open branch is prepared: it is recorded, and waits.
@@ -179,11 +223,11 @@ impl XaBranches {
         ts: Timestamp,
     ) {
         let open = self.open.take().filter(|b| b.xid == xid);
-        let (keys, mut summary) = match open {
+        let (keys, mut summary, mut in_batch) = match open {
             Some(b) => {
                 let mut s = b.summary;
                 s.matches = b.matches.len() as u64;
-                (b.keys, s)
+                (b.keys, s, b.in_batch)
             }
             // A prepare without its start (the group began before this
             // stream): it holds nothing of ours.
@@ -193,6 +237,7 @@ impl XaBranches {
                     xid: xid.to_string(),
                     ..HeldBranch::default()
                 },
+                InBatch::new(batch),
             ),
         };
         let (gtid, file, pos) = at;
@@ -205,8 +250,16 @@ impl XaBranches {
             self.empty.insert(xid);
             return;
         }
-        publisher.push_hset(batch, &keys.registry, &keys.field, summary.to_json());
-        info!(xid = %xid, rows = summary.rows(), matches = summary.matches, gtid, "XA branch prepared: holding it until its decision");
+        let op = publisher.push_hset(batch, &keys.registry, &keys.field, summary.to_json());
+        in_batch.push(batch, op);
+        debug!(xid = %xid, rows = summary.rows(), matches = summary.matches, gtid, "XA branch prepared: holding it until its decision");
+        if self.in_batch_epoch != batch.epoch() {
+            self.in_batch.clear();
+            self.in_batch_epoch = batch.epoch();
+        }
+        if in_batch.whole_in(batch) {
+            self.in_batch.insert(xid.clone(), in_batch);
+        }
         self.held.insert(xid, summary);
         self.export_metrics();
     }
@@ -217,7 +270,12 @@ impl XaBranches {
             return Release::Inline;
         };
         metrics::counter!(crate::metrics::XA_DECISIONS, "server" => self.server.clone(), "decision" => "one_phase").increment(1);
-        release(publisher, batch, b.keys, b.summary.items())
+        if b.in_batch.whole_in(batch) {
+            batch.decide_in_place(&b.in_batch.ops, true);
+            count_dead(batch, &b.summary);
+            return Release::Inline;
+        }
+        release(publisher, batch, b.keys, &b.summary)
     }
 
     /// The group ended with ROLLBACK: the open branch's items are dropped.
@@ -226,12 +284,16 @@ impl XaBranches {
         let Some(b) = self.open.take() else {
             return false;
         };
-        publisher.push_drop(batch, &b.keys);
+        if b.in_batch.whole_in(batch) {
+            batch.decide_in_place(&b.in_batch.ops, false);
+        } else {
+            publisher.push_drop(batch, &b.keys);
+        }
         true
     }
 
     /// A decision group: commit releases what the branch holds, rollback
-    /// drops it.
+    /// drops it; in place when the whole branch is in the batch.
     pub fn decide(
         &mut self,
         publisher: &Publisher,
@@ -248,11 +310,19 @@ impl XaBranches {
         metrics::counter!(crate::metrics::XA_DECISIONS, "server" => self.server.clone(), "decision" => decision).increment(1);
         let summary = self.held.remove(xid);
         self.export_metrics();
-        match &summary {
-            Some(s) => {
-                info!(xid = %xid, decision, rows = s.rows(), "XA branch decided")
+        let in_batch = self.in_batch.remove(xid).filter(|b| b.whole_in(batch));
+        match (&summary, in_batch) {
+            (Some(s), Some(b)) => {
+                batch.decide_in_place(&b.ops, commit);
+                if commit {
+                    count_dead(batch, s);
+                }
+                return Release::Inline;
             }
-            None => warn!(
+            (Some(s), None) => {
+                debug!(xid = %xid, decision, rows = s.rows(), "XA branch decided")
+            }
+            (None, _) => warn!(
                 xid = %xid, decision,
                 "XA decision for a branch this reader never saw prepared with event rows (another \
                  application's branch, or one prepared before the reader's start position): if it \
@@ -263,10 +333,12 @@ impl XaBranches {
             publisher.push_drop(batch, &keys);
             return Release::Inline;
         }
-        // Unknown size: released in bounded steps, which cost nothing when
-        // the hold is empty.
-        let items = summary.map_or(u64::MAX, |s| s.items());
-        release(publisher, batch, keys, items)
+        match summary {
+            Some(s) => release(publisher, batch, keys, &s),
+            // Unknown size: released in bounded steps, which cost nothing
+            // when the hold is empty.
+            None => Release::Chunked(keys),
+        }
     }
 
     /// Prepared, undecided branches, oldest first.
@@ -287,11 +359,24 @@ impl XaBranches {
     }
 }
 
-fn release(publisher: &Publisher, batch: &mut Batch, keys: BranchKeys, items: u64) -> Release {
-    if items != u64::MAX {
-        batch.released += items;
+/// The committed branch's dead letters count like any others.
+fn count_dead(batch: &mut Batch, summary: &HeldBranch) {
+    for (kind, n) in &summary.dead_kinds {
+        batch
+            .dead
+            .extend(std::iter::repeat_n(kind.clone(), *n as usize));
     }
-    if items <= RELEASE_INLINE_MAX {
+}
+
+fn release(
+    publisher: &Publisher,
+    batch: &mut Batch,
+    keys: BranchKeys,
+    summary: &HeldBranch,
+) -> Release {
+    batch.released += summary.rows();
+    count_dead(batch, summary);
+    if summary.items() <= RELEASE_INLINE_MAX {
         publisher.push_release(batch, &keys, None);
         Release::Inline
     } else {

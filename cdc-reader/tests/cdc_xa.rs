@@ -245,3 +245,94 @@ async fn a_branch_of_100k_rows_is_held_then_released_once() {
     rollback_leftovers(&env, 0, &tag).await;
     env.cleanup().await;
 }
+
+/// Writes a branch that inserts `events` and then UPDATEs the first of them
+/// (a dead letter: the table is append-only), prepares it and decides it
+/// from a second session.
+async fn branch_with_an_update(env: &TestEnv, xid: &str, events: &[MatchEvent], commit: bool) {
+    use mysql_async::prelude::Queryable;
+    let mut conn = env.admin_conn(0).await;
+    conn.query_drop(format!("XA START {xid}")).await.unwrap();
+    env.store
+        .append_batch(&mut conn, 0, "match_result_events", events)
+        .await
+        .unwrap();
+    conn.query_drop(format!(
+        "UPDATE `{}`.match_result_events SET season_id = '2026Q1' WHERE event_id = '{}'",
+        env.config.database(0),
+        events[0].event_id
+    ))
+    .await
+    .unwrap();
+    conn.query_drop(format!("XA END {xid}")).await.unwrap();
+    conn.query_drop(format!("XA PREPARE {xid}")).await.unwrap();
+    conn.disconnect().await.unwrap();
+    decide_branch(env, 0, xid, commit).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn branches_decided_within_one_batch_of_a_backlog() {
+    let env = TestEnv::with_shards("cdc_xa_backlog", 2).await;
+    let redis = env.redis().await;
+    let (stop, task) = spawn_reader(env.config.clone());
+    wait_checkpoints(&redis, &env.config).await;
+    stop.cancel();
+    task.await.unwrap().unwrap();
+    let server = env.config.server_of(0).name.clone();
+    let sc = env.config.shard_count;
+    let tag = env.name.clone();
+    let x = |n: &str| format!("'{tag}-{n}'");
+
+    // While no reader runs: a backlog whose branches are prepared and
+    // decided close together, so each is decided in the batch holding it.
+    let committed = full_match(0, sc, 1_000);
+    let rolled_back = full_match(0, sc, 2_000);
+    let one_phase = full_match(0, sc, 3_000);
+    let with_update = full_match(0, sc, 4_000);
+    let rolled_back_update = full_match(0, sc, 5_000);
+    write_branch(&env, 0, &x("c"), &committed, 2, BranchEnd::Prepare).await;
+    decide_branch(&env, 0, &x("c"), true).await;
+    write_branch(&env, 0, &x("r"), &rolled_back, 2, BranchEnd::Prepare).await;
+    decide_branch(&env, 0, &x("r"), false).await;
+    write_branch(&env, 0, &x("o"), &one_phase, 2, BranchEnd::OnePhase).await;
+    branch_with_an_update(&env, &x("u"), &with_update, true).await;
+    branch_with_an_update(&env, &x("v"), &rolled_back_update, false).await;
+    let m = marker(&env, 0, 9_000).await;
+
+    let (stop, task) = spawn_reader(env.config.clone());
+    wait_for_event(&redis, &env, 0, &m).await;
+    let ids = stream_ids(&redis, &env).await;
+    assert_published_once(&ids, &committed, "committed");
+    assert_published_once(&ids, &one_phase, "one-phase");
+    assert_published_once(&ids, &with_update, "committed with an update");
+    assert_absent(&ids, &rolled_back, "rolled back");
+    assert_absent(&ids, &rolled_back_update, "rolled back with an update");
+    assert_eq!(ids.len(), 13, "nothing else: {ids:?}");
+    let dead = dead_letters(&redis, &env.config.keys().deadletter()).await;
+    let updates: Vec<_> = dead
+        .iter()
+        .filter(|d| d.get("kind").map(String::as_str) == Some("update_on_event_table"))
+        .collect();
+    assert_eq!(
+        updates.len(),
+        1,
+        "only the committed branch's UPDATE: {dead:?}"
+    );
+    assert!(held_branches(&env, &server).await.is_empty());
+    let keys = env.config.keys();
+    for n in ["c", "r", "u", "v"] {
+        let key = rps_core::Xid::parse_sql(&x(n)).unwrap().key();
+        assert!(
+            !exists(&redis, &keys.cdc_xa_held(&server, &key)).await,
+            "{n}: no hold left"
+        );
+        assert!(
+            !exists(&redis, &keys.cdc_xa_matches(&server, &key)).await,
+            "{n}: no match set left"
+        );
+    }
+    stop.cancel();
+    task.await.unwrap().unwrap();
+    rollback_leftovers(&env, 0, &tag).await;
+    env.cleanup().await;
+}

@@ -211,6 +211,9 @@ pub struct HeldBranch {
     pub shards: BTreeMap<u16, u64>,
     /// Held dead letters (an UPDATE or bad row inside the branch).
     pub dead: u64,
+    /// The same by dead-letter kind, for metrics when they are released.
+    #[serde(default)]
+    pub dead_kinds: BTreeMap<String, u64>,
     /// Distinct matches the held rows belong to.
     pub matches: u64,
 }

@@ -115,9 +115,22 @@ pub async fn write_branch_with(
 pub async fn decide_branch(env: &TestEnv, shard: ShardId, xid: &str, commit: bool) {
     let mut conn = env.admin_conn(shard).await;
     let verb = if commit { "COMMIT" } else { "ROLLBACK" };
-    conn.query_drop(format!("XA {verb} {xid}"))
-        .await
-        .unwrap_or_else(|e| panic!("XA {verb} {xid}: {e}"));
+    // MariaDB hands a prepared branch over only once the server has
+    // finished closing the session that prepared it, which is not yet done
+    // when that session's disconnect returns: unknown XID for a moment.
+    let mut attempt = 0;
+    loop {
+        match conn.query_drop(format!("XA {verb} {xid}")).await {
+            Ok(()) => break,
+            Err(mysql_async::Error::Server(e))
+                if e.code == rps_event_store::xa::ER_XAER_NOTA && attempt < 50 =>
+            {
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("XA {verb} {xid}: {e}"),
+        }
+    }
     let _ = conn.disconnect().await;
 }
 
