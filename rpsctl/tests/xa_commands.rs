@@ -170,6 +170,7 @@ async fn register(
         shards: [(shard, 1)].into_iter().collect(),
         dead: 0,
         matches: 1,
+        ..Default::default()
     };
     let _: () = redis
         .hset(
