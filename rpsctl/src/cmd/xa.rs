@@ -1308,6 +1308,7 @@ mod tests {
             shards: shards.iter().copied().collect(),
             dead: 1,
             matches: 2,
+            ..Default::default()
         }
     }
 
