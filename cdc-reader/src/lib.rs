@@ -11,6 +11,7 @@
 //! ([`xa`]): only committed rows reach the streams.
 
 pub mod checkpoint;
+pub mod cursor;
 pub mod decode;
 pub mod error;
 pub mod inspect;

@@ -4,16 +4,16 @@
 //! [`crate::decode`], the atomic publish in [`crate::publish`].
 
 use crate::checkpoint::Checkpoint;
+use crate::cursor::Cursor;
 use crate::decode::{Action, Decoder};
 use crate::error::{classify_mysql, CdcError, Definite, SessionError, Transient};
 use crate::metrics as m;
 use crate::preflight;
-use crate::publish::{Batch, Publisher, RELEASE_CHUNK};
-use crate::xa::{Release, XaBranches};
+use crate::publish::{Batch, Publisher};
+use crate::xa::XaBranches;
 use backon::BackoffBuilder;
 use futures::{FutureExt, StreamExt};
 use mysql_async::{Conn, Opts};
-use rps_core::gtid::Gtid;
 use rps_core::{Config, Timestamp};
 use rps_event_store::{BinlogPosition, Flavor};
 use std::sync::Arc;
@@ -30,9 +30,6 @@ const TRIM_EVERY: Duration = Duration::from_secs(30);
 const LINGER: Duration = Duration::from_millis(1);
 /// A batch older than this is flushed as soon as the binlog pauses.
 const MAX_BATCH_AGE: Duration = Duration::from_millis(5);
-/// A batch is also flushed at this size, whatever `cdc.batch_rows` says,
-/// so the reader's memory stays bounded by bytes, not only by rows.
-const MAX_BATCH_BYTES: usize = 4 << 20;
 /// Smallest and largest wait between reconnects.
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
@@ -277,7 +274,7 @@ pub async fn stream(
     index: usize,
     conn: Conn,
     start: Checkpoint,
-    mut publisher: Publisher,
+    publisher: Publisher,
     facts: preflight::ServerFacts,
     shutdown: &CancellationToken,
 ) -> Result<(), SessionError> {
@@ -309,24 +306,18 @@ pub async fn stream(
     ));
     let _stop_lag = AbortOnDrop(lag_task);
 
-    let mut xa = XaBranches::load(publisher.client(), &config.keys(), &server).await?;
+    let xa = XaBranches::load(publisher.client(), &config.keys(), &server).await?;
     let mut decoder = Decoder::new(config.clone(), &server, &start.file);
-    let mut committed = Checkpoint {
-        inflight: None,
-        ..start.clone()
-    };
-    let mut skip = start.inflight.clone();
-    let mut trx: Option<Gtid> = None;
-    let mut trx_items = 0u64;
-    let mut skip_n = 0u64;
-    let mut dirty = false;
-    let mut batch = Batch::default();
-    let mut trx_mark = batch.mark();
-    let mut trx_spilled = false;
+    let mut cursor = Cursor::new(
+        publisher,
+        xa,
+        &start,
+        config.cdc.batch_rows,
+        &server,
+        lag_tx,
+    );
     let mut actions = Vec::with_capacity(1024);
-    let batch_rows = config.cdc.batch_rows.max(1) as u64;
     let silence = heartbeat * 3 + Duration::from_secs(2);
-    let mut last_flush = Instant::now();
 
     loop {
         // Drain what is already buffered; flush before waiting, so latency is
@@ -334,13 +325,12 @@ pub async fn stream(
         let next = match binlog.next().now_or_never() {
             Some(n) => n,
             None => {
-                let pending = dirty || !batch.is_empty();
                 // Under load the socket runs dry for a moment between
                 // packets; lingering briefly lets a batch grow instead of
                 // paying a Redis round trip per few rows. A batch that is
                 // already old (or a lone event after idleness) goes at once.
                 let mut got = None;
-                if pending && last_flush.elapsed() < MAX_BATCH_AGE {
+                if cursor.pending() && cursor.since_flush() < MAX_BATCH_AGE {
                     if let Ok(n) = tokio::time::timeout(LINGER, binlog.next()).await {
                         got = Some(n);
                     }
@@ -348,19 +338,13 @@ pub async fn stream(
                 match got {
                     Some(n) => n,
                     None => {
-                        if pending {
-                            let ck = checkpoint_now(&committed, trx.as_ref(), trx_items);
-                            flush(&mut publisher, &mut batch, &ck, &labels, &lag_tx).await?;
-                            // Items of the open group before this point are out.
-                            trx_spilled |= trx_items > 0;
-                            trx_mark = batch.mark();
-                            dirty = false;
-                            last_flush = Instant::now();
+                        if cursor.pending() {
+                            cursor.flush().await?;
                         }
                         tokio::select! {
                             _ = shutdown.cancelled() => {
                                 let _ = binlog.close().await;
-                                publisher.quit().await;
+                                cursor.quit().await;
                                 return Ok(());
                             }
                             n = tokio::time::timeout(silence, binlog.next()) => match n {
@@ -390,233 +374,9 @@ pub async fn stream(
                 source,
             })?;
         for action in actions.drain(..) {
-            // Where the group ended, for the checkpoint after it.
-            let mut ended: Option<(u64, Timestamp)> = None;
-            match action {
-                Action::Begin { gtid, .. } => {
-                    xa.begin();
-                    trx_mark = batch.mark();
-                    trx_spilled = false;
-                    trx_items = 0;
-                    // The partly published transaction is recognised by its
-                    // GTID; transactions of other databases may come first.
-                    skip_n = match &skip {
-                        Some((g, n)) if gtid.as_ref() == Some(g) => {
-                            let n = *n;
-                            skip = None;
-                            n
-                        }
-                        _ => 0,
-                    };
-                    trx = gtid;
-                }
-                Action::XaStart { xid } => xa.start(&batch, xid),
-                Action::Row(ev) => {
-                    trx_items += 1;
-                    let publish = trx_items > skip_n;
-                    if xa.in_branch() {
-                        xa.hold_row(&publisher, &mut batch, &ev, publish);
-                    } else if publish {
-                        publisher.push_entry(&mut batch, &ev);
-                    }
-                }
-                Action::Dead(dl) => {
-                    trx_items += 1;
-                    let publish = trx_items > skip_n;
-                    if xa.in_branch() {
-                        xa.hold_dead(&publisher, &mut batch, &dl, publish);
-                    } else if publish {
-                        publisher.push_dead(&mut batch, &dl);
-                    }
-                }
-                Action::Commit { pos, ts } => {
-                    if xa.in_branch() {
-                        let release = xa.commit_one_phase(&publisher, &mut batch);
-                        let ck = checkpoint_now(&committed, trx.as_ref(), trx_items);
-                        release_in_steps(
-                            &mut publisher,
-                            &mut batch,
-                            release,
-                            &ck,
-                            &labels,
-                            &lag_tx,
-                        )
-                        .await?;
-                    }
-                    ended = Some((pos, ts));
-                }
-                Action::Prepare { xid, pos, ts } => {
-                    let gtid = trx.as_ref().map(Gtid::to_string).unwrap_or_default();
-                    xa.prepare(
-                        &publisher,
-                        &mut batch,
-                        xid,
-                        (&gtid, decoder.file(), pos),
-                        ts,
-                    );
-                    ended = Some((pos, ts));
-                }
-                Action::XaDecision {
-                    xid,
-                    commit,
-                    pos,
-                    ts,
-                } => {
-                    let release = xa.decide(&publisher, &mut batch, &xid, commit);
-                    // The decision's own GTID is not in the checkpoint until
-                    // its release is complete: a restart reads it again.
-                    let ck = checkpoint_now(&committed, None, 0);
-                    release_in_steps(&mut publisher, &mut batch, release, &ck, &labels, &lag_tx)
-                        .await?;
-                    ended = Some((pos, ts));
-                }
-                Action::Rollback { pos, ts } => {
-                    metrics::counter!(m::ROLLED_BACK_GROUPS, &labels).increment(1);
-                    if !xa.rollback_open(&publisher, &mut batch)
-                        && (!batch.truncate(trx_mark) || trx_spilled || skip_n > 0)
-                    {
-                        // Part of the group went out with an earlier batch.
-                        let dl = rolled_back_after_publish(
-                            &server,
-                            decoder.file(),
-                            pos,
-                            trx.as_ref(),
-                            trx_items,
-                        );
-                        error!(reason = %dl.reason, "a group ended with ROLLBACK after part of it was published");
-                        publisher.push_dead(&mut batch, &dl);
-                    }
-                    ended = Some((pos, ts));
-                }
-                Action::Heartbeat { .. } => {
-                    if batch.is_empty() && !dirty {
-                        metrics::gauge!(m::LAG_SECONDS, &labels).set(0.0);
-                    }
-                    xa.export_metrics();
-                }
-                Action::Rotate { file } => {
-                    info!(file = %file, "binlog rotated");
-                }
-            }
-            if let Some((pos, ts)) = ended {
-                if let Some(g) = trx.take() {
-                    committed.gtid.advance(&g);
-                }
-                committed.file = decoder.file().to_string();
-                committed.pos = pos;
-                committed.commit_ts = ts.as_micros();
-                trx_items = 0;
-                skip_n = 0;
-                dirty = true;
-            }
-            if batch.items() >= batch_rows || batch.bytes >= MAX_BATCH_BYTES {
-                let ck = checkpoint_now(&committed, trx.as_ref(), trx_items);
-                flush(&mut publisher, &mut batch, &ck, &labels, &lag_tx).await?;
-                // Items of the open group before this point are out.
-                trx_spilled |= trx_items > 0;
-                trx_mark = batch.mark();
-                dirty = false;
-                last_flush = Instant::now();
-            }
+            cursor.apply(action, decoder.file()).await?;
         }
     }
-}
-
-/// A large committed branch goes out in bounded steps under the checkpoint
-/// before its decision (so a crash mid-way reads the decision again and
-/// releases the rest); the batch then gets the final, forgetting release.
-async fn release_in_steps(
-    publisher: &mut Publisher,
-    batch: &mut Batch,
-    release: Release,
-    before: &Checkpoint,
-    labels: &[(&'static str, String); 1],
-    lag_tx: &watch::Sender<(String, u64)>,
-) -> Result<(), Transient> {
-    let Release::Chunked(keys) = release else {
-        return Ok(());
-    };
-    let released = std::mem::take(&mut batch.released);
-    flush(publisher, batch, before, labels, lag_tx).await?;
-    let mut steps = 0u64;
-    loop {
-        publisher.push_release(batch, &keys, Some(RELEASE_CHUNK));
-        let left = publisher.publish(batch, before).await?;
-        steps += 1;
-        if left == 0 {
-            break;
-        }
-    }
-    info!(branch = %keys.field, steps, "large XA branch released in steps");
-    publisher.push_release(batch, &keys, None);
-    batch.released = released;
-    Ok(())
-}
-
-fn rolled_back_after_publish(
-    server: &str,
-    file: &str,
-    pos: u64,
-    gtid: Option<&Gtid>,
-    items: u64,
-) -> rps_core::deadletter::DeadLetter {
-    rps_core::deadletter::DeadLetter {
-        origin: Some(rps_core::deadletter::Origin::CdcReader),
-        kind: crate::decode::kind::ROLLED_BACK.to_string(),
-        reason: format!(
-            "the group ended with ROLLBACK after {items} of its items were published in earlier \
-             batches (it touched a non-transactional table and was larger than one batch): the \
-             read models count rows the tables do not hold; rebuild with `rpsctl replay`"
-        ),
-        server: server.to_string(),
-        file: file.to_string(),
-        pos,
-        gtid: gtid.map(Gtid::to_string).unwrap_or_default(),
-        at: Timestamp::now(),
-        ..Default::default()
-    }
-}
-
-/// The checkpoint after what was decoded so far: the last commit, plus the
-/// open transaction's published row count when a batch ends inside it.
-fn checkpoint_now(committed: &Checkpoint, trx: Option<&Gtid>, trx_items: u64) -> Checkpoint {
-    let mut ck = committed.clone();
-    ck.inflight = trx
-        .filter(|_| trx_items > 0)
-        .map(|g| (g.clone(), trx_items));
-    ck
-}
-
-async fn flush(
-    publisher: &mut Publisher,
-    batch: &mut Batch,
-    ck: &Checkpoint,
-    labels: &[(&'static str, String); 1],
-    lag_tx: &watch::Sender<(String, u64)>,
-) -> Result<(), Transient> {
-    let entries = batch.entries + batch.released;
-    let dead = std::mem::take(&mut batch.dead);
-    let t0 = Instant::now();
-    publisher.publish(batch, ck).await?;
-    tracing::debug!(
-        entries,
-        dead = dead.len(),
-        ms = t0.elapsed().as_secs_f64() * 1e3,
-        pos = ck.pos,
-        "published"
-    );
-    metrics::counter!(m::EVENTS_PUBLISHED, labels).increment(entries);
-    metrics::counter!(m::BATCHES, labels).increment(1);
-    for kind in dead {
-        metrics::counter!(m::DEAD_LETTERS, "server" => labels[0].1.clone(), "kind" => kind)
-            .increment(1);
-    }
-    if ck.commit_ts > 0 {
-        let lag = (Timestamp::now().as_micros() - ck.commit_ts).max(0) as f64 / 1e6;
-        metrics::gauge!(m::LAG_SECONDS, labels).set(lag);
-    }
-    let _ = lag_tx.send((ck.file.clone(), ck.pos));
-    Ok(())
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
