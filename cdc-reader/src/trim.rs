@@ -8,28 +8,12 @@
 
 use fred::prelude::*;
 use fred::types::{ClusterHash, CustomCommand, Value};
+use rps_core::stream::StreamId;
 use rps_core::Config;
 use std::time::Duration;
 
 /// Entries younger than this are always kept.
 pub const RETAIN: Duration = Duration::from_secs(600);
-
-/// A stream id `ms-seq`, ordered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct StreamId(pub u64, pub u64);
-
-impl StreamId {
-    pub fn parse(s: &str) -> Option<StreamId> {
-        let (a, b) = s.split_once('-').unwrap_or((s, "0"));
-        Some(StreamId(a.parse().ok()?, b.parse().ok()?))
-    }
-}
-
-impl std::fmt::Display for StreamId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}-{}", self.0, self.1)
-    }
-}
 
 fn text(v: &Value) -> Option<String> {
     v.as_string()
@@ -80,7 +64,7 @@ pub async fn lowest_needed(
             last
         };
         // A group we cannot read keeps everything.
-        let need = need.unwrap_or(StreamId(0, 0));
+        let need = need.unwrap_or_default();
         lowest = Some(lowest.map_or(need, |l| l.min(need)));
     }
     Ok(lowest)
@@ -93,7 +77,10 @@ pub async fn trim_once(
     now_ms: u64,
 ) -> Result<u64, fred::error::Error> {
     let keys = config.keys();
-    let floor = StreamId(now_ms.saturating_sub(RETAIN.as_millis() as u64), 0);
+    let floor = StreamId {
+        ms: now_ms.saturating_sub(RETAIN.as_millis() as u64),
+        seq: 0,
+    };
     let mut removed = 0u64;
     for shard in 0..config.shard_count {
         let key = keys.events(shard);
@@ -101,7 +88,7 @@ pub async fn trim_once(
             continue;
         };
         let min_id = needed.min(floor);
-        if min_id == StreamId(0, 0) {
+        if min_id == StreamId::default() {
             continue;
         }
         let n: Value = client
@@ -122,7 +109,7 @@ mod tests {
     #[test]
     fn ids_order_numerically() {
         assert!(StreamId::parse("9-5").unwrap() < StreamId::parse("10-0").unwrap());
-        assert_eq!(StreamId::parse("17").unwrap(), StreamId(17, 0));
-        assert_eq!(StreamId(3, 4).to_string(), "3-4");
+        assert_eq!(StreamId::parse("17").unwrap(), StreamId { ms: 17, seq: 0 });
+        assert_eq!(StreamId { ms: 3, seq: 4 }.to_string(), "3-4");
     }
 }

@@ -14,6 +14,37 @@ use crate::event::{EventType, Gesture, MatchEvent, ModelError, Outcome, SeasonId
 use crate::time::Timestamp;
 use uuid::Uuid;
 
+/// A Redis stream entry id, `<ms>-<seq>`, ordered numerically as Redis
+/// orders entries (not as text: `9-5` < `10-0`). A bare `<ms>` is `<ms>-0`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct StreamId {
+    pub ms: u64,
+    pub seq: u64,
+}
+
+impl StreamId {
+    pub fn parse(s: &str) -> Option<StreamId> {
+        let (a, b) = s.split_once('-').unwrap_or((s, "0"));
+        Some(StreamId {
+            ms: a.parse().ok()?,
+            seq: b.parse().ok()?,
+        })
+    }
+}
+
+impl std::str::FromStr for StreamId {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        StreamId::parse(s).ok_or_else(|| format!("not a stream id: {s:?}"))
+    }
+}
+
+impl std::fmt::Display for StreamId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.ms, self.seq)
+    }
+}
+
 /// Where an event came from.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SourcePosition {

@@ -29,6 +29,7 @@ use fred::clients::Client;
 use fred::interfaces::{KeysInterface, StreamsInterface};
 use fred::types::Value;
 use rps_core::keys::GenerationKeys;
+use rps_core::stream::StreamId;
 use rps_core::{Config, ShardId, StreamEvent};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -104,14 +105,8 @@ impl ReplayReport {
     }
 }
 
-/// Stream ids compare as (milliseconds, sequence).
-pub fn parse_stream_id(id: &str) -> Option<(u64, u64)> {
-    let (a, b) = id.split_once('-')?;
-    Some((a.parse().ok()?, b.parse().ok()?))
-}
-
 fn id_after(a: &str, b: &str) -> bool {
-    parse_stream_id(a) > parse_stream_id(b)
+    StreamId::parse(a) > StreamId::parse(b)
 }
 
 /// Runs a replay; see the module doc.
@@ -362,8 +357,8 @@ async fn catch_up_and_switch(
             stream: keys.events(shard),
             last: start_progress
                 .get(&shard.to_string())
-                .and_then(|id| parse_stream_id(id))
-                .map(|(ms, _)| format!("{}-0", ms.saturating_sub(CATCHUP_MARGIN_MS))),
+                .and_then(|id| StreamId::parse(id))
+                .map(|id| format!("{}-0", id.ms.saturating_sub(CATCHUP_MARGIN_MS))),
             passed_snapshot: false,
         })
         .collect();

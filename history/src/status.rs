@@ -9,12 +9,12 @@
 //! `Keys::cdc_xa_branches`) and the age of the oldest: rows of a branch
 //! nobody decides never reach the streams (`rpsctl xa`).
 
-use crate::replay::parse_stream_id;
 use crate::HistoryError;
 use fred::clients::Client;
 use fred::interfaces::{HashesInterface, KeysInterface, SortedSetsInterface, StreamsInterface};
 use fred::types::Value;
 use rps_core::keys::PROJECTOR_GROUP;
+use rps_core::stream::StreamId;
 use rps_core::{Config, ShardId, StreamEvent, Timestamp};
 use rps_event_store::Flavor;
 use std::collections::HashMap;
@@ -131,8 +131,8 @@ pub async fn collect(config: Arc<Config>) -> Result<Status, HistoryError> {
         };
         let lag_seconds = after
             .first()
-            .and_then(|(id, _)| parse_stream_id(id))
-            .map(|(ms, _)| ((now.as_millis() - ms as i64).max(0)) as f64 / 1000.0)
+            .and_then(|(id, _)| StreamId::parse(id))
+            .map(|id| ((now.as_millis() - id.ms as i64).max(0)) as f64 / 1000.0)
             .unwrap_or(0.0);
         let lag_entries = if after.is_empty() {
             0

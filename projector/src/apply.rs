@@ -24,8 +24,6 @@ use rps_core::{
     Keys, MatchState, PlayerStats, Rejection, SeasonId, ShardId, StreamEvent, Timestamp,
 };
 use std::collections::{HashMap, HashSet};
-use std::fmt;
-use std::str::FromStr;
 
 const SCRIPT: &str = include_str!("apply.lua");
 
@@ -33,29 +31,7 @@ const SCRIPT: &str = include_str!("apply.lua");
 /// from Redis; bounds memory on long runs.
 pub const DEFAULT_CACHE_CAPACITY: usize = 200_000;
 
-/// A Redis stream entry id, `<ms>-<seq>`, ordered numerically.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct StreamId {
-    pub ms: u64,
-    pub seq: u64,
-}
-
-impl FromStr for StreamId {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let (a, b) = s.split_once('-').unwrap_or((s, "0"));
-        match (a.parse(), b.parse()) {
-            (Ok(ms), Ok(seq)) => Ok(StreamId { ms, seq }),
-            _ => Err(format!("not a stream id: {s:?}")),
-        }
-    }
-}
-
-impl fmt::Display for StreamId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}-{}", self.ms, self.seq)
-    }
-}
+pub use rps_core::stream::StreamId;
 
 /// One stream entry as read: decoded, or the reason it could not be.
 #[derive(Debug, Clone)]
