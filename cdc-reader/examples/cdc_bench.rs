@@ -13,8 +13,7 @@
 //! (default 1M rows; sources a comma list of `mariadb,mysql,mysql-zstd`).
 
 use cdc_reader::Checkpoint;
-use rps_core::event::MatchEvent;
-use rps_core::{Config, ShardId, Timestamp};
+use rps_core::Config;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,23 +21,6 @@ use test_support::{
     MariaDbInstance, MySqlInstance, RedisInstance, ShardServerInstance, TestEnv, TestFlavor,
 };
 use tokio_util::sync::CancellationToken;
-
-fn events(shard: ShardId, shards: u16, first: i64, n: usize) -> Vec<MatchEvent> {
-    let now = Timestamp::now();
-    (0..n as i64)
-        .map(|k| {
-            let a = i64::from(shard) + i64::from(shards) * (k + 1);
-            MatchEvent::started(
-                uuid::Uuid::new_v4(),
-                first + k,
-                "2026Q4".parse().expect("season"),
-                (a, a + 1),
-                Timestamp(now.0 + k),
-                Timestamp(now.0 + 30_000_000),
-            )
-        })
-        .collect()
-}
 
 fn config_toml(c: &Config) -> String {
     let mut s = format!(
@@ -231,7 +213,7 @@ async fn bench(source: Source, rows: usize) -> anyhow::Result<Measured> {
     for shard in 0..shards {
         let store = env.store.clone();
         let mut conn = env.admin_conn(shard).await;
-        let evs = events(
+        let evs = test_support::started_events(
             shard,
             shards,
             1_000_000_000 * i64::from(shard + 1),
@@ -377,7 +359,7 @@ async fn bench(source: Source, rows: usize) -> anyhow::Result<Measured> {
             conn.query_drop(*s).await?;
         }
         conn.query_drop("BEGIN").await?;
-        let evs = events(0, shards, 5_000_000_000, total as usize);
+        let evs = test_support::started_events(0, shards, 5_000_000_000, total as usize);
         for c in evs.chunks(5000) {
             env.store
                 .append_batch(&mut conn, 0, "match_result_events", c)

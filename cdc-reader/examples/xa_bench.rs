@@ -10,31 +10,12 @@
 
 use cdc_reader::Checkpoint;
 use mysql_async::prelude::*;
-use rps_core::event::MatchEvent;
-use rps_core::{ShardId, Timestamp};
 use std::time::{Duration, Instant};
 use test_support::{MariaDbInstance, MySqlInstance, RedisInstance, ShardServerInstance, TestEnv};
 use tokio_util::sync::CancellationToken;
 
 const ROUNDS: usize = 3;
 const SHARDS: u16 = 4;
-
-fn events(shard: ShardId, first: i64, n: usize) -> Vec<MatchEvent> {
-    let now = Timestamp::now();
-    (0..n as i64)
-        .map(|k| {
-            let a = i64::from(shard) + i64::from(SHARDS) * (k + 1);
-            MatchEvent::started(
-                uuid::Uuid::new_v4(),
-                first + k,
-                "2026Q4".parse().expect("season"),
-                (a, a + 1),
-                Timestamp(now.0 + k),
-                Timestamp(now.0 + 30_000_000),
-            )
-        })
-        .collect()
-}
 
 /// Writes the rows of every shard in transactions of `per_trx` rows, as XA
 /// branches (prepare, then commit from a second session) or plainly.
@@ -44,8 +25,9 @@ async fn load(env: &TestEnv, rows: usize, per_trx: usize, xa: bool, base: i64) {
         let store = env.store.clone();
         let mut conn = env.admin_conn(shard).await;
         let mut decider = env.admin_conn(shard).await;
-        let evs = events(
+        let evs = test_support::started_events(
             shard,
+            SHARDS,
             base + 100_000_000 * i64::from(shard),
             rows / usize::from(SHARDS),
         );

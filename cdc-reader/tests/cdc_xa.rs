@@ -156,7 +156,7 @@ async fn only_committed_branches_are_published() {
 
     stop.cancel();
     task.await.unwrap().unwrap();
-    rollback_leftovers(&env, 0, &tag).await;
+    rollback_leftovers(&env, &tag).await;
     env.cleanup().await;
 }
 
@@ -200,7 +200,7 @@ async fn a_branch_survives_a_hard_stop_and_a_rotation_between_prepare_and_commit
     assert!(held_branches(&env, &server).await.is_empty());
     stop.cancel();
     task.await.unwrap().unwrap();
-    rollback_leftovers(&env, 0, &tag).await;
+    rollback_leftovers(&env, &tag).await;
     env.cleanup().await;
 }
 
@@ -242,7 +242,7 @@ async fn a_branch_of_100k_rows_is_held_then_released_once() {
     assert!(held_branches(&env, &server).await.is_empty());
     stop.cancel();
     task.await.unwrap().unwrap();
-    rollback_leftovers(&env, 0, &tag).await;
+    rollback_leftovers(&env, &tag).await;
     env.cleanup().await;
 }
 
@@ -333,6 +333,6 @@ async fn branches_decided_within_one_batch_of_a_backlog() {
     }
     stop.cancel();
     task.await.unwrap().unwrap();
-    rollback_leftovers(&env, 0, &tag).await;
+    rollback_leftovers(&env, &tag).await;
     env.cleanup().await;
 }

@@ -32,9 +32,9 @@ use rps_core::xa::{held_match_member, HeldBranch};
 use rps_core::{Config, EventType, Gesture, MatchEvent, Timestamp, Xid};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+use test_support::pipeline::InProcessPipeline;
 use test_support::xa::{decide_branch, held_branches, write_branch, BranchEnd};
 use test_support::{eventually, TestEnv};
-use tokio_util::sync::CancellationToken;
 
 /// One recorder for the process (the tests run side by side in it), so
 /// the counters are cumulative: the tests assert lower bounds or growth.
@@ -57,66 +57,14 @@ fn counter(series: &str) -> u64 {
 
 const LOCK_WAITS_NAMED: &str = r#"rps_compensator_lock_waits_total{holder="xa_branch"}"#;
 
-/// cdc-reader, projector and compensator on one config.
-struct Pipeline {
-    stop: CancellationToken,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Pipeline {
-    async fn start(config: &Arc<Config>) -> Pipeline {
-        let stop = CancellationToken::new();
-        let (c, s) = (config.clone(), stop.clone());
-        let reader = tokio::spawn(async move {
-            if let Err(e) = cdc_reader::run(c, s).await {
-                panic!("cdc-reader stopped: {e}");
-            }
-        });
-        let (c, s) = (config.clone(), stop.clone());
-        let projector = tokio::spawn(async move {
-            if let Err(e) = projector::run(c, s).await {
-                panic!("projector stopped: {e}");
-            }
-        });
-        let (c, s) = (config.clone(), stop.clone());
-        let comp = tokio::spawn(async move {
-            if let Err(e) = compensator::run(c, s).await {
-                panic!("compensator stopped: {e}");
-            }
-        });
-        // Ready: every server has a checkpoint (the reader stores its start
-        // position before streaming) and the projector set the generation.
-        let client = test_support::redis_client(&config.redis.url).await;
-        let keys = config.keys();
-        let names: Vec<String> = config.servers.iter().map(|s| s.name.clone()).collect();
-        eventually(
-            "reader checkpoints and the projector's generation",
-            Duration::from_secs(30),
-            || {
-                let (client, keys, names) = (client.clone(), keys.clone(), names.clone());
-                async move {
-                    for n in &names {
-                        let v: Option<String> = client.get(keys.cdc_checkpoint(n)).await.ok()?;
-                        v?;
-                    }
-                    let g: Option<String> = client.get(keys.generation()).await.ok()?;
-                    g.map(|_| ())
-                }
-            },
-        )
-        .await;
-        Pipeline {
-            stop,
-            tasks: vec![reader, projector, comp],
-        }
-    }
-
-    async fn stop(self) {
-        self.stop.cancel();
-        for t in self.tasks {
-            t.await.expect("pipeline task");
-        }
-    }
+/// cdc-reader, projector and compensator on one config, in this process.
+async fn start_pipeline(config: &Arc<Config>) -> InProcessPipeline {
+    let mut p = InProcessPipeline::new();
+    p.spawn("cdc-reader", config, cdc_reader::run);
+    p.spawn("projector", config, projector::run);
+    p.spawn("compensator", config, compensator::run);
+    p.ready(config).await;
+    p
 }
 
 async fn generation_keys(env: &TestEnv, redis: &Client) -> GenerationKeys {
@@ -306,7 +254,7 @@ async fn rolled_back_branch_lets_the_timeout_fire_once() {
         c.max_attempts = 100;
     });
     let redis = env.redis().await;
-    let pipeline = Pipeline::start(&config).await;
+    let pipeline = start_pipeline(&config).await;
     let deadline = in_ms(5_000);
     // Nobody moved yet; the hanging branch holds B's move (version 2), the
     // version the timeout wants.
@@ -437,7 +385,7 @@ async fn committed_finish_means_nothing_to_fire() {
         c.max_attempts = 100;
     });
     let redis = env.redis().await;
-    let pipeline = Pipeline::start(&config).await;
+    let pipeline = start_pipeline(&config).await;
     // Both moved; the hanging branch holds the `finished` (version 4, rock
     // beats scissors), the version the timeout wants.
     let m = new_match(&env.config, 6, in_ms(4_000));
@@ -510,7 +458,7 @@ async fn dead_letter_names_the_branch_to_decide() {
     });
     let redis = env.redis().await;
     let keys = env.config.keys();
-    let pipeline = Pipeline::start(&config).await;
+    let pipeline = start_pipeline(&config).await;
     // Nobody moved; the branch holds A's move (version 2).
     let m = new_match(&env.config, 2, in_ms(4_000));
     commit_match(&env, &redis, &m, Plot::NobodyMoved).await;

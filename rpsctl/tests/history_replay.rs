@@ -12,63 +12,17 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
-use test_support::{eventually, TestEnv};
+use test_support::pipeline::InProcessPipeline;
+use test_support::TestEnv;
 use tokio_util::sync::CancellationToken;
 
 /// cdc-reader and projector, in this process, until stopped.
-struct Pipeline {
-    stop: CancellationToken,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Pipeline {
-    async fn start(config: &Arc<Config>) -> Pipeline {
-        let stop = CancellationToken::new();
-        let (c, s) = (config.clone(), stop.clone());
-        let reader = tokio::spawn(async move {
-            if let Err(e) = cdc_reader::run(c, s).await {
-                panic!("cdc-reader stopped: {e}");
-            }
-        });
-        let (c, s) = (config.clone(), stop.clone());
-        let projector = tokio::spawn(async move {
-            if let Err(e) = projector::run(c, s).await {
-                panic!("projector stopped: {e}");
-            }
-        });
-        // Readiness: every server has a checkpoint (the reader stores its
-        // start position before streaming) and the generation is set.
-        let client = test_support::redis_client(&config.redis.url).await;
-        let keys = config.keys();
-        let names: Vec<String> = config.servers.iter().map(|s| s.name.clone()).collect();
-        eventually(
-            "reader checkpoints and the projector's generation",
-            Duration::from_secs(30),
-            || {
-                let (client, keys, names) = (client.clone(), keys.clone(), names.clone());
-                async move {
-                    for n in &names {
-                        let v: Option<String> = client.get(keys.cdc_checkpoint(n)).await.ok()?;
-                        v?;
-                    }
-                    let g: Option<String> = client.get(keys.generation()).await.ok()?;
-                    g.map(|_| ())
-                }
-            },
-        )
-        .await;
-        Pipeline {
-            stop,
-            tasks: vec![reader, projector],
-        }
-    }
-
-    async fn stop(self) {
-        self.stop.cancel();
-        for t in self.tasks {
-            t.await.expect("pipeline task");
-        }
-    }
+async fn start_pipeline(config: &Arc<Config>) -> InProcessPipeline {
+    let mut p = InProcessPipeline::new();
+    p.spawn("cdc-reader", config, cdc_reader::run);
+    p.spawn("projector", config, projector::run);
+    p.ready(config).await;
+    p
 }
 
 fn sim(matches: u64, rate: Option<f64>, first_node: u8, seed: u64) -> simulator::SimulateOptions {
@@ -157,7 +111,7 @@ fn rpsctl(config: &PathBuf, args: &[&str]) -> (i32, String, String) {
 async fn replay_during_live_load_switches_without_losing_an_event() {
     let env = TestEnv::new("hist_replay").await;
     let config = env.config.clone();
-    let pipeline = Pipeline::start(&config).await;
+    let pipeline = start_pipeline(&config).await;
     let first = simulator::run(
         env.store.clone(),
         sim(1500, None, 0, 11),
@@ -237,7 +191,7 @@ async fn verify_finds_damage_and_repair_mends_it_and_status_shows_lag() {
     let env = TestEnv::new("hist_verify").await;
     let config = env.config.clone();
     let path = write_config(&env);
-    let pipeline = Pipeline::start(&config).await;
+    let pipeline = start_pipeline(&config).await;
     simulator::run(
         env.store.clone(),
         sim(600, None, 0, 21),

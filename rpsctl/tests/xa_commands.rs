@@ -22,6 +22,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
+use test_support::xa::rollback_leftovers;
 use test_support::{TestEnv, TestFlavor};
 
 /// `rpsctl --config <file> xa <args>`: exit code, stdout, stderr.
@@ -192,27 +193,6 @@ async fn audit_records(env: &TestEnv, redis: &Client) -> Vec<HashMap<String, Str
         .map(|(_, f)| f)
         .filter(|f| f.get("origin").map(String::as_str) == Some("operator"))
         .collect()
-}
-
-/// Rolls back every branch of this test still prepared on any server.
-async fn rollback_leftovers(env: &TestEnv, prefix: &str) {
-    for s in &env.config.servers {
-        let mut conn = env.admin_conn_to(&s.name).await;
-        if let Ok(xids) = rps_event_store::xa::recover(&mut conn).await {
-            for x in xids
-                .iter()
-                .filter(|x| x.gtrid.starts_with(prefix.as_bytes()))
-            {
-                let _ = rps_event_store::xa::decide(
-                    &mut conn,
-                    x,
-                    rps_event_store::xa::XaDecision::Rollback,
-                )
-                .await;
-            }
-        }
-        let _ = conn.disconnect().await;
-    }
 }
 
 /// Runs `body`; whatever happens, rolls back the test's branches and drops

@@ -206,8 +206,6 @@ async fn xa_branches_under_live_load_and_a_pipeline_kill9() {
     .await;
     read_models_equal_the_fold(&env, "read models = fold after the last decisions").await;
     drop(pipeline);
-    for s in 0..sc {
-        rollback_leftovers(&env, s, &tag).await;
-    }
+    rollback_leftovers(&env, &tag).await;
     env.cleanup().await;
 }

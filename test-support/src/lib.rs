@@ -12,6 +12,7 @@
 
 mod flavor;
 mod mysql_server;
+pub mod pipeline;
 pub mod xa;
 pub use flavor::{binlog_head, purge_all_but_a_new_binlog, ShardServerInstance, TestFlavor};
 pub use mysql_server::{mysql_root, MySqlInstance};
@@ -295,6 +296,29 @@ pub fn write_config_file(config: &Config) -> (tempfile::TempDir, PathBuf) {
     let path = dir.path().join("rps.toml");
     std::fs::write(&path, config.to_toml()).expect("write config");
     (dir, path)
+}
+
+/// `n` valid `started` events routed to `shard`, match ids from `first_match`.
+pub fn started_events(
+    shard: rps_core::ShardId,
+    shard_count: u16,
+    first_match: i64,
+    n: usize,
+) -> Vec<rps_core::MatchEvent> {
+    let now = rps_core::Timestamp::now();
+    (0..n as i64)
+        .map(|k| {
+            let a = i64::from(shard) + i64::from(shard_count) * (k + 1);
+            rps_core::MatchEvent::started(
+                uuid::Uuid::new_v4(),
+                first_match + k,
+                "2026Q4".parse().expect("season"),
+                (a, a + 1),
+                rps_core::Timestamp(now.0 + k),
+                rps_core::Timestamp(now.0 + 30_000_000 + k),
+            )
+        })
+        .collect()
 }
 
 /// A connected fred client with the pipeline's reconnect policy.

@@ -134,25 +134,23 @@ pub async fn decide_branch(env: &TestEnv, shard: ShardId, xid: &str, commit: boo
     let _ = conn.disconnect().await;
 }
 
-/// Rolls back every branch still prepared on the server of `shard` whose
-/// gtrid starts with `prefix` (a test's own), so a failed test leaves no
+/// Rolls back every branch still prepared on any server of the test whose
+/// gtrid starts with `prefix` (the test's own), so a failed test leaves no
 /// locks behind on the shared servers.
-pub async fn rollback_leftovers(env: &TestEnv, shard: ShardId, prefix: &str) {
-    let mut conn = env.admin_conn(shard).await;
-    if let Ok(xids) = rps_event_store::xa::recover(&mut conn).await {
-        for x in xids
-            .iter()
-            .filter(|x| x.gtrid.starts_with(prefix.as_bytes()))
-        {
-            let _ = rps_event_store::xa::decide(
-                &mut conn,
-                x,
-                rps_event_store::xa::XaDecision::Rollback,
-            )
-            .await;
+pub async fn rollback_leftovers(env: &TestEnv, prefix: &str) {
+    use rps_event_store::xa::{decide, recover, XaDecision};
+    for s in &env.config.servers {
+        let mut conn = env.admin_conn_to(&s.name).await;
+        if let Ok(xids) = recover(&mut conn).await {
+            for x in xids
+                .iter()
+                .filter(|x| x.gtrid.starts_with(prefix.as_bytes()))
+            {
+                let _ = decide(&mut conn, x, XaDecision::Rollback).await;
+            }
         }
+        let _ = conn.disconnect().await;
     }
-    let _ = conn.disconnect().await;
 }
 
 /// The reader's XA registry of `server`: xid key → what it holds.

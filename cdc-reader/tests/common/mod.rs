@@ -5,35 +5,15 @@
 use fred::prelude::*;
 use fred::types::Value;
 use rps_core::event::MatchEvent;
-use rps_core::{Config, ShardId, StreamEvent, Timestamp};
+use rps_core::{Config, ShardId, StreamEvent};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use test_support::TestEnv;
 use tokio_util::sync::CancellationToken;
 
-/// `n` valid `started` events routed to `shard`, match ids from `first_match`.
-pub fn started_events(
-    shard: ShardId,
-    shard_count: u16,
-    first_match: i64,
-    n: usize,
-) -> Vec<MatchEvent> {
-    let now = Timestamp::now();
-    (0..n as i64)
-        .map(|k| {
-            let a = i64::from(shard) + i64::from(shard_count) * (k + 1);
-            MatchEvent::started(
-                uuid::Uuid::new_v4(),
-                first_match + k,
-                "2026Q4".parse().unwrap(),
-                (a, a + 1),
-                Timestamp(now.0 + k),
-                Timestamp(now.0 + 30_000_000 + k),
-            )
-        })
-        .collect()
-}
+#[allow(unused_imports)]
+pub use test_support::started_events;
 
 /// Inserts events in multi-row INSERTs of `chunk` rows (one transaction each).
 pub async fn insert(
