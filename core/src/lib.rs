@@ -8,6 +8,7 @@
 //! the `redis` feature it also holds the one Redis client policy
 //! ([`redis_client`]) every component connects with.
 
+pub mod checkpoint;
 pub mod config;
 pub mod deadletter;
 pub mod event;

@@ -67,21 +67,33 @@ impl StoreError {
     /// Whether retrying later may succeed (connection trouble, server restarting).
     pub fn is_transient(&self) -> bool {
         match self {
-            StoreError::Mysql { source, .. } => {
-                matches!(
-                    source,
-                    mysql_async::Error::Io(_) | mysql_async::Error::Driver(_)
-                ) || matches!(source, mysql_async::Error::Server(e) if is_transient_server_code(e.code))
-            }
+            StoreError::Mysql { source, .. } => is_transient_mysql(source),
             _ => false,
         }
     }
 }
 
-/// Server errors that go away by themselves: shutdown in progress, too many
-/// connections, lock wait timeout, deadlock, read-only during failover.
-fn is_transient_server_code(code: u16) -> bool {
-    matches!(code, 1040 | 1053 | 1205 | 1213 | 1290 | 1927 | 2006 | 2013)
+/// Server errors that go away by themselves: too many connections (1040),
+/// shutdown in progress (1053), lock wait timeout (1205), deadlock (1213),
+/// read-only during a failover (1290), a table whose definition changed
+/// after a snapshot began, e.g. a season table created meanwhile (1412),
+/// connection killed (1927), server gone or connection lost (2006, 2013).
+/// The one list every component retries on.
+pub fn is_transient_server_code(code: u16) -> bool {
+    matches!(
+        code,
+        1040 | 1053 | 1205 | 1213 | 1290 | 1412 | 1927 | 2006 | 2013
+    )
+}
+
+/// Whether a MySQL error may go away by itself: connection trouble, or one
+/// of [`is_transient_server_code`].
+pub fn is_transient_mysql(e: &mysql_async::Error) -> bool {
+    match e {
+        mysql_async::Error::Io(_) | mysql_async::Error::Driver(_) => true,
+        mysql_async::Error::Server(e) => is_transient_server_code(e.code),
+        _ => false,
+    }
 }
 
 /// What happened to an append.

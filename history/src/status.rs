@@ -73,31 +73,11 @@ pub struct Status {
     pub at: String,
 }
 
-/// Reads a checkpoint string: a JSON object naming a binlog file and a
-/// position (`file`/`binlog_file`/`name` and `pos`/`position`), possibly
-/// nested one level. `None` if it is not such a thing.
+/// The binlog file and position a stored checkpoint names; `None` if it is
+/// not one the reader wrote.
 pub fn parse_checkpoint(raw: &str) -> Option<(String, u64)> {
-    let v: serde_json::Value = serde_json::from_str(raw).ok()?;
-    fn find(v: &serde_json::Value) -> Option<(String, u64)> {
-        let o = v.as_object()?;
-        let file = ["file", "binlog_file", "binlog", "name", "log_file"]
-            .iter()
-            .find_map(|k| o.get(*k).and_then(|f| f.as_str()))
-            .map(str::to_string);
-        let pos = ["pos", "position", "binlog_pos", "log_pos", "offset"]
-            .iter()
-            .find_map(|k| {
-                o.get(*k).and_then(|p| {
-                    p.as_u64()
-                        .or_else(|| p.as_str().and_then(|s| s.parse().ok()))
-                })
-            });
-        if let (Some(f), Some(p)) = (file, pos) {
-            return Some((f, p));
-        }
-        o.values().find_map(find)
-    }
-    find(&v)
+    let ck = rps_core::checkpoint::Checkpoint::decode(raw).ok()?;
+    Some((ck.file, ck.pos))
 }
 
 /// Collects the status of the deployment.
@@ -371,17 +351,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn checkpoints_in_plausible_shapes_parse() {
+    fn checkpoints_are_read_as_the_reader_writes_them() {
+        let ck = rps_core::checkpoint::Checkpoint {
+            gtid: "0-1-5".parse().unwrap(),
+            file: "binlog.000003".into(),
+            pos: 1234,
+            ..Default::default()
+        };
         assert_eq!(
-            parse_checkpoint(r#"{"file":"binlog.000003","pos":1234}"#),
+            parse_checkpoint(&ck.encode("w", 1)),
             Some(("binlog.000003".into(), 1234))
         );
-        assert_eq!(
-            parse_checkpoint(
-                r#"{"position":{"binlog_file":"b.1","binlog_pos":"77"},"gtid":"0-1-5"}"#
-            ),
-            Some(("b.1".into(), 77))
-        );
+        assert_eq!(parse_checkpoint(r#"{"file":"b.1","pos":77}"#), None);
         assert_eq!(parse_checkpoint("not json"), None);
     }
 

@@ -70,15 +70,7 @@ impl RecoveryError {
     /// Whether trying the bootstrap again later may succeed.
     pub fn is_transient(&self) -> bool {
         match self {
-            RecoveryError::Mysql { source, .. } => match source {
-                mysql_async::Error::Io(_) | mysql_async::Error::Driver(_) => true,
-                // 1412: a table changed definition after the snapshot began
-                // (a season table created meanwhile); a new snapshot sees it.
-                mysql_async::Error::Server(e) => {
-                    matches!(e.code, 1040 | 1053 | 1205 | 1213 | 1412 | 2006 | 2013)
-                }
-                _ => false,
-            },
+            RecoveryError::Mysql { source, .. } => rps_event_store::is_transient_mysql(source),
             RecoveryError::Store(e) => e.is_transient(),
             RecoveryError::Redis(_) | RecoveryError::Raced { .. } => true,
             RecoveryError::History(history::HistoryError::Redis(_)) => true,
