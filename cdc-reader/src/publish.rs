@@ -387,14 +387,9 @@ impl Publisher {
         // found on an unexpected server still lands in its own stream.
         for s in 0..config.shard_count {
             let k = keys.events(s);
-            let r: Result<Value, _> = client
-                .xgroup_create(&k, rps_core::keys::PROJECTOR_GROUP, "0", true)
-                .await;
-            if let Err(e) = r {
-                if !e.details().contains("BUSYGROUP") {
-                    return Err(redis_err(&name)(e).into());
-                }
-            }
+            rps_core::redis_client::create_projector_group(&client, &k)
+                .await
+                .map_err(redis_err(&name))?;
             key_list.push(k.into());
             key_of_shard[usize::from(s)] = key_list.len();
         }

@@ -76,3 +76,20 @@ impl ClientPolicy {
         Ok(client)
     }
 }
+
+/// `XGROUP CREATE <stream> projector 0 MKSTREAM`: the projectors' consumer
+/// group, created by whichever of the reader and the projector comes first
+/// (the reader, so no entry is published before the group exists); an
+/// existing group is fine.
+pub async fn create_projector_group(
+    client: &Client,
+    stream: &str,
+) -> Result<(), fred::error::Error> {
+    match client
+        .xgroup_create::<(), _, _, _>(stream, crate::keys::PROJECTOR_GROUP, "0", true)
+        .await
+    {
+        Err(e) if e.details().contains("BUSYGROUP") => Ok(()),
+        other => other,
+    }
+}

@@ -18,8 +18,7 @@ pub mod metrics;
 pub mod read_models;
 pub mod redis_util;
 
-use fred::interfaces::{ClientLike, StreamsInterface};
-use rps_core::keys::PROJECTOR_GROUP;
+use fred::interfaces::ClientLike;
 use rps_core::{Config, Keys};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -130,16 +129,4 @@ pub async fn run_observed(
     }
 }
 
-/// `XGROUP CREATE <stream> projector 0 MKSTREAM`; an existing group is fine.
-pub async fn create_group(
-    client: &fred::clients::Client,
-    stream: &str,
-) -> Result<(), fred::error::Error> {
-    match client
-        .xgroup_create::<(), _, _, _>(stream, PROJECTOR_GROUP, "0", true)
-        .await
-    {
-        Err(e) if redis_util::is_busygroup(&e) => Ok(()),
-        other => other,
-    }
-}
+pub use rps_core::redis_client::create_projector_group as create_group;

@@ -42,8 +42,3 @@ pub fn hash_pairs(v: Value) -> Option<Vec<(String, String)>> {
 pub fn is_noscript(e: &fred::error::Error) -> bool {
     e.details().starts_with("NOSCRIPT")
 }
-
-/// Whether a failed XGROUP CREATE means the group exists already.
-pub fn is_busygroup(e: &fred::error::Error) -> bool {
-    e.details().contains("BUSYGROUP")
-}
