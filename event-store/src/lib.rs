@@ -10,6 +10,7 @@
 mod flavor;
 mod history;
 mod init;
+mod snapshot;
 pub mod xa;
 
 pub use flavor::{BinlogPosition, Flavor, SnapshotError, TableListQuery};
@@ -18,6 +19,7 @@ pub use history::{
     TableReader, EVENT_COLUMNS,
 };
 pub use init::{init, InitReport, ServerReport};
+pub use snapshot::{end_snapshot, ConsistentSnapshot};
 
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Opts, Pool, PoolConstraints, PoolOpts};
@@ -54,6 +56,13 @@ pub enum StoreError {
     },
     #[error("{0}")]
     Invalid(String),
+    #[error("server `{server}` ({flavor}): {source}")]
+    Snapshot {
+        server: String,
+        flavor: String,
+        #[source]
+        source: SnapshotError,
+    },
 }
 
 impl StoreError {
@@ -68,6 +77,10 @@ impl StoreError {
     pub fn is_transient(&self) -> bool {
         match self {
             StoreError::Mysql { source, .. } => is_transient_mysql(source),
+            StoreError::Snapshot {
+                source: SnapshotError::Mysql(source),
+                ..
+            } => is_transient_mysql(source),
             _ => false,
         }
     }

@@ -20,11 +20,9 @@ use crate::model::{CompactMatch, Model, PlayerKey, RejectedEvent};
 use crate::progress::Progress;
 use crate::HistoryError;
 use futures::future::try_join_all;
-use mysql_async::prelude::*;
 use rps_core::{MatchEvent, PlayerStats, SeasonId, ShardId, Timestamp};
 use rps_event_store::{
-    read_ranges_ahead, EventStore, Flavor, HistoryFilter, RangeRow, SnapshotError, StoreError,
-    TableListQuery,
+    end_snapshot, read_ranges_ahead, EventStore, HistoryFilter, RangeRow, StoreError,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -181,29 +179,12 @@ async fn fold_shard(
     let server = server.to_string();
     let database = config.database(shard);
     let tables = store.event_tables(shard).await?;
-    let mut conn = store.conn_for_shard(shard).await?;
-    let m = HistoryError::mysql;
-    let mut locker = store.conn_for_shard(shard).await?;
-    let flavor = Flavor::detect(&mut conn).await.map_err(m(&server))?;
-    let list = TableListQuery {
-        databases: vec![database.clone()],
-    };
-    let head = flavor
-        .begin_consistent_snapshot(&mut conn, &mut locker, &list)
-        .await
-        .map_err(|e| match e {
-            SnapshotError::Mysql(source) => m(&server)(source),
-            e => HistoryError::Definite(format!("server `{server}` ({flavor}): {e}")),
-        })?;
-    drop(locker);
-    let (file, pos) = (head.file, head.pos);
+    let mut snapshot = store.snapshot_shard(shard).await?;
+    let (file, pos) = (snapshot.position.file.clone(), snapshot.position.pos);
     for table in &tables {
-        let max_id: Option<Option<i64>> = conn
-            .query_first(format!("SELECT MAX(id) FROM `{database}`.`{table}`"))
-            .await
-            .map_err(m(&server))?;
-        progress.add_total(max_id.flatten().unwrap_or(0).max(0) as u64);
+        progress.add_total(snapshot.max_row_id(&database, table).await? as u64);
     }
+    let conn = snapshot.conn;
     let filter = HistoryFilter {
         season: opts.season,
         from: None,
@@ -243,11 +224,13 @@ async fn fold_shard(
         progress.inc(n);
         metrics::counter!(crate::metrics::REPLAY_EVENTS_TOTAL).increment(n);
     }
-    let mut conn = reader
+    let conn = reader
         .await
         .map_err(|e| HistoryError::Definite(format!("shard {shard} reader task failed: {e}")))?
-        .map_err(m(&server))?;
-    conn.query_drop("COMMIT").await.map_err(m(&server))?;
+        .map_err(HistoryError::mysql(&server))?;
+    end_snapshot(conn)
+        .await
+        .map_err(HistoryError::mysql(&server))?;
     tracing::info!(shard, rows, %file, pos, "shard folded");
     Ok((
         model,

@@ -14,11 +14,8 @@ use crate::RecoveryError;
 use history::fold::fold_range;
 use history::model::Model;
 use history::SpilledMatches;
-use mysql_async::prelude::*;
 use rps_core::{Config, ShardId, Timestamp};
-use rps_event_store::{
-    read_ranges_ahead, EventStore, Flavor, HistoryFilter, SnapshotError, StoreError, TableListQuery,
-};
+use rps_event_store::{end_snapshot, read_ranges_ahead, EventStore, HistoryFilter};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -54,33 +51,16 @@ pub async fn snapshot_server(
     spill: mpsc::Sender<SpilledMatches>,
 ) -> Result<(Model, ServerSnapshot), RecoveryError> {
     let config: &Config = store.config();
-    let (pool, server) = store.pool_for_server(index);
-    let server = server.to_string();
-    let err = || RecoveryError::mysql(&server);
-    let mut conn = pool.get_conn().await.map_err(|e| StoreError::Mysql {
-        server: server.clone(),
-        source: e,
-    })?;
-    let mut locker = pool.get_conn().await.map_err(|e| StoreError::Mysql {
-        server: server.clone(),
-        source: e,
-    })?;
-    let flavor = Flavor::detect(&mut conn).await.map_err(err())?;
+    let server = config.servers[index].name.clone();
     let taken_at = Timestamp::now();
     let databases: Vec<String> = config.servers[index]
         .shards
         .iter()
         .map(|s| config.database(*s))
         .collect();
-    let list = TableListQuery { databases };
-    let head = flavor
-        .begin_consistent_snapshot(&mut conn, &mut locker, &list)
-        .await
-        .map_err(|e| match e {
-            SnapshotError::Mysql(source) => RecoveryError::mysql(&server)(source),
-            e => RecoveryError::Definite(format!("server `{server}` ({flavor}): {e}")),
-        })?;
-    drop(locker);
+    let mut snapshot = store.snapshot(index, databases).await?;
+    let flavor = snapshot.flavor;
+    let head = snapshot.position.clone();
     let (file, pos, gtid) = (head.file, head.pos, head.gtid.to_string());
     tracing::info!(%file, pos, %gtid, %flavor, "snapshot taken");
 
@@ -89,20 +69,11 @@ pub async fn snapshot_server(
     let mut table_count = 0u64;
     for shard in config.servers[index].shards.clone() {
         let database = config.database(shard);
-        let names: Vec<String> = conn
-            .exec(
-                "SELECT table_name FROM information_schema.tables WHERE table_schema = ? ORDER BY table_name",
-                (database.as_str(),),
-            )
-            .await
-            .map_err(err())?;
-        let tables: Vec<String> = names
-            .into_iter()
-            .filter(|t| rps_core::config::is_event_table(t))
-            .collect();
+        let tables = snapshot.event_tables(&database).await?;
         table_count += tables.len() as u64;
         plan.push((shard, database, tables));
     }
+    let conn = snapshot.conn;
 
     // The next range is read (on its own task, on the snapshot's
     // connection) while the current one is folded.
@@ -132,13 +103,15 @@ pub async fn snapshot_server(
         rows += n;
         metrics::counter!(m::SNAPSHOT_ROWS_TOTAL).increment(n);
     }
-    let mut conn = reader
+    let conn = reader
         .await
         .map_err(|e| {
             RecoveryError::Definite(format!("the snapshot reader of `{server}` failed: {e}"))
         })?
-        .map_err(err())?;
-    conn.query_drop("COMMIT").await.map_err(err())?;
+        .map_err(RecoveryError::mysql(&server))?;
+    end_snapshot(conn)
+        .await
+        .map_err(RecoveryError::mysql(&server))?;
     let rejected = model.rejections.total();
     if rejected > 0 {
         metrics::counter!(m::SNAPSHOT_REJECTED_TOTAL).increment(rejected);
