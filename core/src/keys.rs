@@ -10,6 +10,8 @@
 //! | `rps:cdc:xa:<server>` | hash | xid key → [`crate::xa::HeldBranch`]: every XA branch the reader saw prepared and not yet decided |
 //! | `rps:cdc:xa:<server>:<xid>:rows` | stream | the rows (and dead letters) a prepared branch holds, published when it commits |
 //! | `rps:cdc:xa:<server>:<xid>:matches` | set | `<shard>:<match>` of every match a prepared branch holds rows of |
+//! | `rps:projector:lease:<n>` | string | the projector worker holding shard `n` (TTL) |
+//! | `rps:recovery:bootstrap` | string | the last bootstrap's record; its absence means Redis lost the state |
 //! | `rps:deadletter` | stream | rejected events and failed deadlines |
 //! | `rps:generation` | string | the active read-model generation `g` |
 //! | `rps:g<g>:progress` | hash | shard → last stream id applied to generation `g` |
@@ -95,6 +97,28 @@ impl Keys {
 
     pub fn generation(&self) -> String {
         format!("{}:generation", self.prefix)
+    }
+
+    /// A projector worker's lease on a shard (a consumer's name, with a TTL).
+    pub fn projector_lease(&self, shard: ShardId) -> String {
+        format!("{}:projector:lease:{shard}", self.prefix)
+    }
+
+    /// The recovery bootstrap's record: written by nothing but a bootstrap,
+    /// so its absence shows that Redis lost the pipeline's state.
+    pub fn bootstrap_record(&self) -> String {
+        format!("{}:recovery:bootstrap", self.prefix)
+    }
+
+    /// SCAN pattern of every generation's progress hash.
+    pub fn all_progress_pattern(&self) -> String {
+        format!("{}:g*:progress", self.prefix)
+    }
+
+    /// Start of every generation's keys (`{prefix}:g`), for finding which
+    /// generations have keys.
+    pub fn generations_base(&self) -> String {
+        format!("{}:g", self.prefix)
     }
 
     /// Compensator bookkeeping: leases of claimed deadlines.

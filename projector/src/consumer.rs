@@ -43,7 +43,7 @@ pub struct WorkerContext {
 
 /// The key of a shard's lease.
 pub fn lease_key(keys: &Keys, shard: ShardId) -> String {
-    format!("{}:projector:lease:{shard}", keys.prefix())
+    keys.projector_lease(shard)
 }
 
 /// Takes the lease if it is free, or keeps it if this consumer holds it

@@ -70,7 +70,7 @@ pub async fn ensure(client: &Client, keys: &Keys) -> Result<u64, GenerationError
 
 async fn any_progress_key(client: &Client, keys: &Keys) -> Result<Option<String>, GenerationError> {
     use fred::interfaces::KeysInterface as _;
-    let pattern = format!("{}:g*:progress", keys.prefix());
+    let pattern = keys.all_progress_pattern();
     let mut cursor = "0".to_string();
     loop {
         let (next, found): (String, Vec<String>) = client

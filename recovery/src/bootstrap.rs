@@ -37,7 +37,7 @@ use tracing::Instrument;
 /// Redis lost the state even if a component recreated a marker or a
 /// checkpoint of its own before the loss was noticed.
 pub fn record_key(keys: &Keys) -> String {
-    format!("{}:recovery:bootstrap", keys.prefix())
+    keys.bootstrap_record()
 }
 
 /// The atomic commit of a bootstrap.
@@ -371,7 +371,7 @@ pub async fn existing_generations(
     redis: &Client,
     keys: &Keys,
 ) -> Result<BTreeSet<u64>, RecoveryError> {
-    let base = format!("{}:g", keys.prefix());
+    let base = keys.generations_base();
     let pattern = format!("{base}*");
     let mut found = BTreeSet::new();
     let mut cursor = "0".to_string();
