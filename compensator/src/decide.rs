@@ -47,7 +47,7 @@ pub fn decide(events: &[MatchEvent], now: Timestamp) -> Decision {
     Decision::Fire(timed_out_event(&state, now))
 }
 
-/// The `timed_out` event that closes `state`, as DESIGN.md section 3 says.
+/// The `timed_out` event that closes `state`, as docs/events.md says.
 pub fn timed_out_event(state: &MatchState, now: Timestamp) -> MatchEvent {
     let result = state.timeout_result();
     let version = state.version + 1;

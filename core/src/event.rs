@@ -1,6 +1,6 @@
 //! The event model: one row of `match_result_events`, typed.
 //!
-//! The table is owned by the game servers (DESIGN.md section 3); this module
+//! The table is owned by the game servers (docs/events.md); this module
 //! mirrors it exactly and nothing more. Whether an event *fits its match* is
 //! the job of [`crate::fold`], not of these types.
 

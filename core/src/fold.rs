@@ -1,7 +1,8 @@
 //! The per-match state machine: which events are valid and what they do.
 //!
-//! This is DESIGN.md section 3 as code, shared by everything that folds
-//! events: the live projector, replay, verify and the compensator (which asks
+//! This is docs/events.md (validity, results and scoring) as code, shared
+//! by everything that folds events: the live projector, replay, verify and
+//! the compensator (which asks
 //! [`MatchState::timeout_result`] what a `timed_out` must say). It is pure:
 //! given the match so far and the next event it answers either the new state
 //! with its score effects, or a [`Rejection`] that changes nothing.
@@ -381,7 +382,7 @@ impl MatchResult {
 }
 
 impl MatchState {
-    /// What a `timed_out` must say for this match (DESIGN.md section 3):
+    /// What a `timed_out` must say for this match (docs/events.md):
     /// one player moved, that player wins and the other forfeits; neither
     /// moved, nobody wins and both forfeit; both moved, the gestures decide.
     pub fn timeout_result(&self) -> MatchResult {

@@ -200,7 +200,7 @@ pub struct Case {
     pub expect: Option<&'static str>,
 }
 
-/// Every invalid case of DESIGN.md sections 3 and 4 that can be inserted
+/// Every invalid case of docs/events.md (validity, bad input) that can be inserted
 /// into the table, in matches of their own starting at `first_match_id`.
 /// Players are `900_000..` so their counters are easy to check.
 pub fn invalid_cases(first_match_id: i64, shard_count: u16) -> Vec<Case> {
