@@ -2,8 +2,8 @@
 //!
 //! This is docs/events.md (validity, results and scoring) as code, shared
 //! by everything that folds events: the live projector, replay, verify and
-//! the compensator (which asks
-//! [`MatchState::timeout_result`] what a `timed_out` must say). It is pure:
+//! the compensator (which asks [`MatchState::timeout_result`] what a
+//! `timed_out` must say). It is pure:
 //! given the match so far and the next event it answers either the new state
 //! with its score effects, or a [`Rejection`] that changes nothing.
 
