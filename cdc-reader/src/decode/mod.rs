@@ -591,104 +591,118 @@ impl Decoder {
                 layout.names.len()
             );
             let payload = json!({ "hex": hex(body) }).to_string();
-            out.push(Action::Dead(self.dead(
-                kind::BAD_ROW,
-                reason,
-                &layout.database,
-                &layout.table,
-                pos,
-                payload,
-            )));
+            out.push(self.dead_row(kind::BAD_ROW, reason, &layout, pos, payload));
             return Ok(());
         }
         let mut cur = RowCursor::new(body);
-        let gtid_text = self
-            .trx
-            .as_ref()
-            .map(|t| t.gtid_text.as_str())
-            .unwrap_or("");
-        let commit_ts = self.trx.as_ref().map(|t| t.ts).unwrap_or_default();
         while !cur.is_empty() {
-            match t {
-                WRITE_ROWS_V1 | WRITE_ROWS_V2 => {
-                    let mut probe = cur.clone();
-                    match cur.next_event(&layout, &after) {
-                        Ok(event) => out.push(Action::Row(StreamEvent {
-                            shard: layout.shard.unwrap_or_default(),
-                            event,
-                            source: SourcePosition {
-                                server: self.server.clone(),
-                                database: layout.database.clone(),
-                                table: layout.table.clone(),
-                                file: self.file.clone(),
-                                pos,
-                                gtid: gtid_text.to_string(),
-                                commit_ts,
-                            },
-                        })),
-                        Err(RowError::Model(reason)) => {
-                            let payload = probe
-                                .next_json(&layout, &after)
-                                .map(|v| v.to_string())
-                                .unwrap_or_default();
-                            out.push(Action::Dead(self.dead(
-                                kind::BAD_ROW,
-                                reason,
-                                &layout.database,
-                                &layout.table,
-                                pos,
-                                payload,
-                            )));
-                        }
-                        Err(RowError::Malformed(reason)) => {
-                            self.malformed(&layout, reason, body, pos, out);
-                            return Ok(());
-                        }
-                    }
-                }
+            let item = match t {
+                WRITE_ROWS_V1 | WRITE_ROWS_V2 => self.inserted_row(&mut cur, &layout, &after, pos),
                 UPDATE_ROWS_V1 | UPDATE_ROWS_V2 => {
-                    let b = cur.next_json(&layout, &before);
-                    let a = b.and_then(|b| Ok((b, cur.next_json(&layout, &after)?)));
-                    match a {
-                        Ok((b, a)) => {
-                            let payload = json!({ "before": b, "after": a }).to_string();
-                            let reason = "UPDATE on an append-only event table".to_string();
-                            out.push(Action::Dead(self.dead(
-                                kind::UPDATE,
-                                reason,
-                                &layout.database,
-                                &layout.table,
-                                pos,
-                                payload,
-                            )));
-                        }
-                        Err(RowError::Malformed(r) | RowError::Model(r)) => {
-                            self.malformed(&layout, r, body, pos, out);
-                            return Ok(());
-                        }
-                    }
+                    self.updated_row(&mut cur, &layout, &before, &after, pos)
                 }
-                _ => match cur.next_json(&layout, &before) {
-                    Ok(b) => {
-                        let payload = json!({ "before": b }).to_string();
-                        let reason = "DELETE on an append-only event table".to_string();
-                        out.push(Action::Dead(self.dead(
-                            kind::DELETE,
-                            reason,
-                            &layout.database,
-                            &layout.table,
-                            pos,
-                            payload,
-                        )));
-                    }
-                    Err(RowError::Malformed(r) | RowError::Model(r)) => {
-                        self.malformed(&layout, r, body, pos, out);
-                        return Ok(());
-                    }
-                },
+                _ => self.deleted_row(&mut cur, &layout, &before, pos),
+            };
+            match item {
+                Ok(action) => out.push(action),
+                Err(reason) => {
+                    // The rest cannot be split into rows.
+                    self.malformed(&layout, reason, body, pos, out);
+                    return Ok(());
+                }
             }
         }
         Ok(())
+    }
+
+    /// An inserted row: an entry, or a dead letter when it does not fit the
+    /// model; `Err` when the images cannot be split any further.
+    fn inserted_row(
+        &self,
+        cur: &mut RowCursor<'_>,
+        layout: &TableLayout,
+        columns: &[bool],
+        pos: u64,
+    ) -> Result<Action, String> {
+        let mut probe = cur.clone();
+        match cur.next_event(layout, columns) {
+            Ok(event) => {
+                let trx = self.trx.as_ref();
+                Ok(Action::Row(StreamEvent {
+                    shard: layout.shard.unwrap_or_default(),
+                    event,
+                    source: SourcePosition {
+                        server: self.server.clone(),
+                        database: layout.database.clone(),
+                        table: layout.table.clone(),
+                        file: self.file.clone(),
+                        pos,
+                        gtid: trx.map(|t| t.gtid_text.clone()).unwrap_or_default(),
+                        commit_ts: trx.map(|t| t.ts).unwrap_or_default(),
+                    },
+                }))
+            }
+            Err(RowError::Model(reason)) => {
+                let payload = probe
+                    .next_json(layout, columns)
+                    .map(|v| v.to_string())
+                    .unwrap_or_default();
+                Ok(self.dead_row(kind::BAD_ROW, reason, layout, pos, payload))
+            }
+            Err(RowError::Malformed(reason)) => Err(reason),
+        }
+    }
+
+    /// An UPDATE of an event table: a dead letter with both images.
+    fn updated_row(
+        &self,
+        cur: &mut RowCursor<'_>,
+        layout: &TableLayout,
+        before: &[bool],
+        after: &[bool],
+        pos: u64,
+    ) -> Result<Action, String> {
+        let images = cur
+            .next_json(layout, before)
+            .and_then(|b| Ok((b, cur.next_json(layout, after)?)));
+        match images {
+            Ok((b, a)) => {
+                let payload = json!({ "before": b, "after": a }).to_string();
+                let reason = "UPDATE on an append-only event table".to_string();
+                Ok(self.dead_row(kind::UPDATE, reason, layout, pos, payload))
+            }
+            Err(RowError::Malformed(r) | RowError::Model(r)) => Err(r),
+        }
+    }
+
+    /// A DELETE from an event table: a dead letter with the image.
+    fn deleted_row(
+        &self,
+        cur: &mut RowCursor<'_>,
+        layout: &TableLayout,
+        before: &[bool],
+        pos: u64,
+    ) -> Result<Action, String> {
+        match cur.next_json(layout, before) {
+            Ok(b) => {
+                let payload = json!({ "before": b }).to_string();
+                let reason = "DELETE on an append-only event table".to_string();
+                Ok(self.dead_row(kind::DELETE, reason, layout, pos, payload))
+            }
+            Err(RowError::Malformed(r) | RowError::Model(r)) => Err(r),
+        }
+    }
+
+    /// A dead letter about a row of `layout`'s table.
+    fn dead_row(
+        &self,
+        kind: &str,
+        reason: String,
+        layout: &TableLayout,
+        pos: u64,
+        payload: String,
+    ) -> Action {
+        Action::Dead(self.dead(kind, reason, &layout.database, &layout.table, pos, payload))
     }
 
     /// The rest of a rows event cannot be split into rows: one dead letter
@@ -716,14 +730,7 @@ impl Decoder {
         out: &mut Vec<Action>,
     ) {
         let payload = json!({ "hex": hex(bytes) }).to_string();
-        out.push(Action::Dead(self.dead(
-            kind,
-            reason,
-            &layout.database,
-            &layout.table,
-            pos,
-            payload,
-        )));
+        out.push(self.dead_row(kind, reason, layout, pos, payload));
     }
 }
 
