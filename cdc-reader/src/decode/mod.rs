@@ -597,14 +597,18 @@ impl Decoder {
         let mut cur = RowCursor::new(body);
         while !cur.is_empty() {
             let item = match t {
-                WRITE_ROWS_V1 | WRITE_ROWS_V2 => self.inserted_row(&mut cur, &layout, &after, pos),
-                UPDATE_ROWS_V1 | UPDATE_ROWS_V2 => {
-                    self.updated_row(&mut cur, &layout, &before, &after, pos)
+                WRITE_ROWS_V1 | WRITE_ROWS_V2 => {
+                    self.inserted_row(&mut cur, &layout, &after, pos, out)
                 }
-                _ => self.deleted_row(&mut cur, &layout, &before, pos),
+                UPDATE_ROWS_V1 | UPDATE_ROWS_V2 => self
+                    .updated_row(&mut cur, &layout, &before, &after, pos)
+                    .map(|a| out.push(a)),
+                _ => self
+                    .deleted_row(&mut cur, &layout, &before, pos)
+                    .map(|a| out.push(a)),
             };
             match item {
-                Ok(action) => out.push(action),
+                Ok(()) => {}
                 Err(reason) => {
                     // The rest cannot be split into rows.
                     self.malformed(&layout, reason, body, pos, out);
@@ -616,19 +620,21 @@ impl Decoder {
     }
 
     /// An inserted row: an entry, or a dead letter when it does not fit the
-    /// model; `Err` when the images cannot be split any further.
+    /// model; `Err` when the images cannot be split any further. It pushes
+    /// the entry itself: rows are the hot path, and the action is large.
     fn inserted_row(
         &self,
         cur: &mut RowCursor<'_>,
         layout: &TableLayout,
         columns: &[bool],
         pos: u64,
-    ) -> Result<Action, String> {
+        out: &mut Vec<Action>,
+    ) -> Result<(), String> {
         let mut probe = cur.clone();
         match cur.next_event(layout, columns) {
             Ok(event) => {
                 let trx = self.trx.as_ref();
-                Ok(Action::Row(StreamEvent {
+                out.push(Action::Row(StreamEvent {
                     shard: layout.shard.unwrap_or_default(),
                     event,
                     source: SourcePosition {
@@ -640,14 +646,16 @@ impl Decoder {
                         gtid: trx.map(|t| t.gtid_text.clone()).unwrap_or_default(),
                         commit_ts: trx.map(|t| t.ts).unwrap_or_default(),
                     },
-                }))
+                }));
+                Ok(())
             }
             Err(RowError::Model(reason)) => {
                 let payload = probe
                     .next_json(layout, columns)
                     .map(|v| v.to_string())
                     .unwrap_or_default();
-                Ok(self.dead_row(kind::BAD_ROW, reason, layout, pos, payload))
+                out.push(self.dead_row(kind::BAD_ROW, reason, layout, pos, payload));
+                Ok(())
             }
             Err(RowError::Malformed(reason)) => Err(reason),
         }
