@@ -341,13 +341,6 @@ impl XaBranches {
         }
     }
 
-    /// Prepared, undecided branches, oldest first.
-    pub fn held(&self) -> Vec<(&Xid, &HeldBranch)> {
-        let mut v: Vec<_> = self.held.iter().collect();
-        v.sort_by_key(|(_, b)| b.prepared_ts);
-        v
-    }
-
     pub fn export_metrics(&self) {
         let labels = [("server", self.server.clone())];
         metrics::gauge!(crate::metrics::XA_PREPARED, &labels).set(self.held.len() as f64);
