@@ -78,6 +78,20 @@ async fn exists(redis: &Client, key: &str) -> bool {
     n == 1
 }
 
+/// Stops the reader and leaves nothing behind: no prepared branch of the
+/// test (it would hold locks on the shared servers), no databases or keys.
+async fn finish(
+    env: &TestEnv,
+    tag: &str,
+    stop: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), cdc_reader::CdcError>>,
+) {
+    stop.cancel();
+    task.await.unwrap().unwrap();
+    rollback_leftovers(env, tag).await;
+    env.cleanup().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_committed_branches_are_published() {
     let env = TestEnv::with_shards("cdc_xa_basic", 2).await;
@@ -154,10 +168,7 @@ async fn only_committed_branches_are_published() {
     assert!(pos(committed[3].event_id) < pos(m2.event_id));
     assert!((0..3).all(|i| pos(committed[i].event_id) < pos(committed[i + 1].event_id)));
 
-    stop.cancel();
-    task.await.unwrap().unwrap();
-    rollback_leftovers(&env, &tag).await;
-    env.cleanup().await;
+    finish(&env, &tag, stop, task).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -198,10 +209,7 @@ async fn a_branch_survives_a_hard_stop_and_a_rotation_between_prepare_and_commit
     assert_published_once(&ids, &branch, "committed after the reader's restart");
     assert_published_once(&ids, &during, "rows around it");
     assert!(held_branches(&env, &server).await.is_empty());
-    stop.cancel();
-    task.await.unwrap().unwrap();
-    rollback_leftovers(&env, &tag).await;
-    env.cleanup().await;
+    finish(&env, &tag, stop, task).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -240,10 +248,7 @@ async fn a_branch_of_100k_rows_is_held_then_released_once() {
     want.insert(0, all);
     assert_exactly_once(&redis, &env.config, &want).await;
     assert!(held_branches(&env, &server).await.is_empty());
-    stop.cancel();
-    task.await.unwrap().unwrap();
-    rollback_leftovers(&env, &tag).await;
-    env.cleanup().await;
+    finish(&env, &tag, stop, task).await;
 }
 
 /// Writes a branch that inserts `events` and then UPDATEs the first of them
@@ -331,8 +336,5 @@ async fn branches_decided_within_one_batch_of_a_backlog() {
             "{n}: no match set left"
         );
     }
-    stop.cancel();
-    task.await.unwrap().unwrap();
-    rollback_leftovers(&env, &tag).await;
-    env.cleanup().await;
+    finish(&env, &tag, stop, task).await;
 }
