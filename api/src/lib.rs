@@ -1,7 +1,7 @@
 //! The leaderboard HTTP API: JSON over the read models of the active
 //! generation, plus `/healthz` and Prometheus `/metrics`.
 //!
-//! Reads go through `projector::read_models`; this crate only parses
+//! Reads go through `read_model::read`; this crate only parses
 //! parameters, maps answers to HTTP and keeps a short-lived page cache for
 //! the hot leaderboard pages. It never writes to Redis.
 
@@ -17,7 +17,8 @@ use fred::clients::Pool;
 use fred::interfaces::ClientLike;
 use metrics_exporter_prometheus::PrometheusHandle;
 use params::{ParamError, QueryPairs};
-use projector::read_models::{self, BoardEntry};
+use read_model::read::{self, BoardEntry};
+use read_model::ReadModelKeys;
 use rps_core::{Config, Keys, MatchState, PlayerStats, SeasonId};
 use serde_json::{json, Value as Json};
 use std::sync::Arc;
@@ -191,13 +192,13 @@ async fn finish(route: &'static str, started: Instant, r: Result<Response, Failu
 
 async fn generation(state: &AppState) -> Result<u64, Failure> {
     let client = state.pool.next();
-    match projector::generation::active(client, &state.keys).await {
+    match read_model::generation::active(client, &state.keys).await {
         Ok(Some(g)) => Ok(g),
         Ok(None) => Err(Failure::Unavailable(format!(
             "read models not available: `{}` is not set (the projector has not started, or Redis lost its state and a replay is needed)",
             state.keys.generation()
         ))),
-        Err(projector::generation::GenerationError::Redis(e)) => Err(Failure::Redis(e)),
+        Err(read_model::generation::GenerationError::Redis(e)) => Err(Failure::Redis(e)),
         Err(e) => Err(Failure::Unavailable(e.to_string())),
     }
 }
@@ -245,7 +246,7 @@ async fn leaderboard(State(st): State<Shared>, q: QueryPairs) -> Response {
             return Ok(json_response(body.to_vec()));
         }
         let gk = st.keys.generation_keys(gen);
-        let entries = read_models::leaderboard(st.pool.next(), &gk, season, offset, limit).await?;
+        let entries = read::leaderboard(st.pool.next(), &gk, season, offset, limit).await?;
         let body = json!({
             "season": season_json(season),
             "entries": entries.iter().map(entry_json).collect::<Vec<_>>(),
@@ -268,8 +269,8 @@ async fn player(State(st): State<Shared>, Path(id): Path<String>, q: QueryPairs)
         let gk = st.keys.generation_keys(gen);
         let client = st.pool.next();
         let (stats, rank) = tokio::try_join!(
-            read_models::player_stats(client, &gk, id, season),
-            read_models::rank(client, &gk, id, season),
+            read::player_stats(client, &gk, id, season),
+            read::rank(client, &gk, id, season),
         )?;
         let (Some(stats), Some(rank)) = (stats, rank) else {
             return Err(Failure::NotFound(format!(
@@ -299,8 +300,7 @@ async fn around(State(st): State<Shared>, Path(id): Path<String>, q: QueryPairs)
         let radius = params::uint(&q, "radius", 5, 100)?;
         let gen = generation(&st).await?;
         let gk = st.keys.generation_keys(gen);
-        let Some(entries) = read_models::around(st.pool.next(), &gk, id, season, radius).await?
-        else {
+        let Some(entries) = read::around(st.pool.next(), &gk, id, season, radius).await? else {
             return Err(Failure::NotFound(format!(
                 "player {id} is on no board{}",
                 season
@@ -355,7 +355,7 @@ async fn match_state(State(st): State<Shared>, Path(id): Path<String>) -> Respon
         let id = params::id(&id, "id")?;
         let gen = generation(&st).await?;
         let gk = st.keys.generation_keys(gen);
-        match read_models::match_state(st.pool.next(), &gk, id).await? {
+        match read::match_state(st.pool.next(), &gk, id).await? {
             Some(m) => Ok(axum::Json(match_json(&m)).into_response()),
             None => Err(Failure::NotFound(format!("match {id} has no valid event"))),
         }
@@ -368,8 +368,7 @@ async fn status(State(st): State<Shared>) -> Response {
     let started = Instant::now();
     let r = async {
         let gen = generation(&st).await?;
-        let shards =
-            read_models::progress_with_lag(st.pool.next(), &st.keys, gen, st.shard_count).await?;
+        let shards = read::progress_with_lag(st.pool.next(), &st.keys, gen, st.shard_count).await?;
         let ts = |t: Option<rps_core::Timestamp>| t.map_or(Json::Null, |t| t.to_rfc3339().into());
         let shards: Vec<Json> = shards
             .iter()

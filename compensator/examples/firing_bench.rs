@@ -16,6 +16,7 @@
 use compensator::fred::interfaces::SortedSetsInterface;
 use metrics_exporter_prometheus::PrometheusBuilder;
 use mysql_async::prelude::Queryable;
+use read_model::ReadModelKeys;
 use rps_core::keys::deadline_member;
 use rps_core::{MatchEvent, SeasonId, Timestamp};
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -17,8 +17,9 @@ use fred::clients::Client;
 use fred::interfaces::{HashesInterface, SortedSetsInterface, StreamsInterface};
 use fred::types::scripts::Script;
 use fred::types::Value;
+use read_model::GenerationKeys;
 use rps_core::deadletter::{DeadLetter, Origin};
-use rps_core::keys::{deadline_member, GenerationKeys, Keys};
+use rps_core::keys::{deadline_member, Keys};
 use rps_core::{ShardId, Timestamp};
 use serde::{Deserialize, Serialize};
 

@@ -33,6 +33,7 @@ use crate::fire::{fire_shard, Settled, TableCache};
 use crate::retry::{NextStep, RetryPolicy};
 use fred::clients::Client;
 use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
+use read_model::ReadModelKeys;
 use rps_core::{Config, ShardId, Timestamp};
 use rps_event_store::{EventStore, StoreError};
 use std::collections::BTreeMap;

@@ -4,6 +4,7 @@
 mod common;
 
 use common::*;
+use read_model::ReadModelKeys;
 use rps_core::{Gesture, Outcome, Timestamp};
 use std::time::Duration;
 use test_support::{eventually, TestEnv};

@@ -26,8 +26,10 @@ use compensator::fred::interfaces::{
 };
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use mysql_async::prelude::Queryable;
+use read_model::GenerationKeys;
+use read_model::ReadModelKeys;
 use rps_core::fold::{MatchState, MatchStatus};
-use rps_core::keys::{deadline_member, GenerationKeys};
+use rps_core::keys::deadline_member;
 use rps_core::xa::{held_match_member, HeldBranch};
 use rps_core::{Config, EventType, Gesture, MatchEvent, Timestamp, Xid};
 use std::sync::{Arc, OnceLock};

@@ -14,31 +14,13 @@
 //! | `rps:recovery:bootstrap` | string | the last bootstrap's record; its absence means Redis lost the state |
 //! | `rps:deadletter` | stream | rejected events and failed deadlines |
 //! | `rps:generation` | string | the active read-model generation `g` |
-//! | `rps:g<g>:progress` | hash | shard → last stream id applied to generation `g` |
-//! | `rps:g<g>:player:<id>` | hash | all-time counters |
-//! | `rps:g<g>:player:<id>:<season>` | hash | season counters |
-//! | `rps:g<g>:board` / `rps:g<g>:board:<season>` | sorted set | leaderboards |
-//! | `rps:g<g>:seasons` | set | seasons that have a board |
-//! | `rps:g<g>:match:<id>` | string | match state |
-//! | `rps:g<g>:deadlines` | sorted set | open matches' deadlines, score = ms, member `<shard>:<match>` |
+//! | `rps:g<g>:…` | | one read-model generation: its layout (names and values) is `read_model`'s |
 //!
-//! Read-model contents (the projector writes them; replay writes the same;
-//! verify and the API read them):
-//! - player hashes hold the fields [`crate::PlayerStats::STORED_FIELDS`] as
-//!   integers (absent = 0; `matches` is their wins + draws + losses); a
-//!   player whose matches fall to 0 has no hash and is on no board;
-//! - a board member is [`board_member`]`(id)` with score
-//!   [`crate::PlayerStats::board_score`], read in ascending score order;
-//! - a match key holds [`crate::MatchState::to_value`];
-//! - a deadline entry exists exactly while its match is `in_progress`,
-//!   score = deadline in Unix milliseconds;
-//! - `progress` maps the shard number to the last stream id applied.
-//!
-//! The deadline set is part of a generation (not a global `rps:deadlines`)
-//! because it is derived from the events like every other read model: a
-//! rebuild must rebuild it, and the switch must swap it with the rest.
+//! Everything under `rps:g<g>:` belongs to the `read-model` crate, which
+//! owns the layout of the read models (names, stored values, reads and
+//! writes); this module names the keys of the pipeline around them.
 
-use crate::event::{SeasonId, ShardId};
+use crate::event::ShardId;
 
 /// The consumer group every projector joins on every shard stream.
 pub const PROJECTOR_GROUP: &str = "projector";
@@ -138,34 +120,10 @@ impl Keys {
     pub fn compensator_wakeup(&self) -> String {
         format!("{}:compensator:wakeup", self.prefix)
     }
-
-    /// Keys of one read-model generation.
-    pub fn generation_keys(&self, generation: u64) -> GenerationKeys {
-        GenerationKeys {
-            base: format!("{}:g{generation}", self.prefix),
-            generation,
-        }
-    }
 }
 
-/// Keys of one read-model generation, `{prefix}:g{n}:…`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GenerationKeys {
-    base: String,
-    pub generation: u64,
-}
-
-/// Board members are zero-padded player ids so that equal scores order by
-/// the lower id (Redis breaks score ties lexicographically).
-pub fn board_member(player_id: i64) -> String {
-    format!("{player_id:019}")
-}
-
-pub fn parse_board_member(member: &str) -> Option<i64> {
-    member.parse().ok()
-}
-
-/// Deadline members name the shard and the match.
+/// Names a match across shards: `<shard>:<match>` (deadline members, the
+/// matches an XA branch holds).
 pub fn deadline_member(shard: ShardId, match_id: i64) -> String {
     format!("{shard}:{match_id}")
 }
@@ -173,45 +131,6 @@ pub fn deadline_member(shard: ShardId, match_id: i64) -> String {
 pub fn parse_deadline_member(member: &str) -> Option<(ShardId, i64)> {
     let (s, m) = member.split_once(':')?;
     Some((s.parse().ok()?, m.parse().ok()?))
-}
-
-impl GenerationKeys {
-    /// Prefix of every key of the generation, for SCAN when dropping it.
-    pub fn base(&self) -> &str {
-        &self.base
-    }
-
-    pub fn progress(&self) -> String {
-        format!("{}:progress", self.base)
-    }
-
-    pub fn player(&self, player_id: i64) -> String {
-        format!("{}:player:{player_id}", self.base)
-    }
-
-    pub fn player_season(&self, player_id: i64, season: SeasonId) -> String {
-        format!("{}:player:{player_id}:{season}", self.base)
-    }
-
-    /// The all-time board (`None`) or a season's board.
-    pub fn board(&self, season: Option<SeasonId>) -> String {
-        match season {
-            None => format!("{}:board", self.base),
-            Some(s) => format!("{}:board:{s}", self.base),
-        }
-    }
-
-    pub fn seasons(&self) -> String {
-        format!("{}:seasons", self.base)
-    }
-
-    pub fn match_state(&self, match_id: i64) -> String {
-        format!("{}:match:{match_id}", self.base)
-    }
-
-    pub fn deadlines(&self) -> String {
-        format!("{}:deadlines", self.base)
-    }
 }
 
 #[cfg(test)]
@@ -223,18 +142,6 @@ mod tests {
         let k = Keys::new("rps");
         assert_eq!(k.events(3), "rps:events:{3}");
         assert_eq!(k.cdc_checkpoint("mysql-a"), "rps:cdc:checkpoint:mysql-a");
-        let g = k.generation_keys(2);
-        let s: SeasonId = "2026Q4".parse().unwrap();
-        assert_eq!(g.player_season(5, s), "rps:g2:player:5:2026Q4");
-        assert_eq!(g.board(Some(s)), "rps:g2:board:2026Q4");
-        assert_eq!(g.board(None), "rps:g2:board");
-        assert_eq!(g.deadlines(), "rps:g2:deadlines");
-    }
-
-    #[test]
-    fn members_round_trip_and_sort_by_id() {
-        assert!(board_member(9) < board_member(10));
-        assert_eq!(parse_board_member(&board_member(1234)), Some(1234));
         assert_eq!(
             parse_deadline_member(&deadline_member(3, 77)),
             Some((3, 77))

@@ -6,8 +6,9 @@
 //! one counter set per scope. Boards, the seasons set and the deadlines are derived from
 //! those on demand ([`Model::expected`]), not stored twice.
 
+use read_model::{board_member, GenerationKeys};
 use rps_core::fold::{self, MatchResult, MatchState, MatchStatus, PlayerStats, Rejection};
-use rps_core::keys::{board_member, deadline_member, GenerationKeys};
+use rps_core::keys::deadline_member;
 use rps_core::{shard_of, Gesture, MatchEvent, Outcome, SeasonId, ShardId, Timestamp};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
@@ -378,14 +379,6 @@ impl CompactMatch {
     }
 }
 
-/// The hash of one player scope.
-pub fn player_hash(s: &PlayerStats) -> Vec<(String, String)> {
-    PlayerStats::STORED_FIELDS
-        .iter()
-        .zip(s.stored_values())
-        .map(|(f, v)| (f.to_string(), v.to_string()))
-        .collect()
-}
 
 /// A match state's named fields, for field-by-field comparison.
 pub fn match_fields(m: &MatchState) -> Vec<(String, String)> {
@@ -397,10 +390,7 @@ pub fn match_fields(m: &MatchState) -> Vec<(String, String)> {
 
 /// The key of a player scope in a generation.
 pub fn player_key(g: &GenerationKeys, key: &PlayerKey) -> String {
-    match key.1 {
-        None => g.player(key.0),
-        Some(s) => g.player_season(key.0, s),
-    }
+    g.player_scope(key.0, key.1)
 }
 
 /// What a key of a generation is, from its name (`None`: not a read model,
@@ -505,6 +495,7 @@ mod tests {
 
     #[test]
     fn keys_classify_back() {
+        use read_model::ReadModelKeys;
         let g = rps_core::Keys::new("rps").generation_keys(3);
         let s: SeasonId = "2026Q4".parse().unwrap();
         assert_eq!(

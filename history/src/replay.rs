@@ -28,7 +28,9 @@ use crate::HistoryError;
 use fred::clients::Client;
 use fred::interfaces::{KeysInterface, StreamsInterface};
 use fred::types::Value;
-use rps_core::keys::GenerationKeys;
+use read_model::bulk::Write;
+use read_model::GenerationKeys;
+use read_model::ReadModelKeys;
 use rps_core::stream::StreamId;
 use rps_core::{Config, ShardId, StreamEvent};
 use std::collections::{BTreeMap, HashMap};
@@ -302,17 +304,12 @@ async fn spill_sink(
             // ends and the error is reported once.
             continue;
         };
-        let mut units: Vec<Vec<redis_io::Cmd>> = batch
+        let mut units: Vec<Vec<Write>> = batch
             .iter()
-            .map(|(id, m)| {
-                vec![redis_io::Cmd::Set(
-                    g.match_state(*id),
-                    m.state(*id).to_value(),
-                )]
-            })
+            .map(|(id, m)| vec![Write::Set(g.match_state(*id), m.state(*id).to_value())])
             .collect();
         if !deadlines.is_empty() {
-            units.push(vec![redis_io::Cmd::Zadd(g.deadlines(), deadlines)]);
+            units.push(vec![Write::Zadd(g.deadlines(), deadlines)]);
         }
         match redis_io::run_units(client, units).await {
             Ok(n) => tally.keys += n,
@@ -435,7 +432,7 @@ async fn catch_up_and_switch(
         let dirty = model.take_dirty();
         let mut units = redis_io::dirty_units(new, model, dirty.matches, dirty.players);
         if !progress_pairs.is_empty() {
-            units.push(vec![redis_io::Cmd::Hset(new.progress(), progress_pairs)]);
+            units.push(vec![Write::Hset(new.progress(), progress_pairs)]);
         }
         redis_io::run_units(client, units).await?;
         metrics::counter!(crate::metrics::REPLAY_CATCHUP_ENTRIES_TOTAL)

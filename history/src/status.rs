@@ -13,6 +13,7 @@ use crate::HistoryError;
 use fred::clients::Client;
 use fred::interfaces::{HashesInterface, KeysInterface, SortedSetsInterface, StreamsInterface};
 use fred::types::Value;
+use read_model::ReadModelKeys;
 use rps_core::keys::PROJECTOR_GROUP;
 use rps_core::stream::StreamId;
 use rps_core::{Config, ShardId, StreamEvent, Timestamp};

@@ -15,14 +15,16 @@
 
 use crate::fold::SpilledMatches;
 use crate::model::{
-    classify, match_fields, player_hash, player_key, CompactMatch, Expected, KeyKind, KeyRef, Model,
+    classify, match_fields, player_key, CompactMatch, Expected, KeyKind, KeyRef, Model,
 };
-use crate::redis_io::{self, run_units, Cmd, IN_FLIGHT};
+use crate::redis_io::{self, run_units, IN_FLIGHT};
 use crate::HistoryError;
 use fred::clients::Client;
 use fred::interfaces::{HashesInterface, KeysInterface, SetsInterface, SortedSetsInterface};
 use futures::{stream, Stream, StreamExt, TryStreamExt};
-use rps_core::keys::GenerationKeys;
+use read_model::bulk::Write;
+use read_model::GenerationKeys;
+use read_model::ReadModelKeys;
 use rps_core::MatchState;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use tokio::sync::mpsc;
@@ -105,7 +107,7 @@ pub fn expected_of(model: &Model, index: &MatchIndex, key: &KeyRef) -> Option<Ex
             .players
             .get(pk)
             .filter(|s| s.matches > 0)
-            .map(|s| Expected::Hash(player_hash(s))),
+            .map(|s| Expected::Hash(read_model::bulk::player_fields(s))),
         KeyRef::Match(id) => index
             .differing
             .get(id)
@@ -114,7 +116,7 @@ pub fn expected_of(model: &Model, index: &MatchIndex, key: &KeyRef) -> Option<Ex
             let members: Vec<(String, i64)> = model
                 .counted_players()
                 .filter(|((_, s), _)| s == season)
-                .map(|((id, _), st)| (rps_core::keys::board_member(*id), st.board_score()))
+                .map(|((id, _), st)| (read_model::board_member(*id), st.board_score()))
                 .collect();
             (!members.is_empty()).then_some(Expected::ZSet(members))
         }
@@ -381,7 +383,7 @@ pub async fn compare_rest(
     }
     drop(results);
     // Keys present in Redis that the fold does not have.
-    let pattern = format!("{}:*", g.base());
+    let pattern = g.pattern();
     let mut cursor = "0".to_string();
     loop {
         let (next, names): (String, Vec<String>) = client
@@ -432,16 +434,16 @@ pub async fn repair(
 ) -> Result<u64, HistoryError> {
     let units = report.differing.iter().map(|k| {
         let (name, _) = key_name(g, k);
-        let mut unit = vec![Cmd::Del(name.clone())];
+        let mut unit = vec![Write::Del(name.clone())];
         match expected_of(model, index, k) {
             None => {}
-            Some(Expected::Hash(f)) => unit.push(Cmd::Hset(name, f)),
-            Some(Expected::Match(m)) => unit.push(Cmd::Set(name, m.to_value())),
-            Some(Expected::ZSet(m)) => unit.push(Cmd::Zadd(
+            Some(Expected::Hash(f)) => unit.push(Write::Hset(name, f)),
+            Some(Expected::Match(m)) => unit.push(Write::Set(name, m.to_value())),
+            Some(Expected::ZSet(m)) => unit.push(Write::Zadd(
                 name,
                 m.into_iter().map(|(m, s)| (s as f64, m)).collect(),
             )),
-            Some(Expected::Set(s)) => unit.push(Cmd::Sadd(name, s.into_iter().collect())),
+            Some(Expected::Set(s)) => unit.push(Write::Sadd(name, s.into_iter().collect())),
         }
         unit
     });

@@ -13,6 +13,7 @@ mod common;
 
 use projector::fred::prelude::*;
 use projector::fred::types::{CustomCommand, InfoKind, Value};
+use read_model::ReadModelKeys;
 use rps_core::{Keys, ShardId};
 use std::collections::HashMap;
 use std::sync::Arc;

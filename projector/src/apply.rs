@@ -6,26 +6,20 @@
 //! way. It owns the shard's in-memory cache of match states; it does not read
 //! streams, hold leases or acknowledge anything except through the script.
 //!
-//! One batch is one EVALSHA of `apply.lua`, which first checks the fence (the
+//! One batch is one EVALSHA of `read_model`'s commit script, which first checks the fence (the
 //! active generation and `progress[shard]` equal what the batch was computed
 //! against), then applies per-player deltas, final match states, deadline
 //! changes and dead letters coalesced in Rust, moves `progress[shard]` and
 //! XACKs. A redelivered entry (id at or below progress) is never folded again.
 
-use crate::redis_util::{is_noscript, value_text};
 use fred::clients::Client;
-use fred::interfaces::{HashesInterface, KeysInterface, LuaInterface};
-use fred::types::Value;
+use read_model::commit::{BatchWrite, CommitError, Committer, Fence, Outcome};
+use read_model::{GenerationKeys, ReadModelKeys};
 use rps_core::deadletter::{DeadLetter, Origin};
 use rps_core::fold::DeadlineChange;
-use rps_core::keys::{board_member, deadline_member, GenerationKeys, PROJECTOR_GROUP};
 use rps_core::stream::DecodeError;
-use rps_core::{
-    Keys, MatchState, PlayerStats, Rejection, SeasonId, ShardId, StreamEvent, Timestamp,
-};
+use rps_core::{Keys, MatchState, Rejection, ShardId, StreamEvent, Timestamp};
 use std::collections::{HashMap, HashSet};
-
-const SCRIPT: &str = include_str!("apply.lua");
 
 /// Matches kept in memory per shard before the cache is dropped and refilled
 /// from Redis; bounds memory on long runs.
@@ -84,6 +78,8 @@ pub enum ApplyError {
     },
     #[error("redis: {0}")]
     Redis(#[from] fred::error::Error),
+    #[error(transparent)]
+    Commit(#[from] CommitError),
     /// The batch is not in stream order; a caller bug, never retried.
     #[error("batch entries are not in increasing stream-id order at {0}")]
     OutOfOrder(String),
@@ -101,7 +97,12 @@ pub enum ApplyError {
 impl ApplyError {
     /// Whether waiting and retrying may succeed.
     pub fn is_transient(&self) -> bool {
-        matches!(self, ApplyError::Redis(_) | ApplyError::Contended { .. })
+        matches!(
+            self,
+            ApplyError::Redis(_)
+                | ApplyError::Commit(CommitError::Redis(_))
+                | ApplyError::Contended { .. }
+        )
     }
 }
 
@@ -130,8 +131,8 @@ impl Default for ApplierOptions {
 /// Applies batches of one shard to one generation. See the module doc.
 pub struct Applier {
     client: Client,
-    keys: Keys,
     gk: GenerationKeys,
+    committer: Committer,
     shard: ShardId,
     shard_count: u16,
     options: ApplierOptions,
@@ -139,18 +140,6 @@ pub struct Applier {
     cache: HashMap<i64, Option<MatchState>>,
     /// Committed `progress[shard]`; `None` until loaded.
     progress: Option<Option<StreamId>>,
-    sha: Option<String>,
-}
-
-/// What a batch will write, coalesced.
-#[derive(Default)]
-struct Plan {
-    stats: HashMap<(i64, Option<SeasonId>), PlayerStats>,
-    matches: HashMap<i64, MatchState>,
-    deadlines: HashMap<i64, DeadlineChange>,
-    dead: Vec<DeadLetter>,
-    seasons: HashSet<SeasonId>,
-    last_at: Option<Timestamp>,
 }
 
 impl Applier {
@@ -164,14 +153,13 @@ impl Applier {
     ) -> Self {
         Applier {
             gk: keys.generation_keys(generation),
-            keys,
+            committer: Committer::new(client.clone(), keys, generation, shard),
             client,
             shard,
             shard_count,
             options,
             cache: HashMap::new(),
             progress: None,
-            sha: None,
         }
     }
 
@@ -194,14 +182,10 @@ impl Applier {
         if let Some(p) = self.progress {
             return Ok(p);
         }
-        let v: Value = self
-            .client
-            .hget(self.gk.progress(), self.shard.to_string())
-            .await?;
-        let p = match value_text(&v) {
-            Some(s) if !s.is_empty() => Some(s.parse().map_err(ApplyError::BadId)?),
-            _ => None,
-        };
+        let p = read_model::read::shard_progress(&self.client, &self.gk, self.shard)
+            .await?
+            .map(|s| s.parse().map_err(ApplyError::BadId))
+            .transpose()?;
         self.progress = Some(p);
         Ok(p)
     }
@@ -298,7 +282,9 @@ impl Applier {
         };
         if fresh_from == entries.len() {
             if self.options.ack && !entries.is_empty() {
-                self.ack_only(entries).await?;
+                self.committer
+                    .ack_only(entries.iter().map(|e| e.id.clone()).collect())
+                    .await?;
             }
             return Ok(Some(report));
         }
@@ -308,7 +294,7 @@ impl Applier {
         self.load_missing(fresh).await?;
         let t_fold = std::time::Instant::now();
 
-        let mut plan = Plan::default();
+        let mut plan = BatchWrite::default();
         let mut working: HashMap<i64, Option<MatchState>> = HashMap::new();
         for (e, id) in fresh.iter().zip(fresh_ids) {
             let ev = match &e.entry {
@@ -371,63 +357,49 @@ impl Applier {
         }
 
         let last_id = ids[ids.len() - 1];
-        let (keys, args) = self.script_args(&plan, progress, last_id, entries);
-        let t_eval = std::time::Instant::now();
-        let n_args = args.len();
-        let reply = self.eval(keys, args).await?;
+        let fence = Fence {
+            require_active: self.options.require_active,
+            expected: progress,
+            last_id,
+            ack: if self.options.ack {
+                entries.iter().map(|e| e.id.clone()).collect()
+            } else {
+                Vec::new()
+            },
+        };
+        let t_commit = std::time::Instant::now();
+        let outcome = self.committer.commit(&plan, &fence).await?;
         tracing::debug!(
             shard = self.shard,
             entries = entries.len(),
-            args = n_args,
             load_us = (t_fold - t_load).as_micros() as u64,
-            fold_us = (t_eval - t_fold).as_micros() as u64,
-            eval_us = t_eval.elapsed().as_micros() as u64,
-            "batch script returned"
+            fold_us = (t_commit - t_fold).as_micros() as u64,
+            "batch committed"
         );
-        let mut parts = reply.into_array().into_iter();
-        let status = parts
-            .next()
-            .and_then(|v| value_text(&v))
-            .unwrap_or_default();
-        let detail = parts
-            .next()
-            .and_then(|v| value_text(&v))
-            .unwrap_or_default();
-        match status.as_str() {
-            "OK" => {
+        match outcome {
+            Outcome::Committed { applied_at } => {
                 if self.cache.len() + working.len() > self.options.cache_capacity {
                     self.cache.clear();
                 }
                 self.cache.extend(working);
                 self.progress = Some(Some(last_id));
                 report.progress = Some(last_id);
-                report.applied_at = detail.parse().ok().map(Timestamp);
+                report.applied_at = applied_at;
                 Ok(Some(report))
             }
-            "PROGRESS" => {
+            Outcome::ProgressMoved => {
                 self.invalidate();
                 Ok(None)
             }
-            "GENERATION" => {
+            Outcome::GenerationMoved { active } => {
                 self.invalidate();
                 metrics::counter!(crate::metrics::CONFLICTS, "kind" => "generation").increment(1);
                 Err(ApplyError::GenerationChanged {
                     expected: self.gk.generation,
-                    active: (!detail.is_empty()).then_some(detail),
+                    active,
                 })
             }
-            other => Err(ApplyError::Protocol(other.to_string())),
         }
-    }
-
-    async fn ack_only(&self, entries: &[BatchEntry]) -> Result<(), ApplyError> {
-        use fred::interfaces::StreamsInterface;
-        let ids: Vec<String> = entries.iter().map(|e| e.id.clone()).collect();
-        let _: Value = self
-            .client
-            .xack(self.keys.events(self.shard), PROJECTOR_GROUP, ids)
-            .await?;
-        Ok(())
     }
 
     /// Fills the cache with the committed state of every match the batch
@@ -446,122 +418,11 @@ impl Applier {
         if missing.is_empty() {
             return Ok(());
         }
-        let keys: Vec<String> = missing.iter().map(|m| self.gk.match_state(*m)).collect();
-        let values: Vec<Option<String>> = self.client.mget(keys).await?;
-        for (mid, v) in missing.into_iter().zip(values) {
-            let state = v.as_deref().and_then(MatchState::from_value);
+        let states = read_model::read::match_states(&self.client, &self.gk, &missing).await?;
+        for (mid, state) in missing.into_iter().zip(states) {
             self.cache.insert(mid, state);
         }
         Ok(())
-    }
-
-    fn script_args(
-        &self,
-        plan: &Plan,
-        progress: Option<StreamId>,
-        last_id: StreamId,
-        entries: &[BatchEntry],
-    ) -> (Vec<String>, Vec<String>) {
-        let keys = vec![
-            self.keys.generation(),
-            self.gk.progress(),
-            self.keys.events(self.shard),
-            self.keys.deadletter(),
-            self.gk.deadlines(),
-            self.gk.seasons(),
-        ];
-        let nonzero: Vec<_> = plan.stats.iter().filter(|(_, d)| !d.is_zero()).collect();
-        let mut zadd = Vec::new();
-        let mut zrem = Vec::new();
-        for (mid, change) in &plan.deadlines {
-            match change {
-                DeadlineChange::Set(t) => {
-                    zadd.push((t.as_millis(), deadline_member(self.shard, *mid)))
-                }
-                DeadlineChange::Clear => zrem.push(deadline_member(self.shard, *mid)),
-                DeadlineChange::Unchanged => {}
-            }
-        }
-        let mut a = Vec::with_capacity(
-            16 + nonzero.len() * 8 + plan.matches.len() * 2 + plan.dead.len() * 30 + entries.len(),
-        );
-        a.push(self.gk.generation.to_string());
-        a.push(
-            if self.options.require_active {
-                "1"
-            } else {
-                "0"
-            }
-            .to_string(),
-        );
-        a.push(self.shard.to_string());
-        a.push(progress.map(|p| p.to_string()).unwrap_or_default());
-        a.push(last_id.to_string());
-        a.push(
-            plan.last_at
-                .map(|t| t.as_micros().to_string())
-                .unwrap_or_default(),
-        );
-        a.push(if self.options.ack { "1" } else { "0" }.to_string());
-        a.push(PROJECTOR_GROUP.to_string());
-        a.push(nonzero.len().to_string());
-        a.push(plan.matches.len().to_string());
-        a.push(zadd.len().to_string());
-        a.push(zrem.len().to_string());
-        a.push(plan.dead.len().to_string());
-        a.push(entries.len().to_string());
-        a.push(plan.seasons.len().to_string());
-        for ((player, season), d) in nonzero {
-            let (key, board) = match season {
-                None => (self.gk.player(*player), self.gk.board(None)),
-                Some(s) => (self.gk.player_season(*player, *s), self.gk.board(Some(*s))),
-            };
-            a.push(key);
-            a.push(board);
-            a.push(board_member(*player));
-            for v in d.stored_values() {
-                a.push(v.to_string());
-            }
-            a.push(d.board_score().to_string());
-        }
-        for (mid, state) in &plan.matches {
-            a.push(self.gk.match_state(*mid));
-            a.push(state.to_value());
-        }
-        for (score, member) in zadd {
-            a.push(score.to_string());
-            a.push(member);
-        }
-        a.extend(zrem);
-        for d in &plan.dead {
-            for (k, v) in d.to_pairs() {
-                a.push(k.to_string());
-                a.push(v);
-            }
-        }
-        a.extend(entries.iter().map(|e| e.id.clone()));
-        a.extend(plan.seasons.iter().map(|s| s.to_string()));
-        (keys, a)
-    }
-
-    async fn eval(&mut self, keys: Vec<String>, args: Vec<String>) -> Result<Value, ApplyError> {
-        let sha = match &self.sha {
-            Some(s) => s.clone(),
-            None => {
-                let s: String = self.client.script_load(SCRIPT).await?;
-                self.sha = Some(s.clone());
-                s
-            }
-        };
-        match self.client.evalsha(sha, keys.clone(), args.clone()).await {
-            Err(e) if is_noscript(&e) => {
-                // Redis restarted or flushed its script cache: load again once.
-                let s: String = self.client.script_load(SCRIPT).await?;
-                self.sha = Some(s.clone());
-                Ok(self.client.evalsha(s, keys, args).await?)
-            }
-            other => Ok(other?),
-        }
     }
 }
 

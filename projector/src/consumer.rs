@@ -8,13 +8,13 @@
 //! stale progress, so a paused former owner that wakes up cannot apply twice.
 
 use crate::apply::{Applier, ApplierOptions, ApplyError, ApplyReport, BatchEntry, Undecodable};
-use crate::generation::{self, GenerationError};
 use crate::metrics as m;
-use crate::redis_util::value_text;
 use crate::ProjectorError;
 use fred::clients::Client;
 use fred::prelude::*;
 use fred::types::{CustomCommand, Value};
+use read_model::generation::{self, GenerationError};
+use read_model::redis_util::value_text;
 use rps_core::keys::PROJECTOR_GROUP;
 use rps_core::{Keys, ShardId, StreamEvent};
 use std::time::{Duration, Instant};
@@ -39,11 +39,6 @@ pub struct WorkerContext {
     pub lease_ms: u64,
     pub observer: Option<Observer>,
     pub shutdown: CancellationToken,
-}
-
-/// The key of a shard's lease.
-pub fn lease_key(keys: &Keys, shard: ShardId) -> String {
-    keys.projector_lease(shard)
 }
 
 /// Takes the lease if it is free, or keeps it if this consumer holds it
@@ -79,7 +74,7 @@ pub async fn run_shard(ctx: WorkerContext) -> Result<(), ProjectorError> {
     async move {
         let mut delays = backoff();
         let client = loop {
-            match crate::redis_util::connect(&ctx.redis_url).await {
+            match read_model::redis_util::connect(&ctx.redis_url).await {
                 Ok(c) => break c,
                 Err(e) => {
                     tracing::warn!(error = %e, "connecting to Redis; retrying");
@@ -91,7 +86,7 @@ pub async fn run_shard(ctx: WorkerContext) -> Result<(), ProjectorError> {
         };
         let mut worker = Worker {
             client,
-            lease: lease_key(&ctx.keys, ctx.shard),
+            lease: ctx.keys.projector_lease(ctx.shard),
             last_renew: Instant::now(),
             ctx,
         };
@@ -447,7 +442,7 @@ pub async fn lag_reporter(
     shard_count: u16,
     shutdown: CancellationToken,
 ) {
-    let client = match crate::redis_util::connect(&redis_url).await {
+    let client = match read_model::redis_util::connect(&redis_url).await {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(error = %e, "lag reporter cannot connect; lag gauges stay unset");
@@ -462,7 +457,7 @@ pub async fn lag_reporter(
             continue;
         };
         if let Ok(shards) =
-            crate::read_models::progress_with_lag(&client, &keys, gen, shard_count).await
+            read_model::read::progress_with_lag(&client, &keys, gen, shard_count).await
         {
             for p in shards {
                 let shard = p.shard.to_string();

@@ -1,22 +1,18 @@
 //! The projector: folds every shard stream into the read models in Redis,
 //! exactly once, and the read side of those models.
 //!
-//! - [`apply`]: the batch applier (fold in Rust, commit with one atomic
-//!   script per batch, fenced by generation and per-shard progress). Shared
-//!   with `rpsctl replay`.
+//! - [`apply`]: the batch applier (fold in Rust, then one atomic commit per
+//!   batch through `read_model::commit`, fenced by generation and per-shard
+//!   progress). Shared with `rpsctl replay`.
 //! - [`consumer`]: one worker per shard (lease, consumer group, takeover).
-//! - [`generation`]: which read-model generation is live.
-//! - [`read_models`]: queries used by the API and `rpsctl verify`.
 //! - [`metrics`]: metric names.
 //!
+//! The layout it writes, and every read of it, is the `read-model` crate's.
 //! It does not read MySQL and does not serve HTTP.
 
 pub mod apply;
 pub mod consumer;
-pub mod generation;
 pub mod metrics;
-pub mod read_models;
-pub mod redis_util;
 
 use fred::interfaces::ClientLike;
 use rps_core::{Config, Keys};
@@ -35,7 +31,7 @@ pub enum ProjectorError {
     #[error(transparent)]
     Apply(#[from] ApplyError),
     #[error(transparent)]
-    Generation(generation::GenerationError),
+    Generation(read_model::generation::GenerationError),
     #[error("shard worker {shard} stopped unexpectedly: {message}")]
     Worker { shard: u16, message: String },
 }
@@ -64,11 +60,11 @@ pub async fn run_observed(
     observer: Option<Observer>,
 ) -> Result<(), ProjectorError> {
     let keys = Keys::new(&config.redis.prefix);
-    let client = redis_util::connect(&config.redis.url).await?;
+    let client = read_model::redis_util::connect(&config.redis.url).await?;
     for shard in 0..config.shard_count {
         create_group(&client, &keys.events(shard)).await?;
     }
-    let gen = generation::ensure(&client, &keys).await?;
+    let gen = read_model::generation::ensure(&client, &keys).await?;
     let consumer = format!(
         "projector-{}-{:08x}",
         std::process::id(),

@@ -7,6 +7,7 @@
 mod common;
 
 use common::*;
+use read_model::ReadModelKeys;
 use rps_core::{Keys, ShardId};
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -10,7 +10,8 @@ use common::*;
 use projector::fred::prelude::*;
 use projector::fred::types::Value;
 use projector::{Applier, ApplierOptions, ApplyError};
-use rps_core::keys::GenerationKeys;
+use read_model::GenerationKeys;
+use read_model::ReadModelKeys;
 use rps_core::{EventType, Keys, MatchEvent, ShardId, StreamEvent};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -140,7 +141,7 @@ async fn tournament_equals_independent_fold_and_invalid_cases_dead_letter() {
         let exists: i64 = client.exists(gk.player(player)).await.unwrap();
         assert_eq!(exists, 0, "player {player} has no counters");
         let rank: Option<i64> = client
-            .zrank(gk.board(None), rps_core::keys::board_member(player), false)
+            .zrank(gk.board(None), read_model::board_member(player), false)
             .await
             .unwrap();
         assert_eq!(rank, None);

@@ -14,6 +14,7 @@ use crate::metrics as m;
 use crate::RecoveryError;
 use fred::clients::Client;
 use fred::interfaces::{HashesInterface, KeysInterface};
+use read_model::ReadModelKeys;
 use rps_core::Config;
 use std::fmt;
 use std::time::Duration;

@@ -7,6 +7,7 @@ mod common;
 use common::{converges, independent_fold, read_models, sim};
 use fred::interfaces::{HashesInterface, KeysInterface};
 use mysql_async::prelude::Queryable;
+use read_model::ReadModelKeys;
 use recovery::bootstrap::record_key;
 use recovery::StateLoss;
 use std::time::Duration;

@@ -4,6 +4,7 @@
 //! and the deterministic event id and `uk_match_version` stop any double.
 
 use compensator::fred::interfaces::SortedSetsInterface;
+use read_model::ReadModelKeys;
 use rps_core::keys::deadline_member;
 use rps_core::{EventType, MatchEvent, SeasonId, Timestamp};
 use rps_event_store::{HistoryFilter, TableReader};

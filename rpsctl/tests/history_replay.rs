@@ -6,7 +6,8 @@
 use history::fred::interfaces::{HashesInterface, KeysInterface, SortedSetsInterface};
 use history::replay::ReplayOptions;
 use history::verify::{VerifyOptions, VerifyReport};
-use rps_core::keys::board_member;
+use read_model::board_member;
+use read_model::ReadModelKeys;
 use rps_core::Config;
 use std::path::PathBuf;
 use std::process::Command;

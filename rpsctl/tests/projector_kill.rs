@@ -7,6 +7,7 @@
 mod common;
 
 use common::*;
+use read_model::ReadModelKeys;
 use rps_core::{Keys, ShardId, StreamEvent};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;

@@ -6,6 +6,7 @@
 //! while it is down. At every quiet moment the read models equal the fold
 //! of the committed tables: a prepared branch counts for nothing.
 
+use read_model::ReadModelKeys;
 use rps_core::ShardId;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;

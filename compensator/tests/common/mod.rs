@@ -5,6 +5,7 @@
 
 use compensator::fred::interfaces::{ClientLike, KeysInterface, SortedSetsInterface};
 use mysql_async::prelude::Queryable;
+use read_model::ReadModelKeys;
 use rps_core::fold::{apply, MatchState};
 use rps_core::keys::deadline_member;
 use rps_core::{shard_of, Config, EventType, Gesture, MatchEvent, Outcome, Timestamp};

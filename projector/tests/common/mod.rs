@@ -8,9 +8,10 @@
 use projector::fred::clients::Client;
 use projector::fred::prelude::*;
 use projector::fred::types::{CustomCommand, Value};
-use projector::redis_util::hash_pairs;
+use read_model::redis_util::hash_pairs;
+use read_model::{board_member, GenerationKeys};
 use rps_core::fold::{DeadlineChange, MatchStatus};
-use rps_core::keys::{board_member, deadline_member, GenerationKeys};
+use rps_core::keys::deadline_member;
 use rps_core::{
     EventType, Gesture, MatchEvent, MatchState, Outcome, PlayerStats, SeasonId, ShardId,
     SourcePosition, StreamEvent, Timestamp,

@@ -7,8 +7,10 @@
 
 use fred::clients::Client;
 use fred::interfaces::{HashesInterface, KeysInterface, SortedSetsInterface};
+use read_model::board_member;
+use read_model::ReadModelKeys;
 use rps_core::fold::{MatchStatus, PlayerStats};
-use rps_core::keys::{board_member, deadline_member};
+use rps_core::keys::deadline_member;
 use rps_core::{shard_of, Config, MatchState};
 use rps_event_store::{EventStore, HistoryFilter, TableReader};
 use std::collections::{BTreeMap, HashMap};

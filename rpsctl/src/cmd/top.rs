@@ -5,6 +5,7 @@
 
 use anyhow::Context;
 use mysql_async::prelude::Queryable;
+use read_model::ReadModelKeys;
 use rps_core::{Config, SeasonId};
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -72,7 +73,7 @@ async fn frame(
     let mut out = String::new();
     let status = history::status::collect(config.clone()).await?;
     let gk = config.keys().generation_keys(status.generation);
-    let board = projector::read_models::leaderboard(redis, &gk, season, 0, 10).await?;
+    let board = read_model::read::leaderboard(redis, &gk, season, 0, 10).await?;
     let scope = season.map_or("all-time".to_string(), |s| format!("season {s}"));
     let _ = writeln!(
         out,

@@ -1,17 +1,18 @@
 //! Reading the read models back: player counters, leaderboard pages, ranks,
 //! match state and per-shard progress with lag.
 //!
-//! The API and `rpsctl verify` read through here so the layout in
-//! `rps_core::keys` is interpreted in one place. Everything takes the
-//! generation explicitly; [`crate::generation::active`] says which one is live.
+//! The API, `rpsctl verify` and the projector read through here, so the
+//! layout is interpreted in one place. Everything takes the generation
+//! explicitly; [`crate::generation::active`] says which one is live.
 
-use crate::apply::StreamId;
+use crate::keys::{board_member, parse_board_member, GenerationKeys, ReadModelKeys};
 use crate::redis_util::{hash_pairs, value_text};
 use fred::clients::Client;
 use fred::interfaces::{HashesInterface, SortedSetsInterface, StreamsInterface};
 use fred::prelude::*;
 use fred::types::{CustomCommand, Value};
-use rps_core::keys::{board_member, parse_board_member, GenerationKeys, PROJECTOR_GROUP};
+use rps_core::keys::PROJECTOR_GROUP;
+use rps_core::stream::StreamId;
 use rps_core::{Keys, MatchState, PlayerStats, SeasonId, ShardId, Timestamp};
 
 /// One row of a leaderboard.
@@ -138,6 +139,33 @@ pub async fn match_state(
 ) -> Result<Option<MatchState>, fred::error::Error> {
     let v: Option<String> = client.get(gk.match_state(match_id)).await?;
     Ok(v.as_deref().and_then(MatchState::from_value))
+}
+
+/// The committed states of `match_ids`, in order (one MGET).
+pub async fn match_states(
+    client: &Client,
+    gk: &GenerationKeys,
+    match_ids: &[i64],
+) -> Result<Vec<Option<MatchState>>, fred::error::Error> {
+    if match_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let keys: Vec<String> = match_ids.iter().map(|m| gk.match_state(*m)).collect();
+    let values: Vec<Option<String>> = client.mget(keys).await?;
+    Ok(values
+        .iter()
+        .map(|v| v.as_deref().and_then(MatchState::from_value))
+        .collect())
+}
+
+/// The last stream id applied to `shard` in a generation, as stored.
+pub async fn shard_progress(
+    client: &Client,
+    gk: &GenerationKeys,
+    shard: ShardId,
+) -> Result<Option<String>, fred::error::Error> {
+    let v: Value = client.hget(gk.progress(), shard.to_string()).await?;
+    Ok(value_text(&v).filter(|s| !s.is_empty()))
 }
 
 /// Seasons that have a board.

@@ -1,5 +1,5 @@
 -- One atomic batch of a shard: check the fence, apply the coalesced read-model
--- changes, record progress, acknowledge. See projector/src/apply.rs for the
+-- changes, record progress, acknowledge. See commit.rs for the
 -- argument layout (it builds ARGV; the two must change together).
 --
 -- KEYS: 1 generation marker, 2 progress hash, 3 shard stream,

@@ -1,0 +1,205 @@
+//! The bulk writer that replay, `verify --repair` and the recovery
+//! bootstrap share: whole generations (or many keys of one) written at
+//! Redis' own pace.
+//!
+//! Writes come in units (one key's DEL and rewrite stay in order); a unit is
+//! never split across pipelines. Pipelines of about [`PIPELINE_COMMANDS`]
+//! commands go out [`PIPELINES_IN_FLIGHT`] at a time on one connection, and
+//! a pipeline's writes are built only when it is submitted, so memory holds
+//! just the ones in flight. The future is `Send`, so it runs on spawned tasks.
+
+use crate::keys::{board_member, GenerationKeys};
+use fred::clients::Client;
+use fred::interfaces::{HashesInterface, KeysInterface, SetsInterface, SortedSetsInterface};
+use fred::types::Value;
+use futures::future::BoxFuture;
+use futures::stream::{FuturesUnordered, StreamExt};
+use rps_core::{PlayerStats, SeasonId};
+
+/// Commands per pipeline (one round trip).
+pub const PIPELINE_COMMANDS: usize = 1000;
+/// Pipelines in flight at once.
+pub const PIPELINES_IN_FLIGHT: usize = 8;
+/// Members per ZADD / SADD / ZREM, so no single command gets huge.
+pub const MEMBERS_PER_COMMAND: usize = 1000;
+
+/// One Redis write.
+#[derive(Debug, Clone)]
+pub enum Write {
+    Del(String),
+    Set(String, String),
+    Hset(String, Vec<(String, String)>),
+    Zadd(String, Vec<(f64, String)>),
+    Zrem(String, Vec<String>),
+    Sadd(String, Vec<String>),
+}
+
+impl Write {
+    /// The sorted-set write of integer scores.
+    pub fn zadd_scores(key: String, members: &[(String, i64)]) -> Write {
+        Write::Zadd(
+            key,
+            members
+                .iter()
+                .map(|(m, s)| (*s as f64, m.clone()))
+                .collect(),
+        )
+    }
+}
+
+/// The hash of one player scope: [`PlayerStats::STORED_FIELDS`], every one
+/// written (a rewrite must not leave an old value behind).
+pub fn player_fields(s: &PlayerStats) -> Vec<(String, String)> {
+    PlayerStats::STORED_FIELDS
+        .iter()
+        .zip(s.stored_values())
+        .map(|(f, v)| (f.to_string(), v.to_string()))
+        .collect()
+}
+
+/// What a player scope's keys must hold: its hash and board entry, or
+/// neither when it has no counted match.
+pub fn player_scope(
+    g: &GenerationKeys,
+    player: i64,
+    season: Option<SeasonId>,
+    stats: &PlayerStats,
+) -> Vec<Write> {
+    let key = g.player_scope(player, season);
+    let board = g.board(season);
+    if stats.matches > 0 {
+        vec![
+            Write::Hset(key, player_fields(stats)),
+            Write::Zadd(
+                board,
+                vec![(stats.board_score() as f64, board_member(player))],
+            ),
+        ]
+    } else {
+        vec![
+            Write::Del(key),
+            Write::Zrem(board, vec![board_member(player)]),
+        ]
+    }
+}
+
+async fn queue(p: &fred::clients::Pipeline<Client>, w: Write) -> Result<u64, fred::error::Error> {
+    let mut n = 1;
+    match w {
+        Write::Del(k) => p.del::<(), _>(k).await?,
+        Write::Set(k, v) => p.set::<(), _, _>(k, v, None, None, false).await?,
+        Write::Hset(k, v) => {
+            if !v.is_empty() {
+                p.hset::<(), _, _>(k, v).await?
+            }
+        }
+        Write::Zadd(k, v) => {
+            n = 0;
+            for chunk in v.chunks(MEMBERS_PER_COMMAND) {
+                p.zadd::<(), _, _>(k.as_str(), None, None, false, false, chunk.to_vec())
+                    .await?;
+                n += 1;
+            }
+        }
+        Write::Zrem(k, v) => {
+            n = 0;
+            for chunk in v.chunks(MEMBERS_PER_COMMAND) {
+                p.zrem::<(), _, _>(k.as_str(), chunk.to_vec()).await?;
+                n += 1;
+            }
+        }
+        Write::Sadd(k, v) => {
+            n = 0;
+            for chunk in v.chunks(MEMBERS_PER_COMMAND) {
+                p.sadd::<(), _, _>(k.as_str(), chunk.to_vec()).await?;
+                n += 1;
+            }
+        }
+    }
+    Ok(n)
+}
+
+async fn send(client: &Client, writes: Vec<Write>) -> Result<u64, fred::error::Error> {
+    let p = client.pipeline();
+    let mut n = 0;
+    for w in writes {
+        n += queue(&p, w).await?;
+    }
+    // Every reply is checked: one failed command fails the pipeline.
+    let replies: Vec<Result<Value, fred::error::Error>> = p.try_all().await;
+    for r in replies {
+        r?;
+    }
+    Ok(n)
+}
+
+/// Keeps up to [`PIPELINES_IN_FLIGHT`] pipelines going; see the module doc.
+pub struct BulkWriter<'a> {
+    client: &'a Client,
+    pending: Vec<Write>,
+    in_flight: FuturesUnordered<BoxFuture<'a, Result<u64, fred::error::Error>>>,
+    written: u64,
+}
+
+impl<'a> BulkWriter<'a> {
+    pub fn new(client: &'a Client) -> Self {
+        BulkWriter {
+            client,
+            pending: Vec::with_capacity(PIPELINE_COMMANDS),
+            in_flight: FuturesUnordered::new(),
+            written: 0,
+        }
+    }
+
+    /// Adds one unit; its writes run in order, in one pipeline.
+    pub async fn unit(&mut self, writes: Vec<Write>) -> Result<(), fred::error::Error> {
+        if self.pending.len() + writes.len() > PIPELINE_COMMANDS && !self.pending.is_empty() {
+            self.flush().await?;
+        }
+        self.pending.extend(writes);
+        Ok(())
+    }
+
+    /// Adds units one after another.
+    pub async fn units<I>(&mut self, units: I) -> Result<(), fred::error::Error>
+    where
+        I: IntoIterator<Item = Vec<Write>>,
+    {
+        for u in units {
+            self.unit(u).await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), fred::error::Error> {
+        let batch = std::mem::replace(&mut self.pending, Vec::with_capacity(PIPELINE_COMMANDS));
+        while self.in_flight.len() >= PIPELINES_IN_FLIGHT {
+            if let Some(r) = self.in_flight.next().await {
+                self.written += r?;
+            }
+        }
+        self.in_flight.push(Box::pin(send(self.client, batch)));
+        Ok(())
+    }
+
+    /// Sends what is left, waits for every reply; returns commands run.
+    pub async fn finish(mut self) -> Result<u64, fred::error::Error> {
+        if !self.pending.is_empty() {
+            self.flush().await?;
+        }
+        while let Some(r) = self.in_flight.next().await {
+            self.written += r?;
+        }
+        Ok(self.written)
+    }
+}
+
+/// Writes `units` and returns the commands run.
+pub async fn write_units<I>(client: &Client, units: I) -> Result<u64, fred::error::Error>
+where
+    I: IntoIterator<Item = Vec<Write>>,
+{
+    let mut w = BulkWriter::new(client);
+    w.units(units).await?;
+    w.finish().await
+}

@@ -1,0 +1,42 @@
+//! The read models' layout in Redis, owned in one place.
+//!
+//! Everything under `{prefix}:g<g>:` is a read-model generation `g`: the
+//! projector writes it batch by batch ([`commit`]), replay and the recovery
+//! bootstrap write whole generations ([`bulk`]), the API, `rpsctl verify`
+//! and the compensator read it ([`read`]), and [`generation`] says which one
+//! is live. Key names are in [`keys`]. A change to the layout is a change to
+//! this crate.
+//!
+//! | key | type | what |
+//! |---|---|---|
+//! | `rps:g<g>:progress` | hash | shard → last stream id applied to generation `g` (plus `<shard>:at`, `<shard>:applied_at`) |
+//! | `rps:g<g>:player:<id>` | hash | all-time counters |
+//! | `rps:g<g>:player:<id>:<season>` | hash | season counters |
+//! | `rps:g<g>:board` / `rps:g<g>:board:<season>` | sorted set | leaderboards |
+//! | `rps:g<g>:seasons` | set | seasons that have a board |
+//! | `rps:g<g>:match:<id>` | string | match state |
+//! | `rps:g<g>:deadlines` | sorted set | open matches' deadlines, score = ms, member `<shard>:<match>` |
+//!
+//! Contents:
+//! - player hashes hold the fields [`rps_core::PlayerStats::STORED_FIELDS`]
+//!   as integers (absent = 0; `matches` is their wins + draws + losses); a
+//!   player whose matches fall to 0 has no hash and is on no board;
+//! - a board member is [`keys::board_member`]`(id)` with score
+//!   [`rps_core::PlayerStats::board_score`], read in ascending score order;
+//! - a match key holds [`rps_core::MatchState::to_value`];
+//! - a deadline entry exists exactly while its match is `in_progress`,
+//!   score = deadline in Unix milliseconds;
+//! - `progress` maps the shard number to the last stream id applied.
+//!
+//! The deadline set is part of a generation (not a global `rps:deadlines`)
+//! because it is derived from the events like every other read model: a
+//! rebuild must rebuild it, and the switch must swap it with the rest.
+
+pub mod bulk;
+pub mod commit;
+pub mod generation;
+pub mod keys;
+pub mod read;
+pub mod redis_util;
+
+pub use keys::{board_member, parse_board_member, GenerationKeys, ReadModelKeys};
