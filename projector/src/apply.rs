@@ -4,7 +4,7 @@
 //! Used by the live projector and by `rpsctl replay` (catching a rebuilt
 //! generation up from the streams), so both apply events in exactly the same
 //! way. It owns the shard's in-memory cache of match states; it does not read
-//! streams, hold leases or acknowledge anything except through the script.
+//! streams or hold leases.
 //!
 //! One batch is one EVALSHA of `read_model`'s commit script, which first checks the fence (the
 //! active generation and `progress[shard]` equal what the batch was computed
@@ -49,7 +49,7 @@ pub struct ApplyReport {
     pub applied: usize,
     /// Entries the caller's predicate skipped (they still advance progress).
     pub skipped: usize,
-    /// Entries at or below the stored progress: already applied, acknowledged only.
+    /// Entries at or below the stored progress: already applied, skipped.
     pub redelivered: usize,
     /// `(stream id, Rejection::code() or "undecodable")` of each dead letter written.
     pub rejected: Vec<(String, &'static str)>,
@@ -106,15 +106,15 @@ impl ApplyError {
     }
 }
 
-/// How an [`Applier`] is fenced and whether it acknowledges.
+/// How an [`Applier`] is fenced and whether it moves the projector group.
 #[derive(Debug, Clone)]
 pub struct ApplierOptions {
     /// Refuse to commit unless `keys.generation()` equals the applier's
     /// generation (the live projector). Replay building the next generation
     /// turns it off.
     pub require_active: bool,
-    /// XACK the batch's ids in the projector group (the live projector).
-    pub ack: bool,
+    /// Move the projector group to each committed batch (the live projector).
+    pub move_group: bool,
     pub cache_capacity: usize,
 }
 
@@ -122,7 +122,7 @@ impl Default for ApplierOptions {
     fn default() -> Self {
         ApplierOptions {
             require_active: true,
-            ack: true,
+            move_group: true,
             cache_capacity: DEFAULT_CACHE_CAPACITY,
         }
     }
@@ -281,11 +281,6 @@ impl Applier {
             ..Default::default()
         };
         if fresh_from == entries.len() {
-            if self.options.ack && !entries.is_empty() {
-                self.committer
-                    .ack_only(entries.iter().map(|e| e.id.clone()).collect())
-                    .await?;
-            }
             return Ok(Some(report));
         }
         let fresh = &entries[fresh_from..];
@@ -361,11 +356,7 @@ impl Applier {
             require_active: self.options.require_active,
             expected: progress,
             last_id,
-            ack: if self.options.ack {
-                entries.iter().map(|e| e.id.clone()).collect()
-            } else {
-                Vec::new()
-            },
+            move_group: self.options.move_group,
         };
         let t_commit = std::time::Instant::now();
         let outcome = self.committer.commit(&plan, &fence).await?;

@@ -1,13 +1,23 @@
-//! One shard's worker: lease, takeover of a dead consumer's entries, the
-//! read loop over the consumer group, and handing batches to the applier.
+//! One shard's worker: lease, the read loop, and handing batches to the
+//! applier.
 //!
 //! Only the process holding the shard's lease reads the shard, so its
 //! entries are applied strictly in stream order; others stand by and take
 //! over when the lease lapses. The lease is an efficiency measure, not the
-//! safety fence: the applier's script refuses any batch computed against
-//! stale progress, so a paused former owner that wakes up cannot apply twice.
+//! safety fence: the commit refuses any batch computed against stale
+//! progress, so a paused former owner that wakes up cannot apply twice.
+//!
+//! The worker reads the stream from the committed progress with a plain
+//! `XREAD`, not through the consumer group: progress is moved in the same
+//! atomic step that applies the batch, so a pending list and `XACK` would
+//! only repeat it at a cost per entry. A new owner simply reads on from
+//! progress. The commit moves the projector group's last-delivered id to
+//! progress, so the group still tells observers and the stream trimmer
+//! what has been applied.
 
-use crate::apply::{Applier, ApplierOptions, ApplyError, ApplyReport, BatchEntry, Undecodable};
+use crate::apply::{
+    Applier, ApplierOptions, ApplyError, ApplyReport, BatchEntry, StreamId, Undecodable,
+};
 use crate::metrics as m;
 use crate::ProjectorError;
 use fred::clients::Client;
@@ -15,7 +25,6 @@ use fred::prelude::*;
 use fred::types::{CustomCommand, Value};
 use read_model::generation::{self, GenerationError};
 use read_model::redis_util::value_text;
-use rps_core::keys::PROJECTOR_GROUP;
 use rps_core::{Keys, ShardId, StreamEvent};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedSender;
@@ -218,11 +227,6 @@ impl Worker {
             self.ctx.shard_count,
             ApplierOptions::default(),
         );
-        if let Some(stop) = self.take_over_pending().await? {
-            return Ok(stop);
-        }
-        // Own pending entries first (after a retry or a takeover), in id order.
-        let mut pending_first = true;
         loop {
             if self.ctx.shutdown.is_cancelled() {
                 return Ok(Stop::Shutdown);
@@ -230,12 +234,12 @@ impl Worker {
             if !self.renew_if_due().await? {
                 return Ok(Stop::LeaseLost);
             }
+            let from = applier.progress().await?;
             let read = tokio::select! {
                 _ = self.ctx.shutdown.cancelled() => return Ok(Stop::Shutdown),
-                r = self.read(pending_first) => r?,
+                r = self.read(from) => r?,
             };
             if read.is_empty() {
-                pending_first = false;
                 continue;
             }
             let started = Instant::now();
@@ -259,7 +263,6 @@ impl Worker {
                         self.ctx.shard_count,
                         ApplierOptions::default(),
                     );
-                    pending_first = true;
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -290,102 +293,20 @@ impl Worker {
         }
     }
 
-    /// Moves the pending entries of other (dead) consumers of this shard to
-    /// this one once they have been idle `claim_idle_ms`, and waits until
-    /// none are left elsewhere, so nothing newer is applied before them.
-    async fn take_over_pending(&mut self) -> Result<Option<Stop>, ProjectorError> {
-        let stream = self.ctx.keys.events(self.ctx.shard);
-        loop {
-            let mut cursor = "0-0".to_string();
-            loop {
-                let v: Value = self
-                    .client
-                    .custom(
-                        CustomCommand::new_static("XAUTOCLAIM", None::<u16>, false),
-                        vec![
-                            stream.clone(),
-                            PROJECTOR_GROUP.to_string(),
-                            self.ctx.consumer.clone(),
-                            self.ctx.claim_idle_ms.to_string(),
-                            cursor.clone(),
-                            "COUNT".to_string(),
-                            "1000".to_string(),
-                            "JUSTID".to_string(),
-                        ],
-                    )
-                    .await?;
-                let mut parts = v.into_array().into_iter();
-                let next = parts
-                    .next()
-                    .and_then(|v| value_text(&v))
-                    .unwrap_or_default();
-                let claimed = parts.next().map(|v| v.into_array().len()).unwrap_or(0);
-                if claimed > 0 {
-                    metrics::counter!(m::CLAIMED, "shard" => self.ctx.shard.to_string())
-                        .increment(claimed as u64);
-                    tracing::info!(claimed, "took over pending entries of a dead consumer");
-                }
-                if next.is_empty() || next == "0-0" {
-                    break;
-                }
-                cursor = next;
-            }
-            let summary: Value = self
-                .client
-                .custom(
-                    CustomCommand::new_static("XPENDING", None::<u16>, false),
-                    vec![stream.clone(), PROJECTOR_GROUP.to_string()],
-                )
-                .await?;
-            let others = summary
-                .into_array()
-                .into_iter()
-                .nth(3)
-                .map(|c| {
-                    c.into_array().into_iter().any(|pair| {
-                        pair.into_array()
-                            .first()
-                            .and_then(value_text)
-                            .is_some_and(|name| name != self.ctx.consumer)
-                    })
-                })
-                .unwrap_or(false);
-            if !others {
-                return Ok(None);
-            }
-            if !self.renew_if_due().await? {
-                return Ok(Some(Stop::LeaseLost));
-            }
-            let wait = Duration::from_millis((self.ctx.claim_idle_ms / 4).clamp(20, 500));
-            if sleep_or_shutdown(&self.ctx.shutdown, Some(wait)).await {
-                return Ok(Some(Stop::Shutdown));
-            }
-        }
-    }
-
-    /// One XREADGROUP: this consumer's pending entries (`0`) or new ones (`>`,
-    /// blocking up to `block_ms`).
-    async fn read(&self, pending: bool) -> Result<Vec<BatchEntry>, fred::error::Error> {
-        let mut args = vec![
-            "GROUP".to_string(),
-            PROJECTOR_GROUP.to_string(),
-            self.ctx.consumer.clone(),
+    /// One blocking `XREAD` of the entries after `from` (up to `block_ms`).
+    async fn read(&self, from: Option<StreamId>) -> Result<Vec<BatchEntry>, fred::error::Error> {
+        let args = vec![
             "COUNT".to_string(),
             self.ctx.batch_size.to_string(),
+            "BLOCK".to_string(),
+            self.ctx.block_ms.to_string(),
+            "STREAMS".to_string(),
+            self.ctx.keys.events(self.ctx.shard),
+            from.unwrap_or_default().to_string(),
         ];
-        if !pending {
-            args.push("BLOCK".to_string());
-            args.push(self.ctx.block_ms.to_string());
-        }
-        args.push("STREAMS".to_string());
-        args.push(self.ctx.keys.events(self.ctx.shard));
-        args.push(if pending { "0" } else { ">" }.to_string());
         let v: Value = self
             .client
-            .custom(
-                CustomCommand::new_static("XREADGROUP", None::<u16>, !pending),
-                args,
-            )
+            .custom(CustomCommand::new_static("XREAD", None::<u16>, true), args)
             .await?;
         Ok(parse_read(v))
     }

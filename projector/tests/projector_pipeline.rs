@@ -286,7 +286,7 @@ async fn redelivered_and_racing_batches_change_nothing_and_generation_fences() {
         2,
         ApplierOptions {
             require_active: false,
-            ack: false,
+            move_group: false,
             ..Default::default()
         },
     );

@@ -1,9 +1,13 @@
 -- One atomic batch of a shard: check the fence, apply the coalesced read-model
--- changes, record progress, acknowledge. See commit.rs for the
--- argument layout (it builds ARGV; the two must change together).
+-- changes, record progress, move the projector group. commit.rs builds ARGV;
+-- the two must change together.
 --
 -- KEYS: 1 generation marker, 2 progress hash, 3 shard stream,
 --       4 dead-letter stream, 5 deadline set, 6 season set.
+-- ARGV: 1 generation, 2 require active ('1'), 3 shard, 4 expected progress,
+--       5 new progress, 6 last event time, 7 move the group ('1'), 8 group,
+--       9 boards, 10 matches, 11 deadlines set, 12 deadlines cleared,
+--       13 dead letters, 14 seasons; then the sections in that order.
 local gen = redis.call('GET', KEYS[1])
 if ARGV[2] == '1' and gen ~= ARGV[1] then
   return {'GENERATION', gen or ''}
@@ -15,73 +19,91 @@ end
 
 -- Lua's unpack is bounded by the C stack; keep every variadic call short.
 local CHUNK = 2000
-local function chunked(cmd, key, from, count, width)
-  local i = from
-  local left = count * width
-  while left > 0 do
-    local n = math.min(left, CHUNK - (CHUNK % width))
+local function chunked(cmd, key, list, width)
+  local n = #list
+  local step = CHUNK - (CHUNK % width)
+  for i = 1, n, step do
+    local j = math.min(i + step - 1, n)
     if key then
-      redis.call(cmd, key, unpack(ARGV, i, i + n - 1))
+      redis.call(cmd, key, unpack(list, i, j))
     else
-      redis.call(cmd, unpack(ARGV, i, i + n - 1))
+      redis.call(cmd, unpack(list, i, j))
     end
-    i = i + n
-    left = left - n
   end
 end
+local function slice(from, count)
+  local t = {}
+  for k = 0, count - 1 do t[k + 1] = ARGV[from + k] end
+  return t
+end
 
-local n_stats, n_matches = tonumber(ARGV[9]), tonumber(ARGV[10])
+local n_boards, n_matches = tonumber(ARGV[9]), tonumber(ARGV[10])
 local n_zadd, n_zrem = tonumber(ARGV[11]), tonumber(ARGV[12])
-local n_dead, n_acks, n_seasons = tonumber(ARGV[13]), tonumber(ARGV[14]), tonumber(ARGV[15])
+local n_dead, n_seasons = tonumber(ARGV[13]), tonumber(ARGV[14])
 local FIELDS = {'wins', 'draws', 'losses', 'forfeits'}
-local i = 16
+-- Board score = -points * SCALE + matches (PlayerStats::board_score).
+local SCALE = 67108864
+local i = 15
 
-for _ = 1, n_stats do
-  local key, board, member = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  -- Only counters that change are written: an absent field is 0 to every
-  -- reader (the API, verify). matches = wins + draws + losses is not stored.
-  local reversal = false
-  for f = 1, 4 do
-    local d = ARGV[i + 2 + f]
-    if d ~= '0' then
-      redis.call('HINCRBY', key, FIELDS[f], d)
-      if string.byte(d, 1) == 45 then reversal = true end -- '-'
+-- Per board: every member's score is read once (ZMSCORE), moved by the
+-- batch's delta and written back in one ZADD; counters change field by
+-- field. A member whose matches fall to 0 leaves the board and its hash goes.
+for _ = 1, n_boards do
+  local board, n = ARGV[i], tonumber(ARGV[i + 1])
+  i = i + 2
+  local members = {}
+  for k = 0, n - 1 do members[k + 1] = ARGV[i + 6 * k + 1] end
+  local scores = {}
+  for c = 1, n, CHUNK do
+    local part = redis.call('ZMSCORE', board, unpack(members, c, math.min(c + CHUNK - 1, n)))
+    for k = 1, #part do scores[c + k - 1] = part[k] end
+  end
+  local zadd, zrem = {}, {}
+  for k = 1, n do
+    local key, member = ARGV[i], ARGV[i + 1]
+    local dw, dd, dl = tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4])
+    for f = 1, 4 do
+      local d = ARGV[i + 1 + f]
+      if d ~= '0' then redis.call('HINCRBY', key, FIELDS[f], d) end
     end
+    local old = tonumber(scores[k]) or 0
+    local matches = old % SCALE
+    local points = (matches - old) / SCALE
+    matches = matches + dw + dd + dl
+    points = points + 3 * dw + dd
+    if matches <= 0 then
+      redis.call('DEL', key)
+      zrem[#zrem + 1] = member
+    else
+      zadd[#zadd + 1] = string.format('%d', matches - points * SCALE)
+      zadd[#zadd + 1] = member
+    end
+    i = i + 6
   end
-  local gone = false
-  if reversal then
-    -- A voided result may take the player's last counted match.
-    local c = redis.call('HMGET', key, 'wins', 'draws', 'losses')
-    gone = (tonumber(c[1]) or 0) + (tonumber(c[2]) or 0) + (tonumber(c[3]) or 0) <= 0
-  end
-  if gone then
-    -- No counted match left: the player is on no board and has no hash.
-    redis.call('DEL', key)
-    redis.call('ZREM', board, member)
-  elseif ARGV[i + 7] ~= '0' then
-    redis.call('ZINCRBY', board, ARGV[i + 7], member)
-  end
-  i = i + 8
+  if #zadd > 0 then chunked('ZADD', board, zadd, 2) end
+  if #zrem > 0 then chunked('ZREM', board, zrem, 1) end
 end
 
 -- Every match state of the batch in one MSET (key, value pairs).
 if n_matches > 0 then
-  chunked('MSET', nil, i, n_matches, 2)
+  chunked('MSET', nil, slice(i, 2 * n_matches), 2)
   i = i + 2 * n_matches
 end
-
 if n_zadd > 0 then
-  chunked('ZADD', KEYS[5], i, n_zadd, 2)
+  chunked('ZADD', KEYS[5], slice(i, 2 * n_zadd), 2)
   i = i + 2 * n_zadd
 end
 if n_zrem > 0 then
-  chunked('ZREM', KEYS[5], i, n_zrem, 1)
+  chunked('ZREM', KEYS[5], slice(i, n_zrem), 1)
   i = i + n_zrem
 end
-
 for _ = 1, n_dead do
   redis.call('XADD', KEYS[4], '*', unpack(ARGV, i, i + 29))
   i = i + 30
+end
+if n_seasons > 0 then
+  chunked('SADD', KEYS[6], slice(i, n_seasons), 1)
+  i = i + n_seasons
 end
 
 local t = redis.call('TIME')
@@ -90,21 +112,8 @@ redis.call('HSET', KEYS[2], ARGV[3], ARGV[5], ARGV[3] .. ':applied_at', applied_
 if ARGV[6] ~= '' then
   redis.call('HSET', KEYS[2], ARGV[3] .. ':at', ARGV[6])
 end
-
-if ARGV[7] == '1' and n_acks > 0 then
-  local j = i
-  local left = n_acks
-  while left > 0 do
-    local n = math.min(left, CHUNK)
-    redis.call('XACK', KEYS[3], ARGV[8], unpack(ARGV, j, j + n - 1))
-    j = j + n
-    left = left - n
-  end
+if ARGV[7] == '1' then
+  -- A stream or group that does not exist has nobody to tell.
+  redis.pcall('XGROUP', 'SETID', KEYS[3], ARGV[8], ARGV[5])
 end
-i = i + n_acks
-
-if n_seasons > 0 then
-  chunked('SADD', KEYS[6], i, n_seasons, 1)
-end
-
 return {'OK', applied_at}

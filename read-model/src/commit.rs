@@ -9,7 +9,7 @@
 use crate::keys::{board_member, GenerationKeys, ReadModelKeys};
 use crate::redis_util::{is_noscript, value_text};
 use fred::clients::Client;
-use fred::interfaces::{LuaInterface, StreamsInterface};
+use fred::interfaces::LuaInterface;
 use fred::types::Value;
 use rps_core::deadletter::DeadLetter;
 use rps_core::fold::DeadlineChange;
@@ -45,8 +45,9 @@ pub struct Fence {
     pub expected: Option<StreamId>,
     /// `progress[shard]` after the batch.
     pub last_id: StreamId,
-    /// Stream ids to acknowledge in the projector group (live projector).
-    pub ack: Vec<String>,
+    /// Move the projector group's last-delivered id to `last_id` (the live
+    /// projector; a generation being rebuilt leaves the group alone).
+    pub move_group: bool,
 }
 
 /// What the script answered.
@@ -129,15 +130,6 @@ impl Committer {
         }
     }
 
-    /// Acknowledges entries that were all applied before (redelivered).
-    pub async fn ack_only(&self, ids: Vec<String>) -> Result<(), CommitError> {
-        let _: Value = self
-            .client
-            .xack(self.keys.events(self.shard), PROJECTOR_GROUP, ids)
-            .await?;
-        Ok(())
-    }
-
     fn script_args(&self, plan: &BatchWrite, fence: &Fence) -> (Vec<String>, Vec<String>) {
         let keys = vec![
             self.keys.generation(),
@@ -147,7 +139,13 @@ impl Committer {
             self.gk.deadlines(),
             self.gk.seasons(),
         ];
-        let nonzero: Vec<_> = plan.stats.iter().filter(|(_, d)| !d.is_zero()).collect();
+        let mut boards: HashMap<Option<SeasonId>, Vec<(i64, &PlayerStats)>> = HashMap::new();
+        for ((player, season), d) in &plan.stats {
+            if !d.is_zero() {
+                boards.entry(*season).or_default().push((*player, d));
+            }
+        }
+        let members: usize = boards.values().map(Vec::len).sum();
         let mut zadd = Vec::new();
         let mut zrem = Vec::new();
         for (mid, change) in &plan.deadlines {
@@ -160,10 +158,13 @@ impl Committer {
             }
         }
         let mut a = Vec::with_capacity(
-            16 + nonzero.len() * 8
+            14 + boards.len() * 2
+                + members * 6
                 + plan.matches.len() * 2
+                + zadd.len() * 2
+                + zrem.len()
                 + plan.dead.len() * 30
-                + fence.ack.len(),
+                + plan.seasons.len(),
         );
         a.push(self.gk.generation.to_string());
         a.push(if fence.require_active { "1" } else { "0" }.to_string());
@@ -175,27 +176,24 @@ impl Committer {
                 .map(|t| t.as_micros().to_string())
                 .unwrap_or_default(),
         );
-        a.push(if fence.ack.is_empty() { "0" } else { "1" }.to_string());
+        a.push(if fence.move_group { "1" } else { "0" }.to_string());
         a.push(PROJECTOR_GROUP.to_string());
-        a.push(nonzero.len().to_string());
+        a.push(boards.len().to_string());
         a.push(plan.matches.len().to_string());
         a.push(zadd.len().to_string());
         a.push(zrem.len().to_string());
         a.push(plan.dead.len().to_string());
-        a.push(fence.ack.len().to_string());
         a.push(plan.seasons.len().to_string());
-        for ((player, season), d) in nonzero {
-            let (key, board) = match season {
-                None => (self.gk.player(*player), self.gk.board(None)),
-                Some(s) => (self.gk.player_season(*player, *s), self.gk.board(Some(*s))),
-            };
-            a.push(key);
-            a.push(board);
-            a.push(board_member(*player));
-            for v in d.stored_values() {
-                a.push(v.to_string());
+        for (season, deltas) in &boards {
+            a.push(self.gk.board(*season));
+            a.push(deltas.len().to_string());
+            for (player, d) in deltas {
+                a.push(self.gk.player_scope(*player, *season));
+                a.push(board_member(*player));
+                for v in d.stored_values() {
+                    a.push(v.to_string());
+                }
             }
-            a.push(d.board_score().to_string());
         }
         for (mid, state) in &plan.matches {
             a.push(self.gk.match_state(*mid));
@@ -212,7 +210,6 @@ impl Committer {
                 a.push(v);
             }
         }
-        a.extend(fence.ack.iter().cloned());
         a.extend(plan.seasons.iter().map(|s| s.to_string()));
         (keys, a)
     }
