@@ -127,19 +127,15 @@ impl PlayerStats {
         }
     }
 
-    /// Field names of a player hash in Redis. `matches` is not stored: every
-    /// counted match is exactly one win, draw or loss (a forfeit is also a
-    /// loss), so it is their sum, and not storing it saves the projector one
-    /// write per player and batch.
-    pub const STORED_FIELDS: [&'static str; 4] = ["wins", "draws", "losses", "forfeits"];
-
-    /// The values of [`PlayerStats::STORED_FIELDS`], in order.
+    /// The counters that are stored: wins, draws, losses, forfeits.
+    /// `matches` is not: every counted match is exactly one win, draw or
+    /// loss (a forfeit is also a loss), so it is their sum.
     pub fn stored_values(&self) -> [i64; 4] {
         [self.wins, self.draws, self.losses, self.forfeits]
     }
 
-    /// Counters from a player hash's [`PlayerStats::STORED_FIELDS`]; an
-    /// absent field is 0.
+    /// Counters from the stored values, in [`PlayerStats::stored_values`]
+    /// order; an absent value is 0.
     pub fn from_stored(v: &[Option<i64>]) -> Self {
         let at = |i: usize| v.get(i).copied().flatten().unwrap_or(0);
         PlayerStats {

@@ -6,7 +6,7 @@
 //! one counter set per scope. Boards, the seasons set and the deadlines are derived from
 //! those on demand ([`Model::expected`]), not stored twice.
 
-use read_model::{board_member, GenerationKeys};
+use read_model::board_member;
 use rps_core::fold::{self, MatchResult, MatchState, MatchStatus, PlayerStats, Rejection};
 use rps_core::keys::deadline_member;
 use rps_core::{shard_of, Gesture, MatchEvent, Outcome, SeasonId, ShardId, Timestamp};
@@ -125,30 +125,6 @@ pub enum Expected {
     /// Sorted-set members and integer scores.
     ZSet(Vec<(String, i64)>),
     Set(BTreeSet<String>),
-}
-
-/// Which read model a key is, for reports and metrics labels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum KeyKind {
-    Player,
-    PlayerSeason,
-    Board,
-    Seasons,
-    Match,
-    Deadlines,
-}
-
-impl KeyKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            KeyKind::Player => "player",
-            KeyKind::PlayerSeason => "player_season",
-            KeyKind::Board => "board",
-            KeyKind::Seasons => "seasons",
-            KeyKind::Match => "match",
-            KeyKind::Deadlines => "deadlines",
-        }
-    }
 }
 
 impl Model {
@@ -379,56 +355,12 @@ impl CompactMatch {
     }
 }
 
-
 /// A match state's named fields, for field-by-field comparison.
 pub fn match_fields(m: &MatchState) -> Vec<(String, String)> {
     m.to_pairs()
         .into_iter()
         .map(|(f, v)| (f.to_string(), v))
         .collect()
-}
-
-/// The key of a player scope in a generation.
-pub fn player_key(g: &GenerationKeys, key: &PlayerKey) -> String {
-    g.player_scope(key.0, key.1)
-}
-
-/// What a key of a generation is, from its name (`None`: not a read model,
-/// e.g. `progress`, or not ours).
-pub fn classify(g: &GenerationKeys, key: &str) -> Option<(KeyKind, KeyRef)> {
-    let rest = key.strip_prefix(g.base())?.strip_prefix(':')?;
-    let mut parts = rest.split(':');
-    let kind = parts.next()?;
-    let a = parts.next();
-    let b = parts.next();
-    if parts.next().is_some() {
-        return None;
-    }
-    match (kind, a, b) {
-        ("player", Some(id), None) => {
-            Some((KeyKind::Player, KeyRef::Player((id.parse().ok()?, None))))
-        }
-        ("player", Some(id), Some(s)) => Some((
-            KeyKind::PlayerSeason,
-            KeyRef::Player((id.parse().ok()?, Some(s.parse().ok()?))),
-        )),
-        ("board", None, None) => Some((KeyKind::Board, KeyRef::Board(None))),
-        ("board", Some(s), None) => Some((KeyKind::Board, KeyRef::Board(Some(s.parse().ok()?)))),
-        ("seasons", None, None) => Some((KeyKind::Seasons, KeyRef::Seasons)),
-        ("match", Some(id), None) => Some((KeyKind::Match, KeyRef::Match(id.parse().ok()?))),
-        ("deadlines", None, None) => Some((KeyKind::Deadlines, KeyRef::Deadlines)),
-        _ => None,
-    }
-}
-
-/// A read-model key, parsed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum KeyRef {
-    Player(PlayerKey),
-    Board(Option<SeasonId>),
-    Seasons,
-    Match(i64),
-    Deadlines,
 }
 
 #[cfg(test)]
@@ -491,22 +423,5 @@ mod tests {
         assert_eq!(st.result.winner, Some(16));
         assert_eq!(CompactMatch::from_state(&st).state(77), st);
         assert!(std::mem::size_of::<CompactMatch>() <= 56);
-    }
-
-    #[test]
-    fn keys_classify_back() {
-        use read_model::ReadModelKeys;
-        let g = rps_core::Keys::new("rps").generation_keys(3);
-        let s: SeasonId = "2026Q4".parse().unwrap();
-        assert_eq!(
-            classify(&g, &g.player_season(5, s)),
-            Some((KeyKind::PlayerSeason, KeyRef::Player((5, Some(s)))))
-        );
-        assert_eq!(
-            classify(&g, &g.match_state(9)).map(|k| k.1),
-            Some(KeyRef::Match(9))
-        );
-        assert_eq!(classify(&g, &g.progress()), None);
-        assert_eq!(classify(&g, "rps:g4:board"), None);
     }
 }

@@ -6,8 +6,8 @@ use crate::HistoryError;
 use fred::clients::Client;
 use read_model::bulk::{self, Write};
 use read_model::GenerationKeys;
-use rps_core::{Keys, SeasonId};
-use std::collections::BTreeSet;
+use rps_core::{Keys, PlayerStats, SeasonId};
+use std::collections::{BTreeMap, BTreeSet};
 
 pub use read_model::generation::{drop_generation, generation_exists, try_switch, Switch};
 
@@ -32,12 +32,13 @@ pub async fn write_model(
         .matches
         .iter()
         .map(|(id, c)| vec![Write::Set(g.match_state(*id), c.state(*id).to_value())]);
-    let players = model.counted_players().map(|(k, s)| {
-        vec![Write::Hset(
-            g.player_scope(k.0, k.1),
-            bulk::player_fields(s),
-        )]
-    });
+    let mut scopes: BTreeMap<Option<SeasonId>, Vec<(i64, &PlayerStats)>> = BTreeMap::new();
+    for ((id, season), st) in model.counted_players() {
+        scopes.entry(*season).or_default().push((*id, st));
+    }
+    let players = scopes
+        .into_iter()
+        .map(|(season, players)| vec![bulk::scope_counters(g, season, players)]);
     let boards: Vec<Vec<Write>> = model
         .boards()
         .into_iter()
@@ -58,7 +59,7 @@ pub async fn write_model(
 }
 
 /// Rewrites what `dirty` keys of the model must now hold (catch-up writes):
-/// match states and deadlines, player hashes and board entries.
+/// match states and deadlines, player counters and board entries.
 pub fn dirty_units(
     g: &GenerationKeys,
     model: &Model,

@@ -14,17 +14,15 @@
 //! [`VerifyReport::pipeline_moved`] says when it was not.
 
 use crate::fold::SpilledMatches;
-use crate::model::{
-    classify, match_fields, player_key, CompactMatch, Expected, KeyKind, KeyRef, Model,
-};
+use crate::model::{match_fields, CompactMatch, Expected, Model};
 use crate::redis_io::{self, run_units, IN_FLIGHT};
 use crate::HistoryError;
 use fred::clients::Client;
 use fred::interfaces::{HashesInterface, KeysInterface, SetsInterface, SortedSetsInterface};
 use futures::{stream, Stream, StreamExt, TryStreamExt};
 use read_model::bulk::Write;
-use read_model::GenerationKeys;
 use read_model::ReadModelKeys;
+use read_model::{GenerationKeys, KeyKind, KeyRef};
 use rps_core::MatchState;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use tokio::sync::mpsc;
@@ -103,11 +101,14 @@ impl MatchIndex {
 /// keeps those that differed (the only ones repair rewrites).
 pub fn expected_of(model: &Model, index: &MatchIndex, key: &KeyRef) -> Option<Expected> {
     match key {
-        KeyRef::Player(pk) => model
-            .players
-            .get(pk)
-            .filter(|s| s.matches > 0)
-            .map(|s| Expected::Hash(read_model::bulk::player_fields(s))),
+        KeyRef::Counters(season) => {
+            let fields: Vec<(String, String)> = model
+                .counted_players()
+                .filter(|((_, s), _)| s == season)
+                .flat_map(|((id, _), st)| read_model::bulk::player_fields(*id, st))
+                .collect();
+            (!fields.is_empty()).then_some(Expected::Hash(fields))
+        }
         KeyRef::Match(id) => index
             .differing
             .get(id)
@@ -131,20 +132,7 @@ pub fn expected_of(model: &Model, index: &MatchIndex, key: &KeyRef) -> Option<Ex
 }
 
 fn key_name(g: &GenerationKeys, key: &KeyRef) -> (String, KeyKind) {
-    match key {
-        KeyRef::Player(pk) => (
-            player_key(g, pk),
-            if pk.1.is_some() {
-                KeyKind::PlayerSeason
-            } else {
-                KeyKind::Player
-            },
-        ),
-        KeyRef::Match(id) => (g.match_state(*id), KeyKind::Match),
-        KeyRef::Board(s) => (g.board(*s), KeyKind::Board),
-        KeyRef::Seasons => (g.seasons(), KeyKind::Seasons),
-        KeyRef::Deadlines => (g.deadlines(), KeyKind::Deadlines),
-    }
+    g.name_of(key)
 }
 
 fn score_text(s: f64) -> String {
@@ -229,7 +217,7 @@ async fn compare_key(
             let actual: HashMap<String, String> = client.hgetall(name.as_str()).await?;
             let mut e: BTreeMap<String, String> = fields.into_iter().collect();
             let mut a: BTreeMap<String, String> = actual.into_iter().collect();
-            if matches!(kind, KeyKind::Player | KeyKind::PlayerSeason) {
+            if kind == KeyKind::Counters {
                 // Counters are incremented field by field live: a field never
                 // touched is absent, which means 0.
                 e.retain(|_, v| v != "0");
@@ -363,12 +351,11 @@ pub async fn compare_rest(
 ) -> Result<(), HistoryError> {
     // Per-key work is small, so the closures compute each expected value
     // only when its turn comes.
-    let mut singles: Vec<KeyRef> = vec![KeyRef::Seasons, KeyRef::Deadlines];
-    singles.extend(model.boards().into_keys().map(KeyRef::Board));
-    let keys = model
-        .counted_players()
-        .map(|(k, _)| KeyRef::Player(*k))
-        .chain(singles);
+    let mut keys: Vec<KeyRef> = vec![KeyRef::Seasons, KeyRef::Deadlines];
+    for scope in model.boards().into_keys() {
+        keys.push(KeyRef::Board(scope));
+        keys.push(KeyRef::Counters(scope));
+    }
     let mut results = stream::iter(keys)
         .map(|k| async move {
             let e = expected_of(model, index, &k);
@@ -390,14 +377,13 @@ pub async fn compare_rest(
             .scan_page(cursor, pattern.clone(), Some(1000), None)
             .await?;
         for name in names {
-            let Some((kind, key)) = classify(g, &name) else {
+            let Some((kind, key)) = g.classify(&name) else {
                 continue;
             };
             let present_in_fold = match key {
-                KeyRef::Player(pk) => model.players.get(&pk).is_some_and(|s| s.matches > 0),
                 KeyRef::Match(id) => index.contains(id),
                 // Singletons were compared above whatever their state.
-                KeyRef::Board(_) | KeyRef::Seasons | KeyRef::Deadlines => {
+                KeyRef::Board(_) | KeyRef::Counters(_) | KeyRef::Seasons | KeyRef::Deadlines => {
                     expected_of(model, index, &key).is_some()
                         || matches!(key, KeyRef::Seasons | KeyRef::Deadlines)
                 }

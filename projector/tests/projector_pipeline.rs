@@ -138,24 +138,44 @@ async fn tournament_equals_independent_fold_and_invalid_cases_dead_letter() {
         900_000 + 5 * i64::from(n),
         900_000 + 3 * i64::from(n),
     ] {
-        let exists: i64 = client.exists(gk.player(player)).await.unwrap();
-        assert_eq!(exists, 0, "player {player} has no counters");
+        let fields: Vec<Option<String>> = client
+            .hmget(
+                gk.counters(None),
+                read_model::keys::counter_fields(player).to_vec(),
+            )
+            .await
+            .unwrap();
+        assert!(
+            fields.iter().all(Option::is_none),
+            "player {player} has no counters: {fields:?}"
+        );
         let rank: Option<i64> = client
             .zrank(gk.board(None), read_model::board_member(player), false)
             .await
             .unwrap();
         assert_eq!(rank, None);
     }
-    // Nothing pending, nothing undelivered.
-    for shard in 0..n {
-        let pending: Value = client
-            .xpending(keys.events(shard), rps_core::keys::PROJECTOR_GROUP, ())
+    // Every shard applied to its stream's end, and the group moved with it
+    // (the stream trimmer reads what was applied from the group).
+    let progress = read_model::read::progress_with_lag(&client, &keys, 1, n)
+        .await
+        .unwrap();
+    for p in progress {
+        assert_eq!(p.last_id, p.stream_last_id, "shard {}", p.shard);
+        assert_eq!(p.lag_entries, Some(0), "shard {}", p.shard);
+        let groups: Value = client
+            .custom(
+                projector::fred::types::CustomCommand::new_static("XINFO", None::<u16>, false),
+                vec!["GROUPS".to_string(), keys.events(p.shard)],
+            )
             .await
             .unwrap();
-        assert_eq!(
-            pending.into_array().first().and_then(|v| v.as_i64()),
-            Some(0)
-        );
+        let fields = read_model::redis_util::hash_pairs(groups.into_array().remove(0)).unwrap();
+        let last_delivered = fields
+            .iter()
+            .find(|(k, _)| k == "last-delivered-id")
+            .map(|(_, v)| v.clone());
+        assert_eq!(last_delivered, p.last_id, "group of shard {}", p.shard);
     }
 
     shutdown.cancel();

@@ -8,7 +8,7 @@
 //! a pipeline's writes are built only when it is submitted, so memory holds
 //! just the ones in flight. The future is `Send`, so it runs on spawned tasks.
 
-use crate::keys::{board_member, GenerationKeys};
+use crate::keys::{board_member, counter_fields, GenerationKeys};
 use fred::clients::Client;
 use fred::interfaces::{HashesInterface, KeysInterface, SetsInterface, SortedSetsInterface};
 use fred::types::Value;
@@ -29,6 +29,7 @@ pub enum Write {
     Del(String),
     Set(String, String),
     Hset(String, Vec<(String, String)>),
+    Hdel(String, Vec<String>),
     Zadd(String, Vec<(f64, String)>),
     Zrem(String, Vec<String>),
     Sadd(String, Vec<String>),
@@ -47,40 +48,54 @@ impl Write {
     }
 }
 
-/// The hash of one player scope: [`PlayerStats::STORED_FIELDS`], every one
-/// written (a rewrite must not leave an old value behind).
-pub fn player_fields(s: &PlayerStats) -> Vec<(String, String)> {
-    PlayerStats::STORED_FIELDS
-        .iter()
+/// A player's non-zero counters as counters-hash fields (absent = 0).
+pub fn player_fields(player: i64, s: &PlayerStats) -> Vec<(String, String)> {
+    counter_fields(player)
+        .into_iter()
         .zip(s.stored_values())
-        .map(|(f, v)| (f.to_string(), v.to_string()))
+        .filter(|(_, v)| *v != 0)
+        .map(|(f, v)| (f, v.to_string()))
         .collect()
 }
 
-/// What a player scope's keys must hold: its hash and board entry, or
-/// neither when it has no counted match.
+/// The counters hash of a whole scope (players with a counted match).
+pub fn scope_counters<'a, I>(g: &GenerationKeys, season: Option<SeasonId>, players: I) -> Write
+where
+    I: IntoIterator<Item = (i64, &'a PlayerStats)>,
+{
+    Write::Hset(
+        g.counters(season),
+        players
+            .into_iter()
+            .flat_map(|(p, s)| player_fields(p, s))
+            .collect(),
+    )
+}
+
+/// What a player scope must hold, rewritten in place: its counters and
+/// board entry, or neither when it has no counted match.
 pub fn player_scope(
     g: &GenerationKeys,
     player: i64,
     season: Option<SeasonId>,
     stats: &PlayerStats,
 ) -> Vec<Write> {
-    let key = g.player_scope(player, season);
+    let counters = g.counters(season);
     let board = g.board(season);
+    let mut unit = vec![Write::Hdel(
+        counters.clone(),
+        counter_fields(player).to_vec(),
+    )];
     if stats.matches > 0 {
-        vec![
-            Write::Hset(key, player_fields(stats)),
-            Write::Zadd(
-                board,
-                vec![(stats.board_score() as f64, board_member(player))],
-            ),
-        ]
+        unit.push(Write::Hset(counters, player_fields(player, stats)));
+        unit.push(Write::Zadd(
+            board,
+            vec![(stats.board_score() as f64, board_member(player))],
+        ));
     } else {
-        vec![
-            Write::Del(key),
-            Write::Zrem(board, vec![board_member(player)]),
-        ]
+        unit.push(Write::Zrem(board, vec![board_member(player)]));
     }
+    unit
 }
 
 async fn queue(p: &fred::clients::Pipeline<Client>, w: Write) -> Result<u64, fred::error::Error> {
@@ -89,8 +104,17 @@ async fn queue(p: &fred::clients::Pipeline<Client>, w: Write) -> Result<u64, fre
         Write::Del(k) => p.del::<(), _>(k).await?,
         Write::Set(k, v) => p.set::<(), _, _>(k, v, None, None, false).await?,
         Write::Hset(k, v) => {
-            if !v.is_empty() {
-                p.hset::<(), _, _>(k, v).await?
+            n = 0;
+            for chunk in v.chunks(MEMBERS_PER_COMMAND) {
+                p.hset::<(), _, _>(k.as_str(), chunk.to_vec()).await?;
+                n += 1;
+            }
+        }
+        Write::Hdel(k, v) => {
+            n = 0;
+            for chunk in v.chunks(MEMBERS_PER_COMMAND) {
+                p.hdel::<(), _, _>(k.as_str(), chunk.to_vec()).await?;
+                n += 1;
             }
         }
         Write::Zadd(k, v) => {

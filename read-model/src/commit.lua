@@ -40,46 +40,69 @@ end
 local n_boards, n_matches = tonumber(ARGV[9]), tonumber(ARGV[10])
 local n_zadd, n_zrem = tonumber(ARGV[11]), tonumber(ARGV[12])
 local n_dead, n_seasons = tonumber(ARGV[13]), tonumber(ARGV[14])
-local FIELDS = {'wins', 'draws', 'losses', 'forfeits'}
 -- Board score = -points * SCALE + matches (PlayerStats::board_score).
 local SCALE = 67108864
 local i = 15
 
--- Per board: every member's score is read once (ZMSCORE), moved by the
--- batch's delta and written back in one ZADD; counters change field by
--- field. A member whose matches fall to 0 leaves the board and its hash goes.
+-- Per scope: the board and the counters hash. Every member's score is read
+-- once (ZMSCORE) and every changed counter once (HMGET), moved by the
+-- batch's deltas and written back with one ZADD and one HSET. A counter
+-- that falls to 0 is deleted (absent = 0); a member whose matches fall to 0
+-- leaves the board.
+local SUFFIX = {':w', ':d', ':l', ':f'}
 for _ = 1, n_boards do
-  local board, n = ARGV[i], tonumber(ARGV[i + 1])
-  i = i + 2
-  local members = {}
-  for k = 0, n - 1 do members[k + 1] = ARGV[i + 6 * k + 1] end
-  local scores = {}
+  local board, counters, n = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+  i = i + 3
+  local members, fields, deltas = {}, {}, {}
+  for k = 0, n - 1 do
+    local at = i + 6 * k
+    members[k + 1] = ARGV[at]
+    for f = 1, 4 do
+      local d = ARGV[at + 1 + f]
+      if d ~= '0' then
+        fields[#fields + 1] = ARGV[at + 1] .. SUFFIX[f]
+        deltas[#deltas + 1] = tonumber(d)
+      end
+    end
+  end
+  local scores, olds = {}, {}
   for c = 1, n, CHUNK do
     local part = redis.call('ZMSCORE', board, unpack(members, c, math.min(c + CHUNK - 1, n)))
     for k = 1, #part do scores[c + k - 1] = part[k] end
   end
+  for c = 1, #fields, CHUNK do
+    local part = redis.call('HMGET', counters, unpack(fields, c, math.min(c + CHUNK - 1, #fields)))
+    for k = 1, #part do olds[c + k - 1] = part[k] end
+  end
+  local hset, hdel = {}, {}
+  for x = 1, #fields do
+    local v = (tonumber(olds[x]) or 0) + deltas[x]
+    if v == 0 then
+      hdel[#hdel + 1] = fields[x]
+    else
+      hset[#hset + 1] = fields[x]
+      hset[#hset + 1] = string.format('%d', v)
+    end
+  end
   local zadd, zrem = {}, {}
   for k = 1, n do
-    local key, member = ARGV[i], ARGV[i + 1]
-    local dw, dd, dl = tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4])
-    for f = 1, 4 do
-      local d = ARGV[i + 1 + f]
-      if d ~= '0' then redis.call('HINCRBY', key, FIELDS[f], d) end
-    end
+    local at = i + 6 * (k - 1)
+    local dw, dd, dl = tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3]), tonumber(ARGV[at + 4])
     local old = tonumber(scores[k]) or 0
     local matches = old % SCALE
     local points = (matches - old) / SCALE
     matches = matches + dw + dd + dl
     points = points + 3 * dw + dd
     if matches <= 0 then
-      redis.call('DEL', key)
-      zrem[#zrem + 1] = member
+      zrem[#zrem + 1] = members[k]
     else
       zadd[#zadd + 1] = string.format('%d', matches - points * SCALE)
-      zadd[#zadd + 1] = member
+      zadd[#zadd + 1] = members[k]
     end
-    i = i + 6
   end
+  i = i + 6 * n
+  if #hset > 0 then chunked('HSET', counters, hset, 2) end
+  if #hdel > 0 then chunked('HDEL', counters, hdel, 1) end
   if #zadd > 0 then chunked('ZADD', board, zadd, 2) end
   if #zrem > 0 then chunked('ZREM', board, zrem, 1) end
 end

@@ -158,7 +158,7 @@ impl Committer {
             }
         }
         let mut a = Vec::with_capacity(
-            14 + boards.len() * 2
+            14 + boards.len() * 3
                 + members * 6
                 + plan.matches.len() * 2
                 + zadd.len() * 2
@@ -186,10 +186,11 @@ impl Committer {
         a.push(plan.seasons.len().to_string());
         for (season, deltas) in &boards {
             a.push(self.gk.board(*season));
+            a.push(self.gk.counters(*season));
             a.push(deltas.len().to_string());
             for (player, d) in deltas {
-                a.push(self.gk.player_scope(*player, *season));
                 a.push(board_member(*player));
+                a.push(player.to_string());
                 for v in d.stored_values() {
                     a.push(v.to_string());
                 }

@@ -35,6 +35,25 @@ pub fn parse_board_member(member: &str) -> Option<i64> {
     member.parse().ok()
 }
 
+/// Suffixes of a player's fields in a counters hash, in
+/// [`rps_core::PlayerStats::stored_values`] order: wins, draws, losses,
+/// forfeits. `matches` is not stored (wins + draws + losses).
+pub const COUNTER_SUFFIXES: [&str; 4] = ["w", "d", "l", "f"];
+
+/// A player's fields in a counters hash: `<id>:w`, `<id>:d`, `<id>:l`, `<id>:f`.
+pub fn counter_fields(player_id: i64) -> [String; 4] {
+    COUNTER_SUFFIXES.map(|c| format!("{player_id}:{c}"))
+}
+
+/// `(player, index in COUNTER_SUFFIXES)` of a counters-hash field.
+pub fn parse_counter_field(field: &str) -> Option<(i64, usize)> {
+    let (id, c) = field.rsplit_once(':')?;
+    Some((
+        id.parse().ok()?,
+        COUNTER_SUFFIXES.iter().position(|s| *s == c)?,
+    ))
+}
+
 impl GenerationKeys {
     /// Prefix of every key of the generation, for SCAN when dropping it.
     pub fn base(&self) -> &str {
@@ -50,20 +69,13 @@ impl GenerationKeys {
         format!("{}:progress", self.base)
     }
 
-    pub fn player(&self, player_id: i64) -> String {
-        format!("{}:player:{player_id}", self.base)
-    }
-
-    /// A player's hash in one scope (`None`: all-time).
-    pub fn player_scope(&self, player_id: i64, season: Option<SeasonId>) -> String {
+    /// The counters of every player in one scope (`None`: all-time), a
+    /// hash of [`counter_fields`].
+    pub fn counters(&self, season: Option<SeasonId>) -> String {
         match season {
-            None => self.player(player_id),
-            Some(s) => self.player_season(player_id, s),
+            None => format!("{}:counters", self.base),
+            Some(s) => format!("{}:counters:{s}", self.base),
         }
-    }
-
-    pub fn player_season(&self, player_id: i64, season: SeasonId) -> String {
-        format!("{}:player:{player_id}:{season}", self.base)
     }
 
     /// The all-time board (`None`) or a season's board.
@@ -87,6 +99,74 @@ impl GenerationKeys {
     }
 }
 
+/// Which read model a key is, for reports and metrics labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum KeyKind {
+    Counters,
+    Board,
+    Seasons,
+    Match,
+    Deadlines,
+}
+
+impl KeyKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyKind::Counters => "counters",
+            KeyKind::Board => "board",
+            KeyKind::Seasons => "seasons",
+            KeyKind::Match => "match",
+            KeyKind::Deadlines => "deadlines",
+        }
+    }
+}
+
+/// A read-model key, parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyRef {
+    Counters(Option<SeasonId>),
+    Board(Option<SeasonId>),
+    Seasons,
+    Match(i64),
+    Deadlines,
+}
+
+impl GenerationKeys {
+    /// What a key of the generation is, from its name (`None`: not a read
+    /// model, e.g. `progress`, or not ours).
+    pub fn classify(&self, key: &str) -> Option<(KeyKind, KeyRef)> {
+        let rest = key.strip_prefix(self.base())?.strip_prefix(':')?;
+        let mut parts = rest.split(':');
+        let kind = parts.next()?;
+        let a = parts.next();
+        if parts.next().is_some() {
+            return None;
+        }
+        let season = |s: &str| s.parse::<SeasonId>().ok();
+        match (kind, a) {
+            ("counters", None) => Some((KeyKind::Counters, KeyRef::Counters(None))),
+            ("counters", Some(s)) => Some((KeyKind::Counters, KeyRef::Counters(Some(season(s)?)))),
+            ("board", None) => Some((KeyKind::Board, KeyRef::Board(None))),
+            ("board", Some(s)) => Some((KeyKind::Board, KeyRef::Board(Some(season(s)?)))),
+            ("seasons", None) => Some((KeyKind::Seasons, KeyRef::Seasons)),
+            ("match", Some(id)) => Some((KeyKind::Match, KeyRef::Match(id.parse().ok()?))),
+            ("deadlines", None) => Some((KeyKind::Deadlines, KeyRef::Deadlines)),
+            _ => None,
+        }
+    }
+
+    /// The name of a parsed key.
+    pub fn name_of(&self, key: &KeyRef) -> (String, KeyKind) {
+        match key {
+            KeyRef::Counters(s) => (self.counters(*s), KeyKind::Counters),
+            KeyRef::Match(id) => (self.match_state(*id), KeyKind::Match),
+            KeyRef::Board(s) => (self.board(*s), KeyKind::Board),
+            KeyRef::Seasons => (self.seasons(), KeyKind::Seasons),
+            KeyRef::Deadlines => (self.deadlines(), KeyKind::Deadlines),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,15 +175,37 @@ mod tests {
     fn names() {
         let g = Keys::new("rps").generation_keys(2);
         let s: SeasonId = "2026Q4".parse().unwrap();
-        assert_eq!(g.player_season(5, s), "rps:g2:player:5:2026Q4");
+        assert_eq!(g.counters(Some(s)), "rps:g2:counters:2026Q4");
+        assert_eq!(g.counters(None), "rps:g2:counters");
         assert_eq!(g.board(Some(s)), "rps:g2:board:2026Q4");
         assert_eq!(g.board(None), "rps:g2:board");
         assert_eq!(g.deadlines(), "rps:g2:deadlines");
     }
 
     #[test]
+    fn keys_classify_back() {
+        let g = Keys::new("rps").generation_keys(3);
+        let s: SeasonId = "2026Q4".parse().unwrap();
+        for key in [
+            KeyRef::Counters(Some(s)),
+            KeyRef::Counters(None),
+            KeyRef::Board(Some(s)),
+            KeyRef::Match(9),
+            KeyRef::Seasons,
+            KeyRef::Deadlines,
+        ] {
+            let (name, kind) = g.name_of(&key);
+            assert_eq!(g.classify(&name), Some((kind, key)), "{name}");
+        }
+        assert_eq!(g.classify(&g.progress()), None);
+        assert_eq!(g.classify("rps:g4:board"), None);
+    }
+
+    #[test]
     fn members_round_trip_and_sort_by_id() {
         assert!(board_member(9) < board_member(10));
         assert_eq!(parse_board_member(&board_member(1234)), Some(1234));
+        assert_eq!(parse_counter_field(&counter_fields(77)[3]), Some((77, 3)));
+        assert_eq!(parse_counter_field("77:x"), None);
     }
 }

@@ -10,17 +10,19 @@
 //! | key | type | what |
 //! |---|---|---|
 //! | `rps:g<g>:progress` | hash | shard → last stream id applied to generation `g` (plus `<shard>:at`, `<shard>:applied_at`) |
-//! | `rps:g<g>:player:<id>` | hash | all-time counters |
-//! | `rps:g<g>:player:<id>:<season>` | hash | season counters |
+//! | `rps:g<g>:counters` / `rps:g<g>:counters:<season>` | hash | every player's counters in the scope, fields `<id>:w`, `<id>:d`, `<id>:l`, `<id>:f` |
 //! | `rps:g<g>:board` / `rps:g<g>:board:<season>` | sorted set | leaderboards |
 //! | `rps:g<g>:seasons` | set | seasons that have a board |
 //! | `rps:g<g>:match:<id>` | string | match state |
 //! | `rps:g<g>:deadlines` | sorted set | open matches' deadlines, score = ms, member `<shard>:<match>` |
 //!
 //! Contents:
-//! - player hashes hold the fields [`rps_core::PlayerStats::STORED_FIELDS`]
-//!   as integers (absent = 0; `matches` is their wins + draws + losses); a
-//!   player whose matches fall to 0 has no hash and is on no board;
+//! - a counters hash holds wins, draws, losses and forfeits of each player
+//!   of its scope ([`keys::counter_fields`]) as integers; a counter that is
+//!   0 is absent, and `matches` is wins + draws + losses, so a player whose
+//!   matches fall to 0 has no field and is on no board. One hash per scope
+//!   (not one per player) lets a batch read and write every player of a
+//!   scope with one HMGET and one HSET;
 //! - a board member is [`keys::board_member`]`(id)` with score
 //!   [`rps_core::PlayerStats::board_score`], read in ascending score order;
 //! - a match key holds [`rps_core::MatchState::to_value`];
@@ -39,4 +41,4 @@ pub mod keys;
 pub mod read;
 pub mod redis_util;
 
-pub use keys::{board_member, parse_board_member, GenerationKeys, ReadModelKeys};
+pub use keys::{board_member, parse_board_member, GenerationKeys, KeyKind, KeyRef, ReadModelKeys};

@@ -5,7 +5,10 @@
 //! layout is interpreted in one place. Everything takes the generation
 //! explicitly; [`crate::generation::active`] says which one is live.
 
-use crate::keys::{board_member, parse_board_member, GenerationKeys, ReadModelKeys};
+use crate::keys::{
+    board_member, counter_fields, parse_board_member, parse_counter_field, GenerationKeys,
+    ReadModelKeys,
+};
 use crate::redis_util::{hash_pairs, value_text};
 use fred::clients::Client;
 use fred::interfaces::{HashesInterface, SortedSetsInterface, StreamsInterface};
@@ -14,6 +17,7 @@ use fred::types::{CustomCommand, Value};
 use rps_core::keys::PROJECTOR_GROUP;
 use rps_core::stream::StreamId;
 use rps_core::{Keys, MatchState, PlayerStats, SeasonId, ShardId, Timestamp};
+use std::collections::HashMap;
 
 /// One row of a leaderboard.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,20 +35,36 @@ pub async fn player_stats(
     player_id: i64,
     season: Option<SeasonId>,
 ) -> Result<Option<PlayerStats>, fred::error::Error> {
-    let key = match season {
-        None => gk.player(player_id),
-        Some(s) => gk.player_season(player_id, s),
-    };
     let v: Vec<Option<i64>> = client
-        .hmget(key, PlayerStats::STORED_FIELDS.to_vec())
+        .hmget(gk.counters(season), counter_fields(player_id).to_vec())
         .await?;
     Ok(stats_from(&v))
 }
 
-/// A missing hash has no counted match: `None`.
+/// No counted match: `None`.
 fn stats_from(v: &[Option<i64>]) -> Option<PlayerStats> {
     let stats = PlayerStats::from_stored(v);
     (stats.matches > 0).then_some(stats)
+}
+
+/// Every player's counters in one scope (one HGETALL: for tests, checks and
+/// small deployments, not for serving).
+pub async fn scope_counters(
+    client: &Client,
+    gk: &GenerationKeys,
+    season: Option<SeasonId>,
+) -> Result<HashMap<i64, PlayerStats>, fred::error::Error> {
+    let all: HashMap<String, i64> = client.hgetall(gk.counters(season)).await?;
+    let mut raw: HashMap<i64, [Option<i64>; 4]> = HashMap::new();
+    for (field, v) in all {
+        if let Some((player, c)) = parse_counter_field(&field) {
+            raw.entry(player).or_default()[c] = Some(v);
+        }
+    }
+    Ok(raw
+        .into_iter()
+        .filter_map(|(p, v)| Some((p, stats_from(&v)?)))
+        .collect())
 }
 
 /// A player's 1-based rank on a board, `None` if not on it.
@@ -89,24 +109,17 @@ pub async fn leaderboard(
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let pipe = client.pipeline();
-    for id in &ids {
-        let key = match season {
-            None => gk.player(*id),
-            Some(s) => gk.player_season(*id, s),
-        };
-        let _: () = pipe.hmget(key, PlayerStats::STORED_FIELDS.to_vec()).await?;
-    }
-    let rows: Vec<Vec<Option<i64>>> = pipe.all().await?;
+    let fields: Vec<String> = ids.iter().flat_map(|id| counter_fields(*id)).collect();
+    let values: Vec<Option<i64>> = client.hmget(gk.counters(season), fields).await?;
     Ok(ids
         .into_iter()
-        .zip(rows)
+        .zip(values.chunks(4))
         .enumerate()
         .filter_map(|(i, (player_id, row))| {
             Some(BoardEntry {
                 rank: offset + i as u64 + 1,
                 player_id,
-                stats: stats_from(&row)?,
+                stats: stats_from(row)?,
             })
         })
         .collect())

@@ -9,6 +9,8 @@ use history::model::Model;
 use history::SpilledMatches;
 use read_model::bulk::{self, BulkWriter, Write, MEMBERS_PER_COMMAND, PIPELINE_COMMANDS};
 use read_model::GenerationKeys;
+use rps_core::{PlayerStats, SeasonId};
+use std::collections::BTreeMap;
 use tokio::sync::mpsc;
 
 /// Writes every key of `model` into generation `g` (assumed empty; its
@@ -32,16 +34,15 @@ pub async fn write_generation(
         }
         out.unit(batch).await?;
     }
-    let players: Vec<_> = model.counted_players().map(|(k, s)| (*k, *s)).collect();
-    for chunk in players.chunks(PIPELINE_COMMANDS) {
-        let mut batch = Vec::with_capacity(chunk.len());
-        for (k, s) in chunk {
-            batch.push(Write::Hset(
-                g.player_scope(k.0, k.1),
-                bulk::player_fields(s),
-            ));
+    let mut scopes: BTreeMap<Option<SeasonId>, Vec<(i64, PlayerStats)>> = BTreeMap::new();
+    for ((id, season), st) in model.counted_players() {
+        scopes.entry(*season).or_default().push((*id, *st));
+    }
+    for (season, players) in &scopes {
+        for chunk in players.chunks(PIPELINE_COMMANDS) {
+            let w = bulk::scope_counters(g, *season, chunk.iter().map(|(p, s)| (*p, s)));
+            out.unit(vec![w]).await?;
         }
-        out.unit(batch).await?;
     }
     let mut rest = Vec::new();
     for (season, members) in model.boards() {

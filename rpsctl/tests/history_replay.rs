@@ -253,9 +253,9 @@ async fn verify_finds_damage_and_repair_mends_it_and_status_shows_lag() {
         .expect("board");
     let top: i64 = board[0].parse().expect("member");
     client
-        .hset::<(), _, _>(g.player(top), ("wins", "999"))
+        .hset::<(), _, _>(g.counters(None), (format!("{top}:w"), "999"))
         .await
-        .expect("damage player");
+        .expect("damage counters");
     client
         .zadd::<(), _, _>(
             g.board(None),
@@ -302,7 +302,10 @@ async fn verify_finds_damage_and_repair_mends_it_and_status_shows_lag() {
 
     let (code, out, _) = rpsctl(&path, &["verify"]);
     assert_ne!(code, 0, "verify must fail on damage: {out}");
-    assert!(out.contains(&g.player(top)) && out.contains("999"), "{out}");
+    assert!(
+        out.contains(&g.counters(None)) && out.contains("999"),
+        "{out}"
+    );
     assert!(out.contains(&board_member(424_242)), "{out}");
     assert!(out.contains(&matches[0]), "{out}");
     assert!(out.contains(&stray), "{out}");

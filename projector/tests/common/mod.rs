@@ -602,40 +602,22 @@ pub fn fold_all(
 /// player counter, every board's order and scores, every match state and
 /// the deadline set.
 pub async fn assert_matches_fold(client: &Client, gk: &GenerationKeys, x: &Expected) {
-    // Player hashes, pipelined.
-    let keys: Vec<((i64, Option<SeasonId>), String)> = x
-        .stats
-        .keys()
-        .map(|k| {
-            (
-                *k,
-                match k.1 {
-                    None => gk.player(k.0),
-                    Some(s) => gk.player_season(k.0, s),
-                },
-            )
-        })
-        .collect();
-    for chunk in keys.chunks(2000) {
-        let pipe = client.pipeline();
-        for (_, key) in chunk {
-            let _: () = pipe
-                .hmget(key.as_str(), PlayerStats::STORED_FIELDS.to_vec())
-                .await
-                .unwrap();
-        }
-        let rows: Vec<Vec<Option<i64>>> = pipe.all().await.unwrap();
-        for ((k, key), row) in chunk.iter().zip(rows) {
-            assert_eq!(
-                PlayerStats::from_stored(&row),
-                x.stats[k],
-                "counters of {key}"
-            );
-        }
-    }
-    // Boards: exactly the players with a counted match, in rank order.
+    // Every scope's counters, one read each.
     let mut scopes: HashSet<Option<SeasonId>> = x.stats.keys().map(|k| k.1).collect();
     scopes.insert(None);
+    for scope in &scopes {
+        let actual = read_model::read::scope_counters(client, gk, *scope)
+            .await
+            .unwrap();
+        let expected: HashMap<i64, PlayerStats> = x
+            .stats
+            .iter()
+            .filter(|((_, s), st)| s == scope && st.matches > 0)
+            .map(|((p, _), st)| (*p, *st))
+            .collect();
+        assert_eq!(actual, expected, "counters of scope {scope:?}");
+    }
+    // Boards: exactly the players with a counted match, in rank order.
     for scope in scopes {
         let mut expected: Vec<(i64, PlayerStats)> = x
             .stats

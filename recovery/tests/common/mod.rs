@@ -6,7 +6,7 @@
 #![allow(dead_code)]
 
 use fred::clients::Client;
-use fred::interfaces::{HashesInterface, KeysInterface, SortedSetsInterface};
+use fred::interfaces::{KeysInterface, SortedSetsInterface};
 use read_model::board_member;
 use read_model::ReadModelKeys;
 use rps_core::fold::{MatchStatus, PlayerStats};
@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 /// boards and the open-deadline set.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct ReadModels {
-    /// Player hash key suffix (`<id>` or `<id>:<season>`) → counters.
+    /// `<id>` (all-time) or `<id>:<season>` → counters.
     pub players: BTreeMap<String, [i64; 4]>,
     /// Board suffix (`""` or `:<season>`) → member → score.
     pub boards: BTreeMap<String, BTreeMap<String, i64>>,
@@ -165,12 +165,18 @@ pub async fn read_models(redis: &Client, config: &Config) -> Option<ReadModels> 
     let g = active_generation(redis, config).await?;
     let gk = config.keys().generation_keys(g);
     let mut m = ReadModels::default();
-    let player_prefix = format!("{}:player:", gk.base());
-    for key in scan(redis, &format!("{player_prefix}*")).await {
-        let h: HashMap<String, i64> = redis.hgetall(&key).await.ok()?;
-        let v = PlayerStats::STORED_FIELDS.map(|f| h.get(f).copied().unwrap_or(0));
-        m.players
-            .insert(key.strip_prefix(&player_prefix)?.to_string(), v);
+    let seasons = read_model::read::seasons(redis, &gk).await.ok()?;
+    for scope in std::iter::once(None).chain(seasons.into_iter().map(Some)) {
+        let counters = read_model::read::scope_counters(redis, &gk, scope)
+            .await
+            .ok()?;
+        for (id, s) in counters {
+            let pk = match scope {
+                None => id.to_string(),
+                Some(se) => format!("{id}:{se}"),
+            };
+            m.players.insert(pk, s.stored_values());
+        }
     }
     let board_prefix = format!("{}:board", gk.base());
     for key in scan(redis, &format!("{board_prefix}*")).await {
