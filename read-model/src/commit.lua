@@ -47,60 +47,45 @@ local i = 15
 -- Per scope: the board and the counters hash. Every member's score is read
 -- once (ZMSCORE) and every changed counter once (HMGET), moved by the
 -- batch's deltas and written back with one ZADD and one HSET. A counter
--- that falls to 0 is deleted (absent = 0); a member whose matches fall to 0
--- leaves the board.
-local SUFFIX = {':w', ':d', ':l', ':f'}
+-- that falls to 0 is deleted (absent = 0); a member whose matches (score
+-- mod SCALE) fall to 0 leaves the board. Arguments come in blocks, so the
+-- reads take them with unpack and Lua only loops to add.
+local function read_all(cmd, key, from, n)
+  local out = {}
+  for c = 0, n - 1, CHUNK do
+    local part = redis.call(cmd, key, unpack(ARGV, from + c, from + math.min(c + CHUNK, n) - 1))
+    for k = 1, #part do out[c + k] = part[k] end
+  end
+  return out
+end
 for _ = 1, n_boards do
-  local board, counters, n = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
-  i = i + 3
-  local members, fields, deltas = {}, {}, {}
-  for k = 0, n - 1 do
-    local at = i + 6 * k
-    members[k + 1] = ARGV[at]
-    for f = 1, 4 do
-      local d = ARGV[at + 1 + f]
-      if d ~= '0' then
-        fields[#fields + 1] = ARGV[at + 1] .. SUFFIX[f]
-        deltas[#deltas + 1] = tonumber(d)
-      end
-    end
-  end
-  local scores, olds = {}, {}
-  for c = 1, n, CHUNK do
-    local part = redis.call('ZMSCORE', board, unpack(members, c, math.min(c + CHUNK - 1, n)))
-    for k = 1, #part do scores[c + k - 1] = part[k] end
-  end
-  for c = 1, #fields, CHUNK do
-    local part = redis.call('HMGET', counters, unpack(fields, c, math.min(c + CHUNK - 1, #fields)))
-    for k = 1, #part do olds[c + k - 1] = part[k] end
-  end
+  local board, counters = ARGV[i], ARGV[i + 1]
+  local n, nf = tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
+  local members, dscores = i + 4, i + 4 + n
+  local fields, fdeltas = i + 4 + 2 * n, i + 4 + 2 * n + nf
+  i = fdeltas + nf
+  local scores = read_all('ZMSCORE', board, members, n)
+  local olds = read_all('HMGET', counters, fields, nf)
   local hset, hdel = {}, {}
-  for x = 1, #fields do
-    local v = (tonumber(olds[x]) or 0) + deltas[x]
+  for x = 0, nf - 1 do
+    local v = (tonumber(olds[x + 1]) or 0) + tonumber(ARGV[fdeltas + x])
     if v == 0 then
-      hdel[#hdel + 1] = fields[x]
+      hdel[#hdel + 1] = ARGV[fields + x]
     else
-      hset[#hset + 1] = fields[x]
-      hset[#hset + 1] = string.format('%d', v)
+      hset[#hset + 1] = ARGV[fields + x]
+      hset[#hset + 1] = v
     end
   end
   local zadd, zrem = {}, {}
-  for k = 1, n do
-    local at = i + 6 * (k - 1)
-    local dw, dd, dl = tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3]), tonumber(ARGV[at + 4])
-    local old = tonumber(scores[k]) or 0
-    local matches = old % SCALE
-    local points = (matches - old) / SCALE
-    matches = matches + dw + dd + dl
-    points = points + 3 * dw + dd
-    if matches <= 0 then
-      zrem[#zrem + 1] = members[k]
+  for k = 0, n - 1 do
+    local score = (tonumber(scores[k + 1]) or 0) + tonumber(ARGV[dscores + k])
+    if score % SCALE == 0 then
+      zrem[#zrem + 1] = ARGV[members + k]
     else
-      zadd[#zadd + 1] = string.format('%d', matches - points * SCALE)
-      zadd[#zadd + 1] = members[k]
+      zadd[#zadd + 1] = score
+      zadd[#zadd + 1] = ARGV[members + k]
     end
   end
-  i = i + 6 * n
   if #hset > 0 then chunked('HSET', counters, hset, 2) end
   if #hdel > 0 then chunked('HDEL', counters, hdel, 1) end
   if #zadd > 0 then chunked('ZADD', board, zadd, 2) end

@@ -6,7 +6,7 @@
 //! lands in Redis (keys, fields, members, scores, the script's argument
 //! layout) is decided in this module and `commit.lua` only.
 
-use crate::keys::{board_member, GenerationKeys, ReadModelKeys};
+use crate::keys::{board_member, counter_fields, GenerationKeys, ReadModelKeys};
 use crate::redis_util::{is_noscript, value_text};
 use fred::clients::Client;
 use fred::interfaces::LuaInterface;
@@ -158,8 +158,8 @@ impl Committer {
             }
         }
         let mut a = Vec::with_capacity(
-            14 + boards.len() * 3
-                + members * 6
+            14 + boards.len() * 4
+                + members * 5
                 + plan.matches.len() * 2
                 + zadd.len() * 2
                 + zrem.len()
@@ -185,16 +185,19 @@ impl Committer {
         a.push(plan.dead.len().to_string());
         a.push(plan.seasons.len().to_string());
         for (season, deltas) in &boards {
+            let fields: Vec<(String, i64)> = deltas
+                .iter()
+                .flat_map(|(player, d)| counter_fields(*player).into_iter().zip(d.stored_values()))
+                .filter(|(_, v)| *v != 0)
+                .collect();
             a.push(self.gk.board(*season));
             a.push(self.gk.counters(*season));
             a.push(deltas.len().to_string());
-            for (player, d) in deltas {
-                a.push(board_member(*player));
-                a.push(player.to_string());
-                for v in d.stored_values() {
-                    a.push(v.to_string());
-                }
-            }
+            a.push(fields.len().to_string());
+            a.extend(deltas.iter().map(|(player, _)| board_member(*player)));
+            a.extend(deltas.iter().map(|(_, d)| d.board_score().to_string()));
+            a.extend(fields.iter().map(|(f, _)| f.clone()));
+            a.extend(fields.iter().map(|(_, v)| v.to_string()));
         }
         for (mid, state) in &plan.matches {
             a.push(self.gk.match_state(*mid));
