@@ -23,7 +23,5 @@ pub const LAG_SECONDS: &str = "rps_projector_lag_seconds";
 pub const CONFLICTS: &str = "rps_projector_conflicts_total";
 /// Counter, label `shard`: shard leases acquired (start-up or takeover).
 pub const LEASES_ACQUIRED: &str = "rps_projector_leases_acquired_total";
-/// Counter, label `shard`: pending entries claimed from a dead consumer.
-pub const CLAIMED: &str = "rps_projector_claimed_entries_total";
 /// Counter: transient errors that were retried.
 pub const RETRIES: &str = "rps_projector_retries_total";
