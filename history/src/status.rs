@@ -2,8 +2,8 @@
 //!
 //! Per server: the reader's checkpoint, the binlog head and the lag between
 //! them (bytes, and seconds since the newest commit the streams carry).
-//! Per shard: stream length, entries pending in the projector group, the
-//! live generation's progress and how far behind the stream it is. Then the
+//! Per shard: stream length, the live generation's progress and how far
+//! behind the stream it is. Then the
 //! live deadlines (pending, overdue) and the dead-letter count. Per server
 //! also the prepared XA branches the reader holds (its registry
 //! `Keys::cdc_xa_branches`) and the age of the oldest: rows of a branch
@@ -12,9 +12,7 @@
 use crate::HistoryError;
 use fred::clients::Client;
 use fred::interfaces::{HashesInterface, KeysInterface, SortedSetsInterface, StreamsInterface};
-use fred::types::Value;
 use read_model::ReadModelKeys;
-use rps_core::keys::PROJECTOR_GROUP;
 use rps_core::stream::StreamId;
 use rps_core::{Config, ShardId, StreamEvent, Timestamp};
 use rps_event_store::Flavor;
@@ -54,7 +52,6 @@ pub struct ShardStatus {
     pub shard: ShardId,
     pub server: String,
     pub stream_length: u64,
-    pub pending: u64,
     /// Last stream id applied to the live generation.
     pub progress: Option<String>,
     /// Entries in the stream after `progress` (capped at 100000).
@@ -96,11 +93,6 @@ pub async fn collect(config: Arc<Config>) -> Result<Status, HistoryError> {
         let server = config.server_of(shard).name.clone();
         let stream = keys.events(shard);
         let stream_length: u64 = client.xlen(stream.as_str()).await?;
-        let pending = if stream_length > 0 {
-            pending_count(&client, &stream).await
-        } else {
-            0
-        };
         let p = progress.get(&shard.to_string()).cloned();
         let start = p.as_ref().map_or("-".to_string(), |l| format!("({l}"));
         let after: Vec<(String, HashMap<String, String>)> = if stream_length > 0 {
@@ -137,7 +129,6 @@ pub async fn collect(config: Arc<Config>) -> Result<Status, HistoryError> {
             shard,
             server,
             stream_length,
-            pending,
             progress: p,
             lag_entries,
             lag_seconds,
@@ -219,15 +210,6 @@ fn oldest_branch_age<'a>(entries: impl Iterator<Item = &'a String>, now: Timesta
         .filter_map(|h| [h.prepared_ts, h.seen_ts].into_iter().find(|t| *t > 0))
         .min()
         .map(|since| (now.as_micros() - since).max(0) as f64 / 1e6)
-}
-
-/// Entries pending in the projector group of a stream (0 if no group yet).
-async fn pending_count(client: &Client, stream: &str) -> u64 {
-    let r: Result<Value, _> = client.xpending(stream, PROJECTOR_GROUP, ()).await;
-    match r {
-        Ok(Value::Array(v)) => v.first().and_then(|x| x.as_u64()).unwrap_or(0),
-        _ => 0,
-    }
 }
 
 async fn count_after(client: &Client, stream: &str, start: &str) -> Result<u64, HistoryError> {
@@ -322,17 +304,16 @@ impl Status {
         }
         let _ = writeln!(
             s,
-            "\n{:>5} {:<12} {:>10} {:>8} {:<22} {:>10} {:>9}",
-            "shard", "server", "stream", "pending", "progress", "lag", "lag s"
+            "\n{:>5} {:<12} {:>10} {:<22} {:>10} {:>9}",
+            "shard", "server", "stream", "progress", "lag", "lag s"
         );
         for v in &self.shards {
             let _ = writeln!(
                 s,
-                "{:>5} {:<12} {:>10} {:>8} {:<22} {:>10} {:>9.1}",
+                "{:>5} {:<12} {:>10} {:<22} {:>10} {:>9.1}",
                 v.shard,
                 v.server,
                 v.stream_length,
-                v.pending,
                 o(v.progress.clone()),
                 v.lag_entries,
                 v.lag_seconds
