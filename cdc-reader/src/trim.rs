@@ -3,18 +3,14 @@
 //!
 //! The trim point of a stream is the lowest id any group still needs (its
 //! oldest pending entry, else its last-delivered id), and never more recent
-//! than `now − retain`, so a recent window stays for a replay's catch-up. A
-//! stream without groups is never trimmed: nobody has said what they read.
+//! than `now − cdc.stream_retain_secs`, so a recent window stays for a
+//! replay's catch-up. A stream without groups is never trimmed: nobody has
+//! said what they read.
 
 use fred::prelude::*;
 use fred::types::{ClusterHash, CustomCommand, Value};
 use rps_core::stream::StreamId;
 use rps_core::Config;
-use std::time::Duration;
-
-/// Entries younger than this are always kept.
-pub const RETAIN: Duration = Duration::from_secs(600);
-
 fn text(v: &Value) -> Option<String> {
     v.as_string()
 }
@@ -78,7 +74,7 @@ pub async fn trim_once(
 ) -> Result<u64, fred::error::Error> {
     let keys = config.keys();
     let floor = StreamId {
-        ms: now_ms.saturating_sub(RETAIN.as_millis() as u64),
+        ms: now_ms.saturating_sub(config.cdc.stream_retain_secs.saturating_mul(1000)),
         seq: 0,
     };
     let mut removed = 0u64;

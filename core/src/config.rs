@@ -96,6 +96,10 @@ pub struct CdcConfig {
     /// in the tables) instead of stopping that server's reader for an
     /// operator.
     pub resnapshot_when_purged: bool,
+    /// Stream entries younger than this are never trimmed, so a replay's
+    /// catch-up finds them. They are most of Redis' data set under a steady
+    /// load, and so most of what every AOF rewrite writes.
+    pub stream_retain_secs: u64,
 }
 
 impl Default for CdcConfig {
@@ -106,6 +110,7 @@ impl Default for CdcConfig {
             batch_rows: 4096,
             metrics_bind: None,
             resnapshot_when_purged: true,
+            stream_retain_secs: 600,
         }
     }
 }
@@ -313,6 +318,7 @@ shards = [1, 3]
         assert_eq!(c.shard_of_database("rps_shard_9"), None);
         assert_eq!(c.server_of(3).name, "b");
         assert_eq!(c.compensator.max_attempts, 4);
+        assert_eq!(c.cdc.stream_retain_secs, 600);
     }
 
     #[test]
