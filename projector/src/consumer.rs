@@ -44,7 +44,6 @@ pub struct WorkerContext {
     pub consumer: String,
     pub batch_size: usize,
     pub block_ms: u64,
-    pub claim_idle_ms: u64,
     pub lease_ms: u64,
     pub observer: Option<Observer>,
     pub shutdown: CancellationToken,

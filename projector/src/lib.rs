@@ -86,7 +86,6 @@ pub async fn run_observed(
             consumer: consumer.clone(),
             batch_size: p.batch_size.max(1),
             block_ms: p.block_ms,
-            claim_idle_ms: p.claim_idle_ms,
             lease_ms,
             observer: observer.clone(),
             shutdown: workers_stop.clone(),
