@@ -98,49 +98,36 @@ pub fn player_scope(
     unit
 }
 
-async fn queue(p: &fred::clients::Pipeline<Client>, w: Write) -> Result<u64, fred::error::Error> {
-    let mut n = 1;
-    match w {
-        Write::Del(k) => p.del::<(), _>(k).await?,
-        Write::Set(k, v) => p.set::<(), _, _>(k, v, None, None, false).await?,
-        Write::Hset(k, v) => {
-            n = 0;
-            for chunk in v.chunks(MEMBERS_PER_COMMAND) {
-                p.hset::<(), _, _>(k.as_str(), chunk.to_vec()).await?;
-                n += 1;
-            }
-        }
-        Write::Hdel(k, v) => {
-            n = 0;
-            for chunk in v.chunks(MEMBERS_PER_COMMAND) {
-                p.hdel::<(), _, _>(k.as_str(), chunk.to_vec()).await?;
-                n += 1;
-            }
-        }
-        Write::Zadd(k, v) => {
-            n = 0;
-            for chunk in v.chunks(MEMBERS_PER_COMMAND) {
-                p.zadd::<(), _, _>(k.as_str(), None, None, false, false, chunk.to_vec())
-                    .await?;
-                n += 1;
-            }
-        }
-        Write::Zrem(k, v) => {
-            n = 0;
-            for chunk in v.chunks(MEMBERS_PER_COMMAND) {
-                p.zrem::<(), _, _>(k.as_str(), chunk.to_vec()).await?;
-                n += 1;
-            }
-        }
-        Write::Sadd(k, v) => {
-            n = 0;
-            for chunk in v.chunks(MEMBERS_PER_COMMAND) {
-                p.sadd::<(), _, _>(k.as_str(), chunk.to_vec()).await?;
-                n += 1;
-            }
-        }
+/// Queues `f` once per [`MEMBERS_PER_COMMAND`] items; returns the commands.
+async fn per_chunk<T, F, Fut>(items: &[T], mut f: F) -> Result<u64, fred::error::Error>
+where
+    T: Clone,
+    F: FnMut(Vec<T>) -> Fut,
+    Fut: std::future::Future<Output = Result<(), fred::error::Error>>,
+{
+    let mut n = 0;
+    for chunk in items.chunks(MEMBERS_PER_COMMAND) {
+        f(chunk.to_vec()).await?;
+        n += 1;
     }
     Ok(n)
+}
+
+async fn queue(p: &fred::clients::Pipeline<Client>, w: Write) -> Result<u64, fred::error::Error> {
+    match w {
+        Write::Del(k) => p.del::<(), _>(k).await.map(|_| 1),
+        Write::Set(k, v) => p.set::<(), _, _>(k, v, None, None, false).await.map(|_| 1),
+        Write::Hset(k, v) => per_chunk(&v, |c| p.hset::<(), _, _>(k.as_str(), c)).await,
+        Write::Hdel(k, v) => per_chunk(&v, |c| p.hdel::<(), _, _>(k.as_str(), c)).await,
+        Write::Zadd(k, v) => {
+            per_chunk(&v, |c| {
+                p.zadd::<(), _, _>(k.as_str(), None, None, false, false, c)
+            })
+            .await
+        }
+        Write::Zrem(k, v) => per_chunk(&v, |c| p.zrem::<(), _, _>(k.as_str(), c)).await,
+        Write::Sadd(k, v) => per_chunk(&v, |c| p.sadd::<(), _, _>(k.as_str(), c)).await,
+    }
 }
 
 async fn send(client: &Client, writes: Vec<Write>) -> Result<u64, fred::error::Error> {

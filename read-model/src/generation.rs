@@ -71,12 +71,15 @@ pub async fn ensure(client: &Client, keys: &Keys) -> Result<u64, GenerationError
 }
 
 async fn any_progress_key(client: &Client, keys: &Keys) -> Result<Option<String>, GenerationError> {
-    use fred::interfaces::KeysInterface as _;
-    let pattern = keys.all_progress_pattern();
+    Ok(first_key(client, &keys.all_progress_pattern()).await?)
+}
+
+/// Some key matching `pattern`, if any (SCAN until the first hit).
+async fn first_key(client: &Client, pattern: &str) -> Result<Option<String>, fred::error::Error> {
     let mut cursor = "0".to_string();
     loop {
         let (next, found): (String, Vec<String>) = client
-            .scan_page(cursor, pattern.clone(), Some(1000), None)
+            .scan_page(cursor, pattern.to_string(), Some(1000), None)
             .await?;
         if let Some(k) = found.into_iter().next() {
             return Ok(Some(k));
@@ -184,18 +187,5 @@ pub async fn generation_exists(
     client: &Client,
     g: &GenerationKeys,
 ) -> Result<bool, fred::error::Error> {
-    let pattern = g.pattern();
-    let mut cursor = "0".to_string();
-    loop {
-        let (next, keys): (String, Vec<String>) = client
-            .scan_page(cursor, pattern.clone(), Some(1000), None)
-            .await?;
-        if !keys.is_empty() {
-            return Ok(true);
-        }
-        if next == "0" {
-            return Ok(false);
-        }
-        cursor = next;
-    }
+    Ok(first_key(client, &g.pattern()).await?.is_some())
 }
