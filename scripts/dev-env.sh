@@ -42,6 +42,11 @@ ensure_packages() {
   command -v mariadb-binlog >/dev/null 2>&1 || missing+=(mariadb-client)
   command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
   command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
+  # The metrics tests run a private Prometheus and promtool (the same package).
+  command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+  command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+  # The dashboard's browser test drives a headless Chromium.
+  command -v chromium >/dev/null 2>&1 || missing+=(chromium fonts-dejavu-core)
   if ((${#missing[@]})); then
     log "installing ${missing[*]} (Debian packages)"
     local sudo=""

@@ -1,22 +1,25 @@
 //! The leaderboard HTTP API: JSON over the read models of the active
-//! generation, plus `/healthz` and Prometheus `/metrics`.
+//! generation, plus `/healthz`, Prometheus `/metrics` and the saga
+//! dashboard (`/dashboard`, polling `/v1/dashboard`).
 //!
 //! Reads go through `read_model::read`; this crate only parses
 //! parameters, maps answers to HTTP and keeps a short-lived page cache for
 //! the hot leaderboard pages. It never writes to Redis.
 
 mod cache;
+pub mod dashboard;
 mod params;
 
-use axum::extract::{Path, State};
-use axum::http::{header, StatusCode};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, MethodRouter};
 use axum::Router;
 use fred::clients::Pool;
 use fred::interfaces::ClientLike;
 use metrics_exporter_prometheus::PrometheusHandle;
-use params::{ParamError, QueryPairs};
+use params::{ParamError, PathId, QueryPairs};
 use read_model::read::{self, BoardEntry};
 use read_model::ReadModelKeys;
 use rps_core::{Config, Keys, MatchState, PlayerStats, SeasonId};
@@ -24,11 +27,15 @@ use serde_json::{json, Value as Json};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
-/// Counter, labels `route`, `status`: requests answered.
-pub const REQUESTS: &str = "rps_api_requests_total";
-/// Histogram, label `route`: time to answer, seconds.
-pub const REQUEST_SECONDS: &str = "rps_api_request_seconds";
+pub mod metric;
+pub use metric::{REQUESTS, REQUEST_SECONDS};
+
+/// The OpenAPI 3.1 description of every route, served at `/openapi.json`.
+/// Kept as a file rather than generated so the contract is reviewed as
+/// such; a test holds it to the route table.
+pub const OPENAPI_JSON: &str = include_str!("../openapi.json");
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -42,6 +49,8 @@ pub enum ApiError {
     },
     #[error("http server: {0}")]
     Serve(#[source] std::io::Error),
+    #[error("api.cors_allow_origins: {0}")]
+    Cors(String),
 }
 
 /// Tunables of the API that are not part of `rps.toml`.
@@ -52,6 +61,10 @@ pub struct ApiOptions {
     /// How long a leaderboard page may be served from memory. Bounds the
     /// staleness it adds; zero disables the cache.
     pub page_cache_ttl: Duration,
+    /// How often the dashboard samples Redis (`/v1/dashboard`).
+    pub dashboard_interval: Duration,
+    /// How much dashboard history the process keeps in memory.
+    pub dashboard_history: Duration,
 }
 
 impl Default for ApiOptions {
@@ -59,6 +72,8 @@ impl Default for ApiOptions {
         ApiOptions {
             pool_size: 4,
             page_cache_ttl: Duration::from_millis(100),
+            dashboard_interval: Duration::from_secs(2),
+            dashboard_history: Duration::from_secs(300),
         }
     }
 }
@@ -69,6 +84,11 @@ struct AppState {
     shard_count: u16,
     metrics: PrometheusHandle,
     pages: cache::PageCache,
+    /// Topology names for the dashboard: every server with its shards, and
+    /// the server of each shard.
+    servers: Vec<(String, Vec<u16>)>,
+    shard_server: Vec<String>,
+    dashboard: dashboard::Dashboard,
 }
 
 type Shared = Arc<AppState>;
@@ -106,14 +126,61 @@ pub async fn serve(
         .map_err(ApiError::Serve)
 }
 
+/// One route of the API.
+struct Route {
+    path: &'static str,
+    /// What the contract test compares with the document; the handler
+    /// itself is already bound to it.
+    #[cfg_attr(not(test), allow(dead_code))]
+    method: Method,
+    /// Its `route` label in the metrics.
+    name: &'static str,
+    handler: MethodRouter<Shared>,
+}
+
+impl Route {
+    fn get<H, T>(path: &'static str, name: &'static str, handler: H) -> Route
+    where
+        H: axum::handler::Handler<T, Shared>,
+        T: 'static,
+    {
+        Route {
+            path,
+            method: Method::GET,
+            name,
+            handler: get(handler),
+        }
+    }
+}
+
+/// Every route the API serves. The router is built from this table only,
+/// and a test compares it with `openapi.json`, so a route cannot be added
+/// without being documented.
+fn routes() -> Vec<Route> {
+    vec![
+        Route::get("/v1/leaderboard", "leaderboard", leaderboard),
+        Route::get("/v1/players/{id}", "player", player),
+        Route::get("/v1/players/{id}/around", "around", around),
+        Route::get("/v1/matches/{id}", "match", match_state),
+        Route::get("/v1/status", "status", status),
+        Route::get("/v1/dashboard", "dashboard", dashboard::snapshot),
+        Route::get("/dashboard", "dashboard_page", dashboard::page),
+        Route::get("/dashboard/{asset}", "dashboard_asset", dashboard::asset),
+        Route::get("/healthz", "healthz", healthz),
+        Route::get("/metrics", "metrics", render_metrics),
+        Route::get("/openapi.json", "openapi", openapi),
+    ]
+}
+
 /// The routes, connected to Redis.
 pub async fn router(
     config: &Config,
     metrics: PrometheusHandle,
     options: &ApiOptions,
 ) -> Result<Router, ApiError> {
+    let cors = cors_layer(&config.api.cors_allow_origins)?;
     let pool = rps_core::redis_client::ClientPolicy::read_only()
-        .builder(&config.redis.url)?
+        .builder(&config.redis)?
         .build_pool(options.pool_size.max(1))?;
     pool.init().await?;
     let state = Arc::new(AppState {
@@ -122,24 +189,151 @@ pub async fn router(
         shard_count: config.shard_count,
         metrics,
         pages: cache::PageCache::new(options.page_cache_ttl),
+        servers: config
+            .servers
+            .iter()
+            .map(|s| (s.name.clone(), s.shards.clone()))
+            .collect(),
+        shard_server: (0..config.shard_count)
+            .map(|shard| config.server_of(shard).name.clone())
+            .collect(),
+        dashboard: dashboard::Dashboard::new(options.dashboard_interval, options.dashboard_history),
     });
-    Ok(Router::new()
-        .route("/v1/leaderboard", get(leaderboard))
-        .route("/v1/players/{id}", get(player))
-        .route("/v1/players/{id}/around", get(around))
-        .route("/v1/matches/{id}", get(match_state))
-        .route("/v1/status", get(status))
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(render_metrics))
-        .with_state(state))
+    dashboard::spawn_sampler(&state);
+    let limit = Duration::from_millis(config.api.request_timeout_ms);
+    Ok(assemble(routes(), state, limit, cors))
 }
 
-/// What a handler fails with; every variant is a JSON answer.
+fn assemble(routes: Vec<Route>, state: Shared, limit: Duration, cors: Option<CorsLayer>) -> Router {
+    let mut app = Router::new();
+    for route in routes {
+        let name = route.name;
+        // A route layer, not a router layer: it runs after routing, so the
+        // fallbacks are never timed and the route's name is known here.
+        let handler =
+            route
+                .handler
+                .route_layer(middleware::from_fn(move |req: Request, next: Next| {
+                    with_timeout(name, limit, req, next)
+                }));
+        app = app.route(route.path, handler);
+    }
+    // Method fallbacks attach to the routes already added, so they come last.
+    let app = app
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(no_route)
+        .with_state(state);
+    // Outermost, so that preflights are answered before routing (which
+    // would say 405) and the error answers carry the headers too.
+    match cors {
+        Some(cors) => app.layer(cors),
+        None => app,
+    }
+}
+
+/// `None` when no origin is configured: no CORS header is ever sent.
+fn cors_layer(origins: &[String]) -> Result<Option<CorsLayer>, ApiError> {
+    if origins.is_empty() {
+        return Ok(None);
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        let list = origins
+            .iter()
+            .map(|o| valid_origin(o).map_err(ApiError::Cors))
+            .collect::<Result<Vec<_>, _>>()?;
+        AllowOrigin::list(list)
+    };
+    Ok(Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET, Method::HEAD])
+            .max_age(Duration::from_secs(3600)),
+    ))
+}
+
+/// Browsers send `Origin` as `scheme://host[:port]` exactly; anything else
+/// in the list (a trailing slash, a path) would never match, so it is
+/// refused at start-up instead of silently denying every request.
+fn valid_origin(o: &str) -> Result<HeaderValue, String> {
+    let rest = o
+        .strip_prefix("https://")
+        .or_else(|| o.strip_prefix("http://"));
+    let ok = rest.is_some_and(|host| {
+        !host.is_empty()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
+    });
+    if !ok {
+        return Err(format!(
+            "{o:?} is not an origin: expected `*` or scheme://host[:port] (http or https, no path, no trailing slash)"
+        ));
+    }
+    HeaderValue::from_str(o).map_err(|e| format!("{o:?}: {e}"))
+}
+
+/// Answers 504 when the handler has not finished within `limit` (zero: no
+/// limit). Dropping the handler's future abandons its Redis reads; their
+/// answers are discarded when they come.
+async fn with_timeout(name: &'static str, limit: Duration, req: Request, next: Next) -> Response {
+    if limit.is_zero() {
+        return next.run(req).await;
+    }
+    let started = Instant::now();
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => {
+            let resp = Failure::Timeout(limit).into_response();
+            observe(name, started, resp.status());
+            resp
+        }
+    }
+}
+
+/// The path as echoed in an error: a long one is cut, so a client cannot
+/// make the answer arbitrarily large.
+fn echoed(uri: &Uri) -> String {
+    const MAX: usize = 200;
+    let path = uri.path();
+    if path.len() <= MAX {
+        return path.to_string();
+    }
+    let cut = (0..=MAX)
+        .rev()
+        .find(|&i| path.is_char_boundary(i))
+        .unwrap_or(0);
+    format!("{}…", &path[..cut])
+}
+
+async fn no_route(method: Method, uri: Uri) -> Response {
+    let resp = Failure::NoRoute(format!("no route for {method} {}", echoed(&uri))).into_response();
+    observe("unmatched", Instant::now(), resp.status());
+    resp
+}
+
+/// The router adds the `Allow` header to this answer.
+async fn method_not_allowed(method: Method, uri: Uri) -> Response {
+    let resp = Failure::MethodNotAllowed(format!(
+        "method {method} is not allowed on {} (see the Allow header)",
+        echoed(&uri)
+    ))
+    .into_response();
+    observe("unmatched", Instant::now(), resp.status());
+    resp
+}
+
+/// What a handler fails with; every variant is a JSON answer of the same
+/// shape: `{"error": "…"}`, plus `"parameter"` for a bad parameter.
 enum Failure {
     BadParam(ParamError),
     NotFound(String),
+    NoRoute(String),
+    MethodNotAllowed(String),
     Unavailable(String),
     Redis(fred::error::Error),
+    Timeout(Duration),
 }
 
 impl From<ParamError> for Failure {
@@ -161,13 +355,25 @@ impl IntoResponse for Failure {
                 StatusCode::BAD_REQUEST,
                 json!({"error": e.message, "parameter": e.parameter}),
             ),
-            Failure::NotFound(what) => (StatusCode::NOT_FOUND, json!({"error": what})),
+            Failure::NotFound(what) | Failure::NoRoute(what) => {
+                (StatusCode::NOT_FOUND, json!({"error": what}))
+            }
+            Failure::MethodNotAllowed(what) => {
+                (StatusCode::METHOD_NOT_ALLOWED, json!({"error": what}))
+            }
             Failure::Unavailable(why) => (StatusCode::SERVICE_UNAVAILABLE, json!({"error": why})),
             Failure::Redis(e) => {
                 tracing::warn!(error = %e, "redis error while answering");
                 (
                     StatusCode::SERVICE_UNAVAILABLE,
                     json!({"error": "read models temporarily unavailable"}),
+                )
+            }
+            Failure::Timeout(limit) => {
+                tracing::warn!(limit_ms = limit.as_millis() as u64, "request timed out");
+                (
+                    StatusCode::GATEWAY_TIMEOUT,
+                    json!({"error": format!("no answer within {} ms (api.request_timeout_ms)", limit.as_millis())}),
                 )
             }
         };
@@ -235,11 +441,8 @@ async fn leaderboard(State(st): State<Shared>, q: QueryPairs) -> Response {
     let r = async {
         let q = q.0?;
         let season = params::season(&q)?;
-        let offset = params::uint(&q, "offset", 0, u64::MAX / 2)?;
-        let limit = params::uint(&q, "limit", 100, 1000)?;
-        if limit == 0 {
-            return Err(ParamError::new("limit", "`limit` must be between 1 and 1000").into());
-        }
+        let offset = params::uint(&q, "offset", 0, 0, params::MAX_OFFSET)?;
+        let limit = params::uint(&q, "limit", 100, 1, params::MAX_LIMIT)?;
         let gen = generation(&st).await?;
         let key = (gen, season, offset, limit);
         if let Some(body) = st.pages.get(&key) {
@@ -259,11 +462,11 @@ async fn leaderboard(State(st): State<Shared>, q: QueryPairs) -> Response {
     finish("leaderboard", started, r).await
 }
 
-async fn player(State(st): State<Shared>, Path(id): Path<String>, q: QueryPairs) -> Response {
+async fn player(State(st): State<Shared>, id: PathId, q: QueryPairs) -> Response {
     let started = Instant::now();
     let r = async {
         let q = q.0?;
-        let id = params::id(&id, "id")?;
+        let id = id.0?;
         let season = params::season(&q)?;
         let gen = generation(&st).await?;
         let gk = st.keys.generation_keys(gen);
@@ -291,13 +494,13 @@ async fn player(State(st): State<Shared>, Path(id): Path<String>, q: QueryPairs)
     finish("player", started, r).await
 }
 
-async fn around(State(st): State<Shared>, Path(id): Path<String>, q: QueryPairs) -> Response {
+async fn around(State(st): State<Shared>, id: PathId, q: QueryPairs) -> Response {
     let started = Instant::now();
     let r = async {
         let q = q.0?;
-        let id = params::id(&id, "id")?;
+        let id = id.0?;
         let season = params::season(&q)?;
-        let radius = params::uint(&q, "radius", 5, 100)?;
+        let radius = params::uint(&q, "radius", 5, 0, 100)?;
         let gen = generation(&st).await?;
         let gk = st.keys.generation_keys(gen);
         let Some(entries) = read::around(st.pool.next(), &gk, id, season, radius).await? else {
@@ -349,10 +552,10 @@ fn match_json(m: &MatchState) -> Json {
     })
 }
 
-async fn match_state(State(st): State<Shared>, Path(id): Path<String>) -> Response {
+async fn match_state(State(st): State<Shared>, id: PathId) -> Response {
     let started = Instant::now();
     let r = async {
-        let id = params::id(&id, "id")?;
+        let id = id.0?;
         let gen = generation(&st).await?;
         let gk = st.keys.generation_keys(gen);
         match read::match_state(st.pool.next(), &gk, id).await? {
@@ -405,4 +608,345 @@ async fn render_metrics(State(st): State<Shared>) -> Response {
         st.metrics.render(),
     )
         .into_response()
+}
+
+async fn openapi() -> Response {
+    let started = Instant::now();
+    let resp = ([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON).into_response();
+    observe("openapi", started, resp.status());
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    fn document() -> Json {
+        serde_json::from_str(OPENAPI_JSON).expect("openapi.json is JSON")
+    }
+
+    const METHODS: [&str; 8] = [
+        "get", "put", "post", "delete", "options", "head", "patch", "trace",
+    ];
+
+    #[test]
+    fn the_document_describes_exactly_the_routes() {
+        let doc = document();
+        assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+        let documented: BTreeSet<(String, String)> = doc["paths"]
+            .as_object()
+            .expect("paths")
+            .iter()
+            .flat_map(|(path, item)| {
+                item.as_object()
+                    .expect("path item")
+                    .keys()
+                    .filter(|k| METHODS.contains(&k.as_str()))
+                    .map(move |m| (path.clone(), m.to_uppercase()))
+            })
+            .collect();
+        let served: BTreeSet<(String, String)> = routes()
+            .iter()
+            .map(|r| (r.path.to_string(), r.method.as_str().to_string()))
+            .collect();
+        let undocumented: Vec<_> = served.difference(&documented).collect();
+        let unserved: Vec<_> = documented.difference(&served).collect();
+        assert!(
+            undocumented.is_empty() && unserved.is_empty(),
+            "api/openapi.json is out of date: served but undocumented {undocumented:?}, documented but not served {unserved:?}"
+        );
+        let names: BTreeSet<_> = routes().iter().map(|r| r.name).collect();
+        assert_eq!(names.len(), routes().len(), "metric names are unique");
+    }
+
+    #[test]
+    fn every_reference_resolves() {
+        fn walk(doc: &Json, v: &Json, refs: &mut usize) {
+            match v {
+                Json::Object(m) => {
+                    if let Some(Json::String(r)) = m.get("$ref") {
+                        let pointer = r.strip_prefix('#').expect("local reference");
+                        assert!(doc.pointer(pointer).is_some(), "dangling {r}");
+                        *refs += 1;
+                    }
+                    m.values().for_each(|v| walk(doc, v, refs));
+                }
+                Json::Array(a) => a.iter().for_each(|v| walk(doc, v, refs)),
+                _ => {}
+            }
+        }
+        let doc = document();
+        let mut refs = 0;
+        walk(&doc, &doc, &mut refs);
+        assert!(refs > 10);
+    }
+
+    /// The real route table (plus a slow route) over a pool that never
+    /// connects: enough for everything answered before the first read.
+    fn offline(limit: Duration, cors: &[String], extra: Vec<Route>) -> Router {
+        let pool = fred::types::Builder::default_centralized()
+            .build_pool(1)
+            .unwrap();
+        let state = Arc::new(AppState {
+            pool,
+            keys: Keys::new("offline"),
+            shard_count: 1,
+            metrics: metrics_exporter_prometheus::PrometheusBuilder::new()
+                .build_recorder()
+                .handle(),
+            pages: cache::PageCache::new(Duration::ZERO),
+            servers: Vec::new(),
+            shard_server: Vec::new(),
+            dashboard: dashboard::Dashboard::new(Duration::from_secs(2), Duration::from_secs(60)),
+        });
+        let mut table = routes();
+        table.extend(extra);
+        assemble(table, state, limit, cors_layer(cors).unwrap())
+    }
+
+    async fn call(app: &Router, req: axum::http::Request<axum::body::Body>) -> (Response, Json) {
+        use tower::ServiceExt;
+        let resp = app.clone().oneshot(req).await.unwrap();
+        let (parts, body) = resp.into_parts();
+        let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+        let json = serde_json::from_slice(&bytes).unwrap_or(Json::Null);
+        (Response::from_parts(parts, axum::body::Body::empty()), json)
+    }
+
+    fn req(method: Method, uri: &str) -> axum::http::Request<axum::body::Body> {
+        axum::http::Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(axum::body::Body::empty())
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn unknown_routes_and_methods_answer_json() {
+        let app = offline(Duration::from_secs(5), &[], Vec::new());
+        for path in [
+            "/",
+            "/v1",
+            "/v1/players",
+            "/v1/players/",
+            "/v2/leaderboard",
+            "/v1/players/1/x",
+        ] {
+            let (resp, body) = call(&app, req(Method::GET, path)).await;
+            assert_eq!(resp.status(), StatusCode::NOT_FOUND, "{path}");
+            assert_eq!(resp.headers()[header::CONTENT_TYPE], "application/json");
+            assert_eq!(body, json!({"error": format!("no route for GET {path}")}));
+        }
+        let long = format!("/{}", "é".repeat(300));
+        let (resp, body) = call(&app, req(Method::GET, &long.replace('é', "%C3%A9"))).await;
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+        assert!(body["error"].as_str().unwrap().len() < 260, "{body}");
+        for method in [
+            Method::POST,
+            Method::PUT,
+            Method::DELETE,
+            Method::PATCH,
+            Method::OPTIONS,
+        ] {
+            let (resp, body) = call(&app, req(method.clone(), "/v1/status")).await;
+            assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED, "{method}");
+            assert_eq!(resp.headers()[header::ALLOW], "GET,HEAD");
+            assert!(resp
+                .headers()
+                .get(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+                .is_none());
+            let error = body["error"].as_str().unwrap();
+            assert!(
+                error.contains(&format!("method {method} is not allowed on /v1/status")),
+                "{error}"
+            );
+            assert_eq!(body.as_object().unwrap().len(), 1);
+        }
+        let (resp, body) = call(&app, req(Method::GET, "/openapi.json")).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(resp.headers()[header::CONTENT_TYPE], "application/json");
+        assert_eq!(body, document());
+        // Bad parameters never reach Redis.
+        let (resp, body) = call(&app, req(Method::GET, "/v1/players/%FF%FE")).await;
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(body["parameter"], "id");
+    }
+
+    #[tokio::test]
+    async fn the_dashboard_page_and_its_files_are_built_in() {
+        let doc = document();
+        let documented: Vec<String> = doc["paths"]["/dashboard/{asset}"]["get"]["parameters"][0]
+            ["schema"]["enum"]
+            .as_array()
+            .expect("asset enum")
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(documented, dashboard::asset_names());
+        let app = offline(Duration::from_secs(5), &[], Vec::new());
+        use tower::ServiceExt;
+        let resp = app
+            .clone()
+            .oneshot(req(Method::GET, "/dashboard"))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert!(resp.headers()[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html"));
+        let page = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let page = String::from_utf8(page.to_vec()).unwrap();
+        for name in dashboard::asset_names() {
+            assert!(page.contains(&format!("dashboard/{name}")), "{name}");
+            let resp = app
+                .clone()
+                .oneshot(req(Method::GET, &format!("/dashboard/{name}")))
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), StatusCode::OK, "{name}");
+        }
+        // Nothing is loaded from another origin: the page works offline.
+        assert!(!page.contains("http://") && !page.contains("https://"));
+        let (resp, body) = call(&app, req(Method::GET, "/dashboard/nothing.js")).await;
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+        assert!(body["error"].as_str().unwrap().contains("nothing.js"));
+    }
+
+    #[tokio::test]
+    async fn a_slow_answer_is_a_504() {
+        let slow = Route::get("/slow", "slow", || async {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            "late"
+        });
+        let app = offline(Duration::from_millis(50), &[], vec![slow]);
+        let started = Instant::now();
+        let (resp, body) = call(&app, req(Method::GET, "/slow")).await;
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(resp.status(), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(
+            body,
+            json!({"error": "no answer within 50 ms (api.request_timeout_ms)"})
+        );
+        // Zero disables the limit.
+        let quick = Route::get("/quick", "quick", || async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            "in time"
+        });
+        let app = offline(Duration::ZERO, &[], vec![quick]);
+        assert_eq!(
+            call(&app, req(Method::GET, "/quick")).await.0.status(),
+            StatusCode::OK
+        );
+    }
+
+    #[tokio::test]
+    async fn cors_only_when_configured() {
+        let preflight = |origin: &str| {
+            axum::http::Request::builder()
+                .method(Method::OPTIONS)
+                .uri("/v1/leaderboard")
+                .header(header::ORIGIN, origin)
+                .header(header::ACCESS_CONTROL_REQUEST_METHOD, "GET")
+                .body(axum::body::Body::empty())
+                .unwrap()
+        };
+        let get_from = |origin: &str| {
+            axum::http::Request::builder()
+                .uri("/nowhere")
+                .header(header::ORIGIN, origin)
+                .body(axum::body::Body::empty())
+                .unwrap()
+        };
+        let off = offline(Duration::from_secs(5), &[], Vec::new());
+        let (resp, _) = call(&off, preflight("https://rps.example")).await;
+        assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+        let (resp, _) = call(&off, get_from("https://rps.example")).await;
+        assert!(resp
+            .headers()
+            .get(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+            .is_none());
+
+        let on = offline(
+            Duration::from_secs(5),
+            &["https://rps.example".into()],
+            Vec::new(),
+        );
+        let (resp, _) = call(&on, preflight("https://rps.example")).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(
+            resp.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+            "https://rps.example"
+        );
+        let methods = resp.headers()[header::ACCESS_CONTROL_ALLOW_METHODS]
+            .to_str()
+            .unwrap();
+        assert!(methods.contains("GET"), "{methods}");
+        let (resp, body) = call(&on, get_from("https://rps.example")).await;
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            resp.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+            "https://rps.example"
+        );
+        assert!(body["error"].is_string());
+        let (resp, _) = call(&on, get_from("https://evil.example")).await;
+        assert!(resp
+            .headers()
+            .get(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+            .is_none());
+
+        let any = offline(Duration::from_secs(5), &["*".into()], Vec::new());
+        let (resp, _) = call(&any, get_from("https://anyone.example")).await;
+        assert_eq!(resp.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+    }
+
+    #[test]
+    fn api_settings_are_optional_with_defaults() {
+        let base = "shard_count = 1\n[redis]\nurl = \"redis://127.0.0.1:6380\"\n\
+                    [[servers]]\nname = \"a\"\nurl = \"mysql://u@127.0.0.1:3307\"\nshards = [0]\n";
+        let parse = |api: &str| {
+            Config::parse(
+                &format!("{base}[api]\n{api}"),
+                std::path::Path::new("t.toml"),
+            )
+            .map(|c| c.api)
+        };
+        let api = parse("bind = \"127.0.0.1:1\"\n").unwrap();
+        assert_eq!(api.request_timeout_ms, 5_000);
+        assert!(api.cors_allow_origins.is_empty());
+        let api = parse(
+            "bind = \"127.0.0.1:1\"\nrequest_timeout_ms = 250\n\
+             cors_allow_origins = [\"https://rps.example\"]\n",
+        )
+        .unwrap();
+        assert_eq!(api.request_timeout_ms, 250);
+        assert_eq!(api.cors_allow_origins, ["https://rps.example"]);
+        assert!(
+            parse("request_timeout_ms = 250\n").is_err(),
+            "bind stays required"
+        );
+    }
+
+    #[test]
+    fn cors_origins_are_checked() {
+        assert!(cors_layer(&[]).unwrap().is_none());
+        assert!(cors_layer(&["*".into()]).unwrap().is_some());
+        assert!(
+            cors_layer(&["https://rps.example".into(), "http://localhost:3000".into()])
+                .unwrap()
+                .is_some()
+        );
+        for bad in [
+            "https://rps.example/",
+            "rps.example",
+            "https://",
+            "https://a b",
+        ] {
+            let e = cors_layer(&[bad.into()]).unwrap_err().to_string();
+            assert!(e.contains("cors_allow_origins"), "{bad}: {e}");
+        }
+    }
 }

@@ -1,196 +1,34 @@
 //! Every endpoint of the leaderboard API against read models built by the
 //! projector's applier on the real Redis, with exact expected answers, and
 //! every bad parameter answered 400 naming it.
-// Fixture helpers take one argument per column they fill, which reads best here.
-#![allow(clippy::too_many_arguments)]
 
+mod common;
+
+use common::{entry, get};
 use projector::fred::prelude::*;
-use projector::{Applier, ApplierOptions};
 use rps_api::ApiOptions;
-use rps_core::{
-    EventType, Gesture, Keys, MatchEvent, Outcome, SeasonId, SourcePosition, StreamEvent, Timestamp,
-};
+use rps_core::Keys;
 use serde_json::{json, Value as Json};
 use std::time::Duration;
 use test_support::TestEnv;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_util::sync::CancellationToken;
-
-struct Builder {
-    events: Vec<MatchEvent>,
-    t: i64,
-}
-
-impl Builder {
-    fn ev(
-        &mut self,
-        mid: i64,
-        v: i32,
-        t: EventType,
-        season: &str,
-        a: i64,
-        b: i64,
-    ) -> &mut MatchEvent {
-        self.t += 1_000_000;
-        self.events.push(MatchEvent {
-            row_id: self.events.len() as i64 + 1,
-            event_id: MatchEvent::timed_out_event_id(mid, v + 5_000_000),
-            match_id: mid,
-            version: v,
-            event_type: t,
-            season_id: season.parse::<SeasonId>().unwrap(),
-            player_a_id: a,
-            player_b_id: b,
-            gesture_a: None,
-            gesture_b: None,
-            winner_player_id: None,
-            loser_player_id: None,
-            outcome: None,
-            deadline_at: (t == EventType::Started).then_some(Timestamp(self.t + 30_000_000)),
-            occurred_at: Timestamp(self.t),
-        });
-        self.events.last_mut().unwrap()
-    }
-
-    fn finished(
-        &mut self,
-        mid: i64,
-        v: i32,
-        season: &str,
-        a: i64,
-        b: i64,
-        ga: Gesture,
-        gb: Gesture,
-    ) {
-        let r = rps_core::fold::MatchResult::by_gestures(ga, gb, a, b);
-        let e = self.ev(mid, v, EventType::Finished, season, a, b);
-        e.gesture_a = Some(ga);
-        e.gesture_b = Some(gb);
-        e.outcome = r.outcome;
-        e.winner_player_id = r.winner;
-        e.loser_player_id = r.loser;
-    }
-}
-
-/// The fixture: see the expected numbers in the test.
-fn fixture() -> Vec<MatchEvent> {
-    use EventType::*;
-    use Gesture::*;
-    let q4 = "2026Q4";
-    let mut b = Builder {
-        events: Vec::new(),
-        t: Timestamp::parse("2026-11-20 10:00:00").unwrap().as_micros(),
-    };
-    // m1: 10 beats 20.
-    b.ev(101, 1, Started, q4, 10, 20);
-    b.finished(101, 2, q4, 10, 20, Rock, Scissors);
-    // m2: 10 draws 30.
-    b.ev(102, 1, Started, q4, 10, 30);
-    b.finished(102, 2, q4, 10, 30, Paper, Paper);
-    // m3: 20 vs 30, only 30 moved: 30 wins, 20 forfeits.
-    b.ev(103, 1, Started, q4, 20, 30);
-    b.ev(103, 2, Moved, q4, 20, 30).gesture_b = Some(Rock);
-    let e = b.ev(103, 3, TimedOut, q4, 20, 30);
-    e.outcome = Some(Outcome::Lose);
-    e.winner_player_id = Some(30);
-    e.loser_player_id = Some(20);
-    // m4: 40 beats 50, then voided: neither has a counted match.
-    b.ev(104, 1, Started, q4, 40, 50);
-    b.finished(104, 2, q4, 40, 50, Scissors, Paper);
-    b.ev(104, 3, Voided, q4, 40, 50);
-    // m5 (2026Q3): 30 beats 10.
-    b.ev(105, 1, Started, "2026Q3", 30, 10);
-    b.finished(105, 2, "2026Q3", 30, 10, Paper, Rock);
-    // m6: in progress.
-    b.ev(106, 1, Started, q4, 20, 10);
-    b.events
-}
-
-async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, Json) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await.unwrap();
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").expect("http response");
-    let status: u16 = head.split(' ').nth(1).unwrap().parse().unwrap();
-    let body = serde_json::from_str(body).unwrap_or(Json::String(body.to_string()));
-    (status, body)
-}
-
-fn entry(
-    rank: u64,
-    id: i64,
-    points: i64,
-    wins: i64,
-    draws: i64,
-    losses: i64,
-    forfeits: i64,
-    matches: i64,
-) -> Json {
-    json!({"rank": rank, "player_id": id, "points": points, "wins": wins, "draws": draws,
-           "losses": losses, "forfeits": forfeits, "matches": matches})
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_endpoint_and_every_bad_parameter() {
     let env = TestEnv::with_shards("api_endpoints", 1).await;
     let client = env.redis().await;
     let keys = Keys::new(&env.config.redis.prefix);
-    let _: () = client
-        .set(keys.generation(), "1", None, None, false)
-        .await
-        .unwrap();
-    let events = fixture();
-    let entries: Vec<(String, StreamEvent)> = events
-        .iter()
-        .enumerate()
-        .map(|(i, e)| {
-            (
-                format!("{}-0", i + 1),
-                StreamEvent {
-                    shard: 0,
-                    event: e.clone(),
-                    source: SourcePosition::default(),
-                },
-            )
-        })
-        .collect();
-    let mut applier = Applier::new(
-        client.clone(),
-        keys.clone(),
-        1,
-        0,
-        1,
-        ApplierOptions::default(),
-    );
-    let r = applier.apply_events(&entries, |_, _| false).await.unwrap();
-    assert_eq!((r.applied, r.rejected.len()), (events.len(), 0));
+    let events = common::load_fixture(&env).await;
 
     // The process-wide recorder, as rpsctl installs it (one test per binary).
     let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let shutdown = CancellationToken::new();
     let options = ApiOptions {
         page_cache_ttl: Duration::ZERO,
         ..Default::default()
     };
-    let server = tokio::spawn(rps_api::serve(
-        listener,
-        env.config.clone(),
-        handle,
-        options,
-        shutdown.clone(),
-    ));
-    test_support::eventually("api up", Duration::from_secs(10), || async {
-        tokio::net::TcpStream::connect(addr).await.ok().map(|_| ())
-    })
-    .await;
+    let server = common::Server::start(env.config.clone(), handle, options).await;
+    let addr = server.addr;
 
     // Leaderboards: all-time, a season with a tie on points and matches
     // (lower id first), paging.
@@ -327,6 +165,13 @@ async fn every_endpoint_and_every_bad_parameter() {
         ("/v1/players/x/around", "id"),
         ("/v1/matches/abc", "id"),
         ("/v1/matches/1.5", "id"),
+        ("/v1/leaderboard?limit=%2B5", "limit"),
+        ("/v1/leaderboard?offset=9223372036854774809", "offset"),
+        ("/v1/players/%2B30", "id"),
+        ("/v1/players/%2F30", "id"),
+        ("/v1/players/%FF", "id"),
+        ("/v1/matches/%C3%28", "id"),
+        ("/v1/players/%FF/around", "id"),
     ] {
         let (s, b) = get(addr, path).await;
         assert_eq!(s, 400, "{path}: {b}");
@@ -337,6 +182,49 @@ async fn every_endpoint_and_every_bad_parameter() {
     assert_eq!(s, 200);
     let text = metrics.as_str().unwrap_or_default().to_string();
     assert!(text.contains("rps_api_requests_total"), "{text}");
+
+    // The document is served, and every path it names is routed (a path
+    // the router does not know would be the fallback's "no route").
+    let (s, doc) = get(addr, "/openapi.json").await;
+    assert_eq!(s, 200);
+    assert_eq!(doc["openapi"], "3.1.0");
+    for path in doc["paths"].as_object().unwrap().keys() {
+        let id = if path.starts_with("/v1/matches") {
+            "101"
+        } else {
+            "30"
+        };
+        let concrete = path.replace("{id}", id).replace("{asset}", "dashboard.js");
+        let (s, b) = get(addr, &concrete).await;
+        assert_eq!(s, 200, "{concrete}: {b}");
+    }
+
+    // Unknown routes and methods: JSON in the error shape.
+    let (s, b) = get(addr, "/v1/nothing?limit=5").await;
+    assert_eq!(
+        (s, b),
+        (404, json!({"error": "no route for GET /v1/nothing"}))
+    );
+    for method in ["POST", "PUT", "DELETE", "PATCH"] {
+        let (s, headers, b) = common::request(addr, method, "/v1/leaderboard").await;
+        assert_eq!(s, 405, "{method}");
+        assert!(
+            headers.contains(&("allow".to_string(), "GET,HEAD".to_string())),
+            "{method}: {headers:?}"
+        );
+        assert_eq!(
+            b["error"],
+            format!("method {method} is not allowed on /v1/leaderboard (see the Allow header)")
+        );
+    }
+    // No CORS unless configured.
+    let (_, headers, _) = common::request(addr, "GET", "/v1/leaderboard").await;
+    assert!(
+        !headers
+            .iter()
+            .any(|(k, _)| k.starts_with("access-control-")),
+        "{headers:?}"
+    );
 
     // Without the generation marker the read endpoints refuse, never an empty board.
     let _: i64 = client.del(keys.generation()).await.unwrap();
@@ -355,7 +243,6 @@ async fn every_endpoint_and_every_bad_parameter() {
         );
     }
 
-    shutdown.cancel();
-    server.await.unwrap().unwrap();
+    server.stop().await;
     env.cleanup().await;
 }

@@ -170,6 +170,8 @@ impl Cursor {
                 if !self.pending() {
                     metrics::gauge!(m::LAG_SECONDS, &self.labels).set(0.0);
                 }
+                metrics::gauge!(m::HEARTBEAT_TIMESTAMP, &self.labels)
+                    .set(crate::reader::unix_seconds());
                 self.xa.export_metrics();
             }
             Action::Rotate { file } => info!(file = %file, "binlog rotated"),
@@ -282,13 +284,16 @@ impl Cursor {
         let dead = std::mem::take(&mut self.batch.dead);
         let t0 = Instant::now();
         self.publisher.publish(&mut self.batch, ck).await?;
+        let took = t0.elapsed().as_secs_f64();
         tracing::debug!(
             entries,
             dead = dead.len(),
-            ms = t0.elapsed().as_secs_f64() * 1e3,
+            ms = took * 1e3,
             pos = ck.pos,
             "published"
         );
+        metrics::histogram!(m::PUBLISH_SECONDS).record(took);
+        metrics::gauge!(m::HEARTBEAT_TIMESTAMP, &self.labels).set(crate::reader::unix_seconds());
         metrics::counter!(m::EVENTS_PUBLISHED, &self.labels).increment(entries);
         metrics::counter!(m::BATCHES, &self.labels).increment(1);
         for kind in dead {

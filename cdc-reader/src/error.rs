@@ -114,6 +114,16 @@ pub enum Definite {
     },
     #[error("server `{server}`: invalid MySQL url: {message}")]
     Url { server: String, message: String },
+    #[error("server `{server}`: the TLS handshake failed ({message}). Check `tls.mode`, `tls.ca_file` \
+             and the client certificate of this server in rps.toml against the server's certificate")]
+    Tls { server: String, message: String },
+    #[error("server `{server}`: TLS to Redis at {redis} failed ({message}). Check `redis.tls` in rps.toml \
+             against the Redis server's certificate")]
+    RedisTls {
+        server: String,
+        redis: String,
+        message: String,
+    },
 }
 
 /// A session ended: reconnect, or stop.
@@ -169,6 +179,13 @@ pub fn classify_mysql(server: &str, checkpoint_key: &str, e: mysql_async::Error)
             }
             _ => {}
         }
+    }
+    if rps_core::tls::is_certificate_rejection(&e) {
+        return Definite::Tls {
+            server: server.to_string(),
+            message: e.to_string(),
+        }
+        .into();
     }
     if let mysql_async::Error::Url(u) = &e {
         return Definite::Url {

@@ -85,6 +85,6 @@ pub async fn checkpoint(
 }
 
 /// Connects a client for these views.
-pub async fn connect(config: &Config) -> Result<Client, crate::Transient> {
-    crate::publish::connect_redis(&config.redis.url, "inspect").await
+pub async fn connect(config: &Config) -> Result<Client, crate::error::SessionError> {
+    crate::publish::connect_redis(&config.redis, "inspect").await
 }

@@ -12,6 +12,11 @@
 //! destination in field `_t`), the branch's registry entry and match set,
 //! and the release (hold → shard streams) or drop of a decided branch, all
 //! in the same atomic step as the checkpoint that covers them.
+//!
+//! Each entry of a sampled match gets a `publish <type>` span of its trace
+//! (from the moment the row joined the batch to the step's answer), and a
+//! `started` of version 1 the match's root span (`rps_telemetry`). Items of
+//! XA branches are not traced: they reach the batch as bare field pairs.
 
 use crate::checkpoint::Checkpoint;
 use crate::error::{Definite, SessionError, Transient};
@@ -19,8 +24,9 @@ use fred::prelude::*;
 use fred::types::Value;
 use rps_core::deadletter::DeadLetter;
 use rps_core::{Config, ShardId, StreamEvent};
+use rps_telemetry::{attr, Component, KeyValue, SpanKind, SpanStart};
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::SystemTime;
 
 /// KEYS: 1 checkpoint, 2 dead-letter stream, 3 + s: shard stream s, then
 /// the batch's own keys (XA holds, match sets, registry).
@@ -141,6 +147,7 @@ pub struct BatchMark {
     bytes: usize,
     entries: u64,
     dead: usize,
+    traced: usize,
     /// Which filling of the batch the mark belongs to: a flush starts a new one.
     epoch: u64,
 }
@@ -163,6 +170,9 @@ pub struct Batch {
     /// Ops undone in place ([`Batch::decide_in_place`]), dropped before sending.
     skipped: u64,
     epoch: u64,
+    /// Entries of sampled matches and when each joined the batch; empty
+    /// (and never allocated) while tracing is off.
+    traced: Vec<(StreamEvent, SystemTime)>,
 }
 
 impl Default for Batch {
@@ -178,6 +188,7 @@ impl Default for Batch {
             extra_index: HashMap::new(),
             skipped: 0,
             epoch: 0,
+            traced: Vec::new(),
         };
         b.clear();
         b
@@ -207,6 +218,7 @@ impl Batch {
         self.extra_keys.clear();
         self.extra_index.clear();
         self.skipped = 0;
+        self.traced.clear();
         self.epoch += 1;
     }
 
@@ -216,6 +228,7 @@ impl Batch {
             bytes: self.bytes,
             entries: self.entries,
             dead: self.dead.len(),
+            traced: self.traced.len(),
             epoch: self.epoch,
         }
     }
@@ -310,6 +323,7 @@ impl Batch {
         self.bytes = mark.bytes;
         self.entries = mark.entries;
         self.dead.truncate(mark.dead);
+        self.traced.truncate(mark.traced);
         true
     }
 
@@ -357,15 +371,27 @@ pub(crate) fn redis_err(server: &str) -> impl Fn(fred::error::Error) -> Transien
 
 /// A fred client with bounded command time, so a dead Redis surfaces as an
 /// error (and a reconnect with backoff) instead of a hang.
-pub async fn connect_redis(url: &str, server: &str) -> Result<Client, Transient> {
+pub async fn connect_redis(
+    redis: &rps_core::config::RedisConfig,
+    server: &str,
+) -> Result<Client, SessionError> {
     // A publish is never silently replayed on another connection: the
     // checkpoint's compare-and-set decides after a reconnect.
-    let policy = rps_core::redis_client::ClientPolicy {
-        connect_timeout: Duration::from_secs(5),
-        command_timeout: Duration::from_secs(15),
-        ..Default::default()
-    };
-    policy.connect(url).await.map_err(redis_err(server))
+    rps_core::redis_client::ClientPolicy::publisher()
+        .connect(redis)
+        .await
+        .map_err(|e| {
+            if rps_core::redis_client::is_certificate_rejection(&e) {
+                Definite::RedisTls {
+                    server: server.to_string(),
+                    redis: redis.display_url(),
+                    message: e.to_string(),
+                }
+                .into()
+            } else {
+                redis_err(server)(e).into()
+            }
+        })
 }
 
 impl Publisher {
@@ -377,7 +403,7 @@ impl Publisher {
     ) -> Result<(Publisher, Option<Checkpoint>), SessionError> {
         let server = &config.servers[server_index];
         let name = server.name.clone();
-        let client = connect_redis(&config.redis.url, &name).await?;
+        let client = connect_redis(&config.redis, &name).await?;
         let keys = config.keys();
         let ck_key = keys.cdc_checkpoint(&name);
         let mut key_list: Vec<fred::types::Key> =
@@ -430,6 +456,9 @@ impl Publisher {
         let idx = self.key_index(ev.shard);
         batch.push_pairs(idx, ev.to_pairs());
         batch.entries += 1;
+        if rps_telemetry::sampled(ev.event.match_id) {
+            batch.traced.push((ev.clone(), SystemTime::now()));
+        }
     }
 
     pub fn push_dead(&self, batch: &mut Batch, dl: &DeadLetter) {
@@ -556,9 +585,11 @@ impl Publisher {
         args[1] = Value::String(new.clone().into());
         let mut keys = self.keys.clone();
         keys.extend(batch.extra_keys.drain(..).map(fred::types::Key::from));
+        let traced = std::mem::take(&mut batch.traced);
+        let entries = batch.entries;
         batch.clear();
         let r: Result<i64, _> = self.client.evalsha(self.sha.clone(), keys, args).await;
-        match r {
+        let r = match r {
             Ok(left) => {
                 self.expected = new;
                 Ok(left.max(0) as u64)
@@ -569,10 +600,64 @@ impl Publisher {
             // NOSCRIPT (Redis restarted and lost its script cache) included:
             // the next session loads the script again.
             Err(e) => Err(redis_err(&self.server)(e)),
+        };
+        if !traced.is_empty() {
+            trace_published(&traced, entries, r.as_ref().err());
         }
+        r
     }
 
     pub async fn quit(self) {
         let _ = self.client.quit().await;
+    }
+}
+
+/// The spans of one step's sampled entries. A failed step marks them
+/// failed: the next session publishes the same rows again, under new spans.
+fn trace_published(traced: &[(StreamEvent, SystemTime)], entries: u64, error: Option<&Transient>) {
+    let end = SystemTime::now();
+    for (ev, joined) in traced {
+        let (e, src) = (&ev.event, &ev.source);
+        let mut attrs = vec![
+            KeyValue::new(attr::SHARD, i64::from(ev.shard)),
+            KeyValue::new(attr::EVENT_TYPE, e.event_type.as_str()),
+            KeyValue::new(attr::VERSION, i64::from(e.version)),
+            KeyValue::new(attr::SERVER, src.server.clone()),
+            KeyValue::new(attr::DATABASE, src.database.clone()),
+            KeyValue::new(attr::TABLE, src.table.clone()),
+            KeyValue::new(attr::BATCH_ENTRIES, entries as i64),
+        ];
+        if !src.file.is_empty() {
+            attrs.push(KeyValue::new(attr::BINLOG_FILE, src.file.clone()));
+            attrs.push(KeyValue::new(attr::BINLOG_POSITION, src.pos as i64));
+        }
+        if !src.gtid.is_empty() {
+            attrs.push(KeyValue::new(attr::GTID, src.gtid.clone()));
+        }
+        let span = SpanStart::new(rps_telemetry::publish_name(e.event_type))
+            .kind(SpanKind::Producer)
+            .at(Some(*joined))
+            .attrs(attrs);
+        let Some(mut span) = rps_telemetry::start(Component::CdcReader, e.match_id, span) else {
+            continue;
+        };
+        match error {
+            Some(err) => span.error(err.to_string()),
+            None if e.version == 1 && e.event_type == rps_core::EventType::Started => {
+                let mut attrs = vec![
+                    KeyValue::new(attr::SHARD, i64::from(ev.shard)),
+                    KeyValue::new(attr::SEASON, e.season_id.to_string()),
+                    KeyValue::new(attr::PLAYER_A, e.player_a_id),
+                    KeyValue::new(attr::PLAYER_B, e.player_b_id),
+                ];
+                if let Some(d) = e.deadline_at {
+                    attrs.push(KeyValue::new(attr::DEADLINE_MS, d.as_millis()));
+                }
+                let started = rps_telemetry::system_time(e.occurred_at);
+                rps_telemetry::root(Component::CdcReader, e.match_id, started, end, attrs);
+            }
+            None => {}
+        }
+        span.end_at(end);
     }
 }

@@ -14,6 +14,7 @@ use crate::xa::XaBranches;
 use backon::BackoffBuilder;
 use futures::{FutureExt, StreamExt};
 use mysql_async::{Conn, Opts};
+use rps_core::health::Readiness;
 use rps_core::{Config, Timestamp};
 use rps_event_store::{BinlogPosition, Flavor};
 use std::sync::Arc;
@@ -37,11 +38,24 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// Runs every server's reader until `shutdown`; a server that stops on a
 /// definite error is reported while the others go on.
 pub async fn run(config: Arc<Config>, shutdown: CancellationToken) -> Result<(), CdcError> {
+    run_with_readiness(config, shutdown, Readiness::new()).await
+}
+
+/// [`run`], keeping `ready` current: one check per server, passing while
+/// that server's binlog is being streamed.
+pub async fn run_with_readiness(
+    config: Arc<Config>,
+    shutdown: CancellationToken,
+    ready: Readiness,
+) -> Result<(), CdcError> {
     let mut tasks = Vec::new();
     for i in 0..config.servers.len() {
         let c = config.clone();
         let s = shutdown.clone();
-        tasks.push(tokio::spawn(async move { run_server(c, i, s).await }));
+        let r = ready.clone();
+        tasks.push(tokio::spawn(async move {
+            run_server_reporting(c, i, s, r).await
+        }));
     }
     let trim = tokio::spawn(trim_loop(config.clone(), shutdown.clone()));
     let mut failures = Vec::new();
@@ -69,7 +83,7 @@ async fn trim_loop(config: Arc<Config>, shutdown: CancellationToken) {
             _ = tokio::time::sleep(TRIM_EVERY) => {}
         }
         if client.is_none() {
-            client = crate::publish::connect_redis(&config.redis.url, "trim")
+            client = crate::publish::connect_redis(&config.redis, "trim")
                 .await
                 .ok();
         }
@@ -88,9 +102,19 @@ pub async fn run_server(
     index: usize,
     shutdown: CancellationToken,
 ) -> Result<(), Definite> {
+    run_server_reporting(config, index, shutdown, Readiness::new()).await
+}
+
+async fn run_server_reporting(
+    config: Arc<Config>,
+    index: usize,
+    shutdown: CancellationToken,
+    ready: Readiness,
+) -> Result<(), Definite> {
     let server = config.servers[index].name.clone();
     let span = info_span!("cdc_reader", server = %server);
     async move {
+        ready.not_ready(&server, "connecting");
         let labels = [("server", server.clone())];
         let builder = backon::ExponentialBuilder::default()
             .with_min_delay(BACKOFF_MIN)
@@ -100,11 +124,15 @@ pub async fn run_server(
         let mut backoff = builder.build();
         loop {
             let started = Instant::now();
-            let r = session(&config, index, &shutdown).await;
+            let r = session(&config, index, &shutdown, &ready).await;
             metrics::gauge!(m::UP, &labels).set(0.0);
             match r {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    ready.not_ready(&server, "stopped");
+                    return Ok(());
+                }
                 Err(SessionError::Definite(d)) => {
+                    ready.not_ready(&server, format!("stopped: {d}"));
                     match &d {
                         Definite::BinlogUnavailable { message, .. }
                             if config.cdc.resnapshot_when_purged =>
@@ -118,8 +146,10 @@ pub async fn run_server(
                 }
                 Err(SessionError::Transient(t)) => {
                     if shutdown.is_cancelled() {
+                        ready.not_ready(&server, "stopped");
                         return Ok(());
                     }
+                    ready.not_ready(&server, format!("reconnecting: {t}"));
                     // A session that ran a while was healthy: start over small.
                     if started.elapsed() > BACKOFF_MAX {
                         backoff = builder.build();
@@ -153,7 +183,7 @@ async fn request_resnapshot(
     let key = config.keys().cdc_resnapshot();
     for attempt in 1..=5u32 {
         let asked = async {
-            let client = crate::publish::connect_redis(&config.redis.url, "resnapshot")
+            let client = crate::publish::connect_redis(&config.redis, "resnapshot")
                 .await
                 .map_err(|e| e.to_string())?;
             let r: Result<i64, _> = client.hset(&key, (server, message)).await;
@@ -179,10 +209,12 @@ async fn request_resnapshot(
 
 fn mysql_opts(config: &Config, index: usize) -> Result<Opts, Definite> {
     let s = &config.servers[index];
-    Opts::from_url(&s.url).map_err(|e| Definite::Url {
-        server: s.name.clone(),
-        message: e.to_string(),
-    })
+    rps_event_store::server_opts(s, rps_event_store::Account::Pipeline)
+        .map(Opts::from)
+        .map_err(|e| Definite::Url {
+            server: s.name.clone(),
+            message: e.to_string(),
+        })
 }
 
 /// The server's current position, where a reader without a checkpoint
@@ -235,6 +267,7 @@ async fn session(
     config: &Arc<Config>,
     index: usize,
     shutdown: &CancellationToken,
+    ready: &Readiness,
 ) -> Result<(), SessionError> {
     let server = config.servers[index].name.clone();
     let ck_key = config.keys().cdc_checkpoint(&server);
@@ -264,11 +297,16 @@ async fn session(
             c
         }
     };
-    stream(config, index, conn, start, publisher, facts, shutdown).await
+    stream(
+        config, index, conn, start, publisher, facts, shutdown, ready,
+    )
+    .await
 }
 
 /// Streams one server's binlog from `start` and publishes it; returns on
-/// shutdown (Ok) or the first error.
+/// shutdown (Ok) or the first error. `ready`'s check for the server passes
+/// from the moment the binlog is open.
+#[allow(clippy::too_many_arguments)]
 pub async fn stream(
     config: &Arc<Config>,
     index: usize,
@@ -277,6 +315,7 @@ pub async fn stream(
     publisher: Publisher,
     facts: preflight::ServerFacts,
     shutdown: &CancellationToken,
+    ready: &Readiness,
 ) -> Result<(), SessionError> {
     let server = config.servers[index].name.clone();
     let labels = [("server", server.clone())];
@@ -291,10 +330,13 @@ pub async fn stream(
         .map_err(mysql)?;
     info!(flavor = %facts.flavor, "binlog opened");
     metrics::gauge!(m::UP, &labels).set(1.0);
+    metrics::gauge!(m::HEARTBEAT_TIMESTAMP, &labels).set(unix_seconds());
+    ready.ready(&server);
     // Export the counters from the start, so a reader with nothing to
     // publish yet shows 0 instead of no series (a rate needs both ends).
     metrics::counter!(m::EVENTS_PUBLISHED, &labels).increment(0);
     metrics::counter!(m::BATCHES, &labels).increment(0);
+    let _ = metrics::histogram!(m::PUBLISH_SECONDS);
 
     let (lag_tx, lag_rx) = watch::channel((start.file.clone(), start.pos));
     let lag_task = tokio::spawn(lag_bytes_loop(
@@ -377,6 +419,11 @@ pub async fn stream(
             cursor.apply(action, decoder.file()).await?;
         }
     }
+}
+
+/// Now as Unix seconds, for the timestamp gauges.
+pub(crate) fn unix_seconds() -> f64 {
+    Timestamp::now().as_micros() as f64 / 1e6
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);

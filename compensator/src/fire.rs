@@ -14,6 +14,10 @@
 //! prepared XA branch holding a row of one match must not stall the others,
 //! so each event is then appended on its own as well, and only the matches
 //! still blocked answer [`Settled::LockWait`].
+//!
+//! A sampled match gets a `decide` span per round (the read of its events
+//! and the decision) and an `append timed_out` span per INSERT it took part
+//! in, in its trace (`rps_telemetry`).
 
 use crate::deadlines::Claimed;
 use crate::decide::{decide, Decision};
@@ -25,8 +29,10 @@ use rps_event_store::{
     decode_row, AppendOutcome, EventStore, StoreError, ER_DUP_ENTRY, ER_LOCK_WAIT_TIMEOUT,
     EVENT_COLUMNS,
 };
+use rps_telemetry::{attr, Component, KeyValue, SpanKind, SpanStart};
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::SystemTime;
 use tokio::sync::Mutex;
 
 /// How many times a match that moved on under us is read again at once
@@ -185,6 +191,7 @@ async fn fire_round(
     shard: ShardId,
     items: &[Claimed],
 ) -> Result<Vec<(Claimed, Option<Settled>)>, StoreError> {
+    let read_at = rps_telemetry::now_if_enabled();
     let ids: Vec<i64> = items.iter().map(|c| c.match_id).collect();
     let mut t = tables.get(store, shard, false).await?;
     let mut stored = read_matches(store, &t, shard, &ids).await?;
@@ -208,6 +215,9 @@ async fn fire_round(
     // table → events to append, with the claim each closes.
     let mut to_fire: HashMap<String, Vec<(Claimed, MatchEvent)>> = HashMap::new();
     for c in items {
+        if read_at.is_some() {
+            trace_decision(c, read_at, stored.get(&c.match_id), now);
+        }
         let Some(s) = stored.get(&c.match_id) else {
             out.push((
                 *c,
@@ -255,8 +265,22 @@ async fn append_group(
         ))
     };
     let events: Vec<MatchEvent> = group.iter().map(|(_, e)| e.clone()).collect();
+    let batch_at = rps_telemetry::now_if_enabled();
     let mut conn = store.conn_for_shard(shard).await?;
-    match store.append_batch(&mut conn, shard, table, &events).await {
+    let appended = store.append_batch(&mut conn, shard, table, &events).await;
+    if batch_at.is_some() {
+        let outcome = match &appended {
+            Ok(()) => Ok("inserted"),
+            Err(mysql_async::Error::Server(e)) if e.code == ER_DUP_ENTRY => {
+                Ok("duplicate key in the batch; appending one by one")
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        for (_, ev) in &group {
+            trace_append(ev, table, "batch", batch_at, outcome.clone());
+        }
+    }
+    match appended {
         Ok(()) => {
             let committed = Timestamp::now();
             return Ok(group
@@ -285,7 +309,18 @@ async fn append_group(
     // match alone (the others may well have been appended).
     let out = futures::stream::iter(group)
         .map(|(c, event)| async move {
-            let r = match store.append(shard, table, &event).await {
+            let single_at = rps_telemetry::now_if_enabled();
+            let appended = store.append(shard, table, &event).await;
+            if single_at.is_some() {
+                let outcome = match &appended {
+                    Ok(AppendOutcome::Inserted) => Ok("inserted"),
+                    Ok(AppendOutcome::AlreadyStored) => Ok("already_stored"),
+                    Ok(AppendOutcome::VersionTaken) => Ok("version_taken"),
+                    Err(e) => Err(e.to_string()),
+                };
+                trace_append(&event, table, "single", single_at, outcome);
+            }
+            let r = match appended {
                 Ok(AppendOutcome::Inserted) => Some(Settled::Fired {
                     event,
                     committed: Timestamp::now(),
@@ -306,4 +341,84 @@ async fn append_group(
         .collect()
         .await;
     Ok(out)
+}
+
+/// The `decide` span of one claimed match: from the read of its events to
+/// the decision.
+fn trace_decision(
+    c: &Claimed,
+    read_at: Option<SystemTime>,
+    stored: Option<&Stored>,
+    now: Timestamp,
+) {
+    if !rps_telemetry::sampled(c.match_id) {
+        return;
+    }
+    let mut attrs = vec![
+        KeyValue::new(attr::SHARD, i64::from(c.shard)),
+        KeyValue::new(attr::DEADLINE_MS, c.deadline_ms),
+        KeyValue::new(
+            attr::EVENTS_READ,
+            stored.map_or(0, |s| s.events.len() as i64),
+        ),
+    ];
+    let decision = match stored.map(|s| decide(&s.events, now)) {
+        None => "missing",
+        Some(Decision::Unknown) => "unknown",
+        Some(Decision::Over(st)) => {
+            attrs.push(KeyValue::new(attr::OUTCOME, st.status.as_str()));
+            "over"
+        }
+        Some(Decision::NotDue(t)) => {
+            attrs.push(KeyValue::new(attr::DEADLINE_MS, t.as_millis()));
+            "not_due"
+        }
+        Some(Decision::Fire(ev)) => {
+            attrs.push(KeyValue::new(attr::VERSION, i64::from(ev.version)));
+            attrs.push(KeyValue::new(
+                attr::WINNER,
+                ev.winner_player_id
+                    .map_or_else(|| "none".to_string(), |w| w.to_string()),
+            ));
+            "fire"
+        }
+    };
+    attrs.push(KeyValue::new(attr::DECISION, decision));
+    let span = SpanStart::new("decide").at(read_at).attrs(attrs);
+    if let Some(span) = rps_telemetry::start(Component::Compensator, c.match_id, span) {
+        span.end();
+    }
+}
+
+/// The `append timed_out` span of one event's INSERT (`mode`: the batch's
+/// multi-row INSERT or its own), ending now.
+fn trace_append(
+    ev: &MatchEvent,
+    table: &str,
+    mode: &'static str,
+    at: Option<SystemTime>,
+    outcome: Result<&'static str, String>,
+) {
+    if !rps_telemetry::sampled(ev.match_id) {
+        return;
+    }
+    let span = SpanStart::new("append timed_out")
+        .kind(SpanKind::Client)
+        .at(at)
+        .attrs(vec![
+            KeyValue::new(attr::TABLE, table.to_string()),
+            KeyValue::new(attr::VERSION, i64::from(ev.version)),
+            KeyValue::new(attr::APPEND_MODE, mode),
+        ]);
+    let Some(mut span) = rps_telemetry::start(Component::Compensator, ev.match_id, span) else {
+        return;
+    };
+    match outcome {
+        Ok(o) => span.set(KeyValue::new(attr::OUTCOME, o)),
+        Err(e) => {
+            span.set(KeyValue::new(attr::OUTCOME, "failed"));
+            span.error(e);
+        }
+    }
+    span.end();
 }

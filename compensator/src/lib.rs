@@ -15,6 +15,10 @@
 //! binlog, cdc-reader and projector like any other event, and the projector
 //! removes the deadline in the step that records the end. See
 //! `docs/compensator.md`.
+//!
+//! A sampled match's compensation shows in its trace (`rps_telemetry`):
+//! `claim deadline`, then per round `decide` and `append timed_out`
+//! ([`fire`]), and `retry` or `dead letter` after a failed attempt.
 
 pub mod blocker;
 pub mod deadlines;
@@ -34,8 +38,10 @@ use crate::retry::{NextStep, RetryPolicy};
 use fred::clients::Client;
 use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
 use read_model::ReadModelKeys;
+use rps_core::health::Readiness;
 use rps_core::{Config, ShardId, Timestamp};
 use rps_event_store::{EventStore, StoreError};
+use rps_telemetry::{attr, Component, KeyValue, SpanStart};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,13 +74,12 @@ pub enum CompensatorError {
 }
 
 /// Connects a Redis client that reconnects by itself.
-pub async fn connect_redis(url: &str) -> Result<Client, fred::error::Error> {
-    rps_core::redis_client::ClientPolicy {
-        max_reconnect_delay: Duration::from_secs(5),
-        ..Default::default()
-    }
-    .connect(url)
-    .await
+pub async fn connect_redis(
+    redis: &rps_core::config::RedisConfig,
+) -> Result<Client, fred::error::Error> {
+    rps_core::redis_client::ClientPolicy::patient()
+        .connect(redis)
+        .await
 }
 
 /// The event store as the compensator uses it: every session waits at most
@@ -94,14 +99,29 @@ pub fn event_store(config: Arc<Config>) -> Result<EventStore, StoreError> {
 
 /// Runs the compensator until `shutdown` is cancelled.
 pub async fn run(config: Arc<Config>, shutdown: CancellationToken) -> Result<(), CompensatorError> {
+    run_with_readiness(config, shutdown, Readiness::new()).await
+}
+
+/// [`run`], keeping `ready`'s check [`READY_CHECK`] current: passing while
+/// claims against Redis succeed.
+pub async fn run_with_readiness(
+    config: Arc<Config>,
+    shutdown: CancellationToken,
+    ready: Readiness,
+) -> Result<(), CompensatorError> {
     metrics::describe();
-    let client = connect_redis(&config.redis.url).await?;
+    ready.not_ready(READY_CHECK, "connecting to Redis");
+    let client = connect_redis(&config.redis).await?;
     let store = event_store(config.clone())?;
-    let c = Compensator::new(config, client.clone(), store);
+    let c = Compensator::new(config, client.clone(), store).with_readiness(ready.clone());
     let res = c.run(shutdown).await;
+    ready.not_ready(READY_CHECK, "stopped");
     let _ = client.quit().await;
     res
 }
+
+/// The readiness check the deadline loop keeps.
+pub const READY_CHECK: &str = "deadlines";
 
 /// One compensator process's state.
 #[derive(Clone)]
@@ -111,6 +131,7 @@ pub struct Compensator {
     store: EventStore,
     tables: TableCache,
     policy: RetryPolicy,
+    ready: Readiness,
 }
 
 impl Compensator {
@@ -123,7 +144,14 @@ impl Compensator {
             config,
             store,
             tables: TableCache::default(),
+            ready: Readiness::new(),
         }
+    }
+
+    /// Reports whether claims succeed to `ready` (check [`READY_CHECK`]).
+    pub fn with_readiness(mut self, ready: Readiness) -> Self {
+        self.ready = ready;
+        self
     }
 
     /// The deadline loop: claim what is due, hand it to a firing task, sleep
@@ -137,6 +165,18 @@ impl Compensator {
         let mut tasks = JoinSet::new();
         let mut redis_failures: u32 = 0;
         let cc = &self.config.compensator;
+        // The series exist from the start, so a rate over a window that
+        // begins before the first firing counts it.
+        for name in [
+            metrics::FIRED,
+            metrics::RACED,
+            metrics::RETRIES,
+            metrics::DEAD_LETTERED,
+            metrics::CLAIM_ERRORS,
+        ] {
+            ::metrics::counter!(name).increment(0);
+        }
+        let _ = ::metrics::histogram!(metrics::FIRING_DELAY);
         tracing::info!(
             lease_ms = cc.lease_ms,
             claim_batch = cc.claim_batch,
@@ -152,6 +192,7 @@ impl Compensator {
                 _ = shutdown.cancelled() => break,
             };
             let now_ms = Timestamp::now().as_millis();
+            let claim_at = rps_telemetry::now_if_enabled();
             let claim = async {
                 let g = self.deadlines.generation().await?;
                 let gk = self.deadlines.keys().generation_keys(g);
@@ -162,11 +203,14 @@ impl Compensator {
             let res = match claim.await {
                 Ok(r) => {
                     redis_failures = 0;
+                    self.ready.ready(READY_CHECK);
                     r
                 }
                 Err(e) => {
                     drop(permit);
                     redis_failures += 1;
+                    self.ready
+                        .not_ready(READY_CHECK, format!("claiming deadlines failed: {e}"));
                     ::metrics::counter!(metrics::CLAIM_ERRORS).increment(1);
                     let wait = redis_backoff(redis_failures);
                     tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "claiming deadlines failed");
@@ -176,6 +220,9 @@ impl Compensator {
                     }
                 }
             };
+            if claim_at.is_some() {
+                trace_claims(&res.claimed, claim_at, now_ms, cc.lease_ms);
+            }
             ::metrics::gauge!(metrics::DEADLINES_PENDING).set(res.pending as f64);
             ::metrics::gauge!(metrics::DEADLINES_OVERDUE).set(res.overdue as f64);
             for m in &res.malformed {
@@ -371,7 +418,9 @@ impl Compensator {
             .record_failure(c, error, held_by, now)
             .await?;
         let n = h.attempts.len() as u32;
-        match self.policy.after_failures(n) {
+        let step = self.policy.after_failures(n);
+        trace_failure(c, n, error, step);
+        match step {
             NextStep::RetryAfter(d) => {
                 ::metrics::counter!(metrics::RETRIES).increment(1);
                 tracing::warn!(
@@ -395,6 +444,20 @@ impl Compensator {
                     .deadlines
                     .dead_letter(c, h, &self.config.database(c.shard), &server.name)
                     .await?;
+                if rps_telemetry::sampled(c.match_id) {
+                    let span = SpanStart::new("dead letter").attrs(vec![
+                        KeyValue::new(attr::SHARD, i64::from(c.shard)),
+                        KeyValue::new(attr::ATTEMPT, i64::from(n)),
+                        KeyValue::new(attr::DEAD_LETTER_ID, id.clone()),
+                        KeyValue::new(attr::ERROR, error.to_string()),
+                    ]);
+                    if let Some(mut span) =
+                        rps_telemetry::start(Component::Compensator, c.match_id, span)
+                    {
+                        span.error(format!("given up after {n} attempts"));
+                        span.end();
+                    }
+                }
                 tracing::error!(
                     shard = c.shard,
                     match_id = c.match_id,
@@ -406,6 +469,51 @@ impl Compensator {
                 Ok(())
             }
         }
+    }
+}
+
+/// The `claim deadline` spans of a claim's sampled matches.
+fn trace_claims(
+    claimed: &[Claimed],
+    at: Option<std::time::SystemTime>,
+    now_ms: i64,
+    lease_ms: u64,
+) {
+    for c in claimed {
+        if !rps_telemetry::sampled(c.match_id) {
+            continue;
+        }
+        let span = SpanStart::new("claim deadline").at(at).attrs(vec![
+            KeyValue::new(attr::SHARD, i64::from(c.shard)),
+            KeyValue::new(attr::DEADLINE_MS, c.deadline_ms),
+            KeyValue::new(attr::OVERDUE_MS, now_ms - c.deadline_ms),
+            KeyValue::new(attr::LEASE_MS, lease_ms as i64),
+            KeyValue::new(attr::BATCH_ENTRIES, claimed.len() as i64),
+        ]);
+        if let Some(span) = rps_telemetry::start(Component::Compensator, c.match_id, span) {
+            span.end();
+        }
+    }
+}
+
+/// The `retry` span of a failed attempt that will be retried, with its
+/// error (the dead letter gets its own span once written).
+fn trace_failure(c: &Claimed, attempt: u32, error: &str, step: NextStep) {
+    let NextStep::RetryAfter(d) = step else {
+        return;
+    };
+    if !rps_telemetry::sampled(c.match_id) {
+        return;
+    }
+    let span = SpanStart::new("retry").attrs(vec![
+        KeyValue::new(attr::SHARD, i64::from(c.shard)),
+        KeyValue::new(attr::ATTEMPT, i64::from(attempt)),
+        KeyValue::new(attr::RETRY_IN_MS, d.as_millis() as i64),
+        KeyValue::new(attr::ERROR, error.to_string()),
+    ]);
+    if let Some(mut span) = rps_telemetry::start(Component::Compensator, c.match_id, span) {
+        span.error(error.to_string());
+        span.end();
     }
 }
 

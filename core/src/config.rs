@@ -43,17 +43,59 @@ pub struct Config {
     pub projector: ProjectorConfig,
     #[serde(default)]
     pub compensator: CompensatorConfig,
+    #[serde(default)]
+    pub tracing: TracingConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RedisConfig {
-    /// `redis://host:port[/db]`.
+    /// `redis://host:port[/db]`, or `rediss://…` for TLS. A password in the
+    /// URL works, but [`RedisConfig::password_file`] or the environment
+    /// (`RPS_REDIS_PASSWORD`, `RPS_REDIS_PASSWORD_FILE`) keep it out of the
+    /// file.
     pub url: String,
     /// Every key of the pipeline starts with `{prefix}:`; lets several
     /// deployments (or tests) share one Redis.
     #[serde(default = "default_redis_prefix")]
     pub prefix: String,
+    /// A file holding the password (a mounted secret); its trailing newline
+    /// is not part of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// TLS to Redis; `rediss://` alone turns it on with full verification.
+    #[serde(default, skip_serializing_if = "TlsConfig::is_unset")]
+    pub tls: TlsConfig,
+    /// The password from the environment or `password_file`, resolved when
+    /// the config is loaded; overrides the URL's.
+    #[serde(skip)]
+    pub password: Option<Secret>,
+}
+
+impl RedisConfig {
+    /// A config for `url` with the default prefix and no TLS settings.
+    pub fn from_url(url: impl Into<String>) -> Self {
+        RedisConfig {
+            url: url.into(),
+            prefix: default_redis_prefix(),
+            password_file: None,
+            tls: TlsConfig::default(),
+            password: None,
+        }
+    }
+
+    /// The TLS mode in effect: an explicit `tls.mode`, else full
+    /// verification for `rediss://` or when a CA or client certificate is
+    /// given, else none.
+    pub fn tls_mode(&self) -> TlsMode {
+        self.tls
+            .effective_mode(self.url.starts_with("rediss://") || self.url.starts_with("valkeys://"))
+    }
+
+    /// The URL with any password masked, for messages.
+    pub fn display_url(&self) -> String {
+        redact_url(&self.url)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -61,6 +103,31 @@ pub struct RedisConfig {
 pub struct ApiConfig {
     /// Address the leaderboard API listens on (it also serves `/metrics`).
     pub bind: String,
+    /// A request still unanswered after this long gets a 504; bounds what
+    /// a slow or unreachable Redis costs each caller.
+    #[serde(default = "ApiConfig::default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// Origins browsers may call the API from (`https://host[:port]`, or
+    /// `*` for any). Empty: no CORS headers at all, so browsers refuse
+    /// cross-origin reads.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cors_allow_origins: Vec<String>,
+}
+
+impl ApiConfig {
+    fn default_request_timeout_ms() -> u64 {
+        5_000
+    }
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            bind: "127.0.0.1:8080".to_string(),
+            request_timeout_ms: Self::default_request_timeout_ms(),
+            cors_allow_origins: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -76,6 +143,170 @@ pub struct ServerConfig {
     pub admin_url: Option<String>,
     /// The logical shards whose databases live on this server.
     pub shards: Vec<ShardId>,
+    /// A file holding the pipeline account's password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// A file holding the admin account's password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_password_file: Option<PathBuf>,
+    /// TLS to this server, for both accounts.
+    #[serde(default, skip_serializing_if = "TlsConfig::is_unset")]
+    pub tls: TlsConfig,
+    /// The pipeline account's password from the environment or
+    /// `password_file`, resolved at load; overrides the URL's.
+    #[serde(skip)]
+    pub password: Option<Secret>,
+    /// The same for the admin account.
+    #[serde(skip)]
+    pub admin_password: Option<Secret>,
+}
+
+impl ServerConfig {
+    /// A server reached at `url` hosting `shards`, without admin account,
+    /// password sources or TLS.
+    pub fn new(name: impl Into<String>, url: impl Into<String>, shards: Vec<ShardId>) -> Self {
+        ServerConfig {
+            name: name.into(),
+            url: url.into(),
+            admin_url: None,
+            shards,
+            password_file: None,
+            admin_password_file: None,
+            tls: TlsConfig::default(),
+            password: None,
+            admin_password: None,
+        }
+    }
+
+    /// The TLS mode in effect (none unless configured).
+    pub fn tls_mode(&self) -> TlsMode {
+        self.tls.effective_mode(false)
+    }
+
+    /// The pipeline URL with any password masked, for messages.
+    pub fn display_url(&self) -> String {
+        redact_url(&self.url)
+    }
+}
+
+/// How a connection is secured, after MySQL's `--ssl-mode` (`PREFERRED`,
+/// which silently falls back to plain text, is deliberately absent).
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum TlsMode {
+    /// Plain text.
+    Disabled,
+    /// Encrypted, but any certificate is accepted.
+    Required,
+    /// Encrypted, the certificate must chain to the CA; any host name.
+    VerifyCa,
+    /// Encrypted, chained to the CA and issued for the host connected to.
+    VerifyIdentity,
+}
+
+impl TlsMode {
+    pub fn is_enabled(self) -> bool {
+        self != TlsMode::Disabled
+    }
+}
+
+/// TLS settings of one server or of Redis.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Absent: `verify-identity` when any other TLS setting (or a
+    /// `rediss://` URL) asks for TLS, else `disabled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<TlsMode>,
+    /// PEM file of the certificate authorities to trust instead of the
+    /// system's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate chain, for servers that require one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of `cert_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
+}
+
+impl TlsConfig {
+    fn is_unset(&self) -> bool {
+        *self == TlsConfig::default()
+    }
+
+    fn effective_mode(&self, url_asks_for_tls: bool) -> TlsMode {
+        match self.mode {
+            Some(mode) => mode,
+            None if url_asks_for_tls || self.ca_file.is_some() || self.cert_file.is_some() => {
+                TlsMode::VerifyIdentity
+            }
+            None => TlsMode::Disabled,
+        }
+    }
+
+    fn validate(&self, what: &str) -> Result<(), String> {
+        if self.cert_file.is_some() != self.key_file.is_some() {
+            return Err(format!(
+                "{what}: `tls.cert_file` and `tls.key_file` go together"
+            ));
+        }
+        for file in [&self.ca_file, &self.cert_file, &self.key_file]
+            .into_iter()
+            .flatten()
+        {
+            if !file.is_file() {
+                return Err(format!(
+                    "{what}: TLS file {} does not exist",
+                    file.display()
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A password: never printed, compared or serialized by accident.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The password itself, for handing to a client library.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// `scheme://user:password@host/…` with the password replaced by `***`;
+/// anything else unchanged.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_string();
+    };
+    match rest[..at].find(':') {
+        Some(colon) => format!(
+            "{}{}:***{}",
+            &url[..scheme_end],
+            &rest[..colon],
+            &rest[at..]
+        ),
+        None => url.to_string(),
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -175,6 +406,70 @@ impl Default for CompensatorConfig {
     }
 }
 
+/// OpenTelemetry traces, one per match (`docs/tracing.md`). Off unless an
+/// endpoint is named here or in `OTEL_EXPORTER_OTLP_ENDPOINT`; the
+/// standard `OTEL_*` variables override these keys.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TracingConfig {
+    /// Base URL of an OTLP/HTTP collector, plain `http://` (an agent or
+    /// sidecar beside the process); spans go to `{url}/v1/traces`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otlp_endpoint: Option<String>,
+    /// Share of matches traced, 0 to 1, decided from the match id: every
+    /// component must have the same ratio to keep whole traces.
+    pub sample_ratio: f64,
+    /// `service.name` of the spans (default `rps`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_name: Option<String>,
+}
+
+impl Default for TracingConfig {
+    fn default() -> Self {
+        TracingConfig {
+            otlp_endpoint: None,
+            sample_ratio: 1.0,
+            service_name: None,
+        }
+    }
+}
+
+/// `mysql-a.eu` → `MYSQL_A_EU`, the server's part of its variable names.
+pub fn env_name(server: &str) -> String {
+    server
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn resolve_secret(
+    env: &dyn Fn(&str) -> Option<String>,
+    var: &str,
+    config_file: Option<&Path>,
+) -> Result<Option<Secret>, String> {
+    if let Some(value) = env(var) {
+        return Ok(Some(Secret::new(value)));
+    }
+    let (file, named_by) = match (env(&format!("{var}_FILE")), config_file) {
+        (Some(file), _) => (PathBuf::from(file), format!("{var}_FILE")),
+        (None, Some(file)) => (file.to_path_buf(), "the config".to_string()),
+        (None, None) => return Ok(None),
+    };
+    let text = std::fs::read_to_string(&file).map_err(|e| {
+        format!(
+            "cannot read the password file {} (named by {named_by}): {e}",
+            file.display()
+        )
+    })?;
+    Ok(Some(Secret::new(text.trim_end_matches(['\n', '\r']))))
+}
+
 fn default_database_prefix() -> String {
     "rps_shard_".to_string()
 }
@@ -184,26 +479,88 @@ fn default_redis_prefix() -> String {
 }
 
 impl Config {
-    /// Reads and validates a config file.
+    /// Reads a config file, applies the process environment's overrides
+    /// (see [`Config::apply_environment`]), resolves passwords and validates.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
             path: path.to_path_buf(),
             source,
         })?;
-        Self::parse(&text, path)
+        Self::parse_with_env(&text, path, &|name| std::env::var(name).ok())
     }
 
-    /// Parses and validates config text; `path` only names it in errors.
+    /// Parses and validates config text without looking at the environment;
+    /// `path` only names it in errors.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        Self::parse_with_env(text, path, &|_| None)
+    }
+
+    /// [`Config::parse`] with `env` as the environment.
+    pub fn parse_with_env(
+        text: &str,
+        path: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
-        config.validate().map_err(|message| ConfigError::Invalid {
+        let invalid = |message| ConfigError::Invalid {
             path: path.to_path_buf(),
             message,
-        })?;
+        };
+        config.apply_environment(env).map_err(invalid)?;
+        config.validate().map_err(invalid)?;
         Ok(config)
+    }
+
+    /// The overrides an operator sets per environment, and the passwords.
+    ///
+    /// `RPS_REDIS_URL`, `RPS_REDIS_PREFIX`, `RPS_API_BIND`, and per server
+    /// `RPS_SERVER_<NAME>_URL` / `_ADMIN_URL` (`<NAME>` upper-cased, other
+    /// characters than letters and digits as `_`) replace the file's values.
+    /// Each password comes from the first of: `<VAR>`, the file named by
+    /// `<VAR>_FILE`, the config's `*password_file`, the URL; `<VAR>` is
+    /// `RPS_REDIS_PASSWORD`, `RPS_SERVER_<NAME>_PASSWORD` or
+    /// `RPS_SERVER_<NAME>_ADMIN_PASSWORD`.
+    pub fn apply_environment(
+        &mut self,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<(), String> {
+        if let Some(url) = env("RPS_REDIS_URL") {
+            self.redis.url = url;
+        }
+        if let Some(prefix) = env("RPS_REDIS_PREFIX") {
+            self.redis.prefix = prefix;
+        }
+        if let Some(bind) = env("RPS_API_BIND") {
+            self.api.bind = bind;
+        }
+        self.redis.password = resolve_secret(
+            env,
+            "RPS_REDIS_PASSWORD",
+            self.redis.password_file.as_deref(),
+        )?;
+        for server in &mut self.servers {
+            let var = format!("RPS_SERVER_{}", env_name(&server.name));
+            if let Some(url) = env(&format!("{var}_URL")) {
+                server.url = url;
+            }
+            if let Some(url) = env(&format!("{var}_ADMIN_URL")) {
+                server.admin_url = Some(url);
+            }
+            server.password = resolve_secret(
+                env,
+                &format!("{var}_PASSWORD"),
+                server.password_file.as_deref(),
+            )?;
+            server.admin_password = resolve_secret(
+                env,
+                &format!("{var}_ADMIN_PASSWORD"),
+                server.admin_password_file.as_deref(),
+            )?;
+        }
+        Ok(())
     }
 
     /// What serde cannot check: the topology hosts every shard exactly once.
@@ -240,6 +597,10 @@ impl Config {
         }
         if self.redis.prefix.is_empty() || self.redis.prefix.contains(['{', '}']) {
             return Err("`redis.prefix` must be non-empty and contain no braces".into());
+        }
+        self.redis.tls.validate("redis")?;
+        for s in &self.servers {
+            s.tls.validate(&format!("server `{}`", s.name))?;
         }
         Ok(())
     }
@@ -342,6 +703,18 @@ shards = [1, 3]
             );
         }
         assert!(compose.contains("\n  redis:\n"));
+        // The passwords reach every server's accounts as secret files.
+        for s in &c.servers {
+            assert_eq!(
+                redact_url(&s.url),
+                s.url,
+                "docker/rps.toml holds a password"
+            );
+            for var in ["PASSWORD_FILE", "ADMIN_PASSWORD_FILE"] {
+                let var = format!("RPS_SERVER_{}_{var}:", env_name(&s.name));
+                assert!(compose.contains(&var), "compose lacks {var}");
+            }
+        }
         // Every compose server mounts the settings the pipeline requires,
         // and that file carries them.
         assert_eq!(
@@ -398,6 +771,88 @@ shards = [1, 3]
         assert!(err.to_string().contains("shard 4"), "{err}");
         let err = parse(&EXAMPLE.replace("name = \"b\"", "name = \"a\"")).unwrap_err();
         assert!(err.to_string().contains("appears twice"), "{err}");
+    }
+
+    #[test]
+    fn environment_overrides_and_passwords() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "from-file\n").unwrap();
+        let text = EXAMPLE.replace(
+            "shards = [1, 3]",
+            &format!(
+                "shards = [1, 3]\nadmin_password_file = {:?}",
+                file.display().to_string()
+            ),
+        );
+        let vars: std::collections::HashMap<&str, String> = [
+            ("RPS_REDIS_URL", "rediss://cache.internal:6380".to_string()),
+            ("RPS_API_BIND", "0.0.0.0:80".to_string()),
+            ("RPS_REDIS_PASSWORD", "r-secret".to_string()),
+            (
+                "RPS_SERVER_A_URL",
+                "mysql://u@db-a.internal:3306".to_string(),
+            ),
+            ("RPS_SERVER_A_PASSWORD_FILE", file.display().to_string()),
+        ]
+        .into_iter()
+        .collect();
+        let env = |k: &str| vars.get(k).cloned();
+        let c = Config::parse_with_env(&text, Path::new("t.toml"), &env).unwrap();
+        assert_eq!(c.redis.url, "rediss://cache.internal:6380");
+        assert_eq!(c.redis.tls_mode(), TlsMode::VerifyIdentity);
+        assert_eq!(c.api.bind, "0.0.0.0:80");
+        assert_eq!(c.redis.password, Some(Secret::new("r-secret")));
+        assert_eq!(c.servers[0].url, "mysql://u@db-a.internal:3306");
+        assert_eq!(c.servers[0].password, Some(Secret::new("from-file")));
+        assert_eq!(c.servers[1].password, None);
+        assert_eq!(c.servers[1].admin_password, Some(Secret::new("from-file")));
+        assert_eq!(c.servers[0].tls_mode(), TlsMode::Disabled);
+        // Resolved passwords never reach the file or a debug print.
+        assert!(!c.to_toml().contains("from-file") && !c.to_toml().contains("r-secret"));
+        assert!(!format!("{c:?}").contains("r-secret"));
+
+        let missing =
+            |k: &str| (k == "RPS_SERVER_B_PASSWORD_FILE").then(|| "/nonexistent/pw".into());
+        let err = Config::parse_with_env(EXAMPLE, Path::new("t.toml"), &missing).unwrap_err();
+        assert!(
+            err.to_string().contains("RPS_SERVER_B_PASSWORD_FILE"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn tls_settings() {
+        let text = EXAMPLE.replace(
+            "shards = [1, 3]",
+            "shards = [1, 3]\n[servers.tls]\nmode = \"verify-ca\"\ncert_file = \"/x.pem\"",
+        );
+        let err = parse(&text).unwrap_err();
+        assert!(err.to_string().contains("go together"), "{err}");
+        let err = parse(&text.replace("verify-ca", "preferred")).unwrap_err();
+        assert!(
+            err.to_string().contains("unknown variant `preferred`"),
+            "{err}"
+        );
+        let c = parse(&EXAMPLE.replace(
+            "shards = [1, 3]",
+            "shards = [1, 3]\n[servers.tls]\nmode = \"required\"",
+        ))
+        .unwrap();
+        assert_eq!(c.servers[1].tls_mode(), TlsMode::Required);
+        assert_eq!(parse(&c.to_toml()).unwrap(), c);
+    }
+
+    #[test]
+    fn urls_are_masked() {
+        assert_eq!(
+            redact_url("mysql://u:pw@h:3306/db"),
+            "mysql://u:***@h:3306/db"
+        );
+        assert_eq!(redact_url("redis://:p@ss@h:6379"), "redis://:***@h:6379");
+        assert_eq!(redact_url("redis://h:6379"), "redis://h:6379");
+        assert_eq!(redact_url("mysql://u@h"), "mysql://u@h");
+        assert_eq!(redact_url("not a url"), "not a url");
     }
 
     #[test]

@@ -14,12 +14,14 @@ pub mod deadletter;
 pub mod event;
 pub mod fold;
 pub mod gtid;
+pub mod health;
 pub mod ids;
 pub mod keys;
 #[cfg(feature = "redis")]
 pub mod redis_client;
 pub mod stream;
 pub mod time;
+pub mod tls;
 pub mod xa;
 
 pub use config::{Config, ConfigError, ServerConfig};

@@ -9,6 +9,8 @@
 //! The caller gets the error and its own loop decides, from what Redis
 //! holds, what to do next (every write of the pipeline is fenced).
 
+use crate::config::RedisConfig;
+use crate::tls;
 use fred::prelude::*;
 use std::time::Duration;
 
@@ -47,9 +49,36 @@ impl ClientPolicy {
         }
     }
 
-    /// A builder for `url` with this policy; `build()` / `build_pool(n)` it.
-    pub fn builder(&self, url: &str) -> Result<Builder, fred::error::Error> {
-        let config = fred::types::config::Config::from_url(url)?;
+    /// For the reader's publisher: a slow Redis (an AOF rewrite, a
+    /// failover) gets more time before a publish counts as failed, since a
+    /// failed publish costs a reconnect and a checkpoint read.
+    pub fn publisher() -> Self {
+        ClientPolicy {
+            connect_timeout: Duration::from_secs(5),
+            command_timeout: Duration::from_secs(15),
+            ..ClientPolicy::default()
+        }
+    }
+
+    /// For work that can wait for Redis rather than fail (the compensator,
+    /// operator commands): longer connect, gentler reconnects.
+    pub fn patient() -> Self {
+        ClientPolicy {
+            connect_timeout: Duration::from_secs(5),
+            max_reconnect_delay: Duration::from_secs(5),
+            ..ClientPolicy::default()
+        }
+    }
+
+    /// A builder for the configured Redis with this policy: URL, password
+    /// and TLS from `redis`; `build()` / `build_pool(n)` it.
+    pub fn builder(&self, redis: &RedisConfig) -> Result<Builder, fred::error::Error> {
+        let mut config =
+            fred::types::config::Config::from_url(&redis.url).map_err(|e| without_url(e, redis))?;
+        if let Some(password) = &redis.password {
+            config.password = Some(password.expose().to_string());
+        }
+        config.tls = fred_tls(redis)?;
         let mut builder = Builder::from_config(config);
         let (connect, command) = (self.connect_timeout, self.command_timeout);
         let attempts = if self.resend_in_flight { 3 } else { 1 };
@@ -70,11 +99,63 @@ impl ClientPolicy {
     }
 
     /// A connected client that reconnects by itself (forever).
-    pub async fn connect(&self, url: &str) -> Result<Client, fred::error::Error> {
-        let client = self.builder(url)?.build()?;
-        client.init().await?;
+    pub async fn connect(&self, redis: &RedisConfig) -> Result<Client, fred::error::Error> {
+        let client = self.builder(redis)?.build()?;
+        if let Err(e) = client.init().await {
+            let _ = client.quit().await;
+            if is_certificate_rejection(&e) {
+                return Err(fred::error::Error::new(
+                    fred::error::ErrorKind::Tls,
+                    format!(
+                        "TLS to Redis at {} failed, a certificate was refused ({}); check `redis.tls` \
+                         (mode, ca_file, client certificate) against the server's certificate",
+                        redis.display_url(),
+                        e.details()
+                    ),
+                ));
+            }
+            return Err(e);
+        }
         Ok(client)
     }
+}
+
+/// The TLS connector of `redis.tls`, if TLS is on.
+fn fred_tls(
+    redis: &RedisConfig,
+) -> Result<Option<fred::types::config::TlsConfig>, fred::error::Error> {
+    let mode = redis.tls_mode();
+    if !mode.is_enabled() {
+        return Ok(None);
+    }
+    let config = tls::client_config(&redis.tls, mode).map_err(|message| {
+        fred::error::Error::new(fred::error::ErrorKind::Tls, format!("redis TLS: {message}"))
+    })?;
+    Ok(Some(fred::types::config::TlsConnector::from(config).into()))
+}
+
+/// Whether a connection failed on a certificate (ours refused the server's,
+/// or the server refused ours) or on the TLS settings themselves: not worth
+/// a retry, an operator must fix `redis.tls`.
+pub fn is_certificate_rejection(e: &fred::error::Error) -> bool {
+    *e.kind() == fred::error::ErrorKind::Tls
+        || [
+            "invalid peer certificate",
+            "received fatal alert",
+            "InvalidCertificate",
+            "AlertReceived",
+        ]
+        .iter()
+        .any(|m| e.details().contains(m))
+}
+
+/// A URL parse error names the masked URL, never the password.
+fn without_url(e: fred::error::Error, redis: &RedisConfig) -> fred::error::Error {
+    let details = e.details().replace(&redis.url, &redis.display_url());
+    fred::error::Error::new(
+        e.kind().clone(),
+        format!("redis.url {}: {details}", redis.display_url()),
+    )
 }
 
 /// `XGROUP CREATE <stream> projector 0 MKSTREAM`: the projectors' consumer

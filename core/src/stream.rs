@@ -229,10 +229,19 @@ impl StreamEvent {
                 int(i).map(Some)
             }
         };
+        let uint = |i: usize| -> Result<u64, DecodeError> {
+            std::str::from_utf8(get(i)?)
+                .ok()
+                .and_then(|t| t.parse::<u64>().ok())
+                .ok_or_else(|| invalid(i, get(i).unwrap_or_default()))
+        };
         let opt_enum = |i: usize| -> Result<Option<&[u8]>, DecodeError> {
             let b = get(i)?;
             Ok((!b.is_empty()).then_some(b))
         };
+        // Both gesture columns share one enum type, whose error alone would
+        // not say which of the two was bad.
+        let column = |field: &'static str| move |e: ModelError| ModelError { field, ..e };
         let event = MatchEvent {
             row_id: int(1)?,
             event_id: Uuid::try_parse_ascii(get(2)?)
@@ -243,8 +252,14 @@ impl StreamEvent {
             season_id: SeasonId::parse_bytes(get(6)?)?,
             player_a_id: int(7)?,
             player_b_id: int(8)?,
-            gesture_a: opt_enum(9)?.map(Gesture::from_bytes).transpose()?,
-            gesture_b: opt_enum(10)?.map(Gesture::from_bytes).transpose()?,
+            gesture_a: opt_enum(9)?
+                .map(Gesture::from_bytes)
+                .transpose()
+                .map_err(column("gesture_a"))?,
+            gesture_b: opt_enum(10)?
+                .map(Gesture::from_bytes)
+                .transpose()
+                .map_err(column("gesture_b"))?,
             winner_player_id: opt_int(11)?,
             loser_player_id: opt_int(12)?,
             outcome: opt_enum(13)?.map(Outcome::from_bytes).transpose()?,
@@ -259,7 +274,7 @@ impl StreamEvent {
                 database: text(17)?.into_owned(),
                 table: text(18)?.into_owned(),
                 file: text(19)?.into_owned(),
-                pos: int(20)? as u64,
+                pos: uint(20)?,
                 gtid: text(21)?.into_owned(),
                 commit_ts: Timestamp(int(22)?),
             },
@@ -455,5 +470,286 @@ mod tests {
         let err = StreamEvent::decode(pairs.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())))
             .unwrap_err();
         assert_eq!(err, DecodeError::Missing("mid"));
+    }
+
+    // Positions were read as i64 and cast: one above i64::MAX did not
+    // decode, and a negative one came back as a huge position.
+    #[test]
+    fn positions_are_unsigned_in_both_directions() {
+        let mut e = sample();
+        e.source.pos = u64::MAX;
+        for pairs in [e.to_pairs(), e.to_named_pairs()] {
+            let decoded =
+                StreamEvent::decode(pairs.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())));
+            assert_eq!(decoded.unwrap(), e);
+        }
+        let mut pairs = sample().to_named_pairs();
+        pairs[20].1 = "-1".into();
+        let err = StreamEvent::decode(pairs.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())))
+            .unwrap_err();
+        assert_eq!(
+            err,
+            DecodeError::Invalid {
+                field: "pos",
+                value: "-1".into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_bad_gesture_names_its_column() {
+        for (i, column) in [(9, "gesture_a"), (10, "gesture_b")] {
+            let mut pairs = sample().to_named_pairs();
+            pairs[i].1 = "lizard".into();
+            let err = StreamEvent::decode(pairs.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())))
+                .unwrap_err();
+            assert!(
+                matches!(&err, DecodeError::Model(m) if m.field == column),
+                "{err}"
+            );
+            assert!(err.to_string().contains(column), "{err}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+
+    fn timestamp() -> impl Strategy<Value = Timestamp> {
+        any::<i64>().prop_map(Timestamp)
+    }
+
+    /// Text that exercises the wire escapes as well as any Unicode.
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![any::<String>(), "[|%7Ca-c25]{0,12}"]
+    }
+
+    fn match_event() -> impl Strategy<Value = MatchEvent> {
+        let ids = (any::<i64>(), any::<u128>(), any::<i64>(), any::<i32>());
+        let kind = (
+            prop::sample::select(EventType::ALL.to_vec()),
+            (0u16..=9999, 1u8..=4),
+            any::<i64>(),
+            any::<i64>(),
+        );
+        let gesture = || prop::option::of(prop::sample::select(Gesture::ALL.to_vec()));
+        let result = (
+            gesture(),
+            gesture(),
+            any::<Option<i64>>(),
+            any::<Option<i64>>(),
+            prop::option::of(prop::sample::select(Outcome::ALL.to_vec())),
+        );
+        let times = (prop::option::of(timestamp()), timestamp());
+        (ids, kind, result, times).prop_map(
+            |(
+                (row_id, eid, match_id, version),
+                (event_type, (year, q), player_a_id, player_b_id),
+                (gesture_a, gesture_b, winner_player_id, loser_player_id, outcome),
+                (deadline_at, occurred_at),
+            )| MatchEvent {
+                row_id,
+                event_id: Uuid::from_u128(eid),
+                match_id,
+                version,
+                event_type,
+                season_id: format!("{year:04}Q{q}").parse().expect("valid season"),
+                player_a_id,
+                player_b_id,
+                gesture_a,
+                gesture_b,
+                winner_player_id,
+                loser_player_id,
+                outcome,
+                deadline_at,
+                occurred_at,
+            },
+        )
+    }
+
+    fn stream_event() -> impl Strategy<Value = StreamEvent> {
+        let source = (
+            (text(), text(), text(), text()),
+            any::<u64>(),
+            text(),
+            timestamp(),
+        )
+            .prop_map(|((server, database, table, file), pos, gtid, commit_ts)| {
+                SourcePosition {
+                    server,
+                    database,
+                    table,
+                    file,
+                    pos,
+                    gtid,
+                    commit_ts,
+                }
+            });
+        (any::<u16>(), match_event(), source).prop_map(|(shard, event, source)| StreamEvent {
+            shard,
+            event,
+            source,
+        })
+    }
+
+    fn bytes() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            vec(any::<u8>(), 0..48),
+            any::<String>().prop_map(String::into_bytes),
+            "-?[0-9]{1,25}".prop_map(String::into_bytes),
+        ]
+    }
+
+    fn decode_owned(pairs: &[(Vec<u8>, Vec<u8>)]) -> Result<StreamEvent, DecodeError> {
+        StreamEvent::decode(pairs.iter().map(|(k, v)| (k.as_slice(), v.as_slice())))
+    }
+
+    fn decode_str(pairs: &[(&'static str, String)]) -> Result<StreamEvent, DecodeError> {
+        StreamEvent::decode(pairs.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())))
+    }
+
+    /// The event column a stream field's enum or season error names.
+    fn column_of(field: &str) -> &str {
+        match field {
+            "type" => "event_type",
+            "season" => "season_id",
+            "ga" => "gesture_a",
+            "gb" => "gesture_b",
+            "out" => "outcome",
+            other => other,
+        }
+    }
+
+    /// Whether `err` is about field `i` and nothing else.
+    fn names_field(err: &DecodeError, i: usize) -> bool {
+        let msg = err.to_string();
+        match err {
+            DecodeError::Missing(f) | DecodeError::Invalid { field: f, .. } => {
+                *f == FIELDS[i] && msg.contains(FIELDS[i])
+            }
+            DecodeError::Model(m) => m.field == column_of(FIELDS[i]) && msg.contains(m.field),
+            DecodeError::Format(_) => false,
+        }
+    }
+
+    fn config() -> ProptestConfig {
+        ProptestConfig {
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        }
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn stream_wire_form_round_trips(e in stream_event()) {
+            prop_assert_eq!(decode_str(&e.to_pairs())?, e);
+        }
+
+        #[test]
+        fn stream_named_form_round_trips_in_any_order(
+            (e, order) in stream_event().prop_flat_map(|e| {
+                (Just(e), Just((0..FIELDS.len()).collect::<Vec<_>>()).prop_shuffle())
+            })
+        ) {
+            let named = e.to_named_pairs();
+            let shuffled: Vec<_> = order.iter().map(|i| named[*i].clone()).collect();
+            prop_assert_eq!(decode_str(&shuffled)?, e);
+        }
+
+        #[test]
+        fn stream_wire_form_reads_back_by_name(e in stream_event()) {
+            let pairs = e.to_pairs();
+            let named = named_fields(pairs.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())));
+            let expected: Vec<(String, String)> = e
+                .to_named_pairs()
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect();
+            prop_assert_eq!(named, expected);
+        }
+
+        #[test]
+        fn stream_arbitrary_pairs_are_an_error_not_a_panic(
+            pairs in vec(
+                (
+                    prop_oneof![
+                        prop::sample::select(FIELDS.to_vec()).prop_map(|f| f.as_bytes().to_vec()),
+                        Just(ENTRY_FIELD.as_bytes().to_vec()),
+                        vec(any::<u8>(), 0..4),
+                    ],
+                    bytes(),
+                ),
+                0..30,
+            )
+        ) {
+            let _ = named_fields(pairs.iter().map(|(k, v)| (k.as_slice(), v.as_slice())));
+            if let Err(err) = decode_owned(&pairs) {
+                prop_assert!(!err.to_string().is_empty());
+                if let DecodeError::Missing(f) | DecodeError::Invalid { field: f, .. } = err {
+                    prop_assert!(FIELDS.contains(&f), "{}", f);
+                }
+            }
+        }
+
+        #[test]
+        fn stream_arbitrary_wire_is_an_error_not_a_panic(
+            wire in prop_oneof![
+                vec(any::<u8>(), 0..200),
+                vec(prop_oneof![Just(b'|'), Just(b'%'), Just(b'1'), any::<u8>()], 0..80),
+            ]
+        ) {
+            let _ = named_fields([(ENTRY_FIELD.as_bytes(), wire.as_slice())]);
+            let parts: Vec<&[u8]> = wire.split(|b| *b == b'|').collect();
+            let framed = parts.len() == 24 && parts[0] == FORMAT_TAG.as_bytes();
+            match StreamEvent::decode([(ENTRY_FIELD.as_bytes(), wire.as_slice())]) {
+                Ok(e) => prop_assert_eq!(decode_str(&e.to_pairs())?, e),
+                Err(DecodeError::Format(_)) => prop_assert!(!framed),
+                Err(err) => prop_assert!(framed, "{}", err),
+            }
+        }
+
+        #[test]
+        fn stream_a_bad_wire_value_names_its_field(
+            e in stream_event(),
+            i in 0..FIELDS.len(),
+            junk in bytes().prop_map(|b| b.into_iter().filter(|c| *c != b'|').collect::<Vec<u8>>()),
+        ) {
+            let wire = e.to_wire();
+            let mut parts: Vec<&[u8]> = wire.as_bytes().split(|b| *b == b'|').collect();
+            parts[i + 1] = &junk;
+            let bad = parts.join(&b'|');
+            match StreamEvent::decode([(ENTRY_FIELD.as_bytes(), bad.as_slice())]) {
+                Ok(d) => prop_assert_eq!(decode_str(&d.to_pairs())?, d),
+                Err(err) => prop_assert!(names_field(&err, i), "field {}: {}", FIELDS[i], err),
+            }
+        }
+
+        #[test]
+        fn stream_a_bad_or_missing_named_value_names_its_field(
+            e in stream_event(),
+            i in 0..FIELDS.len(),
+            junk in prop::option::of(bytes()),
+        ) {
+            let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = e
+                .to_named_pairs()
+                .into_iter()
+                .map(|(k, v)| (k.as_bytes().to_vec(), v.into_bytes()))
+                .collect();
+            match junk {
+                Some(junk) => pairs[i].1 = junk,
+                None => {
+                    pairs.remove(i);
+                }
+            }
+            match decode_owned(&pairs) {
+                Ok(d) => prop_assert_eq!(decode_str(&d.to_named_pairs())?, d),
+                Err(err) => prop_assert!(names_field(&err, i), "field {}: {}", FIELDS[i], err),
+            }
+        }
     }
 }

@@ -163,7 +163,8 @@ pub enum XaStatement {
 /// returns the verb and the xid; anything else is `None`.
 pub fn parse_xa_statement(sql: &str) -> Option<Result<(XaStatement, Xid), XidParseError>> {
     let s = sql.trim_start();
-    if s.len() < 3 || !s[..3].eq_ignore_ascii_case("XA ") {
+    // `get`: the third byte of an arbitrary statement may fall inside a character.
+    if !s.get(..3).is_some_and(|p| p.eq_ignore_ascii_case("XA ")) {
         return None;
     }
     let s = s[3..].trim_start();
@@ -364,6 +365,12 @@ mod tests {
         assert!(Xid::from_key("abc").is_err());
         assert!(Xid::from_parts(1, 65, 0, &[0; 65]).is_none());
         assert!(Xid::from_parts(1, 3, 2, b"abcd").is_none());
+    }
+
+    #[test]
+    fn a_statement_that_is_not_xa_never_panics() {
+        assert!(parse_xa_statement("ab€ xyz").is_none());
+        assert!(parse_xa_statement("x").is_none());
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! `rpsctl init`: shard databases, event tables, the pipeline account and
 //! its grants on every server, idempotently, with a report of what changed.
 
-use crate::{opts, Flavor, StoreError};
+use crate::{pool_opts, server_opts, Account, Flavor, StoreError};
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Opts, Pool};
 use rps_core::Config;
@@ -41,13 +41,7 @@ impl InitReport {
 pub async fn init(config: &Config) -> Result<InitReport, StoreError> {
     let mut report = InitReport::default();
     for server in &config.servers {
-        let admin = server
-            .admin_url
-            .as_deref()
-            .ok_or_else(|| StoreError::NoAdminUrl {
-                server: server.name.clone(),
-            })?;
-        let pool = Pool::new(opts(&server.name, admin, 2)?);
+        let pool = Pool::new(pool_opts(server, Account::Admin, 2)?);
         let mut conn = pool
             .get_conn()
             .await
@@ -71,14 +65,9 @@ async fn init_server(
         server: server.name.clone(),
         ..Default::default()
     };
-    let pipeline = match Opts::from_url(&server.url) {
-        Ok(o) => o,
-        Err(e) => {
-            return Ok(Err(StoreError::Url {
-                server: server.name.clone(),
-                message: e.to_string(),
-            }))
-        }
+    let pipeline = match server_opts(server, Account::Pipeline) {
+        Ok(o) => Opts::from(o),
+        Err(e) => return Ok(Err(e)),
     };
     let user = pipeline.user().unwrap_or("rps_pipeline").to_string();
     let password = pipeline.pass().unwrap_or("").to_string();

@@ -7,12 +7,14 @@
 //! (`rpsctl xa`). The binlog is
 //! not read here; that is cdc-reader's job.
 
+pub mod connect;
 mod flavor;
 mod history;
 mod init;
 mod snapshot;
 pub mod xa;
 
+pub use connect::{server_opts, Account};
 pub use flavor::{BinlogPosition, Flavor, SnapshotError, TableListQuery};
 pub use history::{
     decode_row, read_ranges_ahead, HistoryFilter, MatchRangeReader, RangePlan, RangeRow, RowResult,
@@ -22,7 +24,7 @@ pub use init::{init, InitReport, ServerReport};
 pub use snapshot::{end_snapshot, ConsistentSnapshot};
 
 use mysql_async::prelude::*;
-use mysql_async::{Conn, Opts, Pool, PoolConstraints, PoolOpts};
+use mysql_async::{Conn, OptsBuilder, Pool, PoolConstraints, PoolOpts};
 use rps_core::{Config, MatchEvent, ShardId};
 use std::sync::Arc;
 
@@ -43,6 +45,9 @@ pub enum StoreError {
         #[source]
         source: mysql_async::Error,
     },
+    #[error("server `{server}`: the TLS handshake failed ({message}). Check `tls.mode`, `tls.ca_file` \
+             and the client certificate of this server in rps.toml against the server's certificate")]
+    Tls { server: String, message: String },
     #[error("invalid MySQL url for server `{server}`: {message}")]
     Url { server: String, message: String },
     #[error("server `{server}` has no `admin_url`; `rpsctl init` needs an account that can create databases and users")]
@@ -67,9 +72,18 @@ pub enum StoreError {
 
 impl StoreError {
     pub(crate) fn mysql(server: &str) -> impl FnOnce(mysql_async::Error) -> StoreError + '_ {
-        move |source| StoreError::Mysql {
-            server: server.to_string(),
-            source,
+        move |source| {
+            if rps_core::tls::is_certificate_rejection(&source) {
+                StoreError::Tls {
+                    server: server.to_string(),
+                    message: source.to_string(),
+                }
+            } else {
+                StoreError::Mysql {
+                    server: server.to_string(),
+                    source,
+                }
+            }
         }
     }
 
@@ -100,8 +114,11 @@ pub fn is_transient_server_code(code: u16) -> bool {
 }
 
 /// Whether a MySQL error may go away by itself: connection trouble, or one
-/// of [`is_transient_server_code`].
+/// of [`is_transient_server_code`]. A refused TLS certificate never is.
 pub fn is_transient_mysql(e: &mysql_async::Error) -> bool {
+    if rps_core::tls::is_certificate_rejection(e) {
+        return false;
+    }
     match e {
         mysql_async::Error::Io(_) | mysql_async::Error::Driver(_) => true,
         mysql_async::Error::Server(e) => is_transient_server_code(e.code),
@@ -126,16 +143,17 @@ pub struct EventStore {
     pools: Arc<Vec<Pool>>,
 }
 
-pub(crate) fn opts(server: &str, url: &str, max_conns: usize) -> Result<Opts, StoreError> {
-    let opts = Opts::from_url(url).map_err(|e| StoreError::Url {
-        server: server.to_string(),
-        message: e.to_string(),
-    })?;
+/// Pool options for `account` on `server`: at most `max_conns`
+/// connections, sessions in UTC.
+pub(crate) fn pool_opts(
+    server: &rps_core::ServerConfig,
+    account: Account,
+    max_conns: usize,
+) -> Result<OptsBuilder, StoreError> {
     let constraints = PoolConstraints::new(1, max_conns.max(1)).expect("1 <= max");
-    Ok(mysql_async::OptsBuilder::from_opts(opts)
+    Ok(server_opts(server, account)?
         .pool_opts(PoolOpts::default().with_constraints(constraints))
-        .init(vec!["SET time_zone = '+00:00'"])
-        .into())
+        .init(vec!["SET time_zone = '+00:00'"]))
 }
 
 impl EventStore {
@@ -160,10 +178,8 @@ impl EventStore {
             .servers
             .iter()
             .map(|s| {
-                let o = opts(&s.name, &s.url, max_conns)?;
-                Ok(Pool::new(
-                    mysql_async::OptsBuilder::from_opts(o).setup(setup.clone()),
-                ))
+                let o = pool_opts(s, Account::Pipeline, max_conns)?;
+                Ok(Pool::new(o.setup(setup.clone())))
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
         Ok(EventStore {

@@ -13,18 +13,15 @@
 //! pipeline rejects is still history.
 
 use crate::HistoryError;
-use arrow_array::builder::{
-    Int32Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder, UInt16Builder,
-};
-use arrow_array::{ArrayRef, RecordBatch};
-use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use mysql_async::prelude::*;
 use mysql_async::Value;
 use rps_core::{Config, SeasonId, ShardId, Timestamp};
 use rps_event_store::{EventStore, EVENT_COLUMNS};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::future::Future;
 use std::io::Write;
+use std::pin::Pin;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -33,8 +30,6 @@ use tokio_util::sync::CancellationToken;
 const CHUNK_ROWS: usize = 1024;
 /// Messages buffered per table reader.
 const CHANNEL_CHUNKS: usize = 4;
-/// Rows per Arrow batch handed to the Parquet writer.
-const PARQUET_BATCH_ROWS: usize = 8192;
 /// Rows per Parquet row group (bounds the writer's memory).
 pub const PARQUET_ROW_GROUP_ROWS: usize = 128 * 1024;
 
@@ -364,133 +359,230 @@ impl<W: Write> RowSink for CsvSink<W> {
     }
 }
 
-/// The Arrow schema of the Parquet export.
-pub fn arrow_schema() -> Arc<Schema> {
-    let ts = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
-    Arc::new(Schema::new(vec![
-        Field::new("shard", DataType::UInt16, false),
-        Field::new("source_table", DataType::Utf8, false),
-        Field::new("id", DataType::Int64, false),
-        Field::new("event_id", DataType::Utf8, false),
-        Field::new("match_id", DataType::Int64, false),
-        Field::new("version", DataType::Int32, false),
-        Field::new("event_type", DataType::Utf8, false),
-        Field::new("season_id", DataType::Utf8, false),
-        Field::new("player_a_id", DataType::Int64, false),
-        Field::new("player_b_id", DataType::Int64, false),
-        Field::new("gesture_a", DataType::Utf8, true),
-        Field::new("gesture_b", DataType::Utf8, true),
-        Field::new("winner_player_id", DataType::Int64, true),
-        Field::new("loser_player_id", DataType::Int64, true),
-        Field::new("outcome", DataType::Utf8, true),
-        Field::new("deadline_at", ts.clone(), true),
-        Field::new("occurred_at", ts, false),
-    ]))
+/// The Parquet schema of the export. The logical types are the ones Arrow
+/// readers (arrow-rs, pyarrow, DuckDB, Spark) map to UInt16, Utf8, Int64,
+/// Int32 and Timestamp(µs, "UTC"), the types the export has always had.
+pub const PARQUET_SCHEMA: &str = "
+message rps_export {
+    REQUIRED INT32 shard (INTEGER(16, false));
+    REQUIRED BYTE_ARRAY source_table (STRING);
+    REQUIRED INT64 id;
+    REQUIRED BYTE_ARRAY event_id (STRING);
+    REQUIRED INT64 match_id;
+    REQUIRED INT32 version;
+    REQUIRED BYTE_ARRAY event_type (STRING);
+    REQUIRED BYTE_ARRAY season_id (STRING);
+    REQUIRED INT64 player_a_id;
+    REQUIRED INT64 player_b_id;
+    OPTIONAL BYTE_ARRAY gesture_a (STRING);
+    OPTIONAL BYTE_ARRAY gesture_b (STRING);
+    OPTIONAL INT64 winner_player_id;
+    OPTIONAL INT64 loser_player_id;
+    OPTIONAL BYTE_ARRAY outcome (STRING);
+    OPTIONAL INT64 deadline_at (TIMESTAMP(MICROS, true));
+    REQUIRED INT64 occurred_at (TIMESTAMP(MICROS, true));
+}";
+
+/// [`PARQUET_SCHEMA`], parsed.
+pub fn parquet_schema() -> parquet::schema::types::Type {
+    parquet::schema::parser::parse_message_type(PARQUET_SCHEMA)
+        .expect("PARQUET_SCHEMA is a valid message type")
 }
 
+fn parquet_err(e: parquet::errors::ParquetError) -> HistoryError {
+    HistoryError::Format(e.to_string())
+}
+
+/// Writes the next column of a row group: `defs` is `None` for a required
+/// column, the definition levels for a nullable one.
+fn column<W: Write + Send, T: parquet::data_type::DataType>(
+    rg: &mut parquet::file::writer::SerializedRowGroupWriter<'_, W>,
+    values: &[T::T],
+    defs: Option<&[i16]>,
+) -> Result<(), HistoryError> {
+    let mut col = rg
+        .next_column()
+        .map_err(parquet_err)?
+        .ok_or_else(|| HistoryError::Format("the Parquet schema has fewer columns".into()))?;
+    col.typed::<T>()
+        .write_batch(values, defs, None)
+        .map_err(parquet_err)?;
+    col.close().map_err(parquet_err)
+}
+
+/// One buffered numeric column of a row group. A nullable column also keeps
+/// one definition level per row (1 present, 0 NULL) and only the present
+/// values, which is how the column writer takes them.
+#[derive(Default)]
+struct Nums<T> {
+    values: Vec<T>,
+    defs: Vec<i16>,
+}
+
+impl<T> Nums<T> {
+    fn push(&mut self, v: T) {
+        self.values.push(v);
+    }
+
+    fn push_opt(&mut self, v: Option<T>) {
+        self.defs.push(i16::from(v.is_some()));
+        self.values.extend(v);
+    }
+}
+
+/// One buffered text column: the bytes of all values back to back, so a row
+/// costs no allocation and the page values are slices of one buffer.
+#[derive(Default)]
+struct Texts {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+    defs: Vec<i16>,
+}
+
+impl Texts {
+    fn push(&mut self, v: &str) {
+        self.bytes.extend_from_slice(v.as_bytes());
+        self.ends.push(self.bytes.len());
+    }
+
+    fn push_opt(&mut self, v: Option<&str>) {
+        self.defs.push(i16::from(v.is_some()));
+        if let Some(v) = v {
+            self.push(v);
+        }
+    }
+
+    /// The values, as slices of one shared buffer.
+    fn take(&mut self) -> Vec<parquet::data_type::ByteArray> {
+        let data = bytes::Bytes::from(std::mem::take(&mut self.bytes));
+        let mut start = 0;
+        self.ends
+            .iter()
+            .map(|&end| {
+                let v = data.slice(start..end).into();
+                start = end;
+                v
+            })
+            .collect()
+    }
+}
+
+/// The columns of the row group being filled, in schema order.
+#[derive(Default)]
+struct RowGroup {
+    rows: usize,
+    shard: Nums<i32>,
+    source_table: Texts,
+    id: Nums<i64>,
+    event_id: Texts,
+    match_id: Nums<i64>,
+    version: Nums<i32>,
+    event_type: Texts,
+    season_id: Texts,
+    player_a_id: Nums<i64>,
+    player_b_id: Nums<i64>,
+    gesture_a: Texts,
+    gesture_b: Texts,
+    winner_player_id: Nums<i64>,
+    loser_player_id: Nums<i64>,
+    outcome: Texts,
+    deadline_at: Nums<i64>,
+    occurred_at: Nums<i64>,
+}
+
+impl RowGroup {
+    fn push(&mut self, r: &ExportRow) {
+        self.rows += 1;
+        self.shard.push(i32::from(r.shard));
+        self.source_table.push(&r.source_table);
+        self.id.push(r.id);
+        self.event_id.push(&r.event_id);
+        self.match_id.push(r.match_id);
+        self.version.push(r.version);
+        self.event_type.push(&r.event_type);
+        self.season_id.push(&r.season_id);
+        self.player_a_id.push(r.player_a_id);
+        self.player_b_id.push(r.player_b_id);
+        self.gesture_a.push_opt(r.gesture_a.as_deref());
+        self.gesture_b.push_opt(r.gesture_b.as_deref());
+        self.winner_player_id.push_opt(r.winner_player_id);
+        self.loser_player_id.push_opt(r.loser_player_id);
+        self.outcome.push_opt(r.outcome.as_deref());
+        self.deadline_at.push_opt(r.deadline_at);
+        self.occurred_at.push(r.occurred_at);
+    }
+}
+
+/// Writes Parquet through the column writers of the `parquet` crate
+/// directly: its Arrow layer (arrow-array, -cast, -select, -ipc) was most of
+/// the release build's time and only moved these rows through one more copy.
 struct ParquetSink<W: Write + Send> {
-    writer: parquet::arrow::ArrowWriter<W>,
-    schema: Arc<Schema>,
-    rows: Vec<ExportRow>,
+    writer: parquet::file::writer::SerializedFileWriter<W>,
+    group: RowGroup,
+    group_rows: usize,
 }
 
 impl<W: Write + Send> ParquetSink<W> {
-    fn new(out: W) -> Result<Self, HistoryError> {
-        let schema = arrow_schema();
+    fn new(out: W, group_rows: usize) -> Result<Self, HistoryError> {
         let props = parquet::file::properties::WriterProperties::builder()
-            .set_max_row_group_size(PARQUET_ROW_GROUP_ROWS)
+            .set_max_row_group_size(group_rows)
             .set_compression(parquet::basic::Compression::SNAPPY)
             .build();
-        let writer = parquet::arrow::ArrowWriter::try_new(out, schema.clone(), Some(props))
-            .map_err(|e| HistoryError::Format(e.to_string()))?;
+        let writer = parquet::file::writer::SerializedFileWriter::new(
+            out,
+            Arc::new(parquet_schema()),
+            Arc::new(props),
+        )
+        .map_err(parquet_err)?;
         Ok(ParquetSink {
             writer,
-            schema,
-            rows: Vec::with_capacity(PARQUET_BATCH_ROWS),
+            group: RowGroup::default(),
+            group_rows,
         })
     }
 
-    fn flush_batch(&mut self) -> Result<(), HistoryError> {
-        if self.rows.is_empty() {
+    fn flush_group(&mut self) -> Result<(), HistoryError> {
+        use parquet::data_type::{ByteArrayType as Text, Int32Type as I32, Int64Type as I64};
+        let mut g = std::mem::take(&mut self.group);
+        if g.rows == 0 {
             return Ok(());
         }
-        let n = self.rows.len();
-        let mut shard = UInt16Builder::with_capacity(n);
-        let mut table = StringBuilder::new();
-        let mut id = Int64Builder::with_capacity(n);
-        let mut event_id = StringBuilder::new();
-        let mut match_id = Int64Builder::with_capacity(n);
-        let mut version = Int32Builder::with_capacity(n);
-        let mut event_type = StringBuilder::new();
-        let mut season = StringBuilder::new();
-        let mut pa = Int64Builder::with_capacity(n);
-        let mut pb = Int64Builder::with_capacity(n);
-        let mut ga = StringBuilder::new();
-        let mut gb = StringBuilder::new();
-        let mut win = Int64Builder::with_capacity(n);
-        let mut lose = Int64Builder::with_capacity(n);
-        let mut out = StringBuilder::new();
-        let mut dl = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
-        let mut at = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
-        for r in self.rows.drain(..) {
-            shard.append_value(r.shard);
-            table.append_value(&*r.source_table);
-            id.append_value(r.id);
-            event_id.append_value(&r.event_id);
-            match_id.append_value(r.match_id);
-            version.append_value(r.version);
-            event_type.append_value(&r.event_type);
-            season.append_value(&r.season_id);
-            pa.append_value(r.player_a_id);
-            pb.append_value(r.player_b_id);
-            ga.append_option(r.gesture_a.as_deref());
-            gb.append_option(r.gesture_b.as_deref());
-            win.append_option(r.winner_player_id);
-            lose.append_option(r.loser_player_id);
-            out.append_option(r.outcome.as_deref());
-            dl.append_option(r.deadline_at);
-            at.append_value(r.occurred_at);
-        }
-        let cols: Vec<ArrayRef> = vec![
-            Arc::new(shard.finish()),
-            Arc::new(table.finish()),
-            Arc::new(id.finish()),
-            Arc::new(event_id.finish()),
-            Arc::new(match_id.finish()),
-            Arc::new(version.finish()),
-            Arc::new(event_type.finish()),
-            Arc::new(season.finish()),
-            Arc::new(pa.finish()),
-            Arc::new(pb.finish()),
-            Arc::new(ga.finish()),
-            Arc::new(gb.finish()),
-            Arc::new(win.finish()),
-            Arc::new(lose.finish()),
-            Arc::new(out.finish()),
-            Arc::new(dl.finish()),
-            Arc::new(at.finish()),
-        ];
-        let batch = RecordBatch::try_new(self.schema.clone(), cols)
-            .map_err(|e| HistoryError::Format(e.to_string()))?;
-        self.writer
-            .write(&batch)
-            .map_err(|e| HistoryError::Format(e.to_string()))
+        let mut rg = self.writer.next_row_group().map_err(parquet_err)?;
+        column::<_, I32>(&mut rg, &g.shard.values, None)?;
+        column::<_, Text>(&mut rg, &g.source_table.take(), None)?;
+        column::<_, I64>(&mut rg, &g.id.values, None)?;
+        column::<_, Text>(&mut rg, &g.event_id.take(), None)?;
+        column::<_, I64>(&mut rg, &g.match_id.values, None)?;
+        column::<_, I32>(&mut rg, &g.version.values, None)?;
+        column::<_, Text>(&mut rg, &g.event_type.take(), None)?;
+        column::<_, Text>(&mut rg, &g.season_id.take(), None)?;
+        column::<_, I64>(&mut rg, &g.player_a_id.values, None)?;
+        column::<_, I64>(&mut rg, &g.player_b_id.values, None)?;
+        column::<_, Text>(&mut rg, &g.gesture_a.take(), Some(&g.gesture_a.defs))?;
+        column::<_, Text>(&mut rg, &g.gesture_b.take(), Some(&g.gesture_b.defs))?;
+        let (w, l) = (&g.winner_player_id, &g.loser_player_id);
+        column::<_, I64>(&mut rg, &w.values, Some(&w.defs))?;
+        column::<_, I64>(&mut rg, &l.values, Some(&l.defs))?;
+        column::<_, Text>(&mut rg, &g.outcome.take(), Some(&g.outcome.defs))?;
+        let d = &g.deadline_at;
+        column::<_, I64>(&mut rg, &d.values, Some(&d.defs))?;
+        column::<_, I64>(&mut rg, &g.occurred_at.values, None)?;
+        rg.close().map_err(parquet_err)?;
+        Ok(())
     }
 }
 
 impl<W: Write + Send> RowSink for ParquetSink<W> {
     fn write(&mut self, row: &ExportRow) -> Result<(), HistoryError> {
-        self.rows.push(row.clone());
-        if self.rows.len() >= PARQUET_BATCH_ROWS {
-            self.flush_batch()?;
+        self.group.push(row);
+        if self.group.rows >= self.group_rows {
+            self.flush_group()?;
         }
         Ok(())
     }
     fn finish(mut self: Box<Self>) -> Result<(), HistoryError> {
-        self.flush_batch()?;
-        self.writer
-            .close()
-            .map_err(|e| HistoryError::Format(e.to_string()))?;
+        self.flush_group()?;
+        self.writer.close().map_err(parquet_err)?;
         Ok(())
     }
 }
@@ -503,10 +595,33 @@ pub struct ExportReport {
 }
 
 /// Exports history to `out` (a file or stdout, already opened).
-pub async fn export<W: Write + Send + 'static>(
+pub fn export<W: Write + Send + 'static>(
     config: Arc<Config>,
     opts: ExportOptions,
     out: W,
+    shutdown: CancellationToken,
+) -> Pin<Box<dyn Future<Output = Result<ExportReport, HistoryError>>>> {
+    export_dyn(config, opts, Box::new(out), shutdown)
+}
+
+/// The export behind one writer type and a boxed future. A future the
+/// binary polls by its own type is compiled into the binary, in the release
+/// build's last and serial step, once per writer type; boxed here, the
+/// export and the Parquet writer are compiled once, with this crate.
+#[inline(never)]
+fn export_dyn(
+    config: Arc<Config>,
+    opts: ExportOptions,
+    out: Box<dyn Write + Send>,
+    shutdown: CancellationToken,
+) -> Pin<Box<dyn Future<Output = Result<ExportReport, HistoryError>>>> {
+    Box::pin(export_boxed(config, opts, out, shutdown))
+}
+
+async fn export_boxed(
+    config: Arc<Config>,
+    opts: ExportOptions,
+    out: Box<dyn Write + Send>,
     shutdown: CancellationToken,
 ) -> Result<ExportReport, HistoryError> {
     let started = std::time::Instant::now();
@@ -536,7 +651,7 @@ pub async fn export<W: Write + Send + 'static>(
     let mut sink: Box<dyn RowSink> = match opts.format {
         Format::Ndjson => Box::new(NdjsonSink(out)),
         Format::Csv => Box::new(CsvSink(csv::Writer::from_writer(out))),
-        Format::Parquet => Box::new(ParquetSink::new(out)?),
+        Format::Parquet => Box::new(ParquetSink::new(out, PARQUET_ROW_GROUP_ROWS)?),
     };
     // Each source: its current chunk (reversed, so pop takes the next row).
     let mut current: Vec<Vec<ExportRow>> = vec![Vec::new(); receivers.len()];
@@ -599,7 +714,6 @@ mod tests {
             format_ts(1_790_000_000_123_456),
             "2026-09-21T14:13:20.123456Z"
         );
-        assert_eq!(arrow_schema().fields().len(), COLUMNS.len());
         for t in [
             0,
             951_782_400_000_001,
@@ -614,5 +728,171 @@ mod tests {
                     .to_string()
             );
         }
+    }
+
+    fn row(i: i64) -> ExportRow {
+        let decided = i % 3 != 0;
+        let text = |s: &str| Some(Arc::<str>::from(s));
+        ExportRow {
+            shard: (i % 5) as ShardId,
+            source_table: Arc::from(if i % 2 == 0 {
+                "match_result_events"
+            } else {
+                "match_result_events_p1"
+            }),
+            id: i,
+            event_id: format!("00000000-0000-0000-0000-{i:012}"),
+            match_id: 1_000 + i / 4,
+            version: (i % 4) as i32,
+            event_type: Arc::from(if decided {
+                "MatchDecided"
+            } else {
+                "MatchCreated"
+            }),
+            season_id: Arc::from("2026Q4"),
+            player_a_id: 7,
+            player_b_id: 8 + i,
+            gesture_a: if decided { text("rock") } else { None },
+            gesture_b: if decided { text("scissors") } else { None },
+            winner_player_id: decided.then_some(7),
+            loser_player_id: decided.then_some(8 + i),
+            outcome: if decided { text("a_wins") } else { None },
+            deadline_at: (!decided).then_some(1_790_000_000_000_000 + i),
+            occurred_at: 1_790_000_000_123_456 + i * 1_000,
+            table_index: 0,
+        }
+    }
+
+    /// The fields parquet's record reader gives for `r`.
+    fn fields(r: &ExportRow) -> Vec<(String, parquet::record::Field)> {
+        use parquet::record::Field;
+        let s = |v: &str| Field::Str(v.to_string());
+        let o = |v: Option<Field>| v.unwrap_or(Field::Null);
+        let values = vec![
+            Field::UShort(r.shard),
+            s(&r.source_table),
+            Field::Long(r.id),
+            s(&r.event_id),
+            Field::Long(r.match_id),
+            Field::Int(r.version),
+            s(&r.event_type),
+            s(&r.season_id),
+            Field::Long(r.player_a_id),
+            Field::Long(r.player_b_id),
+            o(r.gesture_a.as_deref().map(s)),
+            o(r.gesture_b.as_deref().map(s)),
+            o(r.winner_player_id.map(Field::Long)),
+            o(r.loser_player_id.map(Field::Long)),
+            o(r.outcome.as_deref().map(s)),
+            o(r.deadline_at.map(Field::TimestampMicros)),
+            Field::TimestampMicros(r.occurred_at),
+        ];
+        COLUMNS.iter().map(|c| c.to_string()).zip(values).collect()
+    }
+
+    #[test]
+    fn parquet_reads_back_with_the_types_and_values_written() {
+        use parquet::basic::{LogicalType, TimeUnit, Type as Physical};
+        use parquet::file::reader::{FileReader, SerializedFileReader};
+        let rows: Vec<ExportRow> = (0..2_500).map(row).collect();
+        let mut out = Vec::new();
+        let mut sink = Box::new(ParquetSink::new(&mut out, 1_000).unwrap());
+        for r in &rows {
+            sink.write(r).unwrap();
+        }
+        sink.finish().unwrap();
+
+        let reader = SerializedFileReader::new(bytes::Bytes::from(out)).unwrap();
+        let meta = reader.metadata();
+        let groups: Vec<i64> = meta.row_groups().iter().map(|g| g.num_rows()).collect();
+        assert_eq!(groups, [1_000, 1_000, 500]);
+        assert!(meta
+            .row_groups()
+            .iter()
+            .flat_map(|g| g.columns())
+            .all(|c| c.compression() == parquet::basic::Compression::SNAPPY));
+
+        // The types the Arrow writer gave the export before: UInt16, Utf8,
+        // Int64, Int32 and Timestamp(µs, "UTC"), NULL only where the table
+        // allows it.
+        let text = (Physical::BYTE_ARRAY, Some(LogicalType::String));
+        let i64 = (Physical::INT64, None);
+        let ts = (
+            Physical::INT64,
+            Some(LogicalType::Timestamp {
+                is_adjusted_to_u_t_c: true,
+                unit: TimeUnit::MICROS(Default::default()),
+            }),
+        );
+        let u16 = (
+            Physical::INT32,
+            Some(LogicalType::Integer {
+                bit_width: 16,
+                is_signed: false,
+            }),
+        );
+        let expected = [
+            (u16, false),
+            (text.clone(), false),
+            (i64.clone(), false),
+            (text.clone(), false),
+            (i64.clone(), false),
+            ((Physical::INT32, None), false),
+            (text.clone(), false),
+            (text.clone(), false),
+            (i64.clone(), false),
+            (i64.clone(), false),
+            (text.clone(), true),
+            (text.clone(), true),
+            (i64.clone(), true),
+            (i64, true),
+            (text, true),
+            (ts.clone(), true),
+            (ts, false),
+        ];
+        let columns = meta.file_metadata().schema_descr().columns().to_vec();
+        assert_eq!(columns.len(), COLUMNS.len());
+        for ((col, name), ((physical, logical), nullable)) in
+            columns.iter().zip(COLUMNS).zip(expected)
+        {
+            assert_eq!(col.name(), name);
+            assert_eq!(col.physical_type(), physical, "{name}");
+            assert_eq!(col.logical_type(), logical, "{name}");
+            assert_eq!(col.self_type().is_optional(), nullable, "{name}");
+        }
+
+        let read: Vec<_> = reader
+            .get_row_iter(None)
+            .unwrap()
+            .map(|r| {
+                r.unwrap()
+                    .get_column_iter()
+                    .map(|(n, f)| (n.clone(), f.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(read.len(), rows.len());
+        for (got, want) in read.iter().zip(&rows) {
+            assert_eq!(got, &fields(want));
+        }
+    }
+
+    #[test]
+    fn an_empty_parquet_export_is_a_valid_file() {
+        use parquet::file::reader::{FileReader, SerializedFileReader};
+        let mut out = Vec::new();
+        Box::new(ParquetSink::new(&mut out, 1_000).unwrap())
+            .finish()
+            .unwrap();
+        let reader = SerializedFileReader::new(bytes::Bytes::from(out)).unwrap();
+        assert_eq!(reader.metadata().file_metadata().num_rows(), 0);
+        assert_eq!(
+            reader
+                .metadata()
+                .file_metadata()
+                .schema_descr()
+                .num_columns(),
+            COLUMNS.len()
+        );
     }
 }

@@ -73,10 +73,6 @@ impl HistoryError {
 pub async fn connect_redis(
     config: &rps_core::Config,
 ) -> Result<fred::clients::Client, HistoryError> {
-    let policy = rps_core::redis_client::ClientPolicy {
-        connect_timeout: std::time::Duration::from_secs(5),
-        max_reconnect_delay: std::time::Duration::from_secs(5),
-        ..Default::default()
-    };
-    Ok(policy.connect(&config.redis.url).await?)
+    let policy = rps_core::redis_client::ClientPolicy::patient();
+    Ok(policy.connect(&config.redis).await?)
 }

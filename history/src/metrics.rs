@@ -1,8 +1,11 @@
-//! Metric names of the history commands (Prometheus style, see docs/operations.md).
+//! Metric names of the history commands (Prometheus style, see
+//! docs/operations.md), with the help text `rpsctl` registers them with.
 //!
 //! The commands are short-lived, so these matter when `rpsctl replay` runs
 //! under `rpsctl run` or with a metrics endpoint; they are also what the
 //! progress reporter reads.
+
+use metrics::Unit;
 
 /// Events read from the event tables and folded (counter).
 pub const REPLAY_EVENTS_TOTAL: &str = "rps_replay_events_total";
@@ -16,3 +19,41 @@ pub const REPLAY_KEYS_WRITTEN_TOTAL: &str = "rps_replay_keys_written_total";
 pub const VERIFY_DIFFERENCES_TOTAL: &str = "rps_verify_differences_total";
 /// Rows written by export (counter).
 pub const EXPORT_ROWS_TOTAL: &str = "rps_export_rows_total";
+
+/// Every counter with its help text.
+pub const COUNTERS: &[(&str, &str)] = &[
+    (
+        REPLAY_EVENTS_TOTAL,
+        "Event rows read from the event tables and folded by replay or verify",
+    ),
+    (
+        REPLAY_REJECTED_TOTAL,
+        "Event rows of history that do not fit their match, per code",
+    ),
+    (
+        REPLAY_CATCHUP_ENTRIES_TOTAL,
+        "Stream entries applied to the new generation while catching up",
+    ),
+    (
+        REPLAY_KEYS_WRITTEN_TOTAL,
+        "Read-model keys written into the new generation",
+    ),
+    (
+        VERIFY_DIFFERENCES_TOTAL,
+        "Differences verify found, per kind of read model",
+    ),
+    (EXPORT_ROWS_TOTAL, "Event rows written by export"),
+];
+
+/// The history commands export no gauge.
+pub const GAUGES: &[(&str, Unit, &str)] = &[];
+
+/// The history commands export no histogram.
+pub const HISTOGRAMS: &[(&str, &str, &[f64])] = &[];
+
+/// Registers the help text with the installed recorder.
+pub fn describe() {
+    for (name, help) in COUNTERS {
+        metrics::describe_counter!(*name, Unit::Count, *help);
+    }
+}

@@ -7,6 +7,7 @@
 //! those on demand ([`Model::expected`]), not stored twice.
 
 use read_model::board_member;
+use read_model::lifecycle::MatchCounts;
 use rps_core::fold::{self, MatchResult, MatchState, MatchStatus, PlayerStats, Rejection};
 use rps_core::keys::deadline_member;
 use rps_core::{shard_of, Gesture, MatchEvent, Outcome, SeasonId, ShardId, Timestamp};
@@ -109,6 +110,9 @@ pub struct Model {
     pub shard_count: u16,
     pub matches: HashMap<i64, CompactMatch>,
     pub players: HashMap<PlayerKey, PlayerStats>,
+    /// Matches per lifecycle state. Kept as the fold goes rather than
+    /// counted from `matches`, which a spilling fold empties range by range.
+    pub lifecycle: MatchCounts,
     pub rejections: Rejections,
     /// Events folded, valid or not.
     pub events: u64,
@@ -157,6 +161,7 @@ impl Model {
         }
         let prev = self.match_state(ev.match_id);
         let t = fold::apply(prev.as_ref(), ev)?;
+        self.lifecycle.moved(prev.map(|p| p.status), t.state.status);
         for e in &t.effects {
             for key in [(e.player_id, None), (e.player_id, Some(e.season))] {
                 self.players.entry(key).or_default().add(&e.delta);
@@ -205,6 +210,7 @@ impl Model {
     pub fn merge(&mut self, other: Model) {
         self.events += other.events;
         self.matches.extend(other.matches);
+        self.lifecycle.add(&other.lifecycle);
         for (k, v) in other.players {
             self.players.entry(k).or_default().add(&v);
         }
@@ -419,6 +425,7 @@ mod tests {
             "a season stays listed after its results are voided"
         );
         assert_eq!(m.matches[&77].status, MatchStatus::Voided);
+        assert_eq!(m.lifecycle.nonzero().collect::<Vec<_>>(), [("voided", 1)]);
         let st = m.match_state(77).unwrap();
         assert_eq!(st.result.winner, Some(16));
         assert_eq!(CompactMatch::from_state(&st).state(77), st);

@@ -53,13 +53,15 @@ pub async fn write_model(
     if !deadlines.is_empty() {
         rest.push(vec![Write::zadd_scores(g.deadlines(), &deadlines)]);
     }
+    rest.push(bulk::lifecycle_counts(g, &model.lifecycle));
     let n = run_units(client, matches.chain(players).chain(rest)).await?;
     metrics::counter!(crate::metrics::REPLAY_KEYS_WRITTEN_TOTAL).increment(n);
     Ok(n)
 }
 
 /// Rewrites what `dirty` keys of the model must now hold (catch-up writes):
-/// match states and deadlines, player counters and board entries.
+/// match states and deadlines, player counters and board entries, and the
+/// matches per lifecycle state when a match changed.
 pub fn dirty_units(
     g: &GenerationKeys,
     model: &Model,
@@ -68,7 +70,9 @@ pub fn dirty_units(
 ) -> Vec<Vec<Write>> {
     let mut units = Vec::new();
     let mut seasons = BTreeSet::new();
+    let mut any_match = false;
     for id in matches {
+        any_match = true;
         let Some(m) = model.match_state(id) else {
             continue;
         };
@@ -93,6 +97,9 @@ pub fn dirty_units(
             g.seasons(),
             seasons.iter().map(SeasonId::to_string).collect(),
         )]);
+    }
+    if any_match {
+        units.push(bulk::lifecycle_counts(g, &model.lifecycle));
     }
     units
 }

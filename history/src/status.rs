@@ -156,7 +156,7 @@ pub async fn collect(config: Arc<Config>) -> Result<Status, HistoryError> {
             client.hgetall(keys.cdc_xa_branches(&s.name)).await?;
         st.xa_held = branches.len() as u64;
         st.xa_oldest_age_seconds = oldest_branch_age(branches.values(), now);
-        match binlog_state(&s.url).await {
+        match binlog_state(s).await {
             Ok((head, logs)) => {
                 st.binlog_file = Some(head.0.clone());
                 st.binlog_pos = Some(head.1);
@@ -232,9 +232,11 @@ async fn count_after(client: &Client, stream: &str, start: &str) -> Result<u64, 
 type BinlogHead = (String, u64);
 
 /// The binlog head and `SHOW BINARY LOGS` of a server.
-async fn binlog_state(url: &str) -> Result<(BinlogHead, Vec<(String, u64)>), HistoryError> {
-    let opts =
-        mysql_async::Opts::from_url(url).map_err(|e| HistoryError::Definite(e.to_string()))?;
+async fn binlog_state(
+    server: &rps_core::ServerConfig,
+) -> Result<(BinlogHead, Vec<(String, u64)>), HistoryError> {
+    let opts = rps_event_store::server_opts(server, rps_event_store::Account::Pipeline)
+        .map_err(|e| HistoryError::Definite(e.to_string()))?;
     let mut conn = mysql_async::Conn::new(opts)
         .await
         .map_err(|e| HistoryError::Definite(format!("cannot connect: {e}")))?;

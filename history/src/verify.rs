@@ -128,6 +128,14 @@ pub fn expected_of(model: &Model, index: &MatchIndex, key: &KeyRef) -> Option<Ex
         KeyRef::Deadlines => {
             (!index.deadlines.is_empty()).then(|| Expected::ZSet(index.deadlines.clone()))
         }
+        KeyRef::Lifecycle => {
+            let fields: Vec<(String, String)> = model
+                .lifecycle
+                .nonzero()
+                .map(|(f, v)| (f.to_string(), v.to_string()))
+                .collect();
+            (!fields.is_empty()).then_some(Expected::Hash(fields))
+        }
     }
 }
 
@@ -217,9 +225,10 @@ async fn compare_key(
             let actual: HashMap<String, String> = client.hgetall(name.as_str()).await?;
             let mut e: BTreeMap<String, String> = fields.into_iter().collect();
             let mut a: BTreeMap<String, String> = actual.into_iter().collect();
-            if kind == KeyKind::Counters {
+            if matches!(kind, KeyKind::Counters | KeyKind::Lifecycle) {
                 // Counters are incremented field by field live: a field never
-                // touched is absent, which means 0.
+                // touched is absent, which means 0 (and so does a "0" left
+                // behind by increments that cancelled out).
                 e.retain(|_, v| v != "0");
                 a.retain(|_, v| v != "0");
             }
@@ -340,8 +349,8 @@ pub async fn compare_spilled(
 }
 
 /// Compares everything but the match states (already compared into
-/// `report`): players, boards, seasons, deadlines, and keys the fold does
-/// not have.
+/// `report`): players, boards, seasons, deadlines, matches per lifecycle
+/// state, and keys the fold does not have.
 pub async fn compare_rest(
     client: &Client,
     g: &GenerationKeys,
@@ -351,7 +360,7 @@ pub async fn compare_rest(
 ) -> Result<(), HistoryError> {
     // Per-key work is small, so the closures compute each expected value
     // only when its turn comes.
-    let mut keys: Vec<KeyRef> = vec![KeyRef::Seasons, KeyRef::Deadlines];
+    let mut keys: Vec<KeyRef> = vec![KeyRef::Seasons, KeyRef::Deadlines, KeyRef::Lifecycle];
     for scope in model.boards().into_keys() {
         keys.push(KeyRef::Board(scope));
         keys.push(KeyRef::Counters(scope));
@@ -383,9 +392,13 @@ pub async fn compare_rest(
             let present_in_fold = match key {
                 KeyRef::Match(id) => index.contains(id),
                 // Singletons were compared above whatever their state.
-                KeyRef::Board(_) | KeyRef::Counters(_) | KeyRef::Seasons | KeyRef::Deadlines => {
+                KeyRef::Board(_)
+                | KeyRef::Counters(_)
+                | KeyRef::Seasons
+                | KeyRef::Deadlines
+                | KeyRef::Lifecycle => {
                     expected_of(model, index, &key).is_some()
-                        || matches!(key, KeyRef::Seasons | KeyRef::Deadlines)
+                        || matches!(key, KeyRef::Seasons | KeyRef::Deadlines | KeyRef::Lifecycle)
                 }
             };
             if !present_in_fold {

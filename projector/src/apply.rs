@@ -9,8 +9,8 @@
 //! One batch is one EVALSHA of `read_model`'s commit script, which first checks the fence (the
 //! active generation and `progress[shard]` equal what the batch was computed
 //! against), then applies per-player deltas, final match states, deadline
-//! changes and dead letters coalesced in Rust, moves `progress[shard]` and
-//! XACKs. A redelivered entry (id at or below progress) is never folded again.
+//! changes, dead letters and the net change of matches per lifecycle state
+//! coalesced in Rust, moves `progress[shard]` and XACKs. A redelivered entry (id at or below progress) is never folded again.
 
 use fred::clients::Client;
 use read_model::commit::{BatchWrite, CommitError, Committer, Fence, Outcome};
@@ -47,6 +47,8 @@ pub struct Undecodable {
 pub struct ApplyReport {
     /// Events folded into the read models.
     pub applied: usize,
+    /// `applied` by event type, indexed by `EventType as usize`.
+    pub applied_by_type: [usize; rps_core::EventType::ALL.len()],
     /// Entries the caller's predicate skipped (they still advance progress).
     pub skipped: usize,
     /// Entries at or below the stored progress: already applied, skipped.
@@ -320,8 +322,11 @@ impl Applier {
                 Some(s) => s.as_ref(),
                 None => self.cache.get(&mid).and_then(|s| s.as_ref()),
             };
+            let from = prev.map(|p| p.status);
             match rps_core::fold::apply(prev, &ev.event) {
                 Ok(t) => {
+                    // Summed in memory: the script sees one net change per state.
+                    plan.lifecycle.moved(from, t.state.status);
                     for d in &t.effects {
                         plan.stats
                             .entry((d.player_id, None))
@@ -339,6 +344,7 @@ impl Applier {
                     plan.matches.insert(mid, t.state.clone());
                     working.insert(mid, Some(t.state));
                     report.applied += 1;
+                    report.applied_by_type[ev.event.event_type as usize] += 1;
                     report.occurred.push(ev.event.occurred_at);
                     report
                         .published

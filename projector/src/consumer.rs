@@ -14,6 +14,10 @@
 //! progress. The commit moves the projector group's last-delivered id to
 //! progress, so the group still tells observers and the stream trimmer
 //! what has been applied.
+//!
+//! Each entry of a sampled match gets an `apply <type>` span of its trace
+//! (`rps_telemetry`), from the batch's start to its commit, with what the
+//! applier's report says became of it.
 
 use crate::apply::{
     Applier, ApplierOptions, ApplyError, ApplyReport, BatchEntry, StreamId, Undecodable,
@@ -25,8 +29,10 @@ use fred::prelude::*;
 use fred::types::{CustomCommand, Value};
 use read_model::generation::{self, GenerationError};
 use read_model::redis_util::value_text;
+use rps_core::config::RedisConfig;
 use rps_core::{Keys, ShardId, StreamEvent};
-use std::time::{Duration, Instant};
+use rps_telemetry::{attr, Component, KeyValue, SpanKind, SpanStart};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -37,7 +43,7 @@ pub type Observer = UnboundedSender<(ShardId, ApplyReport)>;
 /// Settings one worker needs.
 #[derive(Clone)]
 pub struct WorkerContext {
-    pub redis_url: String,
+    pub redis: RedisConfig,
     pub keys: Keys,
     pub shard: ShardId,
     pub shard_count: u16,
@@ -82,7 +88,7 @@ pub async fn run_shard(ctx: WorkerContext) -> Result<(), ProjectorError> {
     async move {
         let mut delays = backoff();
         let client = loop {
-            match read_model::redis_util::connect(&ctx.redis_url).await {
+            match read_model::redis_util::connect(&ctx.redis).await {
                 Ok(c) => break c,
                 Err(e) => {
                     tracing::warn!(error = %e, "connecting to Redis; retrying");
@@ -242,10 +248,14 @@ impl Worker {
                 continue;
             }
             let started = Instant::now();
+            let traced_from = rps_telemetry::now_if_enabled();
             let result = applier
                 .apply(&read, |_, _| false)
                 .instrument(tracing::debug_span!("batch", entries = read.len()))
                 .await;
+            if let Some(at) = traced_from {
+                self.trace_batch(&read, from, at, &result);
+            }
             match result {
                 Ok(report) => {
                     *delays = backoff();
@@ -271,8 +281,12 @@ impl Worker {
     fn record(&self, report: &ApplyReport, started: Instant) {
         let shard = self.ctx.shard.to_string();
         metrics::histogram!(m::BATCH_SECONDS).record(started.elapsed().as_secs_f64());
-        metrics::counter!(m::EVENTS_APPLIED, "shard" => shard.clone())
-            .increment(report.applied as u64);
+        for (t, n) in rps_core::EventType::ALL.iter().zip(report.applied_by_type) {
+            if n > 0 {
+                metrics::counter!(m::EVENTS_APPLIED, "shard" => shard.clone(), "type" => t.as_str())
+                    .increment(n as u64);
+            }
+        }
         if report.redelivered > 0 {
             metrics::counter!(m::REDELIVERED, "shard" => shard.clone())
                 .increment(report.redelivered as u64);
@@ -289,6 +303,66 @@ impl Worker {
         }
         if let Some(obs) = &self.ctx.observer {
             let _ = obs.send((self.ctx.shard, report.clone()));
+        }
+    }
+
+    /// The spans of a batch's entries of sampled matches: applied, rejected
+    /// (with the rejection's code), redelivered (at or below the progress
+    /// the batch was read from), or failed with the batch (then read and
+    /// applied again, under new spans).
+    fn trace_batch(
+        &self,
+        read: &[BatchEntry],
+        from: Option<StreamId>,
+        at: SystemTime,
+        result: &Result<ApplyReport, ApplyError>,
+    ) {
+        let end = SystemTime::now();
+        let batch_id = read.last().map(|e| e.id.as_str()).unwrap_or_default();
+        for entry in read {
+            let Ok(ev) = &entry.entry else { continue };
+            let e = &ev.event;
+            if !rps_telemetry::sampled(e.match_id) {
+                continue;
+            }
+            let span = SpanStart::new(rps_telemetry::apply_name(e.event_type))
+                .kind(SpanKind::Consumer)
+                .at(Some(at))
+                .attrs(vec![
+                    KeyValue::new(attr::SHARD, i64::from(self.ctx.shard)),
+                    KeyValue::new(attr::EVENT_TYPE, e.event_type.as_str()),
+                    KeyValue::new(attr::VERSION, i64::from(e.version)),
+                    KeyValue::new(attr::STREAM_ID, entry.id.clone()),
+                    KeyValue::new(attr::BATCH_ID, batch_id.to_string()),
+                    KeyValue::new(attr::BATCH_ENTRIES, read.len() as i64),
+                ]);
+            let Some(mut span) = rps_telemetry::start(Component::Projector, e.match_id, span)
+            else {
+                continue;
+            };
+            let outcome = match result {
+                Ok(report) => {
+                    let redelivered = matches!(
+                        (StreamId::parse(&entry.id), from),
+                        (Some(id), Some(p)) if id <= p
+                    );
+                    match report.rejected.iter().find(|(id, _)| *id == entry.id) {
+                        Some((_, code)) => {
+                            span.event("rejected", vec![KeyValue::new(attr::REASON, *code)]);
+                            span.error(*code);
+                            "rejected"
+                        }
+                        None if redelivered => "redelivered",
+                        None => "applied",
+                    }
+                }
+                Err(err) => {
+                    span.error(err.to_string());
+                    "failed"
+                }
+            };
+            span.set(KeyValue::new(attr::OUTCOME, outcome));
+            span.end_at(end);
         }
     }
 
@@ -355,39 +429,79 @@ pub fn decode_fields(fields: Value) -> Result<StreamEvent, Undecodable> {
     })
 }
 
-/// Publishes the lag gauges of every shard once a second.
+/// A projector is ready (`/readyz`) while no shard of the live generation
+/// is further behind its stream than this, in event time: a replica
+/// catching up on a backlog is alive but serves stale read models.
+pub const READY_MAX_LAG_SECONDS: f64 = 10.0;
+
+/// The readiness check the lag reporter keeps.
+pub const READY_CHECK: &str = "lag";
+
+/// Publishes the lag gauges of every shard once a second, and keeps
+/// `ready`'s lag check against [`READY_MAX_LAG_SECONDS`].
 pub async fn lag_reporter(
-    redis_url: String,
+    redis: RedisConfig,
     keys: Keys,
     shard_count: u16,
     shutdown: CancellationToken,
+    ready: rps_core::health::Readiness,
 ) {
-    let client = match read_model::redis_util::connect(&redis_url).await {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::warn!(error = %e, "lag reporter cannot connect; lag gauges stay unset");
-            return;
+    let mut delays = backoff();
+    let client = loop {
+        match read_model::redis_util::connect(&redis).await {
+            Ok(c) => break c,
+            Err(e) => {
+                tracing::warn!(error = %e, "lag reporter cannot connect; retrying");
+                ready.not_ready(READY_CHECK, format!("connecting to Redis: {e}"));
+                if sleep_or_shutdown(&shutdown, delays.next()).await {
+                    return;
+                }
+            }
         }
     };
     loop {
         if sleep_or_shutdown(&shutdown, Some(Duration::from_secs(1))).await {
             return;
         }
-        let Ok(Some(gen)) = generation::active(&client, &keys).await else {
-            continue;
+        let gen = match generation::active(&client, &keys).await {
+            Ok(Some(g)) => g,
+            Ok(None) => {
+                ready.not_ready(READY_CHECK, "no active read-model generation");
+                continue;
+            }
+            Err(e) => {
+                ready.not_ready(READY_CHECK, format!("reading the generation: {e}"));
+                continue;
+            }
         };
-        if let Ok(shards) =
-            read_model::read::progress_with_lag(&client, &keys, gen, shard_count).await
-        {
-            for p in shards {
-                let shard = p.shard.to_string();
-                if let Some(n) = p.lag_entries {
-                    metrics::gauge!(m::LAG_ENTRIES, "shard" => shard.clone()).set(n as f64);
+        match read_model::read::progress_with_lag(&client, &keys, gen, shard_count).await {
+            Ok(shards) => {
+                let mut behind = Vec::new();
+                for p in shards {
+                    let shard = p.shard.to_string();
+                    if let Some(n) = p.lag_entries {
+                        metrics::gauge!(m::LAG_ENTRIES, "shard" => shard.clone()).set(n as f64);
+                    }
+                    if let Some(s) = p.lag_seconds {
+                        metrics::gauge!(m::LAG_SECONDS, "shard" => shard).set(s);
+                        if s > READY_MAX_LAG_SECONDS {
+                            behind.push(format!("shard {} {s:.1} s", p.shard));
+                        }
+                    }
                 }
-                if let Some(s) = p.lag_seconds {
-                    metrics::gauge!(m::LAG_SECONDS, "shard" => shard).set(s);
+                if behind.is_empty() {
+                    ready.ready(READY_CHECK);
+                } else {
+                    ready.not_ready(
+                        READY_CHECK,
+                        format!(
+                            "behind its stream by more than {READY_MAX_LAG_SECONDS} s: {}",
+                            behind.join(", ")
+                        ),
+                    );
                 }
             }
+            Err(e) => ready.not_ready(READY_CHECK, format!("reading the progress: {e}")),
         }
     }
 }

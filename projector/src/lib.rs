@@ -15,6 +15,7 @@ pub mod consumer;
 pub mod metrics;
 
 use fred::interfaces::ClientLike;
+use rps_core::health::Readiness;
 use rps_core::{Config, Keys};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -59,8 +60,39 @@ pub async fn run_observed(
     shutdown: CancellationToken,
     observer: Option<Observer>,
 ) -> Result<(), ProjectorError> {
+    run_inner(config, shutdown, observer, Readiness::new()).await
+}
+
+/// [`run`], keeping `ready`'s lag check current (see
+/// [`consumer::READY_MAX_LAG_SECONDS`]).
+pub async fn run_with_readiness(
+    config: Arc<Config>,
+    shutdown: CancellationToken,
+    ready: Readiness,
+) -> Result<(), ProjectorError> {
+    let r = run_inner(config, shutdown, None, ready.clone()).await;
+    ready.not_ready(consumer::READY_CHECK, "stopped");
+    r
+}
+
+async fn run_inner(
+    config: Arc<Config>,
+    shutdown: CancellationToken,
+    observer: Option<Observer>,
+    ready: Readiness,
+) -> Result<(), ProjectorError> {
+    // The series exist from the start, so a rate over a window that
+    // begins before the first batch counts that batch.
+    let _ = ::metrics::histogram!(metrics::BATCH_SECONDS);
+    let _ = ::metrics::histogram!(metrics::FRESHNESS_SECONDS);
+    for shard in 0..config.shard_count {
+        for t in rps_core::EventType::ALL {
+            ::metrics::counter!(metrics::EVENTS_APPLIED, "shard" => shard.to_string(), "type" => t.as_str())
+                .increment(0);
+        }
+    }
     let keys = Keys::new(&config.redis.prefix);
-    let client = read_model::redis_util::connect(&config.redis.url).await?;
+    let client = read_model::redis_util::connect(&config.redis).await?;
     for shard in 0..config.shard_count {
         create_group(&client, &keys.events(shard)).await?;
     }
@@ -79,7 +111,7 @@ pub async fn run_observed(
     let mut tasks = tokio::task::JoinSet::new();
     for shard in 0..config.shard_count {
         let ctx = consumer::WorkerContext {
-            redis_url: config.redis.url.clone(),
+            redis: config.redis.clone(),
             keys: keys.clone(),
             shard,
             shard_count: config.shard_count,
@@ -93,10 +125,11 @@ pub async fn run_observed(
         tasks.spawn(async move { (shard, consumer::run_shard(ctx).await) });
     }
     tokio::spawn(consumer::lag_reporter(
-        config.redis.url.clone(),
+        config.redis.clone(),
         keys.clone(),
         config.shard_count,
         workers_stop.clone(),
+        ready,
     ));
     let mut first_error = None;
     while let Some(joined) = tasks.join_next().await {

@@ -9,6 +9,7 @@
 //! just the ones in flight. The future is `Send`, so it runs on spawned tasks.
 
 use crate::keys::{board_member, counter_fields, GenerationKeys};
+use crate::lifecycle::MatchCounts;
 use fred::clients::Client;
 use fred::interfaces::{HashesInterface, KeysInterface, SetsInterface, SortedSetsInterface};
 use fred::types::Value;
@@ -94,6 +95,20 @@ pub fn player_scope(
         ));
     } else {
         unit.push(Write::Zrem(board, vec![board_member(player)]));
+    }
+    unit
+}
+
+/// The matches-per-state hash rewritten whole from a fold's counts (a
+/// unit: the DEL and the HSET stay in order).
+pub fn lifecycle_counts(g: &GenerationKeys, counts: &MatchCounts) -> Vec<Write> {
+    let fields: Vec<(String, String)> = counts
+        .nonzero()
+        .map(|(f, v)| (f.to_string(), v.to_string()))
+        .collect();
+    let mut unit = vec![Write::Del(g.lifecycle())];
+    if !fields.is_empty() {
+        unit.push(Write::Hset(g.lifecycle(), fields));
     }
     unit
 }

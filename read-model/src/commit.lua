@@ -3,11 +3,13 @@
 -- the two must change together.
 --
 -- KEYS: 1 generation marker, 2 progress hash, 3 shard stream,
---       4 dead-letter stream, 5 deadline set, 6 season set.
+--       4 dead-letter stream, 5 deadline set, 6 season set,
+--       7 matches per lifecycle state.
 -- ARGV: 1 generation, 2 require active ('1'), 3 shard, 4 expected progress,
 --       5 new progress, 6 last event time, 7 move the group ('1'), 8 group,
 --       9 boards, 10 matches, 11 deadlines set, 12 deadlines cleared,
---       13 dead letters, 14 seasons; then the sections in that order.
+--       13 dead letters, 14 seasons, 15 lifecycle states changed; then the
+--       sections in that order.
 local gen = redis.call('GET', KEYS[1])
 if ARGV[2] == '1' and gen ~= ARGV[1] then
   return {'GENERATION', gen or ''}
@@ -40,9 +42,10 @@ end
 local n_boards, n_matches = tonumber(ARGV[9]), tonumber(ARGV[10])
 local n_zadd, n_zrem = tonumber(ARGV[11]), tonumber(ARGV[12])
 local n_dead, n_seasons = tonumber(ARGV[13]), tonumber(ARGV[14])
+local n_states = tonumber(ARGV[15])
 -- Board score = -points * SCALE + matches (PlayerStats::board_score).
 local SCALE = 67108864
-local i = 15
+local i = 16
 
 -- Per scope: the board and the counters hash. Every member's score is read
 -- once (ZMSCORE) and every changed counter once (HMGET), moved by the
@@ -112,6 +115,11 @@ end
 if n_seasons > 0 then
   chunked('SADD', KEYS[6], slice(i, n_seasons), 1)
   i = i + n_seasons
+end
+-- The batch's net change per state (at most four), not one call per event.
+for _ = 1, n_states do
+  redis.call('HINCRBY', KEYS[7], ARGV[i], ARGV[i + 1])
+  i = i + 2
 end
 
 local t = redis.call('TIME')

@@ -7,6 +7,7 @@
 //! layout) is decided in this module and `commit.lua` only.
 
 use crate::keys::{board_member, counter_fields, GenerationKeys, ReadModelKeys};
+use crate::lifecycle::MatchCounts;
 use crate::redis_util::{is_noscript, value_text};
 use fred::clients::Client;
 use fred::interfaces::LuaInterface;
@@ -33,6 +34,8 @@ pub struct BatchWrite {
     pub seasons: HashSet<SeasonId>,
     /// `occurred_at` of the batch's last entry.
     pub last_at: Option<Timestamp>,
+    /// Net change of the matches per lifecycle state.
+    pub lifecycle: MatchCounts,
 }
 
 /// The fence a batch is committed under and what it moves.
@@ -138,6 +141,7 @@ impl Committer {
             self.keys.deadletter(),
             self.gk.deadlines(),
             self.gk.seasons(),
+            self.gk.lifecycle(),
         ];
         let mut boards: HashMap<Option<SeasonId>, Vec<(i64, &PlayerStats)>> = HashMap::new();
         for ((player, season), d) in &plan.stats {
@@ -157,14 +161,16 @@ impl Committer {
                 DeadlineChange::Unchanged => {}
             }
         }
+        let states: Vec<(&str, i64)> = plan.lifecycle.nonzero().collect();
         let mut a = Vec::with_capacity(
-            14 + boards.len() * 4
+            15 + boards.len() * 4
                 + members * 5
                 + plan.matches.len() * 2
                 + zadd.len() * 2
                 + zrem.len()
                 + plan.dead.len() * 30
-                + plan.seasons.len(),
+                + plan.seasons.len()
+                + states.len() * 2,
         );
         a.push(self.gk.generation.to_string());
         a.push(if fence.require_active { "1" } else { "0" }.to_string());
@@ -184,6 +190,7 @@ impl Committer {
         a.push(zrem.len().to_string());
         a.push(plan.dead.len().to_string());
         a.push(plan.seasons.len().to_string());
+        a.push(states.len().to_string());
         for (season, deltas) in &boards {
             let fields: Vec<(String, i64)> = deltas
                 .iter()
@@ -215,6 +222,10 @@ impl Committer {
             }
         }
         a.extend(plan.seasons.iter().map(|s| s.to_string()));
+        for (field, delta) in states {
+            a.push(field.to_string());
+            a.push(delta.to_string());
+        }
         (keys, a)
     }
 

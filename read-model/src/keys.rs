@@ -97,6 +97,12 @@ impl GenerationKeys {
     pub fn deadlines(&self) -> String {
         format!("{}:deadlines", self.base)
     }
+
+    /// Matches per lifecycle state, a hash of
+    /// [`crate::lifecycle::MatchCounts`] fields.
+    pub fn lifecycle(&self) -> String {
+        format!("{}:lifecycle", self.base)
+    }
 }
 
 /// Which read model a key is, for reports and metrics labels.
@@ -107,6 +113,7 @@ pub enum KeyKind {
     Seasons,
     Match,
     Deadlines,
+    Lifecycle,
 }
 
 impl KeyKind {
@@ -117,6 +124,7 @@ impl KeyKind {
             KeyKind::Seasons => "seasons",
             KeyKind::Match => "match",
             KeyKind::Deadlines => "deadlines",
+            KeyKind::Lifecycle => "lifecycle",
         }
     }
 }
@@ -129,6 +137,7 @@ pub enum KeyRef {
     Seasons,
     Match(i64),
     Deadlines,
+    Lifecycle,
 }
 
 impl GenerationKeys {
@@ -151,6 +160,7 @@ impl GenerationKeys {
             ("seasons", None) => Some((KeyKind::Seasons, KeyRef::Seasons)),
             ("match", Some(id)) => Some((KeyKind::Match, KeyRef::Match(id.parse().ok()?))),
             ("deadlines", None) => Some((KeyKind::Deadlines, KeyRef::Deadlines)),
+            ("lifecycle", None) => Some((KeyKind::Lifecycle, KeyRef::Lifecycle)),
             _ => None,
         }
     }
@@ -163,6 +173,7 @@ impl GenerationKeys {
             KeyRef::Board(s) => (self.board(*s), KeyKind::Board),
             KeyRef::Seasons => (self.seasons(), KeyKind::Seasons),
             KeyRef::Deadlines => (self.deadlines(), KeyKind::Deadlines),
+            KeyRef::Lifecycle => (self.lifecycle(), KeyKind::Lifecycle),
         }
     }
 }
@@ -180,6 +191,7 @@ mod tests {
         assert_eq!(g.board(Some(s)), "rps:g2:board:2026Q4");
         assert_eq!(g.board(None), "rps:g2:board");
         assert_eq!(g.deadlines(), "rps:g2:deadlines");
+        assert_eq!(g.lifecycle(), "rps:g2:lifecycle");
     }
 
     #[test]
@@ -193,6 +205,7 @@ mod tests {
             KeyRef::Match(9),
             KeyRef::Seasons,
             KeyRef::Deadlines,
+            KeyRef::Lifecycle,
         ] {
             let (name, kind) = g.name_of(&key);
             assert_eq!(g.classify(&name), Some((kind, key)), "{name}");

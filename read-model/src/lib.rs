@@ -15,6 +15,7 @@
 //! | `rps:g<g>:seasons` | set | seasons that have a board |
 //! | `rps:g<g>:match:<id>` | string | match state |
 //! | `rps:g<g>:deadlines` | sorted set | open matches' deadlines, score = ms, member `<shard>:<match>` |
+//! | `rps:g<g>:lifecycle` | hash | matches per lifecycle state: `in_progress`, `finished`, `timed_out`, `voided` |
 //!
 //! Contents:
 //! - a counters hash holds wins, draws, losses and forfeits of each player
@@ -28,7 +29,10 @@
 //! - a match key holds [`rps_core::MatchState::to_value`];
 //! - a deadline entry exists exactly while its match is `in_progress`,
 //!   score = deadline in Unix milliseconds;
-//! - `progress` maps the shard number to the last stream id applied.
+//! - `progress` maps the shard number to the last stream id applied;
+//! - `lifecycle` counts the match keys by their state ([`lifecycle`]):
+//!   the projector moves it by each batch's net change, so it is exact
+//!   with the match keys at every commit.
 //!
 //! The deadline set is part of a generation (not a global `rps:deadlines`)
 //! because it is derived from the events like every other read model: a
@@ -38,6 +42,7 @@ pub mod bulk;
 pub mod commit;
 pub mod generation;
 pub mod keys;
+pub mod lifecycle;
 pub mod read;
 pub mod redis_util;
 

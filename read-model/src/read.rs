@@ -1,5 +1,5 @@
 //! Reading the read models back: player counters, leaderboard pages, ranks,
-//! match state and per-shard progress with lag.
+//! match state, matches per lifecycle state and per-shard progress with lag.
 //!
 //! The API, `rpsctl verify` and the projector read through here, so the
 //! layout is interpreted in one place. Everything takes the generation
@@ -9,6 +9,7 @@ use crate::keys::{
     board_member, counter_fields, parse_board_member, parse_counter_field, GenerationKeys,
     ReadModelKeys,
 };
+use crate::lifecycle::MatchCounts;
 use crate::redis_util::{hash_pairs, value_text};
 use fred::clients::Client;
 use fred::interfaces::{HashesInterface, SortedSetsInterface, StreamsInterface};
@@ -179,6 +180,18 @@ pub async fn shard_progress(
 ) -> Result<Option<String>, fred::error::Error> {
     let v: Value = client.hget(gk.progress(), shard.to_string()).await?;
     Ok(value_text(&v).filter(|s| !s.is_empty()))
+}
+
+/// Matches per lifecycle state (one HMGET of four fields).
+pub async fn match_counts(
+    client: &Client,
+    gk: &GenerationKeys,
+) -> Result<MatchCounts, fred::error::Error> {
+    let fields = crate::lifecycle::STATES.map(|s| s.as_str());
+    let v: Vec<Option<i64>> = client.hmget(gk.lifecycle(), fields.to_vec()).await?;
+    Ok(MatchCounts::from_fields(
+        fields.into_iter().zip(v).map(|(f, v)| (f, v.unwrap_or(0))),
+    ))
 }
 
 /// Seasons that have a board.

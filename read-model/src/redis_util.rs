@@ -8,8 +8,8 @@ use rps_core::redis_client::ClientPolicy;
 /// A connected client with the pipeline's policy: it reconnects by itself
 /// and never resends a command that was in flight (an `XREADGROUP >` sent
 /// twice would move the group past entries this worker never received).
-pub async fn connect(url: &str) -> Result<Client, fred::error::Error> {
-    ClientPolicy::default().connect(url).await
+pub async fn connect(redis: &rps_core::config::RedisConfig) -> Result<Client, fred::error::Error> {
+    ClientPolicy::default().connect(redis).await
 }
 
 /// A text reply (bulk string, simple string or integer) as a `String`.

@@ -85,8 +85,10 @@ impl RecoveryError {
 
 /// A connected Redis client whose commands fail (rather than hang) while
 /// Redis is down, so the watch and the bootstrap see outages as errors.
-pub async fn connect_redis(url: &str) -> Result<fred::clients::Client, RecoveryError> {
+pub async fn connect_redis(
+    redis: &rps_core::config::RedisConfig,
+) -> Result<fred::clients::Client, RecoveryError> {
     Ok(rps_core::redis_client::ClientPolicy::default()
-        .connect(url)
+        .connect(redis)
         .await?)
 }

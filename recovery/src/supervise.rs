@@ -59,7 +59,7 @@ where
     crate::metrics::describe();
     let mut delays = backoff();
     let redis = loop {
-        match connect_redis(&config.redis.url).await {
+        match connect_redis(&config.redis).await {
             Ok(c) => break c,
             Err(e) => {
                 tracing::warn!(error = %e, "connecting to Redis; retrying");

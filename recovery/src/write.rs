@@ -58,6 +58,8 @@ pub async fn write_generation(
         rest.push(Write::zadd_scores(g.deadlines(), part));
     }
     out.units(rest.into_iter().map(|w| vec![w])).await?;
+    out.unit(bulk::lifecycle_counts(g, &model.lifecycle))
+        .await?;
     Ok(out.finish().await?)
 }
 

@@ -72,9 +72,11 @@ async fn empty_redis_to_serving_api() {
         none.clone(),
     ));
     assert_eq!(api_status(addr).await, 503);
-    let redis = recovery::connect_redis(&redis_instance.url())
-        .await
-        .unwrap();
+    let redis = recovery::connect_redis(&rps_core::config::RedisConfig::from_url(
+        redis_instance.url(),
+    ))
+    .await
+    .unwrap();
     let started = Instant::now();
     let poll = tokio::spawn(async move {
         loop {

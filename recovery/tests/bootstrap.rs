@@ -31,9 +31,7 @@ async fn count_rows(env: &TestEnv) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ensure_state_folds_history_and_commits_positions() {
     let env = TestEnv::with_shards("recovery_ensure", 4).await;
-    let redis = recovery::connect_redis(&env.config.redis.url)
-        .await
-        .unwrap();
+    let redis = recovery::connect_redis(&env.config.redis).await.unwrap();
     let cancel = CancellationToken::new();
     simulator::run(env.store.clone(), sim(3000, 0, None, 7), cancel.clone())
         .await
@@ -170,9 +168,7 @@ async fn pipeline_starts_on_purged_history_while_writes_go_on() {
     ));
     let live = live.await.unwrap().unwrap();
     assert!(live.events > 0);
-    let redis = recovery::connect_redis(&env.config.redis.url)
-        .await
-        .unwrap();
+    let redis = recovery::connect_redis(&env.config.redis).await.unwrap();
     let models = loop {
         let m = converges(&env.store, &redis, Duration::from_secs(90)).await;
         if m.deadlines.is_empty() {
@@ -221,9 +217,7 @@ async fn a_checkpoint_in_a_purged_binlog_is_answered_by_a_rebuild() {
     simulator::run(env.store.clone(), sim(2000, 0, None, 31), none.clone())
         .await
         .unwrap();
-    let redis = recovery::connect_redis(&env.config.redis.url)
-        .await
-        .unwrap();
+    let redis = recovery::connect_redis(&env.config.redis).await.unwrap();
     let run = |stop: CancellationToken| {
         tokio::spawn(recovery::supervise(
             env.config.clone(),
@@ -291,9 +285,7 @@ async fn http_status(addr: std::net::SocketAddr, path: &str) -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_notices_each_loss_and_the_api_waits_for_the_rebuild() {
     let env = TestEnv::with_shards("recovery_watch", 2).await;
-    let redis = recovery::connect_redis(&env.config.redis.url)
-        .await
-        .unwrap();
+    let redis = recovery::connect_redis(&env.config.redis).await.unwrap();
     let cancel = CancellationToken::new();
     simulator::run(env.store.clone(), sim(300, 0, None, 5), cancel.clone())
         .await
@@ -398,9 +390,7 @@ async fn watch_notices_each_loss_and_the_api_waits_for_the_rebuild() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn interrupted_bootstrap_leaves_no_partial_generation() {
     let env = TestEnv::with_shards("recovery_interrupt", 4).await;
-    let redis = recovery::connect_redis(&env.config.redis.url)
-        .await
-        .unwrap();
+    let redis = recovery::connect_redis(&env.config.redis).await.unwrap();
     simulator::run(
         env.store.clone(),
         sim(50_000, 0, None, 11),

@@ -65,7 +65,9 @@ async fn start(
 async fn flushall_mid_load_is_detected_and_rebuilt() {
     let private = RedisInstance::start(false).await;
     let env = TestEnv::on_servers("recovery_flush", 4, &shared_servers(), &private.url()).await;
-    let redis = recovery::connect_redis(&private.url()).await.unwrap();
+    let redis = recovery::connect_redis(&rps_core::config::RedisConfig::from_url(private.url()))
+        .await
+        .unwrap();
     let stop = CancellationToken::new();
     let (live, sup) = start(&env, &stop, 21).await;
 
@@ -112,7 +114,9 @@ async fn redis_kill9_with_aof_resumes_without_rebuild() {
     let env = TestEnv::on_servers("recovery_kill9", 4, &shared_servers(), &private.url()).await;
     let stop = CancellationToken::new();
     let (live, sup) = start(&env, &stop, 31).await;
-    let redis = recovery::connect_redis(&private.url()).await.unwrap();
+    let redis = recovery::connect_redis(&rps_core::config::RedisConfig::from_url(private.url()))
+        .await
+        .unwrap();
     let first = eventually("first bootstrap", Duration::from_secs(60), || async {
         record(&redis, &env).await
     })
@@ -131,7 +135,9 @@ async fn redis_kill9_with_aof_resumes_without_rebuild() {
     let redis = eventually("Redis to load its AOF", Duration::from_secs(60), || {
         let url = url.clone();
         async move {
-            let c = recovery::connect_redis(&url).await.ok()?;
+            let c = recovery::connect_redis(&rps_core::config::RedisConfig::from_url(url.as_str()))
+                .await
+                .ok()?;
             let _: Option<String> = c.get("any").await.ok()?;
             Some(c)
         }

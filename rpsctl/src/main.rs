@@ -4,18 +4,22 @@
 //! libraries (cdc-reader, projector, compensator, api, simulator, event
 //! store); no component logic lives here.
 
+mod cli;
 mod cmd;
+mod failure;
+mod metrics_catalog;
 mod runtime;
 
-use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
+use failure::Failure;
 use rps_core::Config;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::Arc;
 
 /// CDC-driven event sourcing for rock-paper-scissors match results.
 #[derive(Debug, Parser)]
-#[command(name = "rpsctl", version, about)]
+#[command(name = "rpsctl", version, about, after_help = failure::EXIT_CODES_HELP)]
 struct Cli {
     /// The deployment description.
     #[arg(long, global = true, env = "RPS_CONFIG", default_value = "rps.toml")]
@@ -56,25 +60,54 @@ enum Command {
     Top(cmd::top::Args),
     /// End-to-end benchmark in throw-away databases and keys of the configured servers.
     Bench(cmd::bench::Args),
+    /// Print a shell completion script: `rpsctl completions bash > /etc/bash_completion.d/rpsctl`.
+    Completions(cmd::completions::Args),
+    /// GET a component's /readyz (or /healthz): exit 0 on 2xx, 1 otherwise (container health checks).
+    Healthcheck(cmd::healthcheck::Args),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
+    // Usage errors exit here with clap's code 2 (help and version with 0).
     let cli = Cli::parse();
+    if let Command::Completions(args) = &cli.command {
+        // Needs neither a config file nor a runtime.
+        return match cmd::completions::run(args, Cli::command()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => Failure::from(e).report(),
+        };
+    }
+    if let Command::Healthcheck(args) = &cli.command {
+        return match cmd::healthcheck::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => Failure::from(e).report(),
+        };
+    }
     runtime::init_tracing();
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .context("starting the async runtime")?;
-    rt.block_on(dispatch(cli))
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            return Failure::CouldNotRun(
+                anyhow::Error::new(e).context("starting the async runtime"),
+            )
+            .report()
+        }
+    };
+    match rt.block_on(dispatch(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => f.report(),
+    }
 }
 
 fn load_config(path: &std::path::Path) -> anyhow::Result<Arc<Config>> {
     Ok(Arc::new(Config::load(path)?))
 }
 
-async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+async fn dispatch(cli: Cli) -> Result<(), Failure> {
     let config = load_config(&cli.config)?;
-    match cli.command {
+    let result = match cli.command {
         Command::Init(args) => cmd::init::run(config, args).await,
         Command::Simulate(args) => cmd::simulate::run(config, args).await,
         Command::CdcReader(args) => cmd::cdc_reader::run(config, args).await,
@@ -90,5 +123,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Xa(args) => cmd::xa::run(config, args).await,
         Command::Bench(args) => cmd::bench::run(config, args).await,
         Command::Top(args) => cmd::top::run(config, args).await,
-    }
+        Command::Completions(_) | Command::Healthcheck(_) => {
+            unreachable!("handled before the runtime starts")
+        }
+    };
+    result.map_err(Failure::from)
 }

@@ -1,8 +1,12 @@
 //! Process plumbing shared by the subcommands: logging, metrics exporter,
-//! and the shutdown signal.
+//! health endpoints and the shutdown signal.
 
+use crate::metrics_catalog::prometheus_builder;
 use anyhow::Context;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use metrics_exporter_prometheus::PrometheusHandle;
+use rps_core::health::Readiness;
 use std::sync::OnceLock;
 use tokio_util::sync::CancellationToken;
 
@@ -16,33 +20,75 @@ pub fn init_tracing() {
         .try_init();
 }
 
-/// Installs the process-wide Prometheus recorder once and returns its handle.
+/// Installs the process-wide Prometheus recorder once, with every metric's
+/// help text, and returns its handle.
 pub fn metrics_handle() -> anyhow::Result<PrometheusHandle> {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     if let Some(h) = HANDLE.get() {
         return Ok(h.clone());
     }
-    let handle = PrometheusBuilder::new()
+    let handle = prometheus_builder()
+        .context("configuring the histogram buckets")?
         .install_recorder()
         .context("installing the metrics recorder")?;
+    crate::metrics_catalog::describe_all();
     Ok(HANDLE.get_or_init(|| handle).clone())
 }
 
-/// Serves `/metrics` on `bind` until the token is cancelled (stand-alone
-/// components; the API serves the same registry on its own port).
-pub async fn serve_metrics(bind: &str, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let handle = metrics_handle()?;
-    let app = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let handle = handle.clone();
-            async move { handle.render() }
-        }),
-    );
+/// `/readyz`: 200 and `{"status":"ready"}`, or 503 with the failing checks.
+fn readiness_response(ready: &Readiness) -> axum::response::Response {
+    match ready.status() {
+        Ok(()) => (
+            StatusCode::OK,
+            axum::Json(serde_json::json!({ "status": "ready" })),
+        )
+            .into_response(),
+        Err(reasons) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({ "status": "not_ready", "reasons": reasons })),
+        )
+            .into_response(),
+    }
+}
+
+/// The stand-alone components' endpoint: `/metrics`, `/healthz` (the
+/// process answers: 200) and `/readyz` (from `ready`, which the component
+/// library keeps current).
+pub fn metrics_router(handle: PrometheusHandle, ready: Readiness) -> axum::Router {
+    axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let handle = handle.clone();
+                async move { handle.render() }
+            }),
+        )
+        .route(
+            "/healthz",
+            axum::routing::get(|| async { axum::Json(serde_json::json!({ "status": "alive" })) }),
+        )
+        .route(
+            "/readyz",
+            axum::routing::get(move || {
+                let ready = ready.clone();
+                async move { readiness_response(&ready) }
+            }),
+        )
+}
+
+/// Serves [`metrics_router`] on `bind` until the token is cancelled
+/// (stand-alone components; the API serves the same registry on its own
+/// port).
+pub async fn serve_metrics(
+    bind: &str,
+    ready: Readiness,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let app = metrics_router(metrics_handle()?, ready);
     let listener = tokio::net::TcpListener::bind(bind)
         .await
         .with_context(|| format!("binding the metrics endpoint on {bind}"))?;
-    tracing::info!(%bind, "serving /metrics");
+    tracing::info!(%bind, "serving /metrics, /healthz and /readyz");
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
@@ -50,24 +96,26 @@ pub async fn serve_metrics(bind: &str, shutdown: CancellationToken) -> anyhow::R
 }
 
 /// Runs a stand-alone component: installs the metrics recorder, serves
-/// `/metrics` on `metrics_bind` if given, runs `component` until Ctrl-C or
-/// SIGTERM, then stops the metrics endpoint.
+/// `/metrics`, `/healthz` and `/readyz` on `metrics_bind` if given, runs
+/// `component` (with the readiness handle it keeps) until Ctrl-C or
+/// SIGTERM, then stops the endpoint.
 pub async fn run_component<F, Fut, E>(
     metrics_bind: Option<String>,
     component: F,
 ) -> anyhow::Result<()>
 where
-    F: FnOnce(CancellationToken) -> Fut,
+    F: FnOnce(CancellationToken, Readiness) -> Fut,
     Fut: std::future::Future<Output = Result<(), E>>,
     E: Into<anyhow::Error>,
 {
     metrics_handle()?;
     let shutdown = shutdown_on_signal();
+    let ready = Readiness::new();
     let metrics = metrics_bind.map(|bind| {
-        let token = shutdown.clone();
-        tokio::spawn(async move { serve_metrics(&bind, token).await })
+        let (token, ready) = (shutdown.clone(), ready.clone());
+        tokio::spawn(async move { serve_metrics(&bind, ready, token).await })
     });
-    let result = component(shutdown.clone()).await.map_err(Into::into);
+    let result = component(shutdown.clone(), ready).await.map_err(Into::into);
     shutdown.cancel();
     if let Some(task) = metrics {
         task.await.context("the metrics endpoint panicked")??;

@@ -196,6 +196,25 @@ async fn list_show_retry_drop_every_origin() {
     );
     let out = cli.ok(&["list", "--limit", "2"]);
     assert!(out.contains("2 shown") && !out.contains(&comp), "{out}");
+    let v: serde_json::Value = serde_json::from_str(&cli.ok(&["list", "--json"])).unwrap();
+    assert_eq!(
+        (v["total"].as_u64(), v["shown"].as_u64()),
+        (Some(3), Some(3)),
+        "{v}"
+    );
+    let e = &v["entries"];
+    assert_eq!(
+        (e[0]["id"].as_str(), e[0]["kind"].as_str()),
+        (Some(proj.as_str()), Some("version_gap"))
+    );
+    assert_eq!(
+        (e[1]["origin"].as_str(), e[1]["shard"].as_u64()),
+        (Some("cdc-reader"), Some(2))
+    );
+    assert_eq!(
+        (e[2]["id"].as_str(), e[2]["match_id"].as_i64()),
+        (Some(comp.as_str()), Some(42))
+    );
 
     // show: every field.
     let out = cli.ok(&["show", &cdc]);
@@ -211,8 +230,15 @@ async fn list_show_retry_drop_every_origin() {
     ] {
         assert!(out.contains(want), "missing {want:?} in\n{out}");
     }
+    let v: serde_json::Value = serde_json::from_str(&cli.ok(&["show", &cdc, "--json"])).unwrap();
+    assert_eq!(v["id"], cdc.as_str());
+    assert_eq!(
+        (v["fields"]["db"].as_str(), v["fields"]["pos"].as_str()),
+        (Some("x_shard_2"), Some("4711")),
+        "{v}"
+    );
     let o = cli.run(&["show", "1-1"]);
-    assert!(!o.status.success());
+    assert_eq!(o.status.code(), Some(3), "not there: could not run");
     assert!(String::from_utf8_lossy(&o.stderr).contains("no dead letter with id 1-1"));
 
     // retry a projector rejection: back on its shard stream, entry removed.
@@ -243,10 +269,15 @@ async fn list_show_retry_drop_every_origin() {
     assert!(err.contains("binlog.000009:4711"), "{err}");
 
     // retry a failed deadline: un-parked.
-    let out = cli.ok(&["retry", &comp]);
-    assert!(
-        out.contains(&format!("deadline {member} is claimable again")),
-        "{out}"
+    let v: serde_json::Value = serde_json::from_str(&cli.ok(&["retry", &comp, "--json"])).unwrap();
+    assert_eq!(
+        (v["action"].as_str(), v["id"].as_str(), v["member"].as_str()),
+        (
+            Some("deadline_unparked"),
+            Some(comp.as_str()),
+            Some(member.as_str())
+        ),
+        "{v}"
     );
     let lease: Option<f64> = redis.zscore(keys.deadline_leases(), &member).await.unwrap();
     assert_eq!(lease, None);

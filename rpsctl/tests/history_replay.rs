@@ -300,8 +300,18 @@ async fn verify_finds_damage_and_repair_mends_it_and_status_shows_lag() {
         "{differing:?}"
     );
 
-    let (code, out, _) = rpsctl(&path, &["verify"]);
-    assert_ne!(code, 0, "verify must fail on damage: {out}");
+    // Through the CLI, the same dry run exits 1 ("differences") with its
+    // report on stdout.
+    let (code, out, err) = rpsctl(&path, &["replay", "--dry-run", "--json"]);
+    assert_eq!(code, 1, "{out}{err}");
+    let r: serde_json::Value = serde_json::from_str(&out).expect("replay --json");
+    assert!(
+        r["comparison"]["total_differences"].as_u64().unwrap() >= 2,
+        "{r}"
+    );
+
+    let (code, out, err) = rpsctl(&path, &["verify"]);
+    assert_eq!(code, 1, "verify exits 1 on damage: {out}{err}");
     assert!(
         out.contains(&g.counters(None)) && out.contains("999"),
         "{out}"

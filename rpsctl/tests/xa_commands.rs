@@ -334,12 +334,23 @@ async fn list_commit_rollback_with_audit_records() {
         let typed = format!("'{}_r'", env.name);
         let out = xa_ok(
             &cfg,
-            &["rollback", &typed, "--server", "mysql-b", "--by", "alice"],
+            &[
+                "rollback", &typed, "--server", "mysql-b", "--by", "alice", "--json",
+            ],
         );
-        assert!(
-            out.contains("rolled back") && out.contains("not in the reader's registry"),
-            "{out}"
+        let d: serde_json::Value = serde_json::from_str(&out).expect("rollback --json");
+        assert_eq!(
+            (
+                d["server"].as_str(),
+                d["decision"].as_str(),
+                d["by"].as_str()
+            ),
+            (Some("mysql-b"), Some("rollback"), Some("alice")),
+            "{d}"
         );
+        assert_eq!(d["xid_key"], unseen.key());
+        assert!(d["registry"].is_null(), "not in the reader's registry: {d}");
+        assert!(d["audit_id"].is_string(), "{d}");
         assert_eq!(visible_rows(&env, 1, 11).await, 0);
         assert!(!prepared(&env, 1, &unseen).await);
 
@@ -393,25 +404,25 @@ async fn list_commit_rollback_with_audit_records() {
 
         // A branch no longer prepared: non-zero, and the registry's hint.
         let (code, _, err) = xa(&cfg, &["commit", &held.key()]);
-        assert_ne!(code, 0);
+        assert_eq!(code, 3, "{err}");
         assert!(
             err.contains(&format!("no prepared XA branch {held}")),
             "{err}"
         );
         assert!(err.contains("registry of mysql-a still has it"), "{err}");
         let (code, _, err) = xa(&cfg, &["rollback", &gone.to_string()]);
-        assert_ne!(code, 0);
+        assert_eq!(code, 3, "{err}");
         assert!(err.contains("no prepared XA branch"), "{err}");
         // Nothing decided, nothing audited.
         assert_eq!(audit_records(&env, &redis).await.len(), 2);
         let (code, _, err) = xa(&cfg, &["commit", &held.key(), "--server", "nope"]);
-        assert_ne!(code, 0);
+        assert_eq!(code, 2, "{err}");
         assert!(
             err.contains("no server `nope`") && err.contains("mysql-a, mysql-b"),
             "{err}"
         );
         let (code, _, err) = xa(&cfg, &["commit", "not an xid"]);
-        assert_ne!(code, 0);
+        assert_eq!(code, 2, "{err}");
         assert!(err.contains("not an XA xid"), "{err}");
     })
     .await;
@@ -429,22 +440,24 @@ async fn sweep_dry_run_then_rollback_of_old_branches() {
 
         // A policy is required unless it is a dry run, and only one.
         let (code, _, err) = xa(&cfg, &["sweep", "--older-than", "10m"]);
-        assert_ne!(code, 0);
+        assert_eq!(code, 2, "{err}");
         assert!(err.contains("--commit"), "{err}");
         let (code, _, _) = xa(
             &cfg,
             &["sweep", "--older-than", "10m", "--commit", "--rollback"],
         );
-        assert_ne!(code, 0);
+        assert_eq!(code, 2);
         let (code, _, err) = xa(&cfg, &["sweep", "--older-than", "ten", "--rollback"]);
-        assert_ne!(code, 0);
+        assert_eq!(code, 2);
         assert!(err.contains("not a duration"), "{err}");
 
-        // --dry-run lists and decides nothing.
-        let out = xa_ok(
+        // --dry-run lists and decides nothing; that it would decide one
+        // branch makes it exit 1.
+        let (code, out, err) = xa(
             &cfg,
             &["sweep", "--older-than", "10m", "--rollback", "--dry-run"],
         );
+        assert_eq!(code, 1, "{out}{err}");
         assert!(
             out.starts_with("policy: rollback branches prepared more than 10m ago (dry run)"),
             "{out}"
@@ -474,6 +487,27 @@ async fn sweep_dry_run_then_rollback_of_old_branches() {
         assert!(
             out.contains("0 older than 1d would be decided; 2 younger"),
             "{out}"
+        );
+        let (code, out, err) = xa(
+            &cfg,
+            &["sweep", "--older-than", "10m", "--dry-run", "--json"],
+        );
+        assert_eq!(code, 1, "{out}{err}");
+        let dry: serde_json::Value = serde_json::from_str(&out).expect("sweep --json");
+        assert_eq!(
+            (dry["older"].as_u64(), dry["younger"].as_u64()),
+            (Some(1), Some(1))
+        );
+        assert_eq!(dry["branches"][0]["xid_key"], old.key());
+        assert_eq!(dry["branches"][0]["outcome"], "would_decide");
+        // XA RECOVER is server-wide: other tests' branches are skipped too.
+        assert!(
+            dry["skipped"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| s.as_str().unwrap().contains(&unseen.key())),
+            "{dry}"
         );
         for (shard, x) in [(0, &old), (2, &young), (1, &unseen)] {
             assert!(prepared(&env, shard, x).await, "dry run decided {x}");

@@ -72,6 +72,18 @@ impl ShardServerInstance {
         }
     }
 
+    /// With more server options (e.g. [`crate::tls::TestCerts::mysql_server_args`]).
+    pub async fn start_with_args(server_id: u32, args: Vec<String>) -> ShardServerInstance {
+        match TestFlavor::current() {
+            TestFlavor::MariaDb => ShardServerInstance::MariaDb(
+                MariaDbInstance::start_with_args(server_id, args).await,
+            ),
+            TestFlavor::MySql => {
+                ShardServerInstance::MySql(MySqlInstance::start_with_args(server_id, args).await)
+            }
+        }
+    }
+
     pub fn port(&self) -> u16 {
         match self {
             ShardServerInstance::MariaDb(s) => s.port,

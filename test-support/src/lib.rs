@@ -13,6 +13,7 @@
 mod flavor;
 mod mysql_server;
 pub mod pipeline;
+pub mod tls;
 pub mod xa;
 pub use flavor::{binlog_head, purge_all_but_a_new_binlog, ShardServerInstance, TestFlavor};
 pub use mysql_server::{mysql_root, MySqlInstance};
@@ -116,26 +117,29 @@ pub fn test_config(
         .iter()
         .enumerate()
         .map(|(i, s)| ServerConfig {
-            name: s.name.clone(),
-            url: format!(
-                "mysql://{PIPELINE_USER}:{PIPELINE_PASSWORD}@127.0.0.1:{}",
-                s.port
-            ),
             admin_url: Some(format!("mysql://root@127.0.0.1:{}", s.port)),
-            shards: (0..shard_count)
-                .filter(|sh| usize::from(*sh) % servers.len() == i)
-                .collect(),
+            ..ServerConfig::new(
+                s.name.clone(),
+                format!(
+                    "mysql://{PIPELINE_USER}:{PIPELINE_PASSWORD}@127.0.0.1:{}",
+                    s.port
+                ),
+                (0..shard_count)
+                    .filter(|sh| usize::from(*sh) % servers.len() == i)
+                    .collect(),
+            )
         })
         .collect();
     let config = Config {
         shard_count,
         database_prefix: format!("{name}_shard_"),
         redis: RedisConfig {
-            url: redis_url.to_string(),
             prefix: name.to_string(),
+            ..RedisConfig::from_url(redis_url)
         },
         api: ApiConfig {
             bind: "127.0.0.1:0".to_string(),
+            ..ApiConfig::default()
         },
         servers,
         cdc: CdcConfig {
@@ -150,6 +154,7 @@ pub fn test_config(
             ..ProjectorConfig::default()
         },
         compensator: CompensatorConfig::default(),
+        tracing: Default::default(),
     };
     config.validate().expect("test topology is valid");
     config
@@ -218,29 +223,20 @@ impl TestEnv {
 
     /// A connected Redis client.
     pub async fn redis(&self) -> fred::clients::Client {
-        redis_client(&self.config.redis.url).await
+        rps_core::redis_client::ClientPolicy::default()
+            .connect(&self.config.redis)
+            .await
+            .expect("redis connect")
     }
 
     /// An admin (root) connection to the server hosting `shard`.
     pub async fn admin_conn(&self, shard: u16) -> mysql_async::Conn {
-        let server = self.config.server_of(shard);
-        mysql_async::Conn::new(
-            mysql_async::Opts::from_url(server.admin_url.as_deref().expect("admin url"))
-                .expect("url"),
-        )
-        .await
-        .expect("admin connection")
+        admin_conn(self.config.server_of(shard)).await
     }
 
     /// An admin connection to a server by name.
     pub async fn admin_conn_to(&self, server: &str) -> mysql_async::Conn {
-        let server = self.config.server(server).expect("server");
-        mysql_async::Conn::new(
-            mysql_async::Opts::from_url(server.admin_url.as_deref().expect("admin url"))
-                .expect("url"),
-        )
-        .await
-        .expect("admin connection")
+        admin_conn(self.config.server(server).expect("server")).await
     }
 
     /// Drops the test's databases and Redis keys.
@@ -248,18 +244,12 @@ impl TestEnv {
         use fred::interfaces::KeysInterface;
         use mysql_async::prelude::Queryable;
         for shard in 0..self.config.shard_count {
-            if let Ok(mut c) = mysql_async::Conn::new(
-                mysql_async::Opts::from_url(
-                    self.config
-                        .server_of(shard)
-                        .admin_url
-                        .as_deref()
-                        .unwrap_or_default(),
-                )
-                .expect("url"),
-            )
-            .await
-            {
+            let server = self.config.server_of(shard);
+            let Ok(opts) = rps_event_store::server_opts(server, rps_event_store::Account::Admin)
+            else {
+                continue;
+            };
+            if let Ok(mut c) = mysql_async::Conn::new(opts).await {
                 let _ = c
                     .query_drop(format!(
                         "DROP DATABASE IF EXISTS `{}`",
@@ -285,6 +275,15 @@ impl TestEnv {
             cursor = next;
         }
     }
+}
+
+/// An admin (root) connection to `server`, with its TLS settings.
+pub async fn admin_conn(server: &ServerConfig) -> mysql_async::Conn {
+    let opts =
+        rps_event_store::server_opts(server, rps_event_store::Account::Admin).expect("admin url");
+    mysql_async::Conn::new(opts)
+        .await
+        .expect("admin connection")
 }
 
 /// Writes `config` as `rps.toml` in a new temp dir (keep the dir alive).
@@ -324,7 +323,7 @@ pub fn started_events(
 /// A connected fred client with the pipeline's reconnect policy.
 pub async fn redis_client(url: &str) -> fred::clients::Client {
     rps_core::redis_client::ClientPolicy::default()
-        .connect(url)
+        .connect(&RedisConfig::from_url(url))
         .await
         .expect("redis connect")
 }
@@ -451,10 +450,16 @@ pub struct MariaDbInstance {
     dir: tempfile::TempDir,
     pub port: u16,
     pub server_id: u32,
+    extra_args: Vec<String>,
 }
 
 impl MariaDbInstance {
     pub async fn start(server_id: u32) -> MariaDbInstance {
+        Self::start_with_args(server_id, Vec::new()).await
+    }
+
+    /// With more server options (e.g. TLS), kept across restarts.
+    pub async fn start_with_args(server_id: u32, extra_args: Vec<String>) -> MariaDbInstance {
         let dir = tempfile::Builder::new()
             .prefix("rps-mariadb-")
             .tempdir()
@@ -482,6 +487,7 @@ impl MariaDbInstance {
             port: free_port(),
             server_id,
             process: ServerProcess::default(),
+            extra_args,
         };
         me.launch().await;
         // Root over TCP, as the dev environment has it.
@@ -537,6 +543,7 @@ impl MariaDbInstance {
             .arg(format!("--user={}", current_user()))
             .arg("--innodb-buffer-pool-size=64M")
             .arg("--innodb-log-file-size=48M")
+            .args(&self.extra_args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -597,27 +604,43 @@ pub struct RedisInstance {
     pub port: u16,
     appendonly: bool,
     child: Option<Child>,
+    extra_args: Vec<String>,
+    tls: bool,
 }
 
 impl RedisInstance {
     /// `appendonly`: AOF with `appendfsync always`, so kill -9 loses nothing acknowledged.
     pub async fn start(appendonly: bool) -> RedisInstance {
+        Self::start_with(appendonly, |_| Vec::new(), false).await
+    }
+
+    /// With more options, made from the instance's port (e.g. TLS on that
+    /// port, `tls`, or `--requirepass`).
+    pub async fn start_with(
+        appendonly: bool,
+        extra_args: impl FnOnce(u16) -> Vec<String>,
+        tls: bool,
+    ) -> RedisInstance {
         let dir = tempfile::Builder::new()
             .prefix("rps-redis-")
             .tempdir()
             .expect("tempdir");
+        let port = free_port();
         let mut me = RedisInstance {
             dir,
-            port: free_port(),
+            port,
             appendonly,
             child: None,
+            extra_args: extra_args(port),
+            tls,
         };
         me.launch().await;
         me
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     async fn launch(&mut self) {
@@ -633,6 +656,7 @@ impl RedisInstance {
             .args(["--dir", &self.dir.path().display().to_string()])
             .args(["--appendonly", if self.appendonly { "yes" } else { "no" }])
             .args(["--appendfsync", "always"])
+            .args(&self.extra_args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

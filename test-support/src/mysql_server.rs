@@ -91,10 +91,17 @@ pub struct MySqlInstance {
     dir: tempfile::TempDir,
     pub port: u16,
     pub server_id: u32,
+    extra_args: Vec<String>,
 }
 
 impl MySqlInstance {
     pub async fn start(server_id: u32) -> MySqlInstance {
+        Self::start_with_args(server_id, Vec::new()).await
+    }
+
+    /// With more server options (paths as seen inside the root), kept
+    /// across restarts.
+    pub async fn start_with_args(server_id: u32, extra_args: Vec<String>) -> MySqlInstance {
         let root = require_root();
         let tmp_base = root.join("var/tmp");
         std::fs::create_dir_all(&tmp_base).expect("var/tmp in the MySQL root");
@@ -117,6 +124,7 @@ impl MySqlInstance {
             port: free_port(),
             server_id,
             process: ServerProcess::default(),
+            extra_args,
         };
         me.launch().await;
         me.socket_sql(
@@ -169,6 +177,7 @@ impl MySqlInstance {
             .arg("--user=root")
             .arg("--innodb-buffer-pool-size=64M")
             .arg("--innodb-redo-log-capacity=64M")
+            .args(&self.extra_args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

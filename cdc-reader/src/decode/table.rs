@@ -48,14 +48,29 @@ impl ColKind {
     fn from_tme(
         tme: &TableMapEvent<'_>,
         i: usize,
+        name: &str,
         labels: Option<Vec<Vec<u8>>>,
     ) -> Result<ColKind, String> {
+        let bad = |what: String| format!("column {i} (`{name}`): {what}");
         let ty = tme
             .get_column_type(i)
-            .map_err(|e| format!("column {i}: {e}"))?
-            .ok_or_else(|| format!("column {i}: no type"))?;
-        let meta = tme.get_column_metadata(i).unwrap_or(&[]);
+            .map_err(|e| bad(e.to_string()))?
+            .ok_or_else(|| bad("no type".into()))?;
+        // `None` when the metadata block ends early: every size read from
+        // it would be a guess.
+        let meta = tme
+            .get_column_metadata(i)
+            .ok_or_else(|| bad("the table map's column metadata is truncated".into()))?;
         let m = |k: usize| meta.get(k).copied().unwrap_or(0);
+        // Length prefixes and ENUM indexes are little-endian integers of
+        // at most 4 and 2 bytes; anything else is a corrupt table map.
+        let prefix = |n: u8, max: u8, what: &str| {
+            if (1..=max).contains(&n) {
+                Ok(n)
+            } else {
+                Err(bad(format!("{what} of {n} bytes")))
+            }
+        };
         use ColumnType::*;
         Ok(match ty {
             MYSQL_TYPE_TINY => ColKind::Int(1),
@@ -74,7 +89,8 @@ impl ColKind {
             MYSQL_TYPE_NEWDATE | MYSQL_TYPE_DATE => ColKind::Fixed(3),
             MYSQL_TYPE_TIMESTAMP2 => ColKind::Fixed(4 + usize::from(m(0)).div_ceil(2)),
             MYSQL_TYPE_TIME2 => ColKind::Fixed(3 + usize::from(m(0)).div_ceil(2)),
-            MYSQL_TYPE_DATETIME2 => ColKind::DateTime2(m(0)),
+            MYSQL_TYPE_DATETIME2 if m(0) <= 6 => ColKind::DateTime2(m(0)),
+            MYSQL_TYPE_DATETIME2 => return Err(bad(format!("DATETIME precision {}", m(0)))),
             MYSQL_TYPE_NEWDECIMAL => ColKind::Fixed(decimal_bin_size(m(0), m(1))),
             MYSQL_TYPE_BIT => ColKind::Fixed(usize::from(m(1)) + usize::from(m(0)).div_ceil(8)),
             MYSQL_TYPE_VARCHAR | MYSQL_TYPE_VAR_STRING => {
@@ -86,9 +102,9 @@ impl ColKind {
             | MYSQL_TYPE_LONG_BLOB
             | MYSQL_TYPE_BLOB
             | MYSQL_TYPE_GEOMETRY
-            | MYSQL_TYPE_JSON => ColKind::Blob(m(0)),
+            | MYSQL_TYPE_JSON => ColKind::Blob(prefix(m(0), 4, "BLOB length prefix")?),
             MYSQL_TYPE_ENUM => ColKind::Enum {
-                pack: m(1),
+                pack: prefix(m(1), 2, "ENUM index")?,
                 labels: labels.unwrap_or_default(),
             },
             MYSQL_TYPE_SET => ColKind::Set(m(1)),
@@ -101,7 +117,7 @@ impl ColKind {
                 };
                 ColKind::Str(if max < 256 { 1 } else { 2 })
             }
-            other => return Err(format!("column {i}: unsupported type {other:?}")),
+            other => return Err(bad(format!("unsupported type {other:?}"))),
         })
     }
 }
@@ -133,46 +149,38 @@ pub struct TableLayout {
     pub named: bool,
     /// For the four enum model columns: index → variant position, 255 unknown.
     enum_maps: [Vec<u8>; 15],
+    /// The same columns' labels, to name an unknown value in an error.
+    enum_labels: [Vec<Vec<u8>>; 15],
 }
 
 impl TableLayout {
-    /// Builds the layout; `shard` says whether rows of this table are followed.
-    pub fn new(tme: &TableMapEvent<'_>, shard: Option<ShardId>) -> TableLayout {
+    /// Builds the layout from the table map `tme` parsed from the event
+    /// bytes `data`; `shard` says whether rows of this table are followed.
+    pub fn new(tme: &TableMapEvent<'_>, data: &[u8], shard: Option<ShardId>) -> TableLayout {
         let n = tme.columns_count() as usize;
         let mut names: Vec<String> = Vec::with_capacity(n);
-        let mut enum_labels: Vec<Vec<Vec<u8>>> = Vec::new();
         for field in tme.iter_optional_meta().flatten() {
-            match field {
-                OptionalMetadataField::ColumnName(cn) => {
-                    names.extend(cn.iter_names().flatten().map(|c| c.name().into_owned()));
-                }
-                OptionalMetadataField::EnumStrValue(ev) => {
-                    for vals in ev.iter_values().flatten() {
-                        enum_labels.push(
-                            vals.values()
-                                .iter()
-                                .map(|v| v.value_raw().to_vec())
-                                .collect(),
-                        );
-                    }
-                }
-                _ => {}
+            if let OptionalMetadataField::ColumnName(cn) = field {
+                names.extend(cn.iter_names().flatten().map(|c| c.name().into_owned()));
             }
         }
         let names_known = names.len() == n;
         if !names_known {
             names = (0..n).map(|i| format!("col{i}")).collect();
         }
-        let mut enums = enum_labels.into_iter();
+        let enum_labels = enum_labels(data);
+        let mut enums = enum_labels.iter().flatten().cloned();
         let kinds: Result<Vec<ColKind>, String> = (0..n)
             .map(|i| {
                 let is_enum = matches!(
                     tme.get_column_type(i),
                     Ok(Some(ColumnType::MYSQL_TYPE_ENUM))
                 );
-                ColKind::from_tme(tme, i, if is_enum { enums.next() } else { None })
+                let labels = if is_enum { enums.next() } else { None };
+                ColKind::from_tme(tme, i, &names[i], labels)
             })
             .collect();
+        let kinds = enum_labels.and(kinds);
         let mut slot_of = vec![None; n];
         let mut found = [false; 15];
         if names_known {
@@ -193,6 +201,7 @@ impl TableLayout {
             .map(|(m, _)| *m)
             .collect();
         let mut enum_maps: [Vec<u8>; 15] = Default::default();
+        let mut slot_labels: [Vec<Vec<u8>>; 15] = Default::default();
         if let Ok(kinds) = &kinds {
             for (i, k) in kinds.iter().enumerate() {
                 let (Some(slot), ColKind::Enum { labels, .. }) = (slot_of[i], k) else {
@@ -214,6 +223,7 @@ impl TableLayout {
                     p.map(|p| p as u8).unwrap_or(255)
                 };
                 enum_maps[slot as usize] = labels.iter().map(|l| pos(l)).collect();
+                slot_labels[slot as usize] = labels.clone();
             }
         }
         TableLayout {
@@ -226,8 +236,68 @@ impl TableLayout {
             missing,
             named: names_known,
             enum_maps,
+            enum_labels: slot_labels,
         }
     }
+}
+
+/// The optional metadata of a TABLE_MAP event's bytes: what follows the
+/// ids, names, column types, column metadata and NULL bitmap.
+fn optional_metadata(d: &[u8]) -> Option<&[u8]> {
+    let mut p = 8usize;
+    // Database and table: a length byte, the name, a NUL.
+    for _ in 0..2 {
+        p += usize::from(*d.get(p)?) + 2;
+    }
+    let (n, used) = super::lenenc(d.get(p..)?)?;
+    let n = usize::try_from(n).ok()?;
+    p = p.checked_add(used)?.checked_add(n)?;
+    let (meta, used) = super::lenenc(d.get(p..)?)?;
+    let meta = usize::try_from(meta).ok()?;
+    p = p
+        .checked_add(used)?
+        .checked_add(meta)?
+        .checked_add(n.div_ceil(8))?;
+    d.get(p..)
+}
+
+/// A length-encoded string at the start of `b`, and what follows it.
+fn lenenc_bytes(b: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (len, used) = super::lenenc(b)?;
+    let rest = b.get(used..)?;
+    let len = usize::try_from(len).ok().filter(|l| *l <= rest.len())?;
+    Some(rest.split_at(len))
+}
+
+/// The ENUM labels of a TABLE_MAP event, one list per ENUM column, read
+/// from its bytes: mysql_common reserves room for as many labels as the
+/// count says before it reads them, so a corrupt count is a capacity
+/// overflow panic or an allocation abort there.
+fn enum_labels(data: &[u8]) -> Result<Vec<Vec<Vec<u8>>>, String> {
+    const ENUM_STR_VALUE: u8 = 6;
+    let bad = || "the table map's ENUM labels are malformed".to_string();
+    let mut rest = optional_metadata(data).unwrap_or_default();
+    let mut out = Vec::new();
+    while let Some((&field, r)) = rest.split_first() {
+        let (mut v, r) = lenenc_bytes(r).ok_or_else(bad)?;
+        rest = r;
+        if field != ENUM_STR_VALUE {
+            continue;
+        }
+        while !v.is_empty() {
+            let (count, used) = super::lenenc(v).ok_or_else(bad)?;
+            v = &v[used..];
+            let mut labels = Vec::new();
+            // Each label takes at least a byte, so the count cannot outrun `v`.
+            for _ in 0..count {
+                let (label, r) = lenenc_bytes(v).ok_or_else(bad)?;
+                labels.push(label.to_vec());
+                v = r;
+            }
+            out.push(labels);
+        }
+    }
+    Ok(out)
 }
 
 /// A row-decoding failure: the row does not fit the model (`Model`), or the
@@ -256,8 +326,15 @@ pub struct RowCursor<'a> {
     pos: usize,
 }
 
-fn malformed(what: &str) -> RowError {
-    RowError::Malformed(format!("row image ends inside {what}"))
+/// The row image ends before the value being read does.
+struct Truncated;
+
+fn truncated(what: &str) -> impl FnOnce(Truncated) -> RowError + '_ {
+    move |Truncated| RowError::Malformed(format!("row image ends inside {what}"))
+}
+
+fn truncated_column(name: &str) -> impl FnOnce(Truncated) -> RowError + '_ {
+    move |Truncated| RowError::Malformed(format!("row image ends inside column `{name}`"))
 }
 
 impl<'a> RowCursor<'a> {
@@ -269,24 +346,26 @@ impl<'a> RowCursor<'a> {
         self.pos >= self.buf.len()
     }
 
-    fn take(&mut self, n: usize) -> Result<&'a [u8], RowError> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], Truncated> {
         let end = self.pos.checked_add(n).filter(|e| *e <= self.buf.len());
-        let end = end.ok_or_else(|| malformed("a value"))?;
+        let end = end.ok_or(Truncated)?;
         let s = &self.buf[self.pos..end];
         self.pos = end;
         Ok(s)
     }
 
-    fn uint_le(&mut self, n: u8) -> Result<u64, RowError> {
+    /// A little-endian integer of `n` bytes; layouts only build `n` of
+    /// 1..=8, and wider input keeps its low 8 bytes rather than overflow.
+    fn uint_le(&mut self, n: u8) -> Result<u64, Truncated> {
         let b = self.take(usize::from(n))?;
         let mut v = 0u64;
-        for (i, x) in b.iter().enumerate() {
+        for (i, x) in b.iter().take(8).enumerate() {
             v |= u64::from(*x) << (8 * i);
         }
         Ok(v)
     }
 
-    fn read_value(&mut self, kind: &ColKind) -> Result<Val<'a>, RowError> {
+    fn read_value(&mut self, kind: &ColKind) -> Result<Val<'a>, Truncated> {
         Ok(match kind {
             ColKind::Int(n) => {
                 let raw = self.uint_le(*n)?;
@@ -314,7 +393,12 @@ impl<'a> RowCursor<'a> {
                     3 => frac,
                     _ => 0,
                 };
-                Val::Ts(datetime2(packed, micros))
+                // Past a million, chrono would read a leap second.
+                Val::Ts(
+                    Some(micros)
+                        .filter(|m| *m < 1_000_000)
+                        .and_then(|m| datetime2(packed, m)),
+                )
             }
             ColKind::Fixed(n) => {
                 self.take(*n)?;
@@ -330,8 +414,11 @@ impl<'a> RowCursor<'a> {
         kinds: &[ColKind],
         present: &[bool],
     ) -> Result<[Val<'a>; 15], RowError> {
+        columns_match(kinds, present)?;
         let n_present = present.iter().filter(|p| **p).count();
-        let nulls = self.take(n_present.div_ceil(8))?;
+        let nulls = self
+            .take(n_present.div_ceil(8))
+            .map_err(truncated("the NULL bitmap"))?;
         let mut vals = [Val::Null; 15];
         let mut bit = 0usize;
         for (i, kind) in kinds.iter().enumerate() {
@@ -343,7 +430,9 @@ impl<'a> RowCursor<'a> {
             if is_null {
                 continue;
             }
-            let v = self.read_value(kind)?;
+            let v = self
+                .read_value(kind)
+                .map_err(truncated_column(&layout.names[i]))?;
             if let Some(s) = layout.slot_of[i] {
                 vals[s as usize] = v;
             }
@@ -372,8 +461,11 @@ impl<'a> RowCursor<'a> {
             .kinds
             .as_ref()
             .map_err(|e| RowError::Malformed(e.clone()))?;
+        columns_match(kinds, present)?;
         let n_present = present.iter().filter(|p| **p).count();
-        let nulls = self.take(n_present.div_ceil(8))?;
+        let nulls = self
+            .take(n_present.div_ceil(8))
+            .map_err(truncated("the NULL bitmap"))?;
         let mut out = Map::new();
         let mut bit = 0usize;
         for (i, kind) in kinds.iter().enumerate() {
@@ -385,7 +477,10 @@ impl<'a> RowCursor<'a> {
             let v = if is_null {
                 Value::Null
             } else {
-                match (self.read_value(kind)?, kind) {
+                let v = self
+                    .read_value(kind)
+                    .map_err(truncated_column(&layout.names[i]))?;
+                match (v, kind) {
                     (Val::Int(v), _) => Value::from(v),
                     (Val::Bytes(b), _) => Value::from(String::from_utf8_lossy(b).into_owned()),
                     (Val::Enum(ix), ColKind::Enum { labels, .. }) => {
@@ -403,6 +498,18 @@ impl<'a> RowCursor<'a> {
             out.insert(layout.names[i].clone(), v);
         }
         Ok(Value::Object(out))
+    }
+}
+
+fn columns_match(kinds: &[ColKind], present: &[bool]) -> Result<(), RowError> {
+    if kinds.len() == present.len() {
+        Ok(())
+    } else {
+        Err(RowError::Malformed(format!(
+            "row has {} columns, table map has {}",
+            present.len(),
+            kinds.len()
+        )))
     }
 }
 
@@ -462,7 +569,19 @@ fn to_event(layout: &TableLayout, vals: &[Val<'_>; 15]) -> Result<MatchEvent, Ro
                     .copied()
                     .unwrap_or(255);
                 if p == 255 {
-                    Err(bad(i, &format!("unknown enum index {ix}")))
+                    let label = usize::from(ix)
+                        .checked_sub(1)
+                        .and_then(|k| layout.enum_labels[i].get(k));
+                    Err(bad(
+                        i,
+                        &match label {
+                            Some(l) => format!(
+                                "unknown value {:?} (enum index {ix})",
+                                String::from_utf8_lossy(l)
+                            ),
+                            None => format!("unknown enum index {ix}"),
+                        },
+                    ))
                 } else {
                     Ok(Some(usize::from(p)))
                 }

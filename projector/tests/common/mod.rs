@@ -599,8 +599,8 @@ pub fn fold_all(
 }
 
 /// Asserts the generation's read models equal the expected fold: every
-/// player counter, every board's order and scores, every match state and
-/// the deadline set.
+/// player counter, every board's order and scores, every match state, the
+/// deadline set and the matches per lifecycle state.
 pub async fn assert_matches_fold(client: &Client, gk: &GenerationKeys, x: &Expected) {
     // Every scope's counters, one read each.
     let mut scopes: HashSet<Option<SeasonId>> = x.stats.keys().map(|k| k.1).collect();
@@ -656,6 +656,13 @@ pub async fn assert_matches_fold(client: &Client, gk: &GenerationKeys, x: &Expec
         .unwrap();
     let got: HashMap<String, i64> = got.into_iter().map(|(m, s)| (m, s as i64)).collect();
     assert_eq!(got, x.deadlines, "deadline set");
+    // Matches per lifecycle state, counted from the expected states.
+    let mut want = read_model::lifecycle::MatchCounts::default();
+    for m in x.matches.values() {
+        want.moved(None, m.status);
+    }
+    let got = read_model::read::match_counts(client, gk).await.unwrap();
+    assert_eq!(got, want, "matches per lifecycle state");
 }
 
 /// Stream id of the last applied entry of every shard, per the progress hash.

@@ -22,6 +22,7 @@
 
 use anyhow::Context;
 use hdrhistogram::Histogram;
+use rps_core::redis_client::ClientPolicy;
 use rps_core::{Config, Timestamp};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -34,19 +35,64 @@ pub struct Args {
     /// Events in the drain backlog.
     #[arg(long, default_value_t = 1_000_000)]
     backlog: u64,
-    /// Seconds of full-speed load with the pipeline running.
-    #[arg(long, default_value_t = 30)]
-    sustained_secs: u64,
+    /// How long the full-speed load runs with the pipeline running (`30s`, `2m`).
+    #[arg(long, default_value = "30s", value_parser = crate::cli::parse_duration)]
+    sustained: Duration,
     /// Events per second of the freshness phase.
     #[arg(long, default_value_t = 10_000)]
     fresh_rate: u64,
-    /// Seconds of the freshness phase (300 or more to see it across AOF
+    /// How long the freshness phase runs (`5m` or more to see it across AOF
     /// rewrites).
-    #[arg(long, default_value_t = 30)]
-    fresh_secs: u64,
+    #[arg(long, default_value = "30s", value_parser = crate::cli::parse_duration)]
+    fresh: Duration,
     /// Distinct players.
     #[arg(long, default_value_t = 100_000)]
     players: u64,
+    /// Print the report as JSON (one object per row of the table).
+    #[arg(long)]
+    json: bool,
+}
+
+/// One row of the report: the markdown table docs/benchmarks.md quotes.
+#[derive(Debug, Clone, serde::Serialize)]
+struct Row {
+    measure: String,
+    value: String,
+    baseline: String,
+    ratio: String,
+}
+
+impl Row {
+    fn new(
+        measure: impl Into<String>,
+        value: impl Into<String>,
+        baseline: impl Into<String>,
+        ratio: impl Into<String>,
+    ) -> Self {
+        Row {
+            measure: measure.into(),
+            value: value.into(),
+            baseline: baseline.into(),
+            ratio: ratio.into(),
+        }
+    }
+
+    fn markdown(&self) -> String {
+        let mut line = String::from("|");
+        for cell in [&self.measure, &self.value, &self.baseline, &self.ratio] {
+            if !cell.is_empty() {
+                line.push(' ');
+                line.push_str(cell);
+            }
+            line.push_str(" |");
+        }
+        line
+    }
+}
+
+#[derive(Debug, serde::Serialize)]
+struct Report {
+    rows: Vec<Row>,
 }
 
 /// Events per match of the simulator's default mix, measured (started,
@@ -148,8 +194,14 @@ pub async fn run(config: Arc<Config>, args: Args) -> anyhow::Result<()> {
         .context("creating the benchmark databases (needs admin_url)")?;
     let result = phases(config.clone(), &args).await;
     cleanup(&config).await;
-    let lines = result?;
-    println!("{}", lines.join("\n"));
+    let rows = result?;
+    if args.json {
+        return crate::cli::print_json(&Report { rows });
+    }
+    println!("| measure | value | baseline (same run) | ratio |\n|---|---|---|---|");
+    for r in &rows {
+        println!("{}", r.markdown());
+    }
     Ok(())
 }
 
@@ -194,7 +246,7 @@ fn catch_up_timeout(phase: Duration) -> Duration {
     Duration::from_secs(600).max(phase * 20)
 }
 
-async fn phases(config: Arc<Config>, args: &Args) -> anyhow::Result<Vec<String>> {
+async fn phases(config: Arc<Config>, args: &Args) -> anyhow::Result<Vec<Row>> {
     let store = rps_event_store::EventStore::new(config.clone())?;
     let sim = |matches: u64, rate: Option<f64>| simulator::SimulateOptions {
         players: args.players,
@@ -204,9 +256,7 @@ async fn phases(config: Arc<Config>, args: &Args) -> anyhow::Result<Vec<String>>
         voided: 0.02,
         ..Default::default()
     };
-    let mut out = vec![format!(
-        "| measure | value | baseline (same run) | ratio |\n|---|---|---|---|"
-    )];
+    let mut out = Vec::new();
 
     // 1. Baselines.
     let base = simulator::run(
@@ -296,9 +346,14 @@ async fn phases(config: Arc<Config>, args: &Args) -> anyhow::Result<Vec<String>>
     let drain_secs = started.elapsed().as_secs_f64();
     let drain_cost = meter.finish(backlog.events).await?;
     let drain_rate = backlog.events as f64 / drain_secs;
-    out.push(format!(
-        "| drain of a {}-event backlog, binlog → read models | {:.0} events/s ({:.1} s) | simulator alone: {:.0} events/s | {:.2} |",
-        backlog.events, drain_rate, drain_secs, write_rate, drain_rate / write_rate
+    out.push(Row::new(
+        format!(
+            "drain of a {}-event backlog, binlog → read models",
+            backlog.events
+        ),
+        format!("{drain_rate:.0} events/s ({drain_secs:.1} s)"),
+        format!("simulator alone: {write_rate:.0} events/s"),
+        format!("{:.2}", drain_rate / write_rate),
     ));
 
     // 3. Sustained: full-speed writes while the pipeline runs.
@@ -312,7 +367,7 @@ async fn phases(config: Arc<Config>, args: &Args) -> anyhow::Result<Vec<String>>
     ));
     let t0 = Instant::now();
     let mut lags = Vec::new();
-    while t0.elapsed() < Duration::from_secs(args.sustained_secs) {
+    while t0.elapsed() < args.sustained {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let newest = observed.newest_occurred.load(Ordering::Relaxed);
         lags.push((Timestamp::now().as_micros() - newest) as f64 / 1000.0);
@@ -337,15 +392,20 @@ async fn phases(config: Arc<Config>, args: &Args) -> anyhow::Result<Vec<String>>
             .copied()
             .unwrap_or(0.0)
     };
-    out.push(format!(
-        "| sustained at both servers' full write rate ({} s) | {:.0} events/s written, lag {:.0} / {:.0} / {:.0} / {:.0} ms at 25/50/75/100% of the run, max {:.0} ms; caught up {:.1} s after the writers stopped | simulator alone: {:.0} events/s | {:.2} |",
-        args.sustained_secs,
-        sustained_write,
-        q(0.25), q(0.5), q(0.75), q(1.0),
-        lags.iter().cloned().fold(0.0, f64::max),
-        sustained_catch_up.as_secs_f64(),
-        write_rate,
-        sustained_write / write_rate
+    out.push(Row::new(
+        format!(
+            "sustained at both servers' full write rate ({} s)",
+            args.sustained.as_secs_f64()
+        ),
+        format!(
+            "{:.0} events/s written, lag {:.0} / {:.0} / {:.0} / {:.0} ms at 25/50/75/100% of the run, max {:.0} ms; caught up {:.1} s after the writers stopped",
+            sustained_write,
+            q(0.25), q(0.5), q(0.75), q(1.0),
+            lags.iter().cloned().fold(0.0, f64::max),
+            sustained_catch_up.as_secs_f64(),
+        ),
+        format!("simulator alone: {write_rate:.0} events/s"),
+        format!("{:.2}", sustained_write / write_rate),
     ));
 
     // 4. Freshness at a steady rate.
@@ -355,7 +415,7 @@ async fn phases(config: Arc<Config>, args: &Args) -> anyhow::Result<Vec<String>>
     let meter = RedisMeter::start(&sampler).await?;
     let applied_before = observed.applied.load(Ordering::Relaxed);
     observed.recording.store(true, Ordering::Relaxed);
-    let matches = (args.fresh_rate * args.fresh_secs) as f64 / EVENTS_PER_MATCH;
+    let matches = args.fresh_rate as f64 * args.fresh.as_secs_f64() / EVENTS_PER_MATCH;
     let steady = simulator::run(
         store.clone(),
         sim(
@@ -386,15 +446,23 @@ async fn phases(config: Arc<Config>, args: &Args) -> anyhow::Result<Vec<String>>
         .unwrap_or_else(Freshness::new);
     let h = &f.total;
     let ms = |v: u64| v as f64 / 1000.0;
-    out.push(format!(
-        "| freshness at {:.0} events/s ({} events, caught up {:.1} s after the last write), insert → read model | {} | Redis round trip p50 {:.2} / p99 {:.2} ms | p99 ÷ round-trip p99 = {:.0} |",
-        steady.events as f64 / steady.elapsed.as_secs_f64(),
-        h.len(),
-        fresh_catch_up.as_secs_f64(),
+    out.push(Row::new(
+        format!(
+            "freshness at {:.0} events/s ({} events, caught up {:.1} s after the last write), insert → read model",
+            steady.events as f64 / steady.elapsed.as_secs_f64(),
+            h.len(),
+            fresh_catch_up.as_secs_f64(),
+        ),
         percentiles(h),
-        ms(ping.value_at_quantile(0.5)),
-        ms(ping.value_at_quantile(0.99)),
-        h.value_at_quantile(0.99) as f64 / ping.value_at_quantile(0.99).max(1) as f64
+        format!(
+            "Redis round trip p50 {:.2} / p99 {:.2} ms",
+            ms(ping.value_at_quantile(0.5)),
+            ms(ping.value_at_quantile(0.99)),
+        ),
+        format!(
+            "p99 ÷ round-trip p99 = {:.0}",
+            h.value_at_quantile(0.99) as f64 / ping.value_at_quantile(0.99).max(1) as f64
+        ),
     ));
     for (part, h) in [
         (
@@ -403,25 +471,37 @@ async fn phases(config: Arc<Config>, args: &Args) -> anyhow::Result<Vec<String>>
         ),
         ("stream entry → read model (projector)", &f.in_projector),
     ] {
-        out.push(format!(
-            "| … {part} | {} | (entry ids have ms resolution) | |",
-            percentiles(h)
+        out.push(Row::new(
+            format!("… {part}"),
+            percentiles(h),
+            "(entry ids have ms resolution)",
+            "",
         ));
     }
     if fresh_cost.rewrite_spans.is_empty() {
-        out.push("| … AOF rewrites during the freshness phase | none | | |".to_string());
+        out.push(Row::new(
+            "… AOF rewrites during the freshness phase",
+            "none",
+            "",
+            "",
+        ));
     } else {
         let (during, outside) = f.split_by_rewrites(&fresh_cost);
-        out.push(format!(
-            "| … committed while an AOF rewrite ran ({} events; rewrites {}) | {} | | |",
-            during.len(),
-            fresh_cost.spans_text(),
+        out.push(Row::new(
+            format!(
+                "… committed while an AOF rewrite ran ({} events; rewrites {})",
+                during.len(),
+                fresh_cost.spans_text(),
+            ),
             percentiles(&during),
+            "",
+            "",
         ));
-        out.push(format!(
-            "| … committed outside rewrites ({} events) | {} | | |",
-            outside.len(),
+        out.push(Row::new(
+            format!("… committed outside rewrites ({} events)", outside.len()),
             percentiles(&outside),
+            "",
+            "",
         ));
     }
 
@@ -592,11 +672,7 @@ struct RedisSampler {
 
 impl RedisSampler {
     async fn start(config: &Config) -> anyhow::Result<Self> {
-        use fred::prelude::*;
-        let client =
-            Builder::from_config(fred::types::config::Config::from_url(&config.redis.url)?)
-                .build()?;
-        client.init().await?;
+        let client = ClientPolicy::default().connect(&config.redis).await?;
         let mut state = SamplerState {
             client,
             ledger: AofLedger::default(),
@@ -738,7 +814,7 @@ impl RedisCost {
         parts.join(", ")
     }
 
-    fn row(&self, phase: &str) -> String {
+    fn row(&self, phase: &str) -> Row {
         let events = self.events.max(1) as f64;
         let aof = if self.aof_enabled {
             let mut s = format!(
@@ -760,22 +836,28 @@ impl RedisCost {
         } else {
             "AOF off".to_string()
         };
-        format!(
-            "| Redis in the {phase} phase ({} events, {:.1} s) | {:.1} µs CPU per event, main thread {:.0} % of a core; {aof} | rewrite children: {:.1} s CPU (counted as each exits) | |",
-            self.events,
-            self.wall_secs,
-            self.cpu_secs * 1e6 / events,
-            self.main_thread_secs / self.wall_secs.max(1e-9) * 100.0,
-            self.children_secs,
+        Row::new(
+            format!(
+                "Redis in the {phase} phase ({} events, {:.1} s)",
+                self.events, self.wall_secs
+            ),
+            format!(
+                "{:.1} µs CPU per event, main thread {:.0} % of a core; {aof}",
+                self.cpu_secs * 1e6 / events,
+                self.main_thread_secs / self.wall_secs.max(1e-9) * 100.0,
+            ),
+            format!(
+                "rewrite children: {:.1} s CPU (counted as each exits)",
+                self.children_secs
+            ),
+            "",
         )
     }
 }
 
 async fn redis_ping_histogram(config: &Config) -> anyhow::Result<Histogram<u64>> {
     use fred::prelude::*;
-    let client =
-        Builder::from_config(fred::types::config::Config::from_url(&config.redis.url)?).build()?;
-    client.init().await?;
+    let client = ClientPolicy::default().connect(&config.redis).await?;
     let mut h = histogram();
     for _ in 0..5_000 {
         let t = Instant::now();
@@ -788,9 +870,7 @@ async fn redis_ping_histogram(config: &Config) -> anyhow::Result<Histogram<u64>>
 
 async fn wait_for_checkpoints(config: &Config) -> anyhow::Result<()> {
     use fred::prelude::*;
-    let client =
-        Builder::from_config(fred::types::config::Config::from_url(&config.redis.url)?).build()?;
-    client.init().await?;
+    let client = ClientPolicy::default().connect(&config.redis).await?;
     let keys = config.keys();
     let deadline = Instant::now() + Duration::from_secs(60);
     for s in &config.servers {
@@ -816,10 +896,7 @@ async fn cleanup(config: &Config) {
     use fred::prelude::*;
     use mysql_async::prelude::Queryable;
     for server in &config.servers {
-        let Some(admin) = server.admin_url.as_deref() else {
-            continue;
-        };
-        let Ok(opts) = mysql_async::Opts::from_url(admin) else {
+        let Ok(opts) = rps_event_store::server_opts(server, rps_event_store::Account::Admin) else {
             continue;
         };
         if let Ok(mut conn) = mysql_async::Conn::new(opts).await {
@@ -834,15 +911,9 @@ async fn cleanup(config: &Config) {
             let _ = conn.disconnect().await;
         }
     }
-    let Ok(rc) = fred::types::config::Config::from_url(&config.redis.url) else {
+    let Ok(client) = ClientPolicy::default().connect(&config.redis).await else {
         return;
     };
-    let Ok(client) = Builder::from_config(rc).build() else {
-        return;
-    };
-    if client.init().await.is_err() {
-        return;
-    }
     let pattern = format!("{}:*", config.redis.prefix);
     let mut cursor = "0".to_string();
     loop {

@@ -1,11 +1,13 @@
 //! `rpsctl compensator`: fires expired saga deadlines as `timed_out` events.
+//! Ready (`/readyz`) while its claims against Redis succeed.
 
+use anyhow::Context;
 use rps_core::Config;
 use std::sync::Arc;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Serve Prometheus `/metrics` here (default: `compensator.metrics_bind` of the config).
+    /// Serve Prometheus `/metrics`, `/healthz` and `/readyz` here (default: `compensator.metrics_bind` of the config).
     #[arg(long)]
     metrics_bind: Option<String>,
 }
@@ -14,5 +16,11 @@ pub async fn run(config: Arc<Config>, args: Args) -> anyhow::Result<()> {
     let bind = args
         .metrics_bind
         .or_else(|| config.compensator.metrics_bind.clone());
-    crate::runtime::run_component(bind, |shutdown| compensator::run(config, shutdown)).await
+    let telemetry = rps_telemetry::init(&config.tracing).context("tracing")?;
+    let result = crate::runtime::run_component(bind, |shutdown, ready| {
+        compensator::run_with_readiness(config, shutdown, ready)
+    })
+    .await;
+    telemetry.shutdown().await;
+    result
 }

@@ -1,11 +1,14 @@
 //! `rpsctl projector`: folds the shard streams into the read models.
+//! Ready (`/readyz`) while no shard is more than
+//! [`projector::consumer::READY_MAX_LAG_SECONDS`] behind its stream.
 
+use anyhow::Context;
 use rps_core::Config;
 use std::sync::Arc;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Serve Prometheus `/metrics` here (default: `projector.metrics_bind` of the config).
+    /// Serve Prometheus `/metrics`, `/healthz` and `/readyz` here (default: `projector.metrics_bind` of the config).
     #[arg(long)]
     metrics_bind: Option<String>,
 }
@@ -14,5 +17,11 @@ pub async fn run(config: Arc<Config>, args: Args) -> anyhow::Result<()> {
     let bind = args
         .metrics_bind
         .or_else(|| config.projector.metrics_bind.clone());
-    crate::runtime::run_component(bind, |shutdown| projector::run(config, shutdown)).await
+    let telemetry = rps_telemetry::init(&config.tracing).context("tracing")?;
+    let result = crate::runtime::run_component(bind, |shutdown, ready| {
+        projector::run_with_readiness(config, shutdown, ready)
+    })
+    .await;
+    telemetry.shutdown().await;
+    result
 }

@@ -21,9 +21,9 @@ pub struct Args {
     /// Build the new generation and compare it with the live one, then drop it; switch nothing.
     #[arg(long)]
     dry_run: bool,
-    /// Give up if the live pipeline has not passed the snapshot within this many seconds.
-    #[arg(long, default_value_t = 300)]
-    switch_timeout_secs: u64,
+    /// Give up if the live pipeline has not passed the snapshot within this (`90s`, `5m`).
+    #[arg(long, default_value = "5m", value_parser = crate::cli::parse_duration)]
+    switch_timeout: Duration,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -37,11 +37,12 @@ pub fn parse_time(s: &str) -> Result<Timestamp, String> {
 
 pub async fn run(config: Arc<Config>, args: Args) -> anyhow::Result<()> {
     if let Some(s) = args.shard {
-        anyhow::ensure!(
-            s < config.shard_count,
-            "shard {s} does not exist (shard_count is {})",
-            config.shard_count
-        );
+        if s >= config.shard_count {
+            return Err(crate::failure::usage(format!(
+                "shard {s} does not exist (shard_count is {})",
+                config.shard_count
+            )));
+        }
     }
     let opts = history::replay::ReplayOptions {
         fold: history::FoldOptions {
@@ -52,7 +53,7 @@ pub async fn run(config: Arc<Config>, args: Args) -> anyhow::Result<()> {
         },
         dry_run: args.dry_run,
         show_progress: !args.json || std::io::stderr().is_terminal(),
-        switch_timeout: Duration::from_secs(args.switch_timeout_secs),
+        switch_timeout: args.switch_timeout,
     };
     let limited = !opts.fold.is_complete();
     let shutdown = crate::runtime::shutdown_on_signal();
@@ -60,9 +61,21 @@ pub async fn run(config: Arc<Config>, args: Args) -> anyhow::Result<()> {
         .await
         .context("replay")?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-        return Ok(());
+        crate::cli::print_json(&report)?;
+    } else {
+        print_report(&report, limited);
     }
+    match &report.comparison {
+        // A dry run that found differences: a replay would change them.
+        Some(c) if c.total_differences > 0 => Err(crate::failure::differences(format!(
+            "dry run: a replay would change {} differences from the live generation {}",
+            c.total_differences, c.generation
+        ))),
+        _ => Ok(()),
+    }
+}
+
+fn print_report(report: &history::replay::ReplayReport, limited: bool) {
     let rate = report.events as f64 / report.fold_seconds.max(1e-9);
     println!(
         "folded {} events in {:.2}s ({:.0} events/s): {} matches ({} open), {} players",
@@ -95,7 +108,7 @@ pub async fn run(config: Arc<Config>, args: Args) -> anyhow::Result<()> {
     }
     if limited {
         println!("limited replay (--season/--shard/--until): nothing written, the live generation {} is unchanged", report.old_generation);
-        return Ok(());
+        return;
     }
     println!(
         "wrote {} keys into generation {} in {:.2}s",
@@ -125,7 +138,7 @@ pub async fn run(config: Arc<Config>, args: Args) -> anyhow::Result<()> {
             );
         }
         println!("dry run: the new generation was dropped; nothing switched");
-        return Ok(());
+        return;
     }
     println!(
         "caught up {} stream entries ({} already in the snapshot), switched generation {} -> {}, dropped {} old keys; total {:.2}s",
@@ -136,5 +149,4 @@ pub async fn run(config: Arc<Config>, args: Args) -> anyhow::Result<()> {
         report.old_keys_dropped,
         report.total_seconds
     );
-    Ok(())
 }

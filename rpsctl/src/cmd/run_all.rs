@@ -27,8 +27,11 @@ pub struct Args {
 
 pub async fn run(config: Arc<Config>, args: Args) -> anyhow::Result<()> {
     let handle = crate::runtime::metrics_handle()?;
+    let telemetry = rps_telemetry::init(&config.tracing).context("tracing")?;
     let shutdown = crate::runtime::shutdown_on_signal();
-    run_components(config, handle, !args.no_compensator, shutdown).await
+    let result = run_components(config, handle, !args.no_compensator, shutdown).await;
+    telemetry.shutdown().await;
+    result
 }
 
 /// Runs the API and the supervised components until `shutdown` or the first failure.

@@ -5,7 +5,7 @@
 //! wrote: events, events per second, rows per shard and per server.
 
 use anyhow::Context;
-use rps_core::Config;
+use rps_core::{Config, ShardId};
 use rps_event_store::EventStore;
 use simulator::SimulateOptions;
 use std::sync::Arc;
@@ -31,8 +31,8 @@ pub struct Args {
     /// Share of matches voided after `finished`.
     #[arg(long, default_value_t = 0.02)]
     voided: f64,
-    /// Match deadline after the start: `30s`, `500ms`, `2m`, `1h` or plain seconds.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    /// Match deadline after the start: `30s`, `500ms`, `2m`, `1h`.
+    #[arg(long, default_value = "30s", value_parser = crate::cli::parse_duration)]
     deadline: Duration,
     /// Seed of the match plans (default: random, printed so the run can be repeated).
     #[arg(long)]
@@ -46,32 +46,83 @@ pub struct Args {
     /// Node number of the first node; concurrent simulators need disjoint node ranges.
     #[arg(long, default_value_t = 0)]
     first_node: u8,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
-/// Parses `30s`, `250ms`, `2m`, `1h` or a plain number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration like 30s, 500ms, 2m"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "ms" => n / 1000.0,
-        "m" | "min" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => {
-            return Err(format!(
-                "unknown unit `{unit}` in `{s}` (use ms, s, m or h)"
-            ))
-        }
-    };
-    if !(secs.is_finite() && secs > 0.0) {
-        return Err(format!("`{s}` must be a positive duration"));
+/// What the run wrote, as `--json` prints it.
+#[derive(Debug, serde::Serialize)]
+struct Summary {
+    seed: u64,
+    matches_started: u64,
+    finished: u64,
+    draws: u64,
+    voided: u64,
+    abandoned: u64,
+    conflicts: u64,
+    interrupted: u64,
+    events: u64,
+    seconds: f64,
+    events_per_second: f64,
+    batches: u64,
+    failed_batches: u64,
+    shards: Vec<ShardRows>,
+    servers: Vec<ServerRows>,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct ShardRows {
+    shard: ShardId,
+    database: String,
+    server: String,
+    rows: u64,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct ServerRows {
+    server: String,
+    rows: u64,
+}
+
+fn summary(config: &Config, report: &simulator::Report) -> Summary {
+    Summary {
+        seed: report.seed,
+        matches_started: report.matches_started,
+        finished: report.finished,
+        draws: report.draws,
+        voided: report.voided,
+        abandoned: report.abandoned,
+        conflicts: report.conflicts,
+        interrupted: report.interrupted,
+        events: report.events,
+        seconds: report.elapsed.as_secs_f64(),
+        events_per_second: report.events_per_second(),
+        batches: report.batches,
+        failed_batches: report.failed_batches,
+        shards: report
+            .rows_per_shard
+            .iter()
+            .map(|(&shard, &rows)| ShardRows {
+                shard,
+                database: config.database(shard),
+                server: config.server_of(shard).name.clone(),
+                rows,
+            })
+            .collect(),
+        servers: config
+            .servers
+            .iter()
+            .map(|server| ServerRows {
+                server: server.name.clone(),
+                rows: server
+                    .shards
+                    .iter()
+                    .map(|s| report.rows_per_shard.get(s).copied().unwrap_or(0))
+                    .sum(),
+            })
+            .collect(),
     }
-    Ok(Duration::from_secs_f64(secs))
 }
 
 pub async fn run(config: Arc<Config>, args: Args) -> anyhow::Result<()> {
@@ -96,6 +147,10 @@ pub async fn run(config: Arc<Config>, args: Args) -> anyhow::Result<()> {
         .await
         .context("simulation failed")?;
     store.disconnect().await;
+    let summary = summary(&config, &report);
+    if args.json {
+        return crate::cli::print_json(&summary);
+    }
 
     println!(
         "simulated {} matches (seed {}): {} finished ({} draws), {} voided, {} abandoned for the compensator, {} given up on a version conflict{}",
@@ -121,39 +176,12 @@ pub async fn run(config: Arc<Config>, args: Args) -> anyhow::Result<()> {
         report.failed_batches
     );
     println!("rows per shard:");
-    for (shard, rows) in &report.rows_per_shard {
-        println!(
-            "  {:<24} {:>10}  ({})",
-            config.database(*shard),
-            rows,
-            config.server_of(*shard).name
-        );
+    for s in &summary.shards {
+        println!("  {:<24} {:>10}  ({})", s.database, s.rows, s.server);
     }
     println!("rows per server:");
-    for server in &config.servers {
-        let rows: u64 = server
-            .shards
-            .iter()
-            .map(|s| report.rows_per_shard.get(s).copied().unwrap_or(0))
-            .sum();
-        println!("  {:<24} {:>10}", server.name, rows);
+    for s in &summary.servers {
+        println!("  {:<24} {:>10}", s.server, s.rows);
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_duration;
-    use std::time::Duration;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert!(parse_duration("3 days").is_err());
-        assert!(parse_duration("0s").is_err());
-        assert!(parse_duration("s").is_err());
-    }
 }

@@ -15,7 +15,7 @@ pub struct Args {
 pub async fn run(config: Arc<Config>, args: Args) -> anyhow::Result<()> {
     let status = history::status::collect(config).await.context("status")?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&status)?);
+        crate::cli::print_json(&status)?;
     } else {
         print!("{}", status.render());
     }

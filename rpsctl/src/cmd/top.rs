@@ -19,9 +19,9 @@ pub struct Args {
     /// Show this season's board instead of the all-time one.
     #[arg(long)]
     season: Option<SeasonId>,
-    /// Refresh period.
-    #[arg(long, default_value_t = 2000)]
-    interval_ms: u64,
+    /// Refresh period (`500ms`, `2s`).
+    #[arg(long, default_value = "2s", value_parser = crate::cli::parse_duration)]
+    interval: Duration,
 }
 
 pub async fn run(config: Arc<Config>, args: Args) -> anyhow::Result<()> {
@@ -38,7 +38,7 @@ pub async fn run(config: Arc<Config>, args: Args) -> anyhow::Result<()> {
         print!("\x1b[2J\x1b[H{frame}");
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
-            _ = tokio::time::sleep(Duration::from_millis(args.interval_ms)) => {}
+            _ = tokio::time::sleep(args.interval) => {}
         }
     }
 }

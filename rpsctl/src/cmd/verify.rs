@@ -29,7 +29,7 @@ pub async fn run(config: Arc<Config>, args: Args) -> anyhow::Result<()> {
         .await
         .context("verify")?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        crate::cli::print_json(&report)?;
     } else {
         println!(
             "generation {}: {} keys checked, {} differences",
@@ -58,10 +58,10 @@ pub async fn run(config: Arc<Config>, args: Args) -> anyhow::Result<()> {
         }
     }
     if report.total_differences > 0 && report.repaired_keys == 0 {
-        anyhow::bail!(
+        return Err(crate::failure::differences(format!(
             "{} differences between the event store and the live read models",
             report.total_differences
-        );
+        )));
     }
     Ok(())
 }

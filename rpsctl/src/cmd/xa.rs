@@ -69,13 +69,16 @@ struct DecideArgs {
     /// Who decided, for the audit record (default: $USER).
     #[arg(long)]
     by: Option<String>,
+    /// Print what was decided as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, clap::Args)]
 struct SweepArgs {
     /// Decide branches prepared longer ago than this (binlog time of the
     /// prepare): `30s`, `10m`, `2h`, `1d`.
-    #[arg(long, value_parser = parse_age)]
+    #[arg(long, value_parser = crate::cli::parse_duration)]
     older_than: Duration,
     /// Commit them.
     #[arg(long, conflicts_with = "rollback", required_unless_present_any = ["rollback", "dry_run"])]
@@ -89,31 +92,15 @@ struct SweepArgs {
     /// Who runs the sweep, for the audit records (default: $USER).
     #[arg(long)]
     by: Option<String>,
-}
-
-/// `30s`, `10m`, `2h`, `1d` (and what `simulate --deadline` takes: `500ms`,
-/// plain seconds).
-pub fn parse_age(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    match t.strip_suffix('d') {
-        Some(days) => {
-            let n: f64 = days
-                .trim()
-                .parse()
-                .map_err(|_| format!("`{s}` is not a duration like 30s, 10m, 2h, 1d"))?;
-            if !(n.is_finite() && n > 0.0) {
-                return Err(format!("`{s}` must be a positive duration"));
-            }
-            Ok(Duration::from_secs_f64(n * 86_400.0))
-        }
-        None => super::simulate::parse_duration(t),
-    }
+    /// Print the sweep's report as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 pub async fn run(config: Arc<Config>, args: Args) -> anyhow::Result<()> {
-    let client = compensator::connect_redis(&config.redis.url)
+    let client = compensator::connect_redis(&config.redis)
         .await
-        .with_context(|| format!("connecting to Redis at {}", config.redis.url))?;
+        .with_context(|| format!("connecting to Redis at {}", config.redis.display_url()))?;
     let keys = config.keys();
     let by = |b: Option<String>| {
         b.or_else(|| std::env::var("USER").ok())
@@ -128,7 +115,7 @@ pub async fn run(config: Arc<Config>, args: Args) -> anyhow::Result<()> {
                 s.close().await;
             }
             if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                crate::cli::print_json(&report)?;
             } else {
                 print!("{}", report.render());
             }
@@ -160,9 +147,10 @@ struct ServerConn {
 }
 
 async fn open(server: &ServerConfig) -> anyhow::Result<ServerConn> {
-    // The url carries the password: errors name the server, never the url.
-    let opts = Opts::from_url(&server.url)
-        .map_err(|e| anyhow!("the url of server `{}` does not parse: {e}", server.name))?;
+    let opts = Opts::from(rps_event_store::server_opts(
+        server,
+        rps_event_store::Account::Pipeline,
+    )?);
     let user = opts.user().unwrap_or("").to_string();
     let mut conn = tokio::time::timeout(CONNECT_TIMEOUT, Conn::new(opts))
         .await
@@ -973,18 +961,18 @@ async fn decide_command(
 ) -> anyhow::Result<()> {
     let xid = Xid::parse_any(&args.xid).map_err(|e| {
         // A bare word is not guessed to be a gtrid: `1-61-` is a key.
-        anyhow!(
+        crate::failure::usage(format!(
             "{e}; give the key `xa list` shows, or the xid in SQL, quoted for the shell: \
              \"'gtrid'\" or \"'gtrid','bqual',fmt\""
-        )
+        ))
     })?;
     let servers: Vec<&ServerConfig> = match &args.server {
-        Some(name) => vec![config.server(name).with_context(|| {
+        Some(name) => vec![config.server(name).ok_or_else(|| {
             let names: Vec<&str> = config.servers.iter().map(|s| s.name.as_str()).collect();
-            format!(
+            crate::failure::usage(format!(
                 "no server `{name}` in the topology (servers: {})",
                 names.join(", ")
-            )
+            ))
         })?],
         None => config.servers.iter().collect(),
     };
@@ -1013,10 +1001,10 @@ async fn decide_command(
         for (_, c) in found {
             c.close().await;
         }
-        bail!(
+        return Err(crate::failure::usage(format!(
             "{xid} is prepared on {}; name one with --server",
             names.join(" and ")
-        );
+        )));
     }
     let Some((server, mut sc)) = found.pop() else {
         let mut msg = format!(
@@ -1072,6 +1060,19 @@ async fn decide_command(
     sc.close().await;
     match result? {
         Outcome::Decided { audit_id } => {
+            if args.json {
+                return crate::cli::print_json(&DecisionReport {
+                    server: &server.name,
+                    xid: xid.to_string(),
+                    xid_key: xid.key(),
+                    decision: decision.as_str(),
+                    by: &who.by,
+                    audit_id: &audit_id,
+                    audit_stream: keys.deadletter(),
+                    registry: held.as_ref().and_then(|h| h.as_ref().ok()),
+                    registry_error: held.as_ref().and_then(|h| h.as_ref().err()),
+                });
+            }
             let holds = match &held {
                 Some(Ok(h)) => format!(
                     "; it held {}; {}",
@@ -1108,14 +1109,51 @@ async fn decide_command(
     }
 }
 
+/// `xa commit|rollback --json`: what was decided, and where its audit record is.
+#[derive(Debug, Serialize)]
+struct DecisionReport<'a> {
+    server: &'a str,
+    xid: String,
+    xid_key: String,
+    /// `commit` or `rollback`.
+    decision: &'a str,
+    by: &'a str,
+    audit_id: &'a str,
+    audit_stream: String,
+    /// The reader's registry entry of the branch, `null` when it had none.
+    registry: Option<&'a HeldBranch>,
+    registry_error: Option<&'a String>,
+}
+
 /// One line of the sweep's table.
+#[derive(Debug, Serialize)]
 struct SweepLine {
     server: String,
+    #[serde(rename = "xid_key")]
     key: String,
     xid: String,
+    #[serde(rename = "age_seconds")]
     age: f64,
     holds: String,
+    /// `would_decide`, `decided`, `rolled_back_by_server`, `not_decided` or `failed`.
+    outcome: &'static str,
+    audit_id: Option<String>,
+    /// The table's RESULT column.
     result: String,
+}
+
+/// `xa sweep --json`.
+#[derive(Debug, Serialize)]
+struct SweepReport {
+    policy: String,
+    dry_run: bool,
+    older_than_seconds: f64,
+    branches: Vec<SweepLine>,
+    skipped: Vec<String>,
+    older: usize,
+    decided: usize,
+    failed: usize,
+    younger: usize,
 }
 
 async fn sweep(
@@ -1132,7 +1170,9 @@ async fn sweep(
         _ => None,
     };
     if decision.is_none() && !args.dry_run {
-        bail!("sweep needs a policy: --commit or --rollback (or --dry-run to only list)");
+        return Err(crate::failure::usage(
+            "sweep needs a policy: --commit or --rollback (or --dry-run to only list)",
+        ));
     }
     let threshold = args.older_than.as_secs_f64();
     let threshold_text = duration_text(args.older_than);
@@ -1148,10 +1188,12 @@ async fn sweep(
         ),
         policy: Some(policy.clone()),
     };
-    println!(
-        "policy: {policy}{}",
-        if args.dry_run { " (dry run)" } else { "" }
-    );
+    if !args.json {
+        println!(
+            "policy: {policy}{}",
+            if args.dry_run { " (dry run)" } else { "" }
+        );
+    }
 
     let now = Timestamp::now();
     let mut scans = scan(config, client, keys).await?;
@@ -1206,6 +1248,8 @@ async fn sweep(
                 xid: v.xid.clone(),
                 age,
                 holds: v.holds(),
+                outcome: "would_decide",
+                audit_id: None,
                 result: String::new(),
             };
             let Some(decision) = decision.filter(|_| !args.dry_run) else {
@@ -1220,31 +1264,39 @@ async fn sweep(
                 Ok(x) => x,
                 Err(e) => {
                     failed += 1;
+                    line.outcome = "failed";
                     line.result = format!("failed: {e}");
                     lines.push(line);
                     continue;
                 }
             };
             let held = s.registry.get(&v.xid_key);
-            line.result =
+            let (outcome, audit_id, result) =
                 match decide_branch(client, keys, sc, &s.name, &xid, held, decision, &who).await {
                     Ok(Outcome::Decided { audit_id }) => {
                         decided += 1;
-                        format!("{} (audit {audit_id})", done_word(decision))
+                        let r = format!("{} (audit {audit_id})", done_word(decision));
+                        ("decided", Some(audit_id), r)
                     }
                     Ok(Outcome::RolledBackInstead { audit_id, message }) => {
                         failed += 1;
-                        format!("rolled back by the server instead ({message}; audit {audit_id})")
+                        let r = format!(
+                            "rolled back by the server instead ({message}; audit {audit_id})"
+                        );
+                        ("rolled_back_by_server", Some(audit_id), r)
                     }
                     Ok(Outcome::NotDecided { why }) => {
                         failed += 1;
-                        format!("not decided: {why}")
+                        ("not_decided", None, format!("not decided: {why}"))
                     }
                     Err(e) => {
                         failed += 1;
-                        format!("failed: {e:#}")
+                        ("failed", None, format!("failed: {e:#}"))
                     }
                 };
+            line.outcome = outcome;
+            line.audit_id = audit_id;
+            line.result = result;
             lines.push(line);
         }
     }
@@ -1252,6 +1304,44 @@ async fn sweep(
         s.close().await;
     }
 
+    let older = lines.len();
+    if args.json {
+        crate::cli::print_json(&SweepReport {
+            policy,
+            dry_run: args.dry_run,
+            older_than_seconds: threshold,
+            branches: lines,
+            skipped,
+            older,
+            decided,
+            failed,
+            younger,
+        })?;
+    } else {
+        print_sweep(&lines, &skipped);
+        let summary = if args.dry_run {
+            format!("{older} older than {threshold_text} would be decided")
+        } else {
+            format!(
+                "{older} older than {threshold_text}: {decided} {}, {failed} failed",
+                decision.map_or("decided", done_word)
+            )
+        };
+        println!("{summary}; {younger} younger; {} skipped", skipped.len());
+    }
+    if failed > 0 {
+        bail!("{failed} of {older} branches were not decided (see above)");
+    }
+    if args.dry_run && older > 0 {
+        return Err(crate::failure::differences(format!(
+            "dry run: {older} branches would be decided"
+        )));
+    }
+    Ok(())
+}
+
+/// The sweep's table and its skipped branches.
+fn print_sweep(lines: &[SweepLine], skipped: &[String]) {
     if !lines.is_empty() {
         let rows: Vec<Vec<String>> = lines
             .iter()
@@ -1274,23 +1364,9 @@ async fn sweep(
             )
         );
     }
-    for s in &skipped {
+    for s in skipped {
         println!("skipped: {s}");
     }
-    let older = lines.len();
-    let summary = if args.dry_run {
-        format!("{older} older than {threshold_text} would be decided")
-    } else {
-        format!(
-            "{older} older than {threshold_text}: {decided} {}, {failed} failed",
-            decision.map_or("decided", done_word)
-        )
-    };
-    println!("{summary}; {younger} younger; {} skipped", skipped.len());
-    if failed > 0 {
-        bail!("{failed} of {older} branches were not decided (see above)");
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -1313,15 +1389,7 @@ mod tests {
     }
 
     #[test]
-    fn ages_parse_and_print() {
-        assert_eq!(parse_age("30s").unwrap(), Duration::from_secs(30));
-        assert_eq!(parse_age("10m").unwrap(), Duration::from_secs(600));
-        assert_eq!(parse_age("2h").unwrap(), Duration::from_secs(7200));
-        assert_eq!(parse_age("1d").unwrap(), Duration::from_secs(86_400));
-        assert_eq!(parse_age("1.5d").unwrap(), Duration::from_secs(129_600));
-        assert!(parse_age("0d").is_err());
-        assert!(parse_age("xd").is_err());
-        assert!(parse_age("10y").is_err());
+    fn ages_and_durations_print() {
         assert_eq!(duration_text(Duration::from_secs(600)), "10m");
         assert_eq!(duration_text(Duration::from_secs(5400)), "1h30m");
         assert_eq!(duration_text(Duration::from_secs(86_400)), "1d");
