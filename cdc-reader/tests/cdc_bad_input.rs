@@ -256,7 +256,7 @@ async fn bad_input_goes_to_the_dead_letter_and_the_stream_goes_on() {
         .map(|d| d["reason"].as_str())
         .collect();
     for needle in [
-        "unknown enum index 4",
+        "(enum index 4)",
         "NULL in required column `season_id`",
         "YYYYQn",
         "malformed UUID",

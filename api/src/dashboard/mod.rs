@@ -505,9 +505,20 @@ async fn collect(st: &AppState, tally: &mut DeadLetterTally) -> Result<Vec<u8>, 
         out.add(&d);
         Some(out)
     });
+    // Quantiles over the last minute; while the ring is younger than a
+    // minute, over the registry's whole life (it started with the process),
+    // never over the few milliseconds between the first two samples.
+    let quantile_from = minute_from.filter(|s| seconds_between(last, s) >= MINUTE.as_secs_f64());
+    let quantile_seconds = quantile_from.map_or_else(
+        || {
+            ring.front()
+                .map_or(0.0, |first| seconds_between(last, first))
+        },
+        |s| seconds_between(last, s),
+    );
     let window = |f: fn(&Sample) -> Option<&Buckets>| {
         let later = f(last)?;
-        Some(prom::delta(later, minute_from.and_then(f)))
+        Some(prom::delta(later, quantile_from.and_then(f)))
     };
 
     let servers: Vec<Json> = st
@@ -577,7 +588,7 @@ async fn collect(st: &AppState, tally: &mut DeadLetterTally) -> Result<Vec<u8>, 
             "pending": pending,
             "overdue": overdue,
             "oldest_overdue_seconds": oldest_overdue,
-            "firing_delay_seconds": quantiles_json(window(|s| s.firing_delay.as_ref()), minute_seconds),
+            "firing_delay_seconds": quantiles_json(window(|s| s.firing_delay.as_ref()), quantile_seconds),
         },
         "compensations": {
             "timed_out_matches": matches.get(rps_core::fold::MatchStatus::TimedOut),
@@ -595,7 +606,7 @@ async fn collect(st: &AppState, tally: &mut DeadLetterTally) -> Result<Vec<u8>, 
             "applied": applied_rate,
             "window_seconds": rate_seconds,
         },
-        "freshness_seconds": quantiles_json(window(|s| s.freshness.as_ref()), minute_seconds),
+        "freshness_seconds": quantiles_json(window(|s| s.freshness.as_ref()), quantile_seconds),
         "servers": servers,
         "shards": shards.iter().map(shard_json).collect::<Vec<_>>(),
         "dead_letters": {
