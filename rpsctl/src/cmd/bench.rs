@@ -192,7 +192,10 @@ pub async fn run(config: Arc<Config>, args: Args) -> anyhow::Result<()> {
     rps_event_store::init(&config)
         .await
         .context("creating the benchmark databases (needs admin_url)")?;
+    // `[tracing]` on: the same run measures the pipeline traced.
+    let telemetry = rps_telemetry::init(&config.tracing).context("tracing")?;
     let result = phases(config.clone(), &args).await;
+    telemetry.shutdown().await;
     cleanup(&config).await;
     let rows = result?;
     if args.json {
