@@ -14,14 +14,20 @@
 #                      servers share the host's network and need no /proc
 #                      or other mount in the root; their data, logs, pid
 #                      files and sockets are in it under /var/lib/rps/NAME.
-#   all:               both.
+#   cluster:           the MariaDB shard servers of `mariadb` and a Redis
+#                      Cluster of 3 masters and 3 replicas (6391-6396, AOF
+#                      on, node timeout 2 s) made with `redis-cli --cluster
+#                      create`; rps-cluster.toml describes it.
+#   all:               mariadb and mysql (the cluster only when named; `down
+#                      all` stops it too).
 #
-#   scripts/dev-env.sh up [mariadb|mysql|all]      start what is not running (idempotent), wait until ready
-#   scripts/dev-env.sh down [mariadb|mysql|all]    stop what `up` started (by pid)
-#   scripts/dev-env.sh status [mariadb|mysql|all]  say what runs and answers
+#   scripts/dev-env.sh up [mariadb|mysql|cluster|all]      start what is not running (idempotent), wait until ready
+#   scripts/dev-env.sh down [mariadb|mysql|cluster|all]    stop what `up` started (by pid)
+#   scripts/dev-env.sh status [mariadb|mysql|cluster|all]  say what runs and answers
 #
 # Ports and folder can be moved with RPS_ENV_DIR, RPS_MYSQL_PORTS ("3307 3308"),
-# RPS_REDIS_PORT, RPS_MYSQL_FLAVOR_PORTS ("3317 3318") and RPS_MYSQL_REDIS_PORT.
+# RPS_REDIS_PORT, RPS_MYSQL_FLAVOR_PORTS ("3317 3318"), RPS_MYSQL_REDIS_PORT and
+# RPS_CLUSTER_PORTS ("6391 6392 6393 6394 6395 6396": masters first).
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -32,6 +38,8 @@ redis_port=${RPS_REDIS_PORT:-6380}
 read -r -a my_ports <<<"${RPS_MYSQL_FLAVOR_PORTS:-3317 3318}"
 my_redis_port=${RPS_MYSQL_REDIS_PORT:-6381}
 my_root=$env_dir/mysql-root
+read -r -a cluster_ports <<<"${RPS_CLUSTER_PORTS:-6391 6392 6393 6394 6395 6396}"
+cluster_dir=$env_dir/redis-cluster
 
 log() { printf 'dev-env: %s\n' "$*" >&2; }
 
@@ -298,13 +306,91 @@ mysql_flavor_status() {
   return $rc
 }
 
+# --- Redis Cluster: 3 masters, 3 replicas ------------------------------------
+
+cluster_node_up() {
+  local port=$1 dir=$cluster_dir/$1
+  mkdir -p "$dir"
+  if pid_alive "$dir/redis.pid"; then
+    return 0
+  fi
+  # The AOF settings of redis_up; a short node timeout so that a killed
+  # master's replica is promoted within seconds (the failover tests).
+  redis-server --port "$port" --bind 127.0.0.1 --dir "$dir" \
+    --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 2000 \
+    --appendonly yes --appendfsync everysec --save "" \
+    --auto-aof-rewrite-percentage 100 --auto-aof-rewrite-min-size 64mb \
+    --aof-use-rdb-preamble yes --no-appendfsync-on-rewrite yes \
+    --daemonize yes --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" >/dev/null
+}
+
+cluster_field() { redis-cli -p "$1" cluster info 2>/dev/null | tr -d '\r' | awk -F: -v k="$2" '$1 == k { print $2 }'; }
+
+cluster_up() {
+  ((${#cluster_ports[@]} == 6)) || { log "RPS_CLUSTER_PORTS needs six ports (3 masters, 3 replicas)"; exit 1; }
+  log "redis cluster: starting nodes on ${cluster_ports[*]}"
+  for p in "${cluster_ports[@]}"; do cluster_node_up "$p"; done
+  for p in "${cluster_ports[@]}"; do
+    for _ in $(seq 1 60); do
+      redis-cli -p "$p" ping 2>/dev/null | grep -q PONG && break
+      sleep 0.25
+    done
+    redis-cli -p "$p" ping 2>/dev/null | grep -q PONG \
+      || { log "cluster node $p did not answer; see $cluster_dir/$p/redis.log"; exit 1; }
+  done
+  # nodes.conf keeps the cluster across restarts; only fresh nodes (each
+  # knowing just itself) are joined.
+  if [ "$(cluster_field "${cluster_ports[0]}" cluster_known_nodes)" = 1 ]; then
+    log "redis cluster: creating (3 masters, 1 replica each)"
+    local nodes=()
+    for p in "${cluster_ports[@]}"; do nodes+=("127.0.0.1:$p"); done
+    redis-cli --cluster create "${nodes[@]}" --cluster-replicas 1 --cluster-yes >"$cluster_dir/create.log" 2>&1 \
+      || { tail -20 "$cluster_dir/create.log" >&2; exit 1; }
+  fi
+  for _ in $(seq 1 120); do
+    local ok=1
+    for p in "${cluster_ports[@]}"; do
+      [ "$(cluster_field "$p" cluster_state)" = ok ] || ok=0
+    done
+    if ((ok)); then
+      log "ready: Redis Cluster on ${cluster_ports[*]}"
+      return 0
+    fi
+    sleep 0.5
+  done
+  log "the cluster did not reach state ok; redis-cli -p ${cluster_ports[0]} cluster nodes:"
+  redis-cli -p "${cluster_ports[0]}" cluster nodes >&2 || true
+  exit 1
+}
+
+cluster_down() {
+  for p in "${cluster_ports[@]}"; do
+    stop_pid "redis cluster node $p" "$cluster_dir/$p/redis.pid"
+  done
+}
+
+cluster_status() {
+  local rc=0 p state
+  for p in "${cluster_ports[@]}"; do
+    state=$(cluster_field "$p" cluster_state)
+    if [ -n "$state" ]; then
+      echo "redis cluster node $p: up, cluster state $state, $(redis-cli -p "$p" role 2>/dev/null | head -1)"
+      [ "$state" = ok ] || rc=1
+    else
+      echo "redis cluster node $p: down"; rc=1
+    fi
+  done
+  return $rc
+}
+
 action=${1:-}
 flavor=${2:-mariadb}
 case "$flavor" in
   mariadb) flavors=(mariadb) ;;
   mysql) flavors=(mysql_flavor) ;;
+  cluster) flavors=(mariadb cluster) ;;
   all) flavors=(mariadb mysql_flavor) ;;
-  *) echo "usage: $0 up|down|status [mariadb|mysql|all]" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status [mariadb|mysql|cluster|all]" >&2; exit 2 ;;
 esac
 mkdir -p "$env_dir"
 case "$action" in
@@ -313,6 +399,12 @@ case "$action" in
     for f in "${flavors[@]}"; do "${f}_up"; done
     ;;
   down)
+    # The cluster shares the MariaDB servers: `down cluster` stops only its
+    # nodes, `down all` everything.
+    case "$flavor" in
+      cluster) flavors=(cluster) ;;
+      all) flavors=(mariadb mysql_flavor cluster) ;;
+    esac
     for f in "${flavors[@]}"; do "${f}_down"; done
     ;;
   status)
@@ -321,7 +413,7 @@ case "$action" in
     exit $rc
     ;;
   *)
-    echo "usage: $0 up|down|status [mariadb|mysql|all]" >&2
+    echo "usage: $0 up|down|status [mariadb|mysql|cluster|all]" >&2
     exit 2
     ;;
 esac

@@ -10,25 +10,14 @@
 use crate::decode::DecodeError;
 use std::fmt;
 
-/// Server error codes the reader acts on.
-/// <https://mariadb.com/kb/en/mariadb-error-code-reference/>
+/// Server error codes the reader acts on, from the one list in
+/// [`rps_core::retry::mysql`].
 pub mod codes {
-    /// ER_MASTER_FATAL_ERROR_READING_BINLOG: the requested position or GTID
-    /// is not in the server's binlogs any more (purged), or never was.
-    pub const ER_MASTER_FATAL_ERROR_READING_BINLOG: u16 = 1236;
-    /// ER_ACCESS_DENIED_ERROR: wrong user or password.
-    pub const ER_ACCESS_DENIED_ERROR: u16 = 1045;
-    /// ER_DBACCESS_DENIED_ERROR: no privilege on a database.
-    pub const ER_DBACCESS_DENIED_ERROR: u16 = 1044;
-    /// ER_SPECIFIC_ACCESS_DENIED_ERROR: e.g. REPLICATION SLAVE missing.
-    pub const ER_SPECIFIC_ACCESS_DENIED_ERROR: u16 = 1227;
-    /// ER_TABLEACCESS_DENIED_ERROR.
-    pub const ER_TABLEACCESS_DENIED_ERROR: u16 = 1142;
-    /// ER_UNKNOWN_SYSTEM_VARIABLE: the server is not the version or flavor
-    /// a statement was written for; asking again will not change that.
-    pub const ER_UNKNOWN_SYSTEM_VARIABLE: u16 = 1193;
-    /// ER_PARSE_ERROR, for the same reason.
-    pub const ER_PARSE_ERROR: u16 = 1064;
+    pub use rps_core::retry::mysql::{
+        ER_ACCESS_DENIED_ERROR, ER_DBACCESS_DENIED_ERROR, ER_MASTER_FATAL_ERROR_READING_BINLOG,
+        ER_PARSE_ERROR, ER_SPECIFIC_ACCESS_DENIED_ERROR, ER_TABLEACCESS_DENIED_ERROR,
+        ER_UNKNOWN_SYSTEM_VARIABLE,
+    };
 }
 
 /// A server setting or grant that is not what the reader needs.
@@ -120,6 +109,13 @@ pub enum Definite {
     #[error("server `{server}`: TLS to Redis at {redis} failed ({message}). Check `redis.tls` in rps.toml \
              against the Redis server's certificate")]
     RedisTls {
+        server: String,
+        redis: String,
+        message: String,
+    },
+    #[error("server `{server}`: the Redis client cannot be set up for {redis} ({message}). Check `redis.url` \
+             in rps.toml")]
+    RedisConfig {
         server: String,
         redis: String,
         message: String,

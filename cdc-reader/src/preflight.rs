@@ -2,10 +2,13 @@
 //! reader needs and that the pipeline account may read it. Every mismatch
 //! is reported as setting / expected / actual, and that server's reader
 //! does not start.
+//!
+//! The questions go to the server through [`Flavor`] (settings, grants,
+//! binlog head and files), which knows how each server asks them; this
+//! module judges the answers and sends no SQL of its own.
 
 use crate::error::Mismatch;
 use crate::Checkpoint;
-use mysql_async::prelude::*;
 use mysql_async::Conn;
 use rps_core::Config;
 use rps_event_store::Flavor;
@@ -34,7 +37,7 @@ pub async fn preflight(
             actual,
         })
         .collect();
-    let grants = effective_grants(conn).await?;
+    let grants = flavor.effective_grants(conn).await?;
     let server = &config.servers[server_index];
     let dbs: Vec<String> = server.shards.iter().map(|s| config.database(*s)).collect();
     mismatches.extend(check_grants(&grants, &dbs));
@@ -43,27 +46,6 @@ pub async fn preflight(
     } else {
         Ok(Err(mismatches))
     }
-}
-
-/// `SHOW GRANTS` of the session's account, with the privileges of its
-/// active roles expanded on MySQL (`SHOW GRANTS … USING role`), so a
-/// privilege granted through a role counts.
-async fn effective_grants(conn: &mut Conn) -> Result<Vec<String>, mysql_async::Error> {
-    let mut grants: Vec<String> = conn.query("SHOW GRANTS").await?;
-    let roles: Option<Option<String>> = conn
-        .query_first("SELECT CURRENT_ROLE()")
-        .await
-        .or_else(|_| Ok::<_, mysql_async::Error>(None))?;
-    if let Some(roles) = roles.flatten().filter(|r| r != "NONE" && !r.is_empty()) {
-        // CURRENT_ROLE() lists `name`@`host` quoted and comma-separated.
-        if let Ok(more) = conn
-            .query::<String, _>(format!("SHOW GRANTS FOR CURRENT_USER() USING {roles}"))
-            .await
-        {
-            grants = more;
-        }
-    }
-    Ok(grants)
 }
 
 /// Parses `SHOW GRANTS` lines into missing privileges.

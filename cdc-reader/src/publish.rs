@@ -23,6 +23,8 @@ use crate::error::{Definite, SessionError, Transient};
 use fred::prelude::*;
 use fred::types::Value;
 use rps_core::deadletter::DeadLetter;
+use rps_core::redis_client::{is_certificate_rejection, ClientPolicy};
+use rps_core::retry::ErrorClass;
 use rps_core::{Config, ShardId, StreamEvent};
 use rps_telemetry::{attr, Component, KeyValue, SpanKind, SpanStart};
 use std::collections::HashMap;
@@ -369,29 +371,34 @@ pub(crate) fn redis_err(server: &str) -> impl Fn(fred::error::Error) -> Transien
     }
 }
 
-/// A fred client with bounded command time, so a dead Redis surfaces as an
-/// error (and a reconnect with backoff) instead of a hang.
+/// A client with the [`ClientPolicy::publisher`] preset (bounded command
+/// time, so a dead Redis surfaces as an error and a reconnect with backoff
+/// instead of a hang), its connect error sorted by
+/// [`rps_core::retry::classify_redis`].
 pub async fn connect_redis(
     redis: &rps_core::config::RedisConfig,
     server: &str,
 ) -> Result<Client, SessionError> {
     // A publish is never silently replayed on another connection: the
     // checkpoint's compare-and-set decides after a reconnect.
-    rps_core::redis_client::ClientPolicy::publisher()
-        .connect(redis)
-        .await
-        .map_err(|e| {
-            if rps_core::redis_client::is_certificate_rejection(&e) {
-                Definite::RedisTls {
-                    server: server.to_string(),
-                    redis: redis.display_url(),
-                    message: e.to_string(),
-                }
-                .into()
-            } else {
-                redis_err(server)(e).into()
+    ClientPolicy::publisher().connect(redis).await.map_err(|e| {
+        let (server, redis_url, message) = (server.to_string(), redis.display_url(), e.to_string());
+        match rps_core::retry::classify_redis(&e) {
+            ErrorClass::Transient => redis_err(&server)(e).into(),
+            ErrorClass::Definite if is_certificate_rejection(&e) => Definite::RedisTls {
+                server,
+                redis: redis_url,
+                message,
             }
-        })
+            .into(),
+            ErrorClass::Definite => Definite::RedisConfig {
+                server,
+                redis: redis_url,
+                message,
+            }
+            .into(),
+        }
+    })
 }
 
 impl Publisher {

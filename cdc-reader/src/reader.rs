@@ -11,10 +11,10 @@ use crate::metrics as m;
 use crate::preflight;
 use crate::publish::{Batch, Publisher};
 use crate::xa::XaBranches;
-use backon::BackoffBuilder;
 use futures::{FutureExt, StreamExt};
 use mysql_async::{Conn, Opts};
 use rps_core::health::Readiness;
+use rps_core::retry::Backoff;
 use rps_core::{Config, Timestamp};
 use rps_event_store::{BinlogPosition, Flavor};
 use std::sync::Arc;
@@ -34,6 +34,10 @@ const MAX_BATCH_AGE: Duration = Duration::from_millis(5);
 /// Smallest and largest wait between reconnects.
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Asking for a rebuild is tried this often, this far apart, before the
+/// operator is left to follow the error's advice by hand.
+const RESNAPSHOT_ATTEMPTS: u32 = 5;
+const RESNAPSHOT_WAIT: Duration = Duration::from_secs(1);
 
 /// Runs every server's reader until `shutdown`; a server that stops on a
 /// definite error is reported while the others go on.
@@ -116,12 +120,7 @@ async fn run_server_reporting(
     async move {
         ready.not_ready(&server, "connecting");
         let labels = [("server", server.clone())];
-        let builder = backon::ExponentialBuilder::default()
-            .with_min_delay(BACKOFF_MIN)
-            .with_max_delay(BACKOFF_MAX)
-            .with_jitter()
-            .without_max_times();
-        let mut backoff = builder.build();
+        let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
         loop {
             let started = Instant::now();
             let r = session(&config, index, &shutdown, &ready).await;
@@ -152,14 +151,13 @@ async fn run_server_reporting(
                     ready.not_ready(&server, format!("reconnecting: {t}"));
                     // A session that ran a while was healthy: start over small.
                     if started.elapsed() > BACKOFF_MAX {
-                        backoff = builder.build();
+                        backoff.reset();
                     }
-                    let wait = backoff.next().unwrap_or(BACKOFF_MAX);
+                    let wait = backoff.next_delay().unwrap_or(BACKOFF_MAX);
                     warn!(error = %t, wait_ms = wait.as_millis() as u64, "reconnecting");
                     metrics::counter!(m::RECONNECTS, &labels).increment(1);
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return Ok(()),
-                        _ = tokio::time::sleep(wait) => {}
+                    if !rps_core::retry::sleep(wait, &shutdown).await {
+                        return Ok(());
                     }
                 }
             }
@@ -181,7 +179,8 @@ async fn request_resnapshot(
 ) {
     use fred::interfaces::HashesInterface;
     let key = config.keys().cdc_resnapshot();
-    for attempt in 1..=5u32 {
+    let mut backoff = Backoff::new(RESNAPSHOT_WAIT, RESNAPSHOT_WAIT);
+    for attempt in 1..=RESNAPSHOT_ATTEMPTS {
         let asked = async {
             let client = crate::publish::connect_redis(&config.redis, "resnapshot")
                 .await
@@ -197,9 +196,8 @@ async fn request_resnapshot(
             }
             Err(e) => {
                 warn!(error = %e, attempt, "asking for a rebuild from snapshots failed");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                if !backoff.wait(shutdown).await {
+                    return;
                 }
             }
         }

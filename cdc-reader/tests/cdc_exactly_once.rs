@@ -89,12 +89,12 @@ async fn restarts_and_a_fenced_twin_during_load_publish_each_row_once() {
         inserted.insert(shard, evs.clone());
         let store = env.store.clone();
         loads.push(tokio::spawn(async move {
-            let mut conn = store.conn_for_shard(shard).await.unwrap();
+            let mut session = store.session(shard).await.unwrap();
             for c in evs.chunks(1000) {
-                store
-                    .append_batch(&mut conn, shard, "match_result_events", c)
-                    .await
-                    .unwrap();
+                assert_eq!(
+                    session.append_all("match_result_events", c).await.unwrap(),
+                    rps_event_store::BatchAppend::Inserted
+                );
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }));

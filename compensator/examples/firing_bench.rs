@@ -66,12 +66,12 @@ async fn write_matches(
         let store = env.store.clone();
         async move {
             let shard = shard as u16;
-            let mut conn = store.conn_for_shard(shard).await.unwrap();
+            let mut session = store.session(shard).await.unwrap();
             for chunk in evs.chunks(2_000) {
-                store
-                    .append_batch(&mut conn, shard, TABLE, chunk)
-                    .await
-                    .unwrap();
+                assert_eq!(
+                    session.append_all(TABLE, chunk).await.unwrap(),
+                    rps_event_store::BatchAppend::Inserted
+                );
             }
         }
     });
@@ -87,7 +87,7 @@ async fn fake_projector(env: Arc<TestEnv>, removed: Arc<AtomicUsize>, stop: Canc
     let mut last = vec![0i64; usize::from(env.config.shard_count)];
     let mut conns = Vec::new();
     for shard in 0..env.config.shard_count {
-        conns.push(env.store.conn_for_shard(shard).await.unwrap());
+        conns.push(env.admin_conn(shard).await);
     }
     while !stop.is_cancelled() {
         for shard in 0..env.config.shard_count {

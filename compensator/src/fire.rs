@@ -1,8 +1,9 @@
-//! The compensator's MySQL side: read the claimed matches' events from their
-//! shard, decide, and append the `timed_out` events.
+//! The compensator's event-store side: read the claimed matches' events from
+//! their shard, decide, and append the `timed_out` events, all through
+//! [`EventStore`] operations (the SQL is the event store's).
 //!
-//! One shard's claimed matches are handled together: one SELECT per event
-//! table (`match_id IN (…)`) and one multi-row INSERT per table, which is
+//! One shard's claimed matches are handled together: one read per event
+//! table ([`EventStore::read_matches`]) and one multi-row append per table, which is
 //! what lets a burst of expiring deadlines be fired in milliseconds. A
 //! duplicate key fails a multi-row INSERT whole; then each event is appended
 //! on its own so every match gets its own answer (`uk_event`: already fired
@@ -22,13 +23,9 @@
 use crate::deadlines::Claimed;
 use crate::decide::{decide, Decision};
 use futures::StreamExt;
-use mysql_async::prelude::Queryable;
 use rps_core::fold::MatchStatus;
 use rps_core::{MatchEvent, ShardId, Timestamp};
-use rps_event_store::{
-    decode_row, AppendOutcome, EventStore, StoreError, ER_DUP_ENTRY, ER_LOCK_WAIT_TIMEOUT,
-    EVENT_COLUMNS,
-};
+use rps_event_store::{AppendOutcome, BatchAppend, EventStore, StoreError, ER_LOCK_WAIT_TIMEOUT};
 use rps_telemetry::{attr, Component, KeyValue, SpanKind, SpanStart};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -114,35 +111,19 @@ async fn read_matches(
     ids: &[i64],
 ) -> Result<HashMap<i64, Stored>, StoreError> {
     let mut out: HashMap<i64, Stored> = HashMap::new();
-    if ids.is_empty() {
-        return Ok(out);
-    }
-    let db = store.config().database(shard);
-    let server = store.config().server_of(shard).name.clone();
-    let mut conn = store.conn_for_shard(shard).await?;
-    let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
-    for table in tables {
-        let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM `{db}`.`{table}` WHERE match_id IN ({list}) ORDER BY match_id, version"
-        );
-        let rows: Vec<mysql_async::Row> =
-            conn.query(sql).await.map_err(|source| StoreError::Mysql {
-                server: server.clone(),
-                source,
-            })?;
-        for row in rows {
-            // A row that does not fit the model is skipped here as the
-            // projector skips it (it is in the dead letter already).
-            let Ok(ev) = decode_row(&row) else { continue };
-            let e = out.entry(ev.match_id).or_insert_with(|| Stored {
-                table: table.clone(),
-                events: Vec::new(),
-            });
-            if ev.version == 1 {
-                e.table = table.clone();
-            }
-            e.events.push(ev);
+    for (ti, row) in store.read_matches(shard, tables, ids).await? {
+        // A row that does not fit the model is skipped here as the
+        // projector skips it (it is in the dead letter already).
+        let Ok(ev) = row else { continue };
+        let table = &tables[ti];
+        let e = out.entry(ev.match_id).or_insert_with(|| Stored {
+            table: table.clone(),
+            events: Vec::new(),
+        });
+        if ev.version == 1 {
+            e.table = table.clone();
         }
+        e.events.push(ev);
     }
     Ok(out)
 }
@@ -266,14 +247,12 @@ async fn append_group(
     };
     let events: Vec<MatchEvent> = group.iter().map(|(_, e)| e.clone()).collect();
     let batch_at = rps_telemetry::now_if_enabled();
-    let mut conn = store.conn_for_shard(shard).await?;
-    let appended = store.append_batch(&mut conn, shard, table, &events).await;
+    let appended = store.append_all(shard, table, &events).await;
     if batch_at.is_some() {
         let outcome = match &appended {
-            Ok(()) => Ok("inserted"),
-            Err(mysql_async::Error::Server(e)) if e.code == ER_DUP_ENTRY => {
-                Ok("duplicate key in the batch; appending one by one")
-            }
+            Ok(BatchAppend::Inserted) => Ok("inserted"),
+            Ok(BatchAppend::DuplicateKey) => Ok("duplicate_in_batch"),
+            Err(StoreError::Mysql { source, .. }) => Err(source.to_string()),
             Err(e) => Err(e.to_string()),
         };
         for (_, ev) in &group {
@@ -281,29 +260,23 @@ async fn append_group(
         }
     }
     match appended {
-        Ok(()) => {
+        Ok(BatchAppend::Inserted) => {
             let committed = Timestamp::now();
             return Ok(group
                 .into_iter()
                 .map(|(c, event)| (c, Some(Settled::Fired { event, committed })))
                 .collect());
         }
-        Err(mysql_async::Error::Server(e)) if e.code == ER_DUP_ENTRY => {}
-        Err(e) if is_lock_wait_timeout(&e) => {
+        Ok(BatchAppend::DuplicateKey) => {}
+        Err(StoreError::Mysql { source, .. }) if is_lock_wait_timeout(&source) => {
             // Alone in its batch, the blocked match is known: appending it
             // again on its own would only wait a second time.
             if let [(c, ev)] = group.as_slice() {
-                return Ok(vec![(*c, Some(lock_wait(ev, &e)))]);
+                return Ok(vec![(*c, Some(lock_wait(ev, &source)))]);
             }
         }
-        Err(source) => {
-            return Err(StoreError::Mysql {
-                server: server.clone(),
-                source,
-            })
-        }
+        Err(e) => return Err(e),
     }
-    drop(conn);
     let (db, lock_wait) = (&db, &lock_wait);
     // One at a time, each with its own answer; an error now concerns that
     // match alone (the others may well have been appended).

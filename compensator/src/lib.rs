@@ -39,6 +39,8 @@ use fred::clients::Client;
 use fred::interfaces::{ClientLike, EventInterface, PubsubInterface};
 use read_model::ReadModelKeys;
 use rps_core::health::Readiness;
+use rps_core::redis_client::ClientPolicy;
+use rps_core::retry::Backoff;
 use rps_core::{Config, ShardId, Timestamp};
 use rps_event_store::{EventStore, StoreError};
 use rps_telemetry::{attr, Component, KeyValue, SpanStart};
@@ -73,15 +75,6 @@ pub enum CompensatorError {
     Store(#[from] StoreError),
 }
 
-/// Connects a Redis client that reconnects by itself.
-pub async fn connect_redis(
-    redis: &rps_core::config::RedisConfig,
-) -> Result<Client, fred::error::Error> {
-    rps_core::redis_client::ClientPolicy::patient()
-        .connect(redis)
-        .await
-}
-
 /// The event store as the compensator uses it: every session waits at most
 /// `compensator.lock_wait_secs` for a row lock. A prepared XA branch holding
 /// a row of the match would otherwise hold the append (and its firing task)
@@ -111,7 +104,7 @@ pub async fn run_with_readiness(
 ) -> Result<(), CompensatorError> {
     metrics::describe();
     ready.not_ready(READY_CHECK, "connecting to Redis");
-    let client = connect_redis(&config.redis).await?;
+    let client = ClientPolicy::patient().connect(&config.redis).await?;
     let store = event_store(config.clone())?;
     let c = Compensator::new(config, client.clone(), store).with_readiness(ready.clone());
     let res = c.run(shutdown).await;
@@ -163,7 +156,7 @@ impl Compensator {
             .await;
         let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
         let mut tasks = JoinSet::new();
-        let mut redis_failures: u32 = 0;
+        let mut redis_backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         let cc = &self.config.compensator;
         // The series exist from the start, so a rate over a window that
         // begins before the first firing counts it.
@@ -202,22 +195,23 @@ impl Compensator {
             };
             let res = match claim.await {
                 Ok(r) => {
-                    redis_failures = 0;
+                    redis_backoff.reset();
                     self.ready.ready(READY_CHECK);
                     r
                 }
                 Err(e) => {
                     drop(permit);
-                    redis_failures += 1;
                     self.ready
                         .not_ready(READY_CHECK, format!("claiming deadlines failed: {e}"));
                     ::metrics::counter!(metrics::CLAIM_ERRORS).increment(1);
-                    let wait = redis_backoff(redis_failures);
+                    let wait = redis_backoff
+                        .next_delay()
+                        .unwrap_or(redis_backoff.max_delay());
                     tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "claiming deadlines failed");
-                    tokio::select! {
-                        _ = tokio::time::sleep(wait) => continue,
-                        _ = shutdown.cancelled() => break,
+                    if rps_core::retry::sleep(wait, &shutdown).await {
+                        continue;
                     }
+                    break;
                 }
             };
             if claim_at.is_some() {
@@ -514,18 +508,5 @@ fn trace_failure(c: &Claimed, attempt: u32, error: &str, step: NextStep) {
     if let Some(mut span) = rps_telemetry::start(Component::Compensator, c.match_id, span) {
         span.error(error.to_string());
         span.end();
-    }
-}
-
-/// Backoff for the loop's own Redis calls: 100 ms doubling to 5 s.
-fn redis_backoff(failures: u32) -> Duration {
-    let p = RetryPolicy {
-        initial: Duration::from_millis(100),
-        max: Duration::from_secs(5),
-        max_attempts: u32::MAX,
-    };
-    match p.after_failures(failures) {
-        NextStep::RetryAfter(d) => d,
-        NextStep::DeadLetter => p.max,
     }
 }

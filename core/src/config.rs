@@ -595,6 +595,17 @@ impl Config {
         if !missing.is_empty() {
             return Err(format!("shards {missing:?} are hosted by no server"));
         }
+        if is_cluster_url(&self.redis.url) {
+            // Refused here, not at the first script: fred rejects each
+            // cross-slot step client-side and the loops would retry it
+            // forever.
+            return Err(
+                "`redis.url` names a Redis Cluster, which the pipeline does not run \
+                 on yet: its atomic steps span hash slots (docs/cluster.md). Use one Redis \
+                 (redis:// or rediss://)"
+                    .into(),
+            );
+        }
         if self.redis.prefix.is_empty() || self.redis.prefix.contains(['{', '}']) {
             return Err("`redis.prefix` must be non-empty and contain no braces".into());
         }
@@ -645,6 +656,18 @@ pub fn is_event_table(name: &str) -> bool {
     name == "match_result_events" || name.starts_with("match_result_events_")
 }
 
+/// fred's clustered schemes (`redis-cluster://host:port?node=…`).
+fn is_cluster_url(url: &str) -> bool {
+    [
+        "redis-cluster://",
+        "rediss-cluster://",
+        "valkey-cluster://",
+        "valkeys-cluster://",
+    ]
+    .iter()
+    .any(|scheme| url.starts_with(scheme))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -688,6 +711,19 @@ shards = [1, 3]
         let c = Config::load(&path).unwrap();
         assert_eq!(c.shard_count, 8);
         assert_eq!(c.servers.len(), 2);
+    }
+
+    #[test]
+    fn a_cluster_url_is_refused_until_the_layout_runs_on_one() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../rps-cluster.toml");
+        let e = Config::load(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("Redis Cluster") && e.contains("docs/cluster.md"),
+            "{e}"
+        );
+        let mut c = parse(EXAMPLE).unwrap();
+        c.redis.url = "rediss-cluster://a:7000?node=b:7001".into();
+        assert!(c.validate().unwrap_err().contains("hash slots"));
     }
 
     #[test]

@@ -92,6 +92,12 @@ impl Keys {
         format!("{}:recovery:bootstrap", self.prefix)
     }
 
+    /// SCAN pattern of every key under the prefix: a test's or a
+    /// benchmark's cleanup of its own deployment.
+    pub fn all_pattern(&self) -> String {
+        format!("{}:*", self.prefix)
+    }
+
     /// SCAN pattern of every generation's progress hash.
     pub fn all_progress_pattern(&self) -> String {
         format!("{}:g*:progress", self.prefix)
@@ -142,6 +148,7 @@ mod tests {
         let k = Keys::new("rps");
         assert_eq!(k.events(3), "rps:events:{3}");
         assert_eq!(k.cdc_checkpoint("mysql-a"), "rps:cdc:checkpoint:mysql-a");
+        assert_eq!(k.all_pattern(), "rps:*");
         assert_eq!(
             parse_deadline_member(&deadline_member(3, 77)),
             Some((3, 77))

@@ -4,9 +4,11 @@
 //! here: the event model ([`event`]), the per-match state machine and its
 //! score effects ([`fold`]), the deployment topology ([`config`]), the Redis
 //! key names ([`keys`]), the stream entry codec ([`stream`]) and the match id
-//! generator ([`ids`]). It does no I/O: no MySQL, no Redis, no network; with
-//! the `redis` feature it also holds the one Redis client policy
-//! ([`redis_client`]) every component connects with.
+//! generator ([`ids`]), and the retry vocabulary ([`retry`]: which errors
+//! are transient, and the one backoff). It does no I/O: no MySQL, no Redis,
+//! no network; with the `redis` feature it also holds the one Redis client
+//! policy ([`redis_client`]) every component connects with, and with the
+//! `backoff` feature the timer that waits between attempts.
 
 pub mod checkpoint;
 pub mod config;
@@ -19,6 +21,7 @@ pub mod ids;
 pub mod keys;
 #[cfg(feature = "redis")]
 pub mod redis_client;
+pub mod retry;
 pub mod stream;
 pub mod time;
 pub mod tls;

@@ -13,6 +13,10 @@
 //! | consistent snapshot | `binlog_snapshot_file/position` of the snapshot | a short `LOCK TABLES … READ` on the event tables around the snapshot's start |
 //! | binlog monitor privilege | `BINLOG MONITOR` | `REPLICATION CLIENT` |
 //! | required settings | `sql/server.cnf` | `sql/mysql.cnf` (also GTIDs on) |
+//! | privileges through roles | `SHOW GRANTS` as is | `SHOW GRANTS … USING` the active roles |
+//!
+//! The checks a reader runs before streaming (settings, grants) are here
+//! too; cdc-reader's preflight only judges their answers.
 
 use mysql_async::prelude::*;
 use mysql_async::{BinlogStreamRequest, Conn, Row};
@@ -123,6 +127,31 @@ impl Flavor {
             }
         }
         Ok(out)
+    }
+
+    /// `SHOW GRANTS` of the session's account, with the privileges of its
+    /// active roles expanded where the server can (MySQL's `SHOW GRANTS …
+    /// USING role`; elsewhere the plain list stands), so a privilege granted
+    /// through a role counts.
+    pub async fn effective_grants(
+        &self,
+        conn: &mut Conn,
+    ) -> Result<Vec<String>, mysql_async::Error> {
+        let mut grants: Vec<String> = conn.query("SHOW GRANTS").await?;
+        let roles: Option<Option<String>> = conn
+            .query_first("SELECT CURRENT_ROLE()")
+            .await
+            .or_else(|_| Ok::<_, mysql_async::Error>(None))?;
+        if let Some(roles) = roles.flatten().filter(|r| r != "NONE" && !r.is_empty()) {
+            // CURRENT_ROLE() lists `name`@`host` quoted and comma-separated.
+            if let Ok(more) = conn
+                .query::<String, _>(format!("SHOW GRANTS FOR CURRENT_USER() USING {roles}"))
+                .await
+            {
+                grants = more;
+            }
+        }
+        Ok(grants)
     }
 
     /// The privilege that lets the pipeline read binlog coordinates.

@@ -1,31 +1,38 @@
 //! The event store: the shard databases on the MySQL servers, through SQL.
 //!
-//! Everything that talks SQL to the event tables goes through here, so the
-//! column list, the row decoding and the duplicate-key handling are written
-//! once: schema setup (`rpsctl init`), appends (simulator, compensator) and
-//! ordered history reads (replay, export, verify, snapshots), XA branches
-//! (`rpsctl xa`). The binlog is
+//! This is the one crate that sends SQL to the shard servers, so the column
+//! list, the row decoding and the duplicate-key handling are written once:
+//! schema setup (`rpsctl init`), appends (simulator, compensator), reads of
+//! some matches' events (compensator) and ordered history reads (replay,
+//! export, verify, snapshots), server checks (cdc-reader's preflight, behind
+//! [`Flavor`]) and XA branches (`rpsctl xa`). Callers get named operations
+//! with typed answers, never a connection: the pools stay inside
+//! [`EventStore`], and a writer that wants one session of its own holds a
+//! [`ShardSession`], which only offers the store's operations. The binlog is
 //! not read here; that is cdc-reader's job.
 
 pub mod connect;
 mod flavor;
 mod history;
 mod init;
+mod session;
 mod snapshot;
 pub mod xa;
 
 pub use connect::{server_opts, Account};
 pub use flavor::{BinlogPosition, Flavor, SnapshotError, TableListQuery};
 pub use history::{
-    decode_row, read_ranges_ahead, HistoryFilter, MatchRangeReader, RangePlan, RangeRow, RowResult,
-    TableReader, EVENT_COLUMNS,
+    decode_row, read_in_time_order, read_ranges_ahead, HistoryFilter, MatchRangeReader, RangePlan,
+    RangeRow, RowResult, StoredRow, TableReader, TimeOrderedChunk, EVENT_COLUMNS,
 };
 pub use init::{init, InitReport, ServerReport};
+pub use session::ShardSession;
 pub use snapshot::{end_snapshot, ConsistentSnapshot};
 
 use mysql_async::prelude::*;
 use mysql_async::{Conn, OptsBuilder, Pool, PoolConstraints, PoolOpts};
 use rps_core::{Config, MatchEvent, ShardId};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// MySQL's duplicate-key error.
@@ -100,17 +107,11 @@ impl StoreError {
     }
 }
 
-/// Server errors that go away by themselves: too many connections (1040),
-/// shutdown in progress (1053), lock wait timeout (1205), deadlock (1213),
-/// read-only during a failover (1290), a table whose definition changed
-/// after a snapshot began, e.g. a season table created meanwhile (1412),
-/// connection killed (1927), server gone or connection lost (2006, 2013).
-/// The one list every component retries on.
+/// Whether a server error code goes away by itself: the one list,
+/// [`rps_core::retry::mysql::TRANSIENT`] (1290, read-only during a failover,
+/// among them).
 pub fn is_transient_server_code(code: u16) -> bool {
-    matches!(
-        code,
-        1040 | 1053 | 1205 | 1213 | 1290 | 1412 | 1927 | 2006 | 2013
-    )
+    rps_core::retry::mysql::classify_code(code).is_transient()
 }
 
 /// Whether a MySQL error may go away by itself: connection trouble, or one
@@ -135,6 +136,24 @@ pub enum AppendOutcome {
     /// `uk_event`: this very event is already stored (a retried append).
     AlreadyStored,
 }
+
+/// What happened to a multi-row append. A duplicate key fails the whole
+/// statement, so which rows collided is for the caller to find out (append
+/// them one by one, or look their versions up with
+/// [`EventStore::stored_versions`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum BatchAppend {
+    /// Every row was inserted, in one transaction.
+    Inserted,
+    /// Some row's `uk_event` or `uk_match_version` was taken: nothing was
+    /// inserted.
+    DuplicateKey,
+}
+
+/// The event id stored under each `(match_id, version)`, as the table holds
+/// it (text: a row whose id is not a UUID still answers).
+pub type StoredVersions = HashMap<(i64, i32), String>;
 
 /// Connection pools to every server of the topology, with the pipeline's account.
 #[derive(Clone)]
@@ -201,17 +220,17 @@ impl EventStore {
     }
 
     /// The pool of the server hosting `shard` and that server's name.
-    pub fn pool_for_shard(&self, shard: ShardId) -> (&Pool, &str) {
+    pub(crate) fn pool_for_shard(&self, shard: ShardId) -> (&Pool, &str) {
         let i = self.server_index(shard);
         (&self.pools[i], &self.config.servers[i].name)
     }
 
     /// The pool of a server by its position in the topology.
-    pub fn pool_for_server(&self, index: usize) -> (&Pool, &str) {
+    pub(crate) fn pool_for_server(&self, index: usize) -> (&Pool, &str) {
         (&self.pools[index], &self.config.servers[index].name)
     }
 
-    pub async fn conn_for_shard(&self, shard: ShardId) -> Result<Conn, StoreError> {
+    pub(crate) async fn conn_for_shard(&self, shard: ShardId) -> Result<Conn, StoreError> {
         let (pool, server) = self.pool_for_shard(shard);
         pool.get_conn().await.map_err(StoreError::mysql(server))
     }
@@ -246,7 +265,28 @@ impl EventStore {
     }
 
     /// Appends many events of one shard in one multi-row INSERT (one
-    /// transaction). Fails whole on any duplicate key.
+    /// transaction) on a pooled connection. A duplicate key is an answer:
+    /// nothing was inserted, and the caller finds out which row collided.
+    pub async fn append_all(
+        &self,
+        shard: ShardId,
+        table: &str,
+        events: &[MatchEvent],
+    ) -> Result<BatchAppend, StoreError> {
+        if events.is_empty() {
+            return Ok(BatchAppend::Inserted);
+        }
+        let mut conn = self.conn_for_shard(shard).await?;
+        let server = self.pool_for_shard(shard).1;
+        batch_answer(self.append_batch(&mut conn, shard, table, events).await)
+            .map_err(StoreError::mysql(server))
+    }
+
+    /// Appends many events of one shard in one multi-row INSERT on a
+    /// connection the caller opened itself and may hold inside a
+    /// transaction of its own (the tests' XA branches, on an admin
+    /// connection). Fails whole on any duplicate key. The pipeline appends
+    /// through [`EventStore::append_all`] or a [`ShardSession`] instead.
     pub async fn append_batch(
         &self,
         conn: &mut Conn,
@@ -257,19 +297,37 @@ impl EventStore {
         if events.is_empty() {
             return Ok(());
         }
-        let db = self.config.database(shard);
-        let mut sql = String::with_capacity(64 + events.len() * 200);
-        sql.push_str(&format!(
-            "INSERT INTO `{db}`.`{table}` ({}) VALUES ",
-            INSERT_COLUMNS.join(", ")
-        ));
-        for (i, ev) in events.iter().enumerate() {
-            if i > 0 {
-                sql.push(',');
-            }
-            push_values_literal(&mut sql, ev);
+        conn.query_drop(batch_insert_sql(
+            &self.config.database(shard),
+            table,
+            events,
+        ))
+        .await
+    }
+
+    /// Which event id holds each `(match_id, version)` of the given matches
+    /// in `table`: after a multi-row append failed, this tells an event
+    /// committed after all (its own id) from a version another writer took.
+    pub async fn stored_versions(
+        &self,
+        shard: ShardId,
+        table: &str,
+        match_ids: &[i64],
+    ) -> Result<StoredVersions, StoreError> {
+        if match_ids.is_empty() {
+            return Ok(StoredVersions::new());
         }
-        conn.query_drop(sql).await
+        let (pool, server) = self.pool_for_shard(shard);
+        let db = self.config.database(shard);
+        let mut conn = pool.get_conn().await.map_err(StoreError::mysql(server))?;
+        let rows: Vec<(i64, i32, String)> = conn
+            .query(format!(
+                "SELECT match_id, version, event_id FROM `{db}`.`{table}` WHERE match_id IN ({})",
+                id_list(match_ids)
+            ))
+            .await
+            .map_err(StoreError::mysql(server))?;
+        Ok(rows.into_iter().map(|(m, v, e)| ((m, v), e)).collect())
     }
 
     /// The last stored version of a match, if any (any event table of the shard).
@@ -318,6 +376,42 @@ impl EventStore {
             }
         }
     }
+}
+
+/// Match ids as the literal list of an `IN (…)`: integers only, so safe to
+/// splice.
+pub(crate) fn id_list(ids: &[i64]) -> String {
+    ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
+}
+
+/// A multi-row INSERT's answer: a duplicate key is an outcome, any other
+/// error stays one.
+pub(crate) fn batch_answer(
+    r: Result<(), mysql_async::Error>,
+) -> Result<BatchAppend, mysql_async::Error> {
+    match r {
+        Ok(()) => Ok(BatchAppend::Inserted),
+        Err(mysql_async::Error::Server(e)) if e.code == ER_DUP_ENTRY => {
+            Ok(BatchAppend::DuplicateKey)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The multi-row INSERT of `events` into `db`.`table`.
+pub(crate) fn batch_insert_sql(db: &str, table: &str, events: &[MatchEvent]) -> String {
+    let mut sql = String::with_capacity(64 + events.len() * 200);
+    sql.push_str(&format!(
+        "INSERT INTO `{db}`.`{table}` ({}) VALUES ",
+        INSERT_COLUMNS.join(", ")
+    ));
+    for (i, ev) in events.iter().enumerate() {
+        if i > 0 {
+            sql.push(',');
+        }
+        push_values_literal(&mut sql, ev);
+    }
+    sql
 }
 
 /// Every column but the auto-increment `id`.

@@ -10,13 +10,13 @@
 //! the channels and, for Parquet, one row group.
 //!
 //! Rows are exported as stored, not as the fold judges them: an event the
-//! pipeline rejects is still history.
+//! pipeline rejects is still history. The reading (query, row decoding,
+//! the bounded channel per table) is the event store's
+//! ([`rps_event_store::read_in_time_order`]); this module merges and writes.
 
 use crate::HistoryError;
-use mysql_async::prelude::*;
-use mysql_async::Value;
 use rps_core::{Config, SeasonId, ShardId, Timestamp};
-use rps_event_store::{EventStore, EVENT_COLUMNS};
+use rps_event_store::{read_in_time_order, EventStore, HistoryFilter, StoredRow, TimeOrderedChunk};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::future::Future;
@@ -182,147 +182,36 @@ impl Ord for Head {
     }
 }
 
-fn where_sql(opts: &ExportOptions) -> String {
-    let mut w = String::from(" WHERE 1=1");
-    if let Some(s) = opts.season {
-        w.push_str(&format!(" AND season_id = '{s}'"));
-    }
-    if let Some(t) = opts.from {
-        w.push_str(&format!(" AND occurred_at >= '{t}'"));
-    }
-    if let Some(t) = opts.to {
-        w.push_str(&format!(" AND occurred_at < '{t}'"));
-    }
-    w
-}
-
-fn int(v: &Value) -> Option<i64> {
-    match v {
-        Value::Int(i) => Some(*i),
-        Value::UInt(u) => i64::try_from(*u).ok(),
-        Value::Bytes(b) => std::str::from_utf8(b).ok()?.parse().ok(),
-        _ => None,
-    }
-}
-
-/// Shares one allocation per distinct value of the few-valued columns
-/// (event type, season, gestures, outcome): allocating them per row was a
-/// fifth of the export's CPU.
-#[derive(Default)]
-struct Interner(std::collections::HashMap<Vec<u8>, Arc<str>>);
-
-impl Interner {
-    /// Distinct values kept; a table full of odd values stops sharing.
-    const MAX: usize = 4096;
-
-    fn get(&mut self, v: &Value) -> Option<Arc<str>> {
-        let Value::Bytes(b) = v else {
-            return text(v).map(Arc::from);
-        };
-        if let Some(s) = self.0.get(b.as_slice()) {
-            return Some(s.clone());
+impl ExportRow {
+    fn from_stored(r: StoredRow, shard: ShardId, table: &Arc<str>, table_index: usize) -> Self {
+        ExportRow {
+            shard,
+            source_table: table.clone(),
+            id: r.id,
+            event_id: r.event_id,
+            match_id: r.match_id,
+            version: r.version,
+            event_type: r.event_type,
+            season_id: r.season_id,
+            player_a_id: r.player_a_id,
+            player_b_id: r.player_b_id,
+            gesture_a: r.gesture_a,
+            gesture_b: r.gesture_b,
+            winner_player_id: r.winner_player_id,
+            loser_player_id: r.loser_player_id,
+            outcome: r.outcome,
+            deadline_at: r.deadline_at,
+            occurred_at: r.occurred_at,
+            table_index,
         }
-        let s: Arc<str> = Arc::from(String::from_utf8_lossy(b).as_ref());
-        if self.0.len() < Self::MAX {
-            self.0.insert(b.clone(), s.clone());
-        }
-        Some(s)
     }
 }
 
-fn text(v: &Value) -> Option<String> {
-    match v {
-        Value::Bytes(b) => Some(String::from_utf8_lossy(b).into_owned()),
-        Value::NULL => None,
-        other => Some(other.as_sql(true).trim_matches('\'').to_string()),
-    }
-}
-
-fn decode(
-    row: &mysql_async::Row,
+/// Where a merge source's rows come from.
+struct Source {
     shard: ShardId,
-    table: &Arc<str>,
+    table: Arc<str>,
     table_index: usize,
-    interner: &mut Interner,
-) -> Result<ExportRow, String> {
-    let col = |i: usize| row.as_ref(i).unwrap_or(&Value::NULL);
-    let req = |i: usize| {
-        int(col(i)).ok_or_else(|| {
-            format!(
-                "column {} of {table} is NULL or not an integer",
-                COLUMNS[i + 2]
-            )
-        })
-    };
-    Ok(ExportRow {
-        shard,
-        source_table: table.clone(),
-        id: req(0)?,
-        event_id: text(col(1)).unwrap_or_default(),
-        match_id: req(2)?,
-        version: req(3)? as i32,
-        event_type: interner.get(col(4)).unwrap_or_else(|| Arc::from("")),
-        season_id: interner.get(col(5)).unwrap_or_else(|| Arc::from("")),
-        player_a_id: req(6)?,
-        player_b_id: req(7)?,
-        gesture_a: interner.get(col(8)).filter(|s| !s.is_empty()),
-        gesture_b: interner.get(col(9)).filter(|s| !s.is_empty()),
-        winner_player_id: int(col(10)),
-        loser_player_id: int(col(11)),
-        outcome: interner.get(col(12)).filter(|s| !s.is_empty()),
-        deadline_at: int(col(13)),
-        occurred_at: req(14)?,
-        table_index,
-    })
-}
-
-type Chunk = Result<Vec<ExportRow>, HistoryError>;
-
-/// Streams one table in (occurred_at, id) order into a bounded channel.
-async fn read_table(
-    store: EventStore,
-    shard: ShardId,
-    table: String,
-    table_index: usize,
-    filter: String,
-    tx: mpsc::Sender<Chunk>,
-) {
-    let r = async {
-        let (_, server) = store.pool_for_shard(shard);
-        let server = server.to_string();
-        let db = store.config().database(shard);
-        let mut conn = store.conn_for_shard(shard).await?;
-        let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM `{db}`.`{table}`{filter} ORDER BY occurred_at, id"
-        );
-        let name: Arc<str> = Arc::from(table.as_str());
-        let mut result = conn
-            .query_iter(sql)
-            .await
-            .map_err(HistoryError::mysql(&server))?;
-        let mut chunk = Vec::with_capacity(CHUNK_ROWS);
-        let mut interner = Interner::default();
-        while let Some(row) = result.next().await.map_err(HistoryError::mysql(&server))? {
-            chunk.push(
-                decode(&row, shard, &name, table_index, &mut interner)
-                    .map_err(HistoryError::Definite)?,
-            );
-            if chunk.len() == CHUNK_ROWS {
-                let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK_ROWS));
-                if tx.send(Ok(full)).await.is_err() {
-                    return Ok(());
-                }
-            }
-        }
-        if !chunk.is_empty() {
-            let _ = tx.send(Ok(chunk)).await;
-        }
-        Ok::<(), HistoryError>(())
-    }
-    .await;
-    if let Err(e) = r {
-        let _ = tx.send(Err(e)).await;
-    }
 }
 
 /// A sink for rows in one format.
@@ -630,20 +519,31 @@ async fn export_boxed(
         .shards
         .clone()
         .unwrap_or_else(|| (0..config.shard_count).collect());
-    let filter = where_sql(&opts);
+    let filter = HistoryFilter {
+        season: opts.season,
+        from: opts.from,
+        to: opts.to,
+        max_row_id: None,
+    };
     let mut receivers = Vec::new();
+    let mut sources = Vec::new();
     let mut tasks = Vec::new();
     for &shard in &shards {
         for (i, table) in store.event_tables(shard).await?.into_iter().enumerate() {
-            let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
-            tasks.push(tokio::spawn(read_table(
+            sources.push(Source {
+                shard,
+                table: Arc::from(table.as_str()),
+                table_index: i,
+            });
+            let (rx, task) = read_in_time_order(
                 store.clone(),
                 shard,
                 table,
-                i,
                 filter.clone(),
-                tx,
-            )));
+                CHUNK_ROWS,
+                CHANNEL_CHUNKS,
+            );
+            tasks.push(task);
             receivers.push(rx);
         }
     }
@@ -654,11 +554,12 @@ async fn export_boxed(
         Format::Parquet => Box::new(ParquetSink::new(out, PARQUET_ROW_GROUP_ROWS)?),
     };
     // Each source: its current chunk (reversed, so pop takes the next row).
-    let mut current: Vec<Vec<ExportRow>> = vec![Vec::new(); receivers.len()];
+    let mut current: Vec<Vec<StoredRow>> = vec![Vec::new(); receivers.len()];
     let mut heap: BinaryHeap<Reverse<Head>> = BinaryHeap::new();
     async fn next_row(
-        rx: &mut mpsc::Receiver<Chunk>,
-        cur: &mut Vec<ExportRow>,
+        rx: &mut mpsc::Receiver<TimeOrderedChunk>,
+        cur: &mut Vec<StoredRow>,
+        source: &Source,
     ) -> Result<Option<ExportRow>, HistoryError> {
         if cur.is_empty() {
             match rx.recv().await {
@@ -669,10 +570,12 @@ async fn export_boxed(
                 }
             }
         }
-        Ok(cur.pop())
+        Ok(cur
+            .pop()
+            .map(|r| ExportRow::from_stored(r, source.shard, &source.table, source.table_index)))
     }
     for (i, rx) in receivers.iter_mut().enumerate() {
-        if let Some(r) = next_row(rx, &mut current[i]).await? {
+        if let Some(r) = next_row(rx, &mut current[i], &sources[i]).await? {
             heap.push(Reverse(Head(r, i)));
         }
     }
@@ -686,7 +589,7 @@ async fn export_boxed(
                 return Err(HistoryError::Cancelled);
             }
         }
-        if let Some(r) = next_row(&mut receivers[i], &mut current[i]).await? {
+        if let Some(r) = next_row(&mut receivers[i], &mut current[i], &sources[i]).await? {
             heap.push(Reverse(Head(r, i)));
         }
     }

@@ -175,8 +175,7 @@ async fn fold_shard(
     players: &SharedPlayers,
 ) -> Result<(Model, ShardSnapshot), HistoryError> {
     let config = store.config();
-    let (_, server) = store.pool_for_shard(shard);
-    let server = server.to_string();
+    let server = config.server_of(shard).name.clone();
     let database = config.database(shard);
     let tables = store.event_tables(shard).await?;
     let mut snapshot = store.snapshot_shard(shard).await?;

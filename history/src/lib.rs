@@ -30,6 +30,8 @@ pub use fold::{
 };
 pub use model::{Model, RejectedEvent};
 
+use rps_core::redis_client::ClientPolicy;
+use rps_core::retry::ErrorClass;
 use rps_event_store::StoreError;
 
 /// The client libraries, re-exported so callers and tests name the same versions.
@@ -53,7 +55,32 @@ pub enum HistoryError {
     Io(#[from] std::io::Error),
     #[error("writing the export: {0}")]
     Format(String),
-    /// A definite condition that needs an operator (the message says what to do).
+    /// The generation marker does not name a generation (or is gone while
+    /// read models exist): the operator fixes or deletes it and replays.
+    #[error(transparent)]
+    Generation(read_model::generation::GenerationError),
+    /// Another replay switched generations first; this one changed nothing.
+    #[error("the active generation is no longer {expected}: another replay switched meanwhile; nothing was changed by this one")]
+    GenerationMoved { expected: u64 },
+    /// The live generation never caught up with the snapshot, so the
+    /// switch could not happen: the live pipeline is probably not running.
+    #[error("the live generation {generation} did not pass the snapshot positions within {timeout:?} (waiting for: {waiting}): are the cdc-reader and the projector running? (`rpsctl status`)")]
+    SwitchTimeout {
+        generation: u64,
+        timeout: std::time::Duration,
+        waiting: String,
+    },
+    /// Entries the catch-up needs were trimmed from a shard stream.
+    #[error("stream {stream} was trimmed past the snapshot position {file}:{pos} of shard {shard}: entries the new generation needs are gone. \
+             Run the replay again right away (a new snapshot is newer than the trimmed entries), or trim less")]
+    StreamTrimmed {
+        stream: String,
+        file: String,
+        pos: u64,
+        shard: rps_core::ShardId,
+    },
+    /// A definite condition without a variant of its own (the message says
+    /// what happened).
     #[error("{0}")]
     Definite(String),
     #[error("cancelled")]
@@ -67,12 +94,33 @@ impl HistoryError {
             source,
         }
     }
+
+    /// Whether the command may succeed if run again later (connection
+    /// trouble, a server restarting, Redis unavailable).
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            HistoryError::Store(e) => ErrorClass::from_transient(e.is_transient()),
+            HistoryError::Mysql { source, .. } => {
+                ErrorClass::from_transient(rps_event_store::is_transient_mysql(source))
+            }
+            HistoryError::Redis(e) => rps_core::retry::classify_redis(e),
+            HistoryError::Generation(e) => ErrorClass::from_transient(e.is_transient()),
+            HistoryError::Io(_)
+            | HistoryError::Format(_)
+            | HistoryError::GenerationMoved { .. }
+            | HistoryError::SwitchTimeout { .. }
+            | HistoryError::StreamTrimmed { .. }
+            | HistoryError::Definite(_)
+            | HistoryError::Cancelled => ErrorClass::Definite,
+        }
+    }
 }
 
-/// A connected Redis client for the deployment.
+/// A connected Redis client for the deployment, with the
+/// [`ClientPolicy::patient`] preset. New callers name the preset
+/// themselves: `ClientPolicy::patient().connect(&config.redis)`.
 pub async fn connect_redis(
     config: &rps_core::Config,
 ) -> Result<fred::clients::Client, HistoryError> {
-    let policy = rps_core::redis_client::ClientPolicy::patient();
-    Ok(policy.connect(&config.redis).await?)
+    Ok(ClientPolicy::patient().connect(&config.redis).await?)
 }

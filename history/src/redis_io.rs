@@ -109,7 +109,7 @@ pub async fn active_generation(client: &Client, keys: &Keys) -> Result<u64, Hist
     match read_model::generation::active(client, keys).await {
         Ok(g) => Ok(g.unwrap_or(0)),
         Err(read_model::generation::GenerationError::Redis(e)) => Err(e.into()),
-        Err(e) => Err(HistoryError::Definite(e.to_string())),
+        Err(e) => Err(HistoryError::Generation(e)),
     }
 }
 

@@ -216,20 +216,19 @@ pub async fn run(
     }
 
     let snapshots = report.snapshots.clone();
-    let result = catch_up_and_switch(
-        &client,
-        &config,
-        &old,
-        &new,
-        &mut model,
-        &snapshots,
-        &start_progress,
-        &opts,
-        &shutdown,
-        &mut report,
-    )
-    .instrument(tracing::info_span!("catch_up", generation = new.generation))
-    .await;
+    let catch_up = CatchUp {
+        client: &client,
+        config: &config,
+        old: &old,
+        new: &new,
+        snapshots: &snapshots,
+        start_progress: &start_progress,
+        opts: &opts,
+        shutdown: &shutdown,
+    };
+    let result = catch_up_and_switch(&catch_up, &mut model, &mut report)
+        .instrument(tracing::info_span!("catch_up", generation = new.generation))
+        .await;
     if let Err(e) = result {
         // The half-built generation is useless; do not leave it behind.
         let _ = redis_io::drop_generation(&client, &new).await;
@@ -333,19 +332,41 @@ struct ShardCursor {
     passed_snapshot: bool,
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What the catch-up reads and never changes: where it reads from and
+/// writes to, where each snapshot was taken, where the live generation
+/// stood before the fold, and when to give up.
+#[derive(Clone, Copy)]
+struct CatchUp<'a> {
+    client: &'a Client,
+    config: &'a Config,
+    /// The live generation, followed until the switch.
+    old: &'a GenerationKeys,
+    /// The generation being built, caught up and switched to.
+    new: &'a GenerationKeys,
+    snapshots: &'a [ShardSnapshot],
+    /// The live progress noted before the fold: where the streams are read from.
+    start_progress: &'a HashMap<String, String>,
+    opts: &'a ReplayOptions,
+    shutdown: &'a CancellationToken,
+}
+
+/// Catches `new` up from the streams into `model` until it may take over
+/// from `old`, then switches; what it did goes into `report`.
 async fn catch_up_and_switch(
-    client: &Client,
-    config: &Config,
-    old: &GenerationKeys,
-    new: &GenerationKeys,
+    cx: &CatchUp<'_>,
     model: &mut Model,
-    snapshots: &[ShardSnapshot],
-    start_progress: &HashMap<String, String>,
-    opts: &ReplayOptions,
-    shutdown: &CancellationToken,
     report: &mut ReplayReport,
 ) -> Result<(), HistoryError> {
+    let CatchUp {
+        client,
+        config,
+        old,
+        new,
+        snapshots,
+        start_progress,
+        opts,
+        shutdown,
+    } = *cx;
     let keys = config.keys();
     let snap: HashMap<ShardId, &ShardSnapshot> = snapshots.iter().map(|s| (s.shard, s)).collect();
     let mut cursors: Vec<ShardCursor> = (0..config.shard_count)

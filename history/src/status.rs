@@ -13,6 +13,7 @@ use crate::HistoryError;
 use fred::clients::Client;
 use fred::interfaces::{HashesInterface, KeysInterface, SortedSetsInterface, StreamsInterface};
 use read_model::ReadModelKeys;
+use rps_core::redis_client::ClientPolicy;
 use rps_core::stream::StreamId;
 use rps_core::{Config, ShardId, StreamEvent, Timestamp};
 use rps_event_store::Flavor;
@@ -80,7 +81,7 @@ pub fn parse_checkpoint(raw: &str) -> Option<(String, u64)> {
 
 /// Collects the status of the deployment.
 pub async fn collect(config: Arc<Config>) -> Result<Status, HistoryError> {
-    let client = crate::connect_redis(&config).await?;
+    let client = ClientPolicy::patient().connect(&config.redis).await?;
     let keys = config.keys();
     let generation = crate::redis_io::active_generation(&client, &keys).await?;
     let g = keys.generation_keys(generation);
@@ -181,7 +182,7 @@ pub async fn collect(config: Arc<Config>) -> Result<Status, HistoryError> {
                     st.error = Some("checkpoint not in a known format; shown raw".into());
                 }
             }
-            Err(e) => st.error = Some(e.to_string()),
+            Err(e) => st.error = Some(e),
         }
         servers.push(st);
     }
@@ -231,20 +232,21 @@ async fn count_after(client: &Client, stream: &str, start: &str) -> Result<u64, 
 
 type BinlogHead = (String, u64);
 
-/// The binlog head and `SHOW BINARY LOGS` of a server.
+/// The binlog head and `SHOW BINARY LOGS` of a server. The error is the
+/// row's note, not a reason to stop: the rest of the status still shows.
 async fn binlog_state(
     server: &rps_core::ServerConfig,
-) -> Result<(BinlogHead, Vec<(String, u64)>), HistoryError> {
+) -> Result<(BinlogHead, Vec<(String, u64)>), String> {
     let opts = rps_event_store::server_opts(server, rps_event_store::Account::Pipeline)
-        .map_err(|e| HistoryError::Definite(e.to_string()))?;
+        .map_err(|e| e.to_string())?;
     let mut conn = mysql_async::Conn::new(opts)
         .await
-        .map_err(|e| HistoryError::Definite(format!("cannot connect: {e}")))?;
-    let m = |e: mysql_async::Error| HistoryError::Definite(e.to_string());
+        .map_err(|e| format!("cannot connect: {e}"))?;
+    let m = |e: mysql_async::Error| e.to_string();
     let flavor = Flavor::detect(&mut conn).await.map_err(m)?;
     let head = flavor.current_position(&mut conn).await.map_err(m)?;
     if head.file.is_empty() {
-        return Err(HistoryError::Definite("binary logging is off".into()));
+        return Err("binary logging is off".into());
     }
     let (file, pos) = (head.file, head.pos);
     let logs = flavor.binary_logs(&mut conn).await.map_err(m)?;

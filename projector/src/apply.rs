@@ -6,20 +6,26 @@
 //! way. It owns the shard's in-memory cache of match states; it does not read
 //! streams or hold leases.
 //!
-//! One batch is one EVALSHA of `read_model`'s commit script, which first checks the fence (the
-//! active generation and `progress[shard]` equal what the batch was computed
+//! A batch goes in two halves: [`plan`] folds it against the read state (the
+//! progress and the match states, loaded here on a miss) into the writes,
+//! without I/O; [`Applier`] performs the plan as one EVALSHA of
+//! `read_model`'s commit script, which first checks the fence (the active
+//! generation and `progress[shard]` equal what the batch was planned
 //! against), then applies per-player deltas, final match states, deadline
 //! changes, dead letters and the net change of matches per lifecycle state
-//! coalesced in Rust, moves `progress[shard]` and XACKs. A redelivered entry (id at or below progress) is never folded again.
+//! coalesced in Rust, moves `progress[shard]` and XACKs. A redelivered entry
+//! (id at or below progress) is never folded again.
+
+pub mod plan;
 
 use fred::clients::Client;
-use read_model::commit::{BatchWrite, CommitError, Committer, Fence, Outcome};
+use plan::{CommitPlan, Plan, ReadState, Shard};
+use read_model::commit::{CommitError, Committer, Fence, Outcome};
 use read_model::{GenerationKeys, ReadModelKeys};
-use rps_core::deadletter::{DeadLetter, Origin};
-use rps_core::fold::DeadlineChange;
 use rps_core::stream::DecodeError;
-use rps_core::{Keys, MatchState, Rejection, ShardId, StreamEvent, Timestamp};
-use std::collections::{HashMap, HashSet};
+use rps_core::{Keys, MatchState, ShardId, StreamEvent, Timestamp};
+use std::collections::HashMap;
+use std::time::Instant;
 
 /// Matches kept in memory per shard before the cache is dropped and refilled
 /// from Redis; bounds memory on long runs.
@@ -273,114 +279,53 @@ impl Applier {
         F: Fn(&str, &StreamEvent) -> bool,
     {
         let progress = self.progress().await?;
-        let fresh_from = ids
-            .iter()
-            .position(|id| progress.is_none_or(|p| *id > p))
-            .unwrap_or(ids.len());
-        let mut report = ApplyReport {
-            redelivered: fresh_from,
-            progress,
-            ..Default::default()
-        };
-        if fresh_from == entries.len() {
-            return Ok(Some(report));
-        }
-        let fresh = &entries[fresh_from..];
-        let fresh_ids = &ids[fresh_from..];
-        let t_load = std::time::Instant::now();
+        let t_load = Instant::now();
+        let fresh = &entries[plan::fresh_from(ids, progress)..];
         self.load_missing(fresh).await?;
-        let t_fold = std::time::Instant::now();
-
-        let mut plan = BatchWrite::default();
-        let mut working: HashMap<i64, Option<MatchState>> = HashMap::new();
-        for (e, id) in fresh.iter().zip(fresh_ids) {
-            let ev = match &e.entry {
-                Ok(ev) => ev,
-                Err(bad) => {
-                    plan.dead.push(undecodable_letter(self.shard, &e.id, bad));
-                    report.rejected.push((e.id.clone(), "undecodable"));
-                    continue;
-                }
-            };
-            plan.last_at = Some(ev.event.occurred_at);
-            if skip(&e.id, ev) {
-                report.skipped += 1;
-                continue;
-            }
-            let expected = rps_core::shard_of(ev.event.player_a_id, self.shard_count);
-            if expected != self.shard {
-                let r = Rejection::WrongShard {
-                    expected,
-                    got: self.shard,
-                };
-                report.rejected.push((e.id.clone(), r.code()));
-                plan.dead.push(rejection_letter(self.shard, &e.id, ev, &r));
-                continue;
-            }
-            let mid = ev.event.match_id;
-            let prev = match working.get(&mid) {
-                Some(s) => s.as_ref(),
-                None => self.cache.get(&mid).and_then(|s| s.as_ref()),
-            };
-            let from = prev.map(|p| p.status);
-            match rps_core::fold::apply(prev, &ev.event) {
-                Ok(t) => {
-                    // Summed in memory: the script sees one net change per state.
-                    plan.lifecycle.moved(from, t.state.status);
-                    for d in &t.effects {
-                        plan.stats
-                            .entry((d.player_id, None))
-                            .or_default()
-                            .add(&d.delta);
-                        plan.stats
-                            .entry((d.player_id, Some(d.season)))
-                            .or_default()
-                            .add(&d.delta);
-                        plan.seasons.insert(d.season);
-                    }
-                    if t.deadline != DeadlineChange::Unchanged {
-                        plan.deadlines.insert(mid, t.deadline);
-                    }
-                    plan.matches.insert(mid, t.state.clone());
-                    working.insert(mid, Some(t.state));
-                    report.applied += 1;
-                    report.applied_by_type[ev.event.event_type as usize] += 1;
-                    report.occurred.push(ev.event.occurred_at);
-                    report
-                        .published
-                        .push(Timestamp(id.ms.saturating_mul(1000) as i64));
-                }
-                Err(r) => {
-                    report.rejected.push((e.id.clone(), r.code()));
-                    plan.dead.push(rejection_letter(self.shard, &e.id, ev, &r));
-                }
-            }
-        }
-
-        let last_id = ids[ids.len() - 1];
-        let fence = Fence {
-            require_active: self.options.require_active,
-            expected: progress,
-            last_id,
-            move_group: self.options.move_group,
+        let t_fold = Instant::now();
+        let read = ReadState {
+            progress,
+            matches: &self.cache,
         };
-        let t_commit = std::time::Instant::now();
-        let outcome = self.committer.commit(&plan, &fence).await?;
+        let shard = Shard {
+            id: self.shard,
+            count: self.shard_count,
+        };
+        let Plan { report, commit } = plan::plan(entries, ids, read, shard, skip);
+        let Some(commit) = commit else {
+            return Ok(Some(report));
+        };
         tracing::debug!(
             shard = self.shard,
             entries = entries.len(),
             load_us = (t_fold - t_load).as_micros() as u64,
-            fold_us = (t_commit - t_fold).as_micros() as u64,
-            "batch committed"
+            fold_us = t_fold.elapsed().as_micros() as u64,
+            "batch planned"
         );
-        match outcome {
+        self.commit(commit, report).await
+    }
+
+    /// Performs a plan in one fenced commit; on success the plan's match
+    /// states join the cache and its last id becomes the known progress.
+    async fn commit(
+        &mut self,
+        plan: CommitPlan,
+        mut report: ApplyReport,
+    ) -> Result<Option<ApplyReport>, ApplyError> {
+        let fence = Fence {
+            require_active: self.options.require_active,
+            expected: plan.expected,
+            last_id: plan.last_id,
+            move_group: self.options.move_group,
+        };
+        match self.committer.commit(&plan.write, &fence).await? {
             Outcome::Committed { applied_at } => {
-                if self.cache.len() + working.len() > self.options.cache_capacity {
+                if self.cache.len() + plan.states.len() > self.options.cache_capacity {
                     self.cache.clear();
                 }
-                self.cache.extend(working);
-                self.progress = Some(Some(last_id));
-                report.progress = Some(last_id);
+                self.cache.extend(plan.states);
+                self.progress = Some(Some(plan.last_id));
+                report.progress = Some(plan.last_id);
                 report.applied_at = applied_at;
                 Ok(Some(report))
             }
@@ -402,16 +347,7 @@ impl Applier {
     /// Fills the cache with the committed state of every match the batch
     /// touches that is not cached yet, in one pipeline.
     async fn load_missing(&mut self, entries: &[BatchEntry]) -> Result<(), ApplyError> {
-        let mut missing: Vec<i64> = Vec::new();
-        let mut seen = HashSet::new();
-        for e in entries {
-            if let Ok(ev) = &e.entry {
-                let mid = ev.event.match_id;
-                if !self.cache.contains_key(&mid) && seen.insert(mid) {
-                    missing.push(mid);
-                }
-            }
-        }
+        let missing = plan::missing_matches(entries, &self.cache);
         if missing.is_empty() {
             return Ok(());
         }
@@ -421,91 +357,6 @@ impl Applier {
         }
         Ok(())
     }
-}
-
-fn rejection_letter(shard: ShardId, id: &str, ev: &StreamEvent, r: &Rejection) -> DeadLetter {
-    let s = &ev.source;
-    DeadLetter {
-        origin: Some(Origin::Projector),
-        kind: r.code().to_string(),
-        reason: format!(
-            "match {} version {} ({}): {r}",
-            ev.event.match_id, ev.event.version, ev.event.event_type
-        ),
-        server: s.server.clone(),
-        database: s.database.clone(),
-        table: s.table.clone(),
-        file: s.file.clone(),
-        pos: s.pos,
-        gtid: s.gtid.clone(),
-        shard: Some(shard),
-        match_id: Some(ev.event.match_id),
-        event_id: ev.event.event_id.hyphenated().to_string(),
-        stream_id: id.to_string(),
-        payload: payload_json(&ev.to_named_pairs()),
-        at: Timestamp::now(),
-    }
-}
-
-fn undecodable_letter(shard: ShardId, id: &str, bad: &Undecodable) -> DeadLetter {
-    let field = |name: &str| {
-        bad.fields
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default()
-    };
-    DeadLetter {
-        origin: Some(Origin::Projector),
-        kind: "undecodable".to_string(),
-        reason: format!("stream entry cannot be decoded: {}", bad.error),
-        server: field("srv"),
-        database: field("db"),
-        table: field("tbl"),
-        file: field("file"),
-        pos: field("pos").parse().unwrap_or(0),
-        gtid: field("gtid"),
-        shard: Some(shard),
-        match_id: field("mid").parse().ok(),
-        event_id: field("eid"),
-        stream_id: id.to_string(),
-        payload: payload_json(
-            &bad.fields
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.clone()))
-                .collect::<Vec<_>>(),
-        ),
-        at: Timestamp::now(),
-    }
-}
-
-/// The entry's fields as a flat JSON object, so an operator can read and
-/// re-inject it.
-fn payload_json<K: AsRef<str>>(pairs: &[(K, String)]) -> String {
-    let mut out = String::from("{");
-    for (i, (k, v)) in pairs.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        json_str(&mut out, k.as_ref());
-        out.push(':');
-        json_str(&mut out, v);
-    }
-    out.push('}');
-    out
-}
-
-fn json_str(out: &mut String, s: &str) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
 }
 
 #[cfg(test)]
@@ -519,11 +370,5 @@ mod tests {
         assert!(a < b);
         assert_eq!(b.to_string(), "10-0");
         assert!("x-1".parse::<StreamId>().is_err());
-    }
-
-    #[test]
-    fn payload_is_escaped_json() {
-        let p = payload_json(&[("a", "x\"y\\".to_string()), ("b", "\n".to_string())]);
-        assert_eq!(p, r#"{"a":"x\"y\\","b":"\u000a"}"#);
     }
 }

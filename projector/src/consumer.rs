@@ -30,6 +30,8 @@ use fred::types::{CustomCommand, Value};
 use read_model::generation::{self, GenerationError};
 use read_model::redis_util::value_text;
 use rps_core::config::RedisConfig;
+use rps_core::redis_client::ClientPolicy;
+use rps_core::retry::{self, Backoff};
 use rps_core::{Keys, ShardId, StreamEvent};
 use rps_telemetry::{attr, Component, KeyValue, SpanKind, SpanStart};
 use std::time::{Duration, Instant, SystemTime};
@@ -67,15 +69,9 @@ const RENEW: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
 const RELEASE: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
     return redis.call('DEL', KEYS[1]) else return 0 end";
 
-/// Clamped exponential backoff for transient failures.
-fn backoff() -> backon::ExponentialBackoff {
-    use backon::BackoffBuilder;
-    backon::ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(50))
-        .with_max_delay(Duration::from_secs(5))
-        .with_jitter()
-        .without_max_times()
-        .build()
+/// Waits after a transient failure: from 50 ms, capped at 5 s.
+fn backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(50), Duration::from_secs(5))
 }
 
 enum Stop {
@@ -88,11 +84,11 @@ pub async fn run_shard(ctx: WorkerContext) -> Result<(), ProjectorError> {
     async move {
         let mut delays = backoff();
         let client = loop {
-            match read_model::redis_util::connect(&ctx.redis).await {
+            match ClientPolicy::default().connect(&ctx.redis).await {
                 Ok(c) => break c,
                 Err(e) => {
                     tracing::warn!(error = %e, "connecting to Redis; retrying");
-                    if sleep_or_shutdown(&ctx.shutdown, delays.next()).await {
+                    if !delays.wait(&ctx.shutdown).await {
                         return Ok(());
                     }
                 }
@@ -112,14 +108,6 @@ pub async fn run_shard(ctx: WorkerContext) -> Result<(), ProjectorError> {
     .await
 }
 
-/// Sleeps for `d` (or a second), returning true if shutdown came first.
-async fn sleep_or_shutdown(shutdown: &CancellationToken, d: Option<Duration>) -> bool {
-    tokio::select! {
-        _ = shutdown.cancelled() => true,
-        _ = tokio::time::sleep(d.unwrap_or(Duration::from_secs(1))) => false,
-    }
-}
-
 struct Worker {
     client: Client,
     ctx: WorkerContext,
@@ -135,7 +123,7 @@ impl Worker {
             match self.acquire().await {
                 Ok(true) => {}
                 Ok(false) => {
-                    if sleep_or_shutdown(&self.ctx.shutdown, Some(standby)).await {
+                    if !retry::sleep(standby, &self.ctx.shutdown).await {
                         return Ok(());
                     }
                     continue;
@@ -143,7 +131,7 @@ impl Worker {
                 Err(e) => {
                     tracing::warn!(error = %e, "acquiring the shard lease; retrying");
                     metrics::counter!(m::RETRIES).increment(1);
-                    if sleep_or_shutdown(&self.ctx.shutdown, delays.next()).await {
+                    if !delays.wait(&self.ctx.shutdown).await {
                         return Ok(());
                     }
                     continue;
@@ -160,7 +148,7 @@ impl Worker {
                 Err(e) if e.is_transient() => {
                     tracing::warn!(error = %e, "transient failure; retrying");
                     metrics::counter!(m::RETRIES).increment(1);
-                    if sleep_or_shutdown(&self.ctx.shutdown, delays.next()).await {
+                    if !delays.wait(&self.ctx.shutdown).await {
                         return Ok(());
                     }
                 }
@@ -213,10 +201,7 @@ impl Worker {
             .await;
     }
 
-    async fn work(
-        &mut self,
-        delays: &mut backon::ExponentialBackoff,
-    ) -> Result<Stop, ProjectorError> {
+    async fn work(&mut self, delays: &mut Backoff) -> Result<Stop, ProjectorError> {
         let keys = self.ctx.keys.clone();
         // Again on every (re)start: a Redis that lost its data lost the group too.
         crate::create_group(&self.client, &keys.events(self.ctx.shard)).await?;
@@ -258,7 +243,7 @@ impl Worker {
             }
             match result {
                 Ok(report) => {
-                    *delays = backoff();
+                    delays.reset();
                     self.record(&report, started);
                 }
                 Err(ApplyError::GenerationChanged { expected, active }) => {
@@ -448,19 +433,19 @@ pub async fn lag_reporter(
 ) {
     let mut delays = backoff();
     let client = loop {
-        match read_model::redis_util::connect(&redis).await {
+        match ClientPolicy::default().connect(&redis).await {
             Ok(c) => break c,
             Err(e) => {
                 tracing::warn!(error = %e, "lag reporter cannot connect; retrying");
                 ready.not_ready(READY_CHECK, format!("connecting to Redis: {e}"));
-                if sleep_or_shutdown(&shutdown, delays.next()).await {
+                if !delays.wait(&shutdown).await {
                     return;
                 }
             }
         }
     };
     loop {
-        if sleep_or_shutdown(&shutdown, Some(Duration::from_secs(1))).await {
+        if !retry::sleep(Duration::from_secs(1), &shutdown).await {
             return;
         }
         let gen = match generation::active(&client, &keys).await {

@@ -32,15 +32,6 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-/// The key holding the record of the bootstrap that built the live state.
-///
-/// Nothing but a bootstrap writes it, so its absence is a reliable sign that
-/// Redis lost the state even if a component recreated a marker or a
-/// checkpoint of its own before the loss was noticed.
-pub fn record_key(keys: &Keys) -> String {
-    keys.bootstrap_record()
-}
-
 /// The atomic commit of a bootstrap.
 ///
 /// KEYS: 1 generation marker, 2 new generation's progress hash, 3 bootstrap
@@ -167,12 +158,13 @@ pub async fn bootstrap(
     let marker_gen: u64 = if marker.is_empty() {
         0
     } else {
-        marker.trim().parse().map_err(|_| {
-            RecoveryError::Definite(format!(
-                "`{}` holds {marker:?}, not a generation number; delete it, and the pipeline rebuilds its state",
-                keys.generation()
-            ))
-        })?
+        marker
+            .trim()
+            .parse()
+            .map_err(|_| RecoveryError::BadGenerationMarker {
+                key: keys.generation(),
+                value: marker.clone(),
+            })?
     };
     let existing = existing_generations(redis, keys).await?;
 
@@ -320,7 +312,7 @@ async fn commit(
     let mut k = vec![
         keys.generation(),
         gk.progress(),
-        record_key(keys),
+        keys.bootstrap_record(),
         keys.cdc_resnapshot(),
     ];
     k.extend((0..config.shard_count).map(|s| keys.events(s)));
@@ -338,12 +330,16 @@ async fn commit(
         .to_string(),
     ];
     for snap in &report.servers {
-        let gtid = snap.gtid.parse().map_err(|e| {
-            RecoveryError::Definite(format!(
-                "server `{}` reported GTID state {:?} at its snapshot, which does not parse: {e}",
-                snap.server, snap.gtid
-            ))
-        })?;
+        let gtid = snap
+            .gtid
+            .parse()
+            .map_err(
+                |e: rps_core::gtid::GtidParseError| RecoveryError::BadSnapshotGtid {
+                    server: snap.server.clone(),
+                    gtid: snap.gtid.clone(),
+                    message: e.to_string(),
+                },
+            )?;
         let ck = Checkpoint {
             gtid,
             file: snap.file.clone(),
@@ -361,9 +357,7 @@ async fn commit(
             expected: marker.to_string(),
             found: r.get(1).cloned().unwrap_or_default(),
         }),
-        _ => Err(RecoveryError::Definite(format!(
-            "unexpected reply from the bootstrap commit script: {r:?}"
-        ))),
+        _ => Err(RecoveryError::CommitReply { reply: r }),
     }
 }
 

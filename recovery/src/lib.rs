@@ -29,6 +29,8 @@ pub use snapshot::ServerSnapshot;
 pub use supervise::supervise;
 pub use watch::{check_state, watch, StateLoss};
 
+use rps_core::retry::ErrorClass;
+
 /// What can stop a bootstrap or the supervisor.
 #[derive(Debug, thiserror::Error)]
 pub enum RecoveryError {
@@ -49,7 +51,22 @@ pub enum RecoveryError {
     /// starts from what is there now.
     #[error("the generation marker changed from {expected:?} to {found:?} during the bootstrap; retrying")]
     Raced { expected: String, found: String },
-    /// A condition an operator must fix; the message says what to do.
+    /// The generation marker holds something else than a number.
+    #[error("`{key}` holds {value:?}, not a generation number; delete it, and the pipeline rebuilds its state")]
+    BadGenerationMarker { key: String, value: String },
+    /// A server's snapshot reported a GTID state the checkpoint cannot hold.
+    #[error("server `{server}` reported GTID state {gtid:?} at its snapshot, which does not parse: {message}")]
+    BadSnapshotGtid {
+        server: String,
+        gtid: String,
+        message: String,
+    },
+    /// The commit script answered what it never answers: a different
+    /// script under the same name, or a Redis that is not one.
+    #[error("unexpected reply from the bootstrap commit script: {reply:?}")]
+    CommitReply { reply: Vec<String> },
+    /// A condition an operator must fix without a variant of its own; the
+    /// message says what to do.
     #[error("{0}")]
     Definite(String),
     /// The components stopped by themselves with an error.
@@ -68,27 +85,26 @@ impl RecoveryError {
     }
 
     /// Whether trying the bootstrap again later may succeed.
-    pub fn is_transient(&self) -> bool {
+    pub fn class(&self) -> ErrorClass {
         match self {
-            RecoveryError::Mysql { source, .. } => rps_event_store::is_transient_mysql(source),
-            RecoveryError::Store(e) => e.is_transient(),
-            RecoveryError::Redis(_) | RecoveryError::Raced { .. } => true,
-            RecoveryError::History(history::HistoryError::Redis(_)) => true,
-            RecoveryError::History(history::HistoryError::Store(e)) => e.is_transient(),
-            RecoveryError::History(_) => false,
-            RecoveryError::Definite(_)
+            RecoveryError::Mysql { source, .. } => {
+                ErrorClass::from_transient(rps_event_store::is_transient_mysql(source))
+            }
+            RecoveryError::Store(e) => ErrorClass::from_transient(e.is_transient()),
+            RecoveryError::Redis(e) => rps_core::retry::classify_redis(e),
+            RecoveryError::History(e) => e.class(),
+            // The next attempt starts from what the other process left.
+            RecoveryError::Raced { .. } => ErrorClass::Transient,
+            RecoveryError::BadGenerationMarker { .. }
+            | RecoveryError::BadSnapshotGtid { .. }
+            | RecoveryError::CommitReply { .. }
+            | RecoveryError::Definite(_)
             | RecoveryError::Components(_)
-            | RecoveryError::Cancelled => false,
+            | RecoveryError::Cancelled => ErrorClass::Definite,
         }
     }
-}
 
-/// A connected Redis client whose commands fail (rather than hang) while
-/// Redis is down, so the watch and the bootstrap see outages as errors.
-pub async fn connect_redis(
-    redis: &rps_core::config::RedisConfig,
-) -> Result<fred::clients::Client, RecoveryError> {
-    Ok(rps_core::redis_client::ClientPolicy::default()
-        .connect(redis)
-        .await?)
+    pub fn is_transient(&self) -> bool {
+        self.class().is_transient()
+    }
 }

@@ -10,8 +10,9 @@
 
 use crate::bootstrap::ensure_state;
 use crate::watch::watch;
-use crate::{connect_redis, RecoveryError};
-use backon::BackoffBuilder;
+use crate::RecoveryError;
+use rps_core::redis_client::ClientPolicy;
+use rps_core::retry::{classify_redis, Backoff, ErrorClass};
 use rps_core::Config;
 use std::fmt::Display;
 use std::future::Future;
@@ -22,24 +23,6 @@ use tracing::Instrument;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
-
-fn backoff() -> backon::ExponentialBackoff {
-    backon::ExponentialBuilder::default()
-        .with_min_delay(BACKOFF_MIN)
-        .with_max_delay(BACKOFF_MAX)
-        .with_jitter()
-        .without_max_times()
-        .build()
-}
-
-/// Sleeps for the next backoff step; true if `shutdown` came first.
-async fn wait(shutdown: &CancellationToken, delays: &mut backon::ExponentialBackoff) -> bool {
-    let d = delays.next().unwrap_or(BACKOFF_MAX);
-    tokio::select! {
-        _ = shutdown.cancelled() => true,
-        _ = tokio::time::sleep(d) => false,
-    }
-}
 
 /// Runs until `shutdown` (Ok), a definite bootstrap error, or the components
 /// stopping by themselves (their error).
@@ -57,13 +40,16 @@ where
     E: Display,
 {
     crate::metrics::describe();
-    let mut delays = backoff();
+    let mut delays = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
+    // Commands fail rather than hang while Redis is down, so the watch and
+    // the bootstrap see an outage as errors.
     let redis = loop {
-        match connect_redis(&config.redis).await {
+        match ClientPolicy::default().connect(&config.redis).await {
             Ok(c) => break c,
+            Err(e) if classify_redis(&e) == ErrorClass::Definite => return Err(e.into()),
             Err(e) => {
                 tracing::warn!(error = %e, "connecting to Redis; retrying");
-                if wait(&shutdown, &mut delays).await {
+                if !delays.wait(&shutdown).await {
                     return Ok(());
                 }
             }
@@ -82,7 +68,7 @@ where
                 Err(RecoveryError::Cancelled) => break None,
                 Err(e) if e.is_transient() => {
                     tracing::warn!(parent: &span, error = %e, "bootstrap failed; retrying");
-                    if wait(&shutdown, &mut delays).await {
+                    if !delays.wait(&shutdown).await {
                         break None;
                     }
                 }
@@ -96,7 +82,7 @@ where
         if shutdown.is_cancelled() {
             break Ok(());
         }
-        delays = backoff();
+        delays.reset();
         tracing::info!(parent: &span, generation = report.generation,
             bootstrapped = report.bootstrap.is_some(), "state whole; starting the components");
         let components = shutdown.child_token();

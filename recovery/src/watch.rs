@@ -9,7 +9,6 @@
 //! its AOF, Redis comes back with a consistent prefix of the state and the
 //! components resume from it by themselves.
 
-use crate::bootstrap::record_key;
 use crate::metrics as m;
 use crate::RecoveryError;
 use fred::clients::Client;
@@ -89,13 +88,15 @@ pub async fn check_state(
     let Some(marker) = marker else {
         return Ok(Err(StateLoss::Generation));
     };
-    let generation: u64 = marker.trim().parse().map_err(|_| {
-        RecoveryError::Definite(format!(
-            "`{}` holds {marker:?}, not a generation number; delete it, and the pipeline rebuilds its state",
-            keys.generation()
-        ))
-    })?;
-    if !redis.exists::<bool, _>(record_key(&keys)).await? {
+    let generation: u64 =
+        marker
+            .trim()
+            .parse()
+            .map_err(|_| RecoveryError::BadGenerationMarker {
+                key: keys.generation(),
+                value: marker.clone(),
+            })?;
+    if !redis.exists::<bool, _>(keys.bootstrap_record()).await? {
         return Ok(Err(StateLoss::BootstrapRecord));
     }
     for s in &config.servers {

@@ -8,6 +8,7 @@
 
 mod common;
 
+use rps_core::redis_client::ClientPolicy;
 use std::time::{Duration, Instant};
 use test_support::{RedisInstance, TestEnv, TestServer};
 use tokio_util::sync::CancellationToken;
@@ -72,11 +73,12 @@ async fn empty_redis_to_serving_api() {
         none.clone(),
     ));
     assert_eq!(api_status(addr).await, 503);
-    let redis = recovery::connect_redis(&rps_core::config::RedisConfig::from_url(
-        redis_instance.url(),
-    ))
-    .await
-    .unwrap();
+    let redis = ClientPolicy::default()
+        .connect(&rps_core::config::RedisConfig::from_url(
+            redis_instance.url(),
+        ))
+        .await
+        .unwrap();
     let started = Instant::now();
     let poll = tokio::spawn(async move {
         loop {

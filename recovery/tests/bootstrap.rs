@@ -8,8 +8,8 @@ use common::{converges, independent_fold, read_models, sim};
 use fred::interfaces::{HashesInterface, KeysInterface};
 use mysql_async::prelude::Queryable;
 use read_model::ReadModelKeys;
-use recovery::bootstrap::record_key;
 use recovery::StateLoss;
+use rps_core::redis_client::ClientPolicy;
 use std::time::Duration;
 use test_support::{eventually, ShardServerInstance, TestEnv};
 use tokio_util::sync::CancellationToken;
@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 async fn count_rows(env: &TestEnv) -> u64 {
     let mut n = 0u64;
     for shard in 0..env.config.shard_count {
-        let mut c = env.store.conn_for_shard(shard).await.unwrap();
+        let mut c = env.admin_conn(shard).await;
         let db = env.config.database(shard);
         let v: Option<u64> = c
             .query_first(format!("SELECT COUNT(*) FROM `{db}`.`match_result_events`"))
@@ -31,7 +31,10 @@ async fn count_rows(env: &TestEnv) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ensure_state_folds_history_and_commits_positions() {
     let env = TestEnv::with_shards("recovery_ensure", 4).await;
-    let redis = recovery::connect_redis(&env.config.redis).await.unwrap();
+    let redis = ClientPolicy::default()
+        .connect(&env.config.redis)
+        .await
+        .unwrap();
     let cancel = CancellationToken::new();
     simulator::run(env.store.clone(), sim(3000, 0, None, 7), cancel.clone())
         .await
@@ -124,7 +127,7 @@ async fn ensure_state_folds_history_and_commits_positions() {
         }
     })
     .await;
-    let record: String = redis.get(record_key(&keys)).await.unwrap();
+    let record: String = redis.get(keys.bootstrap_record()).await.unwrap();
     assert!(record.contains("\"generation\":7"), "{record}");
     env.cleanup().await;
 }
@@ -168,7 +171,10 @@ async fn pipeline_starts_on_purged_history_while_writes_go_on() {
     ));
     let live = live.await.unwrap().unwrap();
     assert!(live.events > 0);
-    let redis = recovery::connect_redis(&env.config.redis).await.unwrap();
+    let redis = ClientPolicy::default()
+        .connect(&env.config.redis)
+        .await
+        .unwrap();
     let models = loop {
         let m = converges(&env.store, &redis, Duration::from_secs(90)).await;
         if m.deadlines.is_empty() {
@@ -217,7 +223,10 @@ async fn a_checkpoint_in_a_purged_binlog_is_answered_by_a_rebuild() {
     simulator::run(env.store.clone(), sim(2000, 0, None, 31), none.clone())
         .await
         .unwrap();
-    let redis = recovery::connect_redis(&env.config.redis).await.unwrap();
+    let redis = ClientPolicy::default()
+        .connect(&env.config.redis)
+        .await
+        .unwrap();
     let run = |stop: CancellationToken| {
         tokio::spawn(recovery::supervise(
             env.config.clone(),
@@ -285,7 +294,10 @@ async fn http_status(addr: std::net::SocketAddr, path: &str) -> u16 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_notices_each_loss_and_the_api_waits_for_the_rebuild() {
     let env = TestEnv::with_shards("recovery_watch", 2).await;
-    let redis = recovery::connect_redis(&env.config.redis).await.unwrap();
+    let redis = ClientPolicy::default()
+        .connect(&env.config.redis)
+        .await
+        .unwrap();
     let cancel = CancellationToken::new();
     simulator::run(env.store.clone(), sim(300, 0, None, 5), cancel.clone())
         .await
@@ -327,7 +339,7 @@ async fn watch_notices_each_loss_and_the_api_waits_for_the_rebuild() {
                 },
             )
         },
-        |k, _| (record_key(k), StateLoss::BootstrapRecord),
+        |k, _| (k.bootstrap_record(), StateLoss::BootstrapRecord),
         |k, g| {
             (
                 k.generation_keys(g).progress(),
@@ -390,7 +402,10 @@ async fn watch_notices_each_loss_and_the_api_waits_for_the_rebuild() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn interrupted_bootstrap_leaves_no_partial_generation() {
     let env = TestEnv::with_shards("recovery_interrupt", 4).await;
-    let redis = recovery::connect_redis(&env.config.redis).await.unwrap();
+    let redis = ClientPolicy::default()
+        .connect(&env.config.redis)
+        .await
+        .unwrap();
     simulator::run(
         env.store.clone(),
         sim(50_000, 0, None, 11),
@@ -402,7 +417,7 @@ async fn interrupted_bootstrap_leaves_no_partial_generation() {
     // Each shard is folded in ascending ranges of match ids: the smallest
     // match of a shard is in its first range.
     let first: i64 = {
-        let mut c = env.store.conn_for_shard(0).await.unwrap();
+        let mut c = env.admin_conn(0).await;
         let db = env.config.database(0);
         c.query_first(format!(
             "SELECT MIN(match_id) FROM `{db}`.`match_result_events`"

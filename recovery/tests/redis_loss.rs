@@ -8,7 +8,7 @@ mod common;
 
 use common::{active_generation, converges, sim};
 use fred::interfaces::{ClientLike, KeysInterface};
-use recovery::bootstrap::record_key;
+use rps_core::redis_client::ClientPolicy;
 use std::time::{Duration, Instant};
 use test_support::{eventually, RedisInstance, TestEnv, TestServer};
 use tokio_util::sync::CancellationToken;
@@ -28,7 +28,7 @@ fn shared_servers() -> Vec<TestServer> {
 
 async fn record(redis: &fred::clients::Client, env: &TestEnv) -> Option<String> {
     redis
-        .get(record_key(&env.config.keys()))
+        .get(env.config.keys().bootstrap_record())
         .await
         .ok()
         .flatten()
@@ -65,7 +65,8 @@ async fn start(
 async fn flushall_mid_load_is_detected_and_rebuilt() {
     let private = RedisInstance::start(false).await;
     let env = TestEnv::on_servers("recovery_flush", 4, &shared_servers(), &private.url()).await;
-    let redis = recovery::connect_redis(&rps_core::config::RedisConfig::from_url(private.url()))
+    let redis = ClientPolicy::default()
+        .connect(&rps_core::config::RedisConfig::from_url(private.url()))
         .await
         .unwrap();
     let stop = CancellationToken::new();
@@ -114,7 +115,8 @@ async fn redis_kill9_with_aof_resumes_without_rebuild() {
     let env = TestEnv::on_servers("recovery_kill9", 4, &shared_servers(), &private.url()).await;
     let stop = CancellationToken::new();
     let (live, sup) = start(&env, &stop, 31).await;
-    let redis = recovery::connect_redis(&rps_core::config::RedisConfig::from_url(private.url()))
+    let redis = ClientPolicy::default()
+        .connect(&rps_core::config::RedisConfig::from_url(private.url()))
         .await
         .unwrap();
     let first = eventually("first bootstrap", Duration::from_secs(60), || async {
@@ -135,7 +137,8 @@ async fn redis_kill9_with_aof_resumes_without_rebuild() {
     let redis = eventually("Redis to load its AOF", Duration::from_secs(60), || {
         let url = url.clone();
         async move {
-            let c = recovery::connect_redis(&rps_core::config::RedisConfig::from_url(url.as_str()))
+            let c = ClientPolicy::default()
+                .connect(&rps_core::config::RedisConfig::from_url(url.as_str()))
                 .await
                 .ok()?;
             let _: Option<String> = c.get("any").await.ok()?;

@@ -7,7 +7,7 @@ use compensator::fred::interfaces::SortedSetsInterface;
 use read_model::ReadModelKeys;
 use rps_core::keys::deadline_member;
 use rps_core::{EventType, MatchEvent, SeasonId, Timestamp};
-use rps_event_store::{HistoryFilter, TableReader};
+use rps_event_store::{BatchAppend, HistoryFilter};
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -51,14 +51,10 @@ fn spawn(config: &std::path::Path, log: &std::path::Path) -> Child {
 async fn timed_out_counts(env: &TestEnv) -> HashMap<i64, usize> {
     let mut out = HashMap::new();
     for shard in 0..env.config.shard_count {
-        let mut conn = env.store.conn_for_shard(shard).await.unwrap();
-        let mut r = TableReader::new(
-            &env.config.database(shard),
-            TABLE,
-            &HistoryFilter::default(),
-            5000,
-        );
-        while let Some(page) = r.next_page(&mut conn).await.unwrap() {
+        let mut r = env
+            .store
+            .table_reader(shard, TABLE, &HistoryFilter::default(), 5000);
+        while let Some(page) = r.next_page().await.unwrap() {
             for ev in page.into_iter().flatten() {
                 if ev.event_type == EventType::TimedOut {
                     *out.entry(ev.match_id).or_insert(0) += 1;
@@ -116,11 +112,10 @@ async fn one_of_two_compensators_killed_mid_claim_still_exactly_one_each() {
                 deadline_member(shard, match_id),
             ));
         }
-        let mut conn = env.store.conn_for_shard(shard).await.unwrap();
-        env.store
-            .append_batch(&mut conn, shard, TABLE, &evs)
-            .await
-            .unwrap();
+        assert_eq!(
+            env.store.append_all(shard, TABLE, &evs).await.unwrap(),
+            BatchAppend::Inserted
+        );
     }
     let _: () = redis
         .zadd(g.deadlines(), None, None, false, false, deadlines)

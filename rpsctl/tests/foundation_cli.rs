@@ -5,7 +5,7 @@
 
 use rps_core::fold::{apply, MatchStatus};
 use rps_core::{Config, EventType, Gesture, MatchEvent, SeasonId, ShardId};
-use rps_event_store::{HistoryFilter, TableReader};
+use rps_event_store::HistoryFilter;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::process::Command;
 use test_support::{test_config, TestEnv, TestServer};
@@ -135,12 +135,14 @@ async fn init_twice_creates_everything_then_nothing() {
 async fn all_rows(env: &TestEnv) -> BTreeMap<ShardId, Vec<MatchEvent>> {
     let mut out = BTreeMap::new();
     for shard in 0..env.config.shard_count {
-        let mut conn = env.store.conn_for_shard(shard).await.expect("conn");
-        let db = env.config.database(shard);
-        let mut reader =
-            TableReader::new(&db, "match_result_events", &HistoryFilter::default(), 5000);
+        let mut reader = env.store.table_reader(
+            shard,
+            "match_result_events",
+            &HistoryFilter::default(),
+            5000,
+        );
         let mut rows = Vec::new();
-        while let Some(page) = reader.next_page(&mut conn).await.expect("page") {
+        while let Some(page) = reader.next_page().await.expect("page") {
             rows.extend(page.into_iter().map(|r| r.expect("row decodes")));
         }
         out.insert(shard, rows);

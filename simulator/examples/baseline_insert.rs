@@ -10,7 +10,7 @@
 //! `rpsctl init` on it first. Prints rows per second.
 
 use rps_core::{Config, MatchEvent, SeasonId, Timestamp};
-use rps_event_store::EventStore;
+use rps_event_store::{BatchAppend, EventStore};
 use std::sync::Arc;
 
 #[tokio::main]
@@ -21,7 +21,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let shard: u16 = args.next().map_or(Ok(0), |s| s.parse())?;
     let config = Arc::new(Config::load(std::path::Path::new(&path))?);
     let store = EventStore::with_pool_size(config.clone(), 1)?;
-    let mut conn = store.conn_for_shard(shard).await?;
+    let mut session = store.session(shard).await?;
 
     // Distinct `started` events of distinct matches, all challenged from `shard`.
     let base_match = rand::random::<u32>() as i64 * 1_000_000_000;
@@ -43,9 +43,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     while written < rows {
         let n = (rows - written).min(1000);
         let batch: Vec<MatchEvent> = (written..written + n).map(make).collect();
-        store
-            .append_batch(&mut conn, shard, "match_result_events", &batch)
-            .await?;
+        if session.append_all("match_result_events", &batch).await? != BatchAppend::Inserted {
+            return Err("duplicate key: the batch was not inserted".into());
+        }
         written += n;
     }
     let secs = started.elapsed().as_secs_f64();
@@ -55,7 +55,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         config.server_of(shard).name,
         written as f64 / secs
     );
-    drop(conn);
+    drop(session);
     store.disconnect().await;
     Ok(())
 }

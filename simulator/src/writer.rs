@@ -7,7 +7,9 @@
 //! only built after the previous one is known committed, so versions reach
 //! the table, and the binlog, in order.
 //!
-//! When an INSERT fails the batch is reconciled against the table: an event
+//! Appends go through the writer's own [`ShardSession`], kept across
+//! batches; a broken one is opened again. When an INSERT fails the batch
+//! is reconciled against the table ([`EventStore::stored_versions`]): an event
 //! stored under its own id was committed after all (the connection broke on
 //! the way back); a version stored under another id was taken by another
 //! writer (`uk_match_version`), so the match is re-read and given up, never
@@ -16,15 +18,14 @@
 use crate::pacer::Pacer;
 use crate::plan::{Fate, FateMix, MatchPlan, PlayerPool};
 use crate::{metric, SimulateError};
-use backon::{ExponentialBuilder, Retryable};
-use mysql_async::prelude::Queryable;
-use mysql_async::Conn;
+use backon::Retryable;
 use rand::rngs::StdRng;
 use rand::Rng;
 use rps_core::ids::MatchIdGenerator;
+use rps_core::retry::Backoff;
 use rps_core::{MatchEvent, ShardId, Timestamp};
-use rps_event_store::{EventStore, StoreError, ER_DUP_ENTRY};
-use std::collections::{HashMap, VecDeque};
+use rps_event_store::{BatchAppend, EventStore, ShardSession, StoreError};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -104,7 +105,7 @@ async fn run_writer(shared: Arc<Shared>, mut job: ShardJob) -> Result<ShardTally
     // A match starts only on a writer that can write it: connect before the
     // first claim. (Writers share the pacer; one that wins its first start
     // late, just before a shutdown, must not be caught still connecting.)
-    let mut conn: Option<Conn> = None;
+    let mut conn: Option<ShardSession> = None;
     if job.matches > 0 {
         match connect(&shared, shard).await? {
             Some(c) => conn = Some(c),
@@ -222,18 +223,14 @@ fn start_match(shared: &Shared, rng: &mut StdRng, shard: ShardId) -> InFlight {
     }
 }
 
-fn backoff() -> ExponentialBuilder {
-    ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(100))
-        .with_max_delay(Duration::from_secs(5))
-        .with_max_times(15)
-        .with_jitter()
+fn backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(100), Duration::from_secs(5)).with_max_times(15)
 }
 
-/// A connection to the shard's server, retrying transient failures.
+/// A session on the shard's server, retrying transient failures.
 /// `Ok(None)` when shutdown was requested while waiting.
-async fn connect(shared: &Shared, shard: ShardId) -> Result<Option<Conn>, SimulateError> {
-    let attempt = (|| shared.store.conn_for_shard(shard))
+async fn connect(shared: &Shared, shard: ShardId) -> Result<Option<ShardSession>, SimulateError> {
+    let attempt = (|| shared.store.session(shard))
         .retry(backoff())
         .when(StoreError::is_transient)
         .notify(|e, wait| tracing::warn!(error = %e, ?wait, "cannot connect; retrying"));
@@ -248,7 +245,7 @@ async fn connect(shared: &Shared, shard: ShardId) -> Result<Option<Conn>, Simula
 /// shutdown was requested while waiting for an unreachable server.
 async fn write_batch(
     shared: &Shared,
-    conn: &mut Option<Conn>,
+    conn: &mut Option<ShardSession>,
     shard: ShardId,
     events: &[MatchEvent],
 ) -> Result<Option<Vec<RowFate>>, SimulateError> {
@@ -259,49 +256,31 @@ async fn write_batch(
             None => return Ok(None),
         },
     };
-    let server = shared.store.pool_for_shard(shard).1.to_string();
-    let err = match shared
-        .store
-        .append_batch(c, shard, &shared.table, events)
-        .await
-    {
-        Ok(()) => return Ok(Some(vec![RowFate::Committed; events.len()])),
-        Err(source) => StoreError::Mysql {
-            server: server.clone(),
-            source,
-        },
+    let server = c.server().to_string();
+    let duplicate = match c.append_all(&shared.table, events).await {
+        Ok(BatchAppend::Inserted) => return Ok(Some(vec![RowFate::Committed; events.len()])),
+        Ok(BatchAppend::DuplicateKey) => true,
+        Err(err) if err.is_transient() => {
+            metrics::counter!(metric::BATCH_RETRIES, "reason" => "transient").increment(1);
+            tracing::warn!(error = %err, rows = events.len(), "batch failed; reconnecting to learn what was stored");
+            *conn = None;
+            false
+        }
+        Err(err) => return Err(SimulateError::Store { shard, source: err }),
     };
-    let duplicate = matches!(
-        &err,
-        StoreError::Mysql { source: mysql_async::Error::Server(e), .. } if e.code == ER_DUP_ENTRY
-    );
     if duplicate {
         metrics::counter!(metric::BATCH_RETRIES, "reason" => "duplicate_key").increment(1);
         tracing::info!(
             rows = events.len(),
             "duplicate key in batch; re-reading versions"
         );
-    } else if err.is_transient() {
-        metrics::counter!(metric::BATCH_RETRIES, "reason" => "transient").increment(1);
-        tracing::warn!(error = %err, rows = events.len(), "batch failed; reconnecting to learn what was stored");
-        *conn = None;
-    } else {
-        return Err(SimulateError::Store { shard, source: err });
     }
 
     // Whether a broken INSERT committed is unknown until the table says so.
-    let attempt = (|| async {
-        let mut c = shared.store.conn_for_shard(shard).await?;
-        reconcile(&mut c, &shared.store, shard, &shared.table, events)
-            .await
-            .map_err(|source| StoreError::Mysql {
-                server: server.clone(),
-                source,
-            })
-    })
-    .retry(backoff())
-    .when(StoreError::is_transient)
-    .notify(|e, wait| tracing::warn!(error = %e, ?wait, "cannot re-read versions; retrying"));
+    let attempt = (|| reconcile(&shared.store, shard, &shared.table, events))
+        .retry(backoff())
+        .when(StoreError::is_transient)
+        .notify(|e, wait| tracing::warn!(error = %e, ?wait, "cannot re-read versions; retrying"));
     let fates = tokio::select! {
         biased;
         r = attempt => r.map_err(|source| SimulateError::Store { shard, source })?,
@@ -315,24 +294,16 @@ async fn write_batch(
 
 /// Looks up every `(match_id, version)` of `events` in the table.
 pub(crate) async fn reconcile(
-    conn: &mut Conn,
     store: &EventStore,
     shard: ShardId,
     table: &str,
     events: &[MatchEvent],
-) -> Result<Vec<RowFate>, mysql_async::Error> {
+) -> Result<Vec<RowFate>, StoreError> {
     if events.is_empty() {
         return Ok(Vec::new());
     }
-    let db = store.config().database(shard);
-    let ids: Vec<String> = events.iter().map(|e| e.match_id.to_string()).collect();
-    let sql = format!(
-        "SELECT match_id, version, event_id FROM `{db}`.`{table}` WHERE match_id IN ({})",
-        ids.join(",")
-    );
-    let rows: Vec<(i64, i32, String)> = conn.query(sql).await?;
-    let stored: HashMap<(i64, i32), String> =
-        rows.into_iter().map(|(m, v, e)| ((m, v), e)).collect();
+    let ids: Vec<i64> = events.iter().map(|e| e.match_id).collect();
+    let stored = store.stored_versions(shard, table, &ids).await?;
     Ok(events
         .iter()
         .map(|e| match stored.get(&(e.match_id, e.version)) {
@@ -348,7 +319,7 @@ mod tests {
     use super::*;
     use crate::plan::Fate;
     use rps_core::{EventType, Gesture};
-    use rps_event_store::AppendOutcome;
+    use rps_event_store::{AppendOutcome, HistoryFilter};
     use test_support::TestEnv;
 
     const TABLE: &str = "match_result_events";
@@ -426,22 +397,23 @@ mod tests {
         );
 
         // Stored: three starts, our two moves, and the other writer's event untouched.
-        let mut c = env.store.conn_for_shard(0).await.unwrap();
-        let fates = reconcile(&mut c, &env.store, 0, TABLE, &v2).await.unwrap();
+        let fates = reconcile(&env.store, 0, TABLE, &v2).await.unwrap();
         assert_eq!(
             fates,
             vec![RowFate::Committed, RowFate::Taken, RowFate::Committed]
         );
-        let rows: Vec<(i64, i32, String)> = c
-            .query(format!(
-                "SELECT match_id, version, event_type FROM `{}`.`{TABLE}` ORDER BY id",
-                env.config.database(0)
-            ))
-            .await
-            .unwrap();
+        let mut reader = env
+            .store
+            .table_reader(0, TABLE, &HistoryFilter::default(), 100);
+        let mut rows: Vec<(i64, i32, String)> = Vec::new();
+        while let Some(page) = reader.next_page().await.unwrap() {
+            rows.extend(page.into_iter().map(|r| {
+                let e = r.unwrap();
+                (e.match_id, e.version, e.event_type.as_str().to_string())
+            }));
+        }
         assert_eq!(rows.len(), 6, "{rows:?}");
         assert!(rows.contains(&(12, 2, "timed_out".to_string())));
-        drop(c);
         env.cleanup().await;
     }
 }

@@ -72,7 +72,7 @@ async fn bad_options_are_refused_before_writing() {
         assert!(matches!(err, simulator::SimulateError::Options(_)), "{err}");
     }
     for shard in 0..2 {
-        let mut conn = env.store.conn_for_shard(shard).await.unwrap();
+        let mut conn = env.admin_conn(shard).await;
         let rows: Option<i64> = conn
             .query_first(format!(
                 "SELECT COUNT(*) FROM `{}`.match_result_events",

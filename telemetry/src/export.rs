@@ -19,13 +19,19 @@
 use opentelemetry::trace::TracerProvider;
 use opentelemetry_otlp::{Protocol, WithExportConfig};
 use opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor;
-use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+use opentelemetry_sdk::trace::{BatchConfigBuilder, Sampler, SdkTracerProvider};
 use opentelemetry_sdk::Resource;
 use rps_core::config::TracingConfig;
 use std::time::Duration;
 
 /// Longest a shutdown waits for the last export.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Spans held for export at most (a span is a few hundred bytes, so about
+/// 10 MB), unless `OTEL_BSP_MAX_QUEUE_SIZE` says otherwise.
+pub const DEFAULT_QUEUE_SIZE: usize = 32_768;
+/// Exports in flight at once, unless `OTEL_BSP_MAX_CONCURRENT_EXPORTS`.
+pub const DEFAULT_CONCURRENT_EXPORTS: usize = 2;
 
 /// The service name when neither the config nor `OTEL_SERVICE_NAME` has one.
 pub const DEFAULT_SERVICE_NAME: &str = "rps";
@@ -154,8 +160,20 @@ pub fn init_with_env(
             url: settings.traces_url.clone(),
             message: e.to_string(),
         })?;
-    let processor =
-        BatchSpanProcessor::builder(exporter, opentelemetry_sdk::runtime::Tokio).build();
+    // The SDK's queue of 2,048 spans overflows within a drain even at 10 %
+    // sampling (docs/benchmarks.md, "Traces"); a larger queue and two
+    // exports in flight keep the spans of a burst, unless the operator
+    // sets the standard variables.
+    let mut batch = BatchConfigBuilder::default();
+    if env("OTEL_BSP_MAX_QUEUE_SIZE").is_none() {
+        batch = batch.with_max_queue_size(DEFAULT_QUEUE_SIZE);
+    }
+    if env("OTEL_BSP_MAX_CONCURRENT_EXPORTS").is_none() {
+        batch = batch.with_max_concurrent_exports(DEFAULT_CONCURRENT_EXPORTS);
+    }
+    let processor = BatchSpanProcessor::builder(exporter, opentelemetry_sdk::runtime::Tokio)
+        .with_batch_config(batch.build())
+        .build();
     let ratio = settings.sample_ratio;
     let provider = SdkTracerProvider::builder()
         .with_span_processor(processor)

@@ -13,6 +13,7 @@
 mod flavor;
 mod mysql_server;
 pub mod pipeline;
+pub mod redis_cluster;
 pub mod tls;
 pub mod xa;
 pub use flavor::{binlog_head, purge_all_but_a_new_binlog, ShardServerInstance, TestFlavor};
@@ -368,12 +369,13 @@ pub fn spawn_append(
 ) -> tokio::task::JoinHandle<()> {
     let store = store.clone();
     tokio::spawn(async move {
-        let mut conn = store.conn_for_shard(shard).await.expect("connection");
+        let mut session = store.session(shard).await.expect("connection");
         for c in events.chunks(chunk) {
-            store
-                .append_batch(&mut conn, shard, "match_result_events", c)
+            let appended = session
+                .append_all("match_result_events", c)
                 .await
                 .expect("append");
+            assert_eq!(appended, rps_event_store::BatchAppend::Inserted, "append");
         }
     })
 }

@@ -23,12 +23,9 @@ pub async fn insert(
     events: &[MatchEvent],
     chunk: usize,
 ) {
-    let mut conn = env.store.conn_for_shard(shard).await.expect("conn");
     for c in events.chunks(chunk) {
-        env.store
-            .append_batch(&mut conn, shard, table, c)
-            .await
-            .expect("insert");
+        let appended = env.store.append_all(shard, table, c).await.expect("insert");
+        assert_eq!(appended, rps_event_store::BatchAppend::Inserted, "insert");
     }
 }
 
@@ -172,16 +169,14 @@ pub async fn insert_retrying(
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let r = match env.store.conn_for_shard(shard).await {
-                Ok(mut conn) => env
-                    .store
-                    .append_batch(&mut conn, shard, table, c)
-                    .await
-                    .map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
+            let r = env
+                .store
+                .append_all(shard, table, c)
+                .await
+                .map_err(|e| e.to_string());
             match r {
-                Ok(()) => break,
+                // A duplicate key: an earlier attempt committed after all.
+                Ok(_) => break,
                 Err(e) if e.contains("Duplicate entry") => break,
                 Err(e) if attempt < 60 => {
                     tracing::info!(error = %e, "insert failed; retrying");

@@ -16,7 +16,7 @@ use rps_core::{
     EventType, Gesture, MatchEvent, MatchState, Outcome, PlayerStats, SeasonId, ShardId,
     SourcePosition, StreamEvent, Timestamp,
 };
-use rps_event_store::{HistoryFilter, TableReader};
+use rps_event_store::{BatchAppend, HistoryFilter};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use test_support::TestEnv;
 
@@ -443,12 +443,13 @@ pub async fn write_and_read_back(
     by_shard: &BTreeMap<ShardId, Vec<MatchEvent>>,
 ) -> BTreeMap<ShardId, Vec<MatchEvent>> {
     for (shard, events) in by_shard {
-        let mut conn = env.store.conn_for_shard(*shard).await.expect("conn");
         for chunk in events.chunks(500) {
-            env.store
-                .append_batch(&mut conn, *shard, "match_result_events", chunk)
+            let appended = env
+                .store
+                .append_all(*shard, "match_result_events", chunk)
                 .await
-                .expect("append_batch");
+                .expect("append_all");
+            assert_eq!(appended, BatchAppend::Inserted, "append_all");
         }
     }
     read_back(env).await
@@ -458,15 +459,14 @@ pub async fn write_and_read_back(
 pub async fn read_back(env: &TestEnv) -> BTreeMap<ShardId, Vec<MatchEvent>> {
     let mut out = BTreeMap::new();
     for shard in 0..env.config.shard_count {
-        let mut conn = env.store.conn_for_shard(shard).await.expect("conn");
-        let mut reader = TableReader::new(
-            &env.config.database(shard),
+        let mut reader = env.store.table_reader(
+            shard,
             "match_result_events",
             &HistoryFilter::default(),
             5000,
         );
         let mut rows = Vec::new();
-        while let Some(page) = reader.next_page(&mut conn).await.expect("read page") {
+        while let Some(page) = reader.next_page().await.expect("read page") {
             rows.extend(page.into_iter().map(|r| r.expect("row decodes")));
         }
         out.insert(shard, rows);

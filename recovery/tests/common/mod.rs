@@ -12,7 +12,7 @@ use read_model::ReadModelKeys;
 use rps_core::fold::{MatchStatus, PlayerStats};
 use rps_core::keys::deadline_member;
 use rps_core::{shard_of, Config, MatchState};
-use rps_event_store::{EventStore, HistoryFilter, TableReader};
+use rps_event_store::{EventStore, HistoryFilter};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -86,12 +86,10 @@ pub async fn independent_fold(store: &EventStore) -> ReadModels {
     let mut matches: HashMap<i64, MatchState> = HashMap::new();
     let mut stats: HashMap<(i64, Option<String>), PlayerStats> = HashMap::new();
     for shard in 0..config.shard_count {
-        let db = config.database(shard);
         let tables = store.event_tables(shard).await.expect("tables");
-        let mut conn = store.conn_for_shard(shard).await.expect("conn");
         for table in tables {
-            let mut reader = TableReader::new(&db, &table, &HistoryFilter::default(), 20_000);
-            while let Some(page) = reader.next_page(&mut conn).await.expect("page") {
+            let mut reader = store.table_reader(shard, &table, &HistoryFilter::default(), 20_000);
+            while let Some(page) = reader.next_page().await.expect("page") {
                 for row in page {
                     let Ok(ev) = row else { continue };
                     if shard_of(ev.player_a_id, config.shard_count) != shard {

@@ -2,9 +2,12 @@
 //! ten, events and lag per shard and server, deadlines, timeouts fired and
 //! dead letters. `--once` prints one frame (for scripts and the demo's
 //! final report).
+//!
+//! Everything but the server positions comes from the read models in
+//! Redis, on one client kept across frames; the timeouts fired are the
+//! live generation's timed-out matches (`g<g>:lifecycle`).
 
 use anyhow::Context;
-use mysql_async::prelude::Queryable;
 use read_model::ReadModelKeys;
 use rps_core::{Config, SeasonId};
 use std::fmt::Write as _;
@@ -25,11 +28,11 @@ pub struct Args {
 }
 
 pub async fn run(config: Arc<Config>, args: Args) -> anyhow::Result<()> {
+    // One Redis client for every frame.
     let redis = history::connect_redis(&config).await?;
-    let store = rps_event_store::EventStore::with_pool_size(config.clone(), 2)?;
     let shutdown = crate::runtime::shutdown_on_signal();
     loop {
-        let frame = frame(&config, &redis, &store, args.season).await?;
+        let frame = frame(&config, &redis, args.season).await?;
         if args.once {
             print!("{frame}");
             return Ok(());
@@ -43,31 +46,9 @@ pub async fn run(config: Arc<Config>, args: Args) -> anyhow::Result<()> {
     }
 }
 
-async fn timeouts_fired(
-    config: &Config,
-    store: &rps_event_store::EventStore,
-) -> anyhow::Result<u64> {
-    let mut total = 0u64;
-    for shard in 0..config.shard_count {
-        let mut conn = store.conn_for_shard(shard).await?;
-        for table in store.event_tables(shard).await? {
-            let n: Option<u64> = conn
-                .query_first(format!(
-                    "SELECT COUNT(*) FROM `{}`.`{table}` WHERE event_type = 'timed_out'",
-                    config.database(shard)
-                ))
-                .await
-                .context("counting timed_out events")?;
-            total += n.unwrap_or(0);
-        }
-    }
-    Ok(total)
-}
-
 async fn frame(
     config: &Arc<Config>,
     redis: &history::fred::clients::Client,
-    store: &rps_event_store::EventStore,
     season: Option<SeasonId>,
 ) -> anyhow::Result<String> {
     let mut out = String::new();
@@ -128,7 +109,12 @@ async fn frame(
             }
         }
     }
-    let fired = timeouts_fired(config, store).await?;
+    // Timed-out matches as the read models count them (the lifecycle
+    // counters the projector keeps), not a scan of every event table.
+    let fired = read_model::read::match_counts(redis, &gk)
+        .await
+        .context("reading the matches per lifecycle state")?
+        .get(rps_core::fold::MatchStatus::TimedOut);
     let _ = writeln!(
         out,
         "\nDeadlines pending {} (overdue {}) · timeouts fired {} · dead letters {}",

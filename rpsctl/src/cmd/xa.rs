@@ -98,7 +98,8 @@ struct SweepArgs {
 }
 
 pub async fn run(config: Arc<Config>, args: Args) -> anyhow::Result<()> {
-    let client = compensator::connect_redis(&config.redis)
+    let client = rps_core::redis_client::ClientPolicy::patient()
+        .connect(&config.redis)
         .await
         .with_context(|| format!("connecting to Redis at {}", config.redis.display_url()))?;
     let keys = config.keys();
