@@ -70,6 +70,22 @@ impl Flavor {
         matches!(self, Flavor::MySql { .. })
     }
 
+    /// Why a prepared branch can answer "unknown XID" to `XA COMMIT` or
+    /// `XA ROLLBACK` and still be listed by `XA RECOVER`, and what to do.
+    pub fn unknown_xid_but_listed(&self) -> &'static str {
+        match self {
+            Flavor::MySql { .. } => {
+                "the server answers \"unknown XID\" but still lists it; try again"
+            }
+            Flavor::MariaDb { .. } => {
+                "the server answers \"unknown XID\" but still lists it: on MariaDB a prepared \
+                 branch belongs to the client session that prepared it until that session \
+                 disconnects; decide it from that client, or end its connection (KILL) and \
+                 run this again"
+            }
+        }
+    }
+
     /// Server settings the reader requires, as (variable, value).
     pub fn required_settings(&self) -> &'static [(&'static str, &'static str)] {
         const COMMON: [(&str, &str); 4] = [

@@ -468,30 +468,35 @@ async fn catch_up_and_switch(
         } else {
             match redis_io::try_switch(client, &keys, old, new).await? {
                 Switch::Done => {
-                    tracing::info!(from = old.generation, to = new.generation, entries = report.catchup_entries, "switched");
+                    tracing::info!(
+                        from = old.generation,
+                        to = new.generation,
+                        entries = report.catchup_entries,
+                        "switched"
+                    );
                     return Ok(());
                 }
                 Switch::ProgressDiffers => {
                     if last_note.elapsed() > Duration::from_secs(5) {
-                        tracing::info!("catching up: the live generation moved during the switch; again");
+                        tracing::info!(
+                            "catching up: the live generation moved during the switch; again"
+                        );
                         last_note = Instant::now();
                     }
                 }
                 Switch::GenerationMoved => {
-                    return Err(HistoryError::Definite(format!(
-                        "the active generation is no longer {}: another replay switched meanwhile; nothing was changed by this one",
-                        old.generation
-                    )))
+                    return Err(HistoryError::GenerationMoved {
+                        expected: old.generation,
+                    })
                 }
             }
         }
         if Instant::now() > deadline {
-            return Err(HistoryError::Definite(format!(
-                "the live generation {} did not pass the snapshot positions within {:?} (waiting for: {}): are the cdc-reader and the projector running? (`rpsctl status`)",
-                old.generation,
-                opts.switch_timeout,
-                waiting.as_deref().unwrap_or("the live progress to stop moving")
-            )));
+            return Err(HistoryError::SwitchTimeout {
+                generation: old.generation,
+                timeout: opts.switch_timeout,
+                waiting: waiting.unwrap_or_else(|| "the live progress to stop moving".to_string()),
+            });
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -561,11 +566,12 @@ async fn check_not_trimmed(
     if covered {
         Ok(())
     } else {
-        Err(HistoryError::Definite(format!(
-            "stream {} was trimmed past the snapshot position {}:{} of shard {}: entries the new generation needs are gone. \
-             Run the replay again right away (a new snapshot is newer than the trimmed entries), or trim less",
-            c.stream, snap.file, snap.pos, c.shard
-        )))
+        Err(HistoryError::StreamTrimmed {
+            stream: c.stream.clone(),
+            file: snap.file.clone(),
+            pos: snap.pos,
+            shard: c.shard,
+        })
     }
 }
 

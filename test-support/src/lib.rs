@@ -260,7 +260,7 @@ impl TestEnv {
             }
         }
         let redis = self.redis().await;
-        let pattern = format!("{}:*", self.config.redis.prefix);
+        let pattern = self.config.keys().all_pattern();
         let mut cursor = "0".to_string();
         loop {
             let (next, keys): (String, Vec<String>) = redis

@@ -917,7 +917,7 @@ async fn cleanup(config: &Config) {
     let Ok(client) = ClientPolicy::default().connect(&config.redis).await else {
         return;
     };
-    let pattern = format!("{}:*", config.redis.prefix);
+    let pattern = config.keys().all_pattern();
     let mut cursor = "0".to_string();
     loop {
         let page: Result<(String, Vec<String>), _> = client

@@ -931,14 +931,8 @@ async fn decide_branch(
                 .await
                 .context("removing the audit record of a decision that did not happen")?;
             let still = sc.recover().await.map(|x| x.contains(xid)).unwrap_or(false);
-            let why = if still && !sc.flavor.is_mysql() {
-                "the server answers \"unknown XID\" but still lists it: on MariaDB a prepared \
-                 branch belongs to the client session that prepared it until that session \
-                 disconnects; decide it from that client, or end its connection (KILL) and \
-                 run this again"
-                    .to_string()
-            } else if still {
-                "the server answers \"unknown XID\" but still lists it; try again".to_string()
+            let why = if still {
+                sc.flavor.unknown_xid_but_listed().to_string()
             } else {
                 "it is no longer prepared: decided by someone else meanwhile".to_string()
             };
