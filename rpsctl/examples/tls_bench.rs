@@ -10,6 +10,9 @@
 //! ```
 //! Arguments after `--` go to every `rpsctl bench`.
 
+mod common;
+
+use common::BenchHarness;
 use rps_core::config::TlsConfig;
 use std::process::Command;
 use test_support::tls::TestCerts;
@@ -17,27 +20,11 @@ use test_support::{free_port, test_config, write_config_file, RedisInstance, Sha
 
 #[tokio::main]
 async fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let (ours, bench_args) = match args.iter().position(|a| a == "--") {
-        Some(i) => (&args[..i], &args[i + 1..]),
-        None => (&args[..], &[][..]),
-    };
-    let rounds: usize = match ours {
-        [flag, n] if flag == "--rounds" => n.parse().expect("--rounds N"),
-        [] => 1,
-        _ => panic!("usage: tls_bench [--rounds N] [-- rpsctl bench arguments]"),
-    };
-    let rpsctl = std::env::current_exe()
-        .expect("own path")
-        .parent()
-        .and_then(|examples| examples.parent())
-        .expect("target/<profile>/examples")
-        .join("rpsctl");
-    assert!(
-        rpsctl.exists(),
-        "{} is missing: cargo build --release -p rpsctl --bin rpsctl",
-        rpsctl.display()
-    );
+    let BenchHarness {
+        rounds,
+        bench_args,
+        rpsctl,
+    } = BenchHarness::from_args("tls_bench");
 
     let certs = TestCerts::generate();
     let servers = [
@@ -86,7 +73,7 @@ async fn main() {
                 .arg("--config")
                 .arg(&path)
                 .arg("bench")
-                .args(bench_args)
+                .args(&bench_args)
                 .env("RUST_LOG", "warn")
                 .status()
                 .expect("run rpsctl bench");

@@ -12,7 +12,10 @@
 //! ```
 //! Arguments after `--` go to every `rpsctl bench`.
 
+mod common;
+
 use axum::body::Bytes;
+use common::BenchHarness;
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -53,27 +56,11 @@ async fn sink() -> (u16, Arc<Received>) {
 
 #[tokio::main]
 async fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let (ours, bench_args) = match args.iter().position(|a| a == "--") {
-        Some(i) => (&args[..i], &args[i + 1..]),
-        None => (&args[..], &[][..]),
-    };
-    let rounds: usize = match ours {
-        [flag, n] if flag == "--rounds" => n.parse().expect("--rounds N"),
-        [] => 1,
-        _ => panic!("usage: trace_bench [--rounds N] [-- rpsctl bench arguments]"),
-    };
-    let rpsctl = std::env::current_exe()
-        .expect("own path")
-        .parent()
-        .and_then(|examples| examples.parent())
-        .expect("target/<profile>/examples")
-        .join("rpsctl");
-    assert!(
-        rpsctl.exists(),
-        "{} is missing: cargo build --release -p rpsctl --bin rpsctl",
-        rpsctl.display()
-    );
+    let BenchHarness {
+        rounds,
+        bench_args,
+        rpsctl,
+    } = BenchHarness::from_args("trace_bench");
 
     let servers = [
         ShardServerInstance::start(7411).await,
@@ -125,7 +112,7 @@ async fn main() {
             cmd.arg("--config")
                 .arg(&path)
                 .arg("bench")
-                .args(bench_args)
+                .args(&bench_args)
                 .env("RUST_LOG", "warn");
             for var in [
                 "OTEL_SDK_DISABLED",

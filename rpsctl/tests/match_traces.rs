@@ -208,24 +208,7 @@ async fn a_timed_out_match_is_one_trace_from_insert_to_timed_out() {
     }
     let mut pipeline = Pipeline(cmd.spawn().expect("start rpsctl run"));
 
-    let redis = env.redis().await;
-    let keys = env.config.keys();
-    for server in &env.config.servers {
-        let key = keys.cdc_checkpoint(&server.name);
-        eventually(
-            &format!("checkpoint of {}", server.name),
-            Duration::from_secs(30),
-            || {
-                let (redis, key) = (redis.clone(), key.clone());
-                async move {
-                    use fred::interfaces::KeysInterface;
-                    let exists: u32 = redis.exists(key).await.ok()?;
-                    (exists == 1).then_some(())
-                }
-            },
-        )
-        .await;
-    }
+    test_support::pipeline::wait_until_streaming(&env.config).await;
 
     let report = simulator::run(
         env.store.clone(),

@@ -90,19 +90,7 @@ async fn xa_branches_under_live_load_and_a_pipeline_kill9() {
     let tag = env.name.clone();
     let xid = |i: usize| format!("'{tag}-{i}'");
     let mut pipeline = Pipeline::start(&path);
-    let redis = env.redis().await;
-    for server in &env.config.servers {
-        let key = env.config.keys().cdc_checkpoint(&server.name);
-        eventually("reader checkpoints", Duration::from_secs(30), || {
-            let (redis, key) = (redis.clone(), key.clone());
-            async move {
-                use fred::interfaces::KeysInterface;
-                let n: u32 = redis.exists(key).await.ok()?;
-                (n == 1).then_some(())
-            }
-        })
-        .await;
-    }
+    test_support::pipeline::wait_until_streaming(&env.config).await;
 
     let load = tokio::spawn(simulator::run(
         env.store.clone(),

@@ -53,26 +53,7 @@ impl InProcessPipeline {
 
     /// Waits until the readers and the projector are ready.
     pub async fn ready(&mut self, config: &Config) {
-        use fred::interfaces::KeysInterface;
-        let client = crate::redis_client(&config.redis.url).await;
-        let keys = config.keys();
-        let names: Vec<String> = config.servers.iter().map(|s| s.name.clone()).collect();
-        crate::eventually(
-            "reader checkpoints and the projector's generation",
-            Duration::from_secs(30),
-            || {
-                let (client, keys, names) = (client.clone(), keys.clone(), names.clone());
-                async move {
-                    for n in &names {
-                        let v: Option<String> = client.get(keys.cdc_checkpoint(n)).await.ok()?;
-                        v?;
-                    }
-                    let g: Option<String> = client.get(keys.generation()).await.ok()?;
-                    g.map(|_| ())
-                }
-            },
-        )
-        .await;
+        wait_until_streaming(config).await;
     }
 
     /// Stops every component and waits for it.
@@ -82,4 +63,31 @@ impl InProcessPipeline {
             t.await.expect("pipeline task");
         }
     }
+}
+
+/// Waits until every reader has stored its starting checkpoint and the
+/// read models have a generation, whoever runs the components (in process
+/// or `rpsctl run`): from then on every row inserted is theirs to publish
+/// and apply.
+pub async fn wait_until_streaming(config: &Config) {
+    use fred::interfaces::KeysInterface;
+    let client = crate::redis_client(&config.redis.url).await;
+    let keys = config.keys();
+    let names: Vec<String> = config.servers.iter().map(|s| s.name.clone()).collect();
+    crate::eventually(
+        "reader checkpoints and the projector's generation",
+        Duration::from_secs(30),
+        || {
+            let (client, keys, names) = (client.clone(), keys.clone(), names.clone());
+            async move {
+                for n in &names {
+                    let v: Option<String> = client.get(keys.cdc_checkpoint(n)).await.ok()?;
+                    v?;
+                }
+                let g: Option<String> = client.get(keys.generation()).await.ok()?;
+                g.map(|_| ())
+            }
+        },
+    )
+    .await;
 }
