@@ -82,10 +82,16 @@ pub fn parse_checkpoint(raw: &str) -> Option<(String, u64)> {
 /// Collects the status of the deployment.
 pub async fn collect(config: Arc<Config>) -> Result<Status, HistoryError> {
     let client = ClientPolicy::patient().connect(&config.redis).await?;
+    collect_with(&config, &client).await
+}
+
+/// [`collect`] on a Redis client the caller keeps (a view that refreshes
+/// every few seconds, like `rpsctl top`).
+pub async fn collect_with(config: &Config, client: &Client) -> Result<Status, HistoryError> {
     let keys = config.keys();
-    let generation = crate::redis_io::active_generation(&client, &keys).await?;
+    let generation = crate::redis_io::active_generation(client, &keys).await?;
     let g = keys.generation_keys(generation);
-    let progress = crate::redis_io::progress(&client, &g).await?;
+    let progress = crate::redis_io::progress(client, &g).await?;
     let now = Timestamp::now();
 
     let mut shards = Vec::new();
@@ -111,7 +117,7 @@ pub async fn collect(config: Arc<Config>) -> Result<Status, HistoryError> {
         let lag_entries = if after.is_empty() {
             0
         } else {
-            count_after(&client, &stream, &start).await?
+            count_after(client, &stream, &start).await?
         };
         let last: Vec<(String, HashMap<String, String>)> = if stream_length > 0 {
             client

@@ -52,7 +52,7 @@ async fn frame(
     season: Option<SeasonId>,
 ) -> anyhow::Result<String> {
     let mut out = String::new();
-    let status = history::status::collect(config.clone()).await?;
+    let status = history::status::collect_with(config, redis).await?;
     let gk = config.keys().generation_keys(status.generation);
     let board = read_model::read::leaderboard(redis, &gk, season, 0, 10).await?;
     let scope = season.map_or("all-time".to_string(), |s| format!("season {s}"));
