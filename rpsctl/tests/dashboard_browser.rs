@@ -21,7 +21,7 @@ mod cdp;
 
 use mysql_async::prelude::Queryable;
 use serde_json::Value as Json;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 use test_support::{eventually, free_port, TestEnv};
 use tokio_util::sync::CancellationToken;
@@ -29,14 +29,7 @@ use tokio_util::sync::CancellationToken;
 const WIDTH: u32 = 1440;
 const HEIGHT: u32 = 900;
 
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use test_support::KillOnDrop as Process;
 
 fn rpsctl(config: &std::path::Path, args: &[&str]) -> Process {
     Process(
@@ -158,22 +151,6 @@ async fn page_agrees(page: &cdp::Page<'_>, http: &reqwest::Client, base: &str) -
         return (shown, snap);
     }
     panic!("the page never showed the snapshot the API serves ({last})");
-}
-
-async fn count_rows(env: &TestEnv, event_type: &str) -> u64 {
-    let mut total = 0;
-    for shard in 0..env.config.shard_count {
-        let mut conn = env.admin_conn(shard).await;
-        let n: Option<u64> = conn
-            .query_first(format!(
-                "SELECT COUNT(*) FROM `{}`.match_result_events WHERE event_type = '{event_type}'",
-                env.config.database(shard)
-            ))
-            .await
-            .expect("count");
-        total += n.unwrap_or(0);
-    }
-    total
 }
 
 /// A browser log entry the rebuild phase expects: the page's own polls
@@ -300,7 +277,7 @@ async fn the_dashboard_shows_the_live_pipeline_in_a_browser() {
         Duration::from_secs(90),
         || {
             let env = &env;
-            async move { (count_rows(env, "timed_out").await >= report.abandoned).then_some(()) }
+            async move { (env.count_events("timed_out").await >= report.abandoned).then_some(()) }
         },
     )
     .await;

@@ -5,37 +5,13 @@
 //! event tables, every abandoned match must have exactly one `timed_out`,
 //! and the API must answer from those read models.
 
-use mysql_async::prelude::Queryable;
-use rps_core::{fold::PlayerStats, ShardId};
-use std::process::{Child, Command, Stdio};
+use rps_core::fold::PlayerStats;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 use test_support::{eventually, free_port, TestEnv};
 use tokio_util::sync::CancellationToken;
 
-struct Pipeline(Child);
-
-impl Drop for Pipeline {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-async fn count_events(env: &TestEnv, event_type: &str) -> u64 {
-    let mut total = 0;
-    for shard in 0..env.config.shard_count as ShardId {
-        let mut conn = env.admin_conn(shard).await;
-        let n: Option<u64> = conn
-            .query_first(format!(
-                "SELECT COUNT(*) FROM `{}`.match_result_events WHERE event_type = '{event_type}'",
-                env.config.database(shard)
-            ))
-            .await
-            .expect("count");
-        total += n.unwrap_or(0);
-    }
-    total
-}
+use test_support::KillOnDrop as Pipeline;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tournament_from_insert_to_api() {
@@ -88,7 +64,7 @@ async fn tournament_from_insert_to_api() {
             let env = &env;
             let want = report.abandoned;
             async move {
-                let n = count_events(env, "timed_out").await;
+                let n = env.count_events("timed_out").await;
                 (n >= want).then_some(n)
             }
         },

@@ -7,22 +7,14 @@
 
 use rps_core::config::RedisConfig;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 use test_support::{
     eventually, shared_redis_url, RedisInstance, ShardServerInstance, TestEnv, TestFlavor,
     TestServer,
 };
 
-/// A component process, killed (by its pid) when dropped.
-struct Component(Child);
-
-impl Drop for Component {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use test_support::KillOnDrop as Component;
 
 fn spawn(config: &Path, component: &str, port: u16, log: &Path) -> Component {
     let log = std::fs::File::create(log).expect("log file");

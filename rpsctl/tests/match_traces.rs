@@ -18,20 +18,13 @@ use prost::Message;
 use rps_core::ShardId;
 use rps_telemetry::{attr, ids};
 use std::collections::BTreeMap;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use test_support::{eventually, free_port, TestEnv};
 use tokio_util::sync::CancellationToken;
 
-struct Pipeline(Child);
-
-impl Drop for Pipeline {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use test_support::KillOnDrop as Pipeline;
 
 /// A received span with where it came from.
 #[derive(Clone, Debug)]

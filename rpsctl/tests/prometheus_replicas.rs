@@ -17,19 +17,11 @@
 use rps_core::{MatchEvent, ShardId, Timestamp};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use test_support::{eventually, TestEnv};
 
-/// A process this test started, killed (by its pid) when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use test_support::KillOnDrop as Proc;
 
 fn spawn_component(config: &Path, component: &str, port: u16, log: &Path) -> Proc {
     let log = std::fs::File::create(log).expect("log file");

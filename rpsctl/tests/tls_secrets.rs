@@ -11,7 +11,7 @@ use rps_core::config::{Secret, TlsConfig, TlsMode};
 use rps_core::redis_client::ClientPolicy;
 use rps_core::Config;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 use test_support::tls::TestCerts;
 use test_support::{free_port, test_config, RedisInstance, ShardServerInstance, TestEnv};
@@ -20,14 +20,7 @@ const MYSQL_PASSWORD: &str = "Tls-Pipeline-pw-51b7";
 const REDIS_PASSWORD: &str = "Tls-Redis-pw-8c1f";
 const SERVER: &str = "tls-a";
 
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use test_support::KillOnDrop as Killed;
 
 /// A private TLS shard server, a private TLS Redis and a config that
 /// trusts the test CA and presents a client certificate.

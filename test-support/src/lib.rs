@@ -231,6 +231,25 @@ impl TestEnv {
     }
 
     /// An admin (root) connection to the server hosting `shard`.
+    /// Rows of `event_type` in every shard's event table, counted on the
+    /// servers (the truth a test compares the pipeline's figures with).
+    pub async fn count_events(&self, event_type: &str) -> u64 {
+        use mysql_async::prelude::Queryable;
+        let mut total = 0;
+        for shard in 0..self.config.shard_count {
+            let mut conn = self.admin_conn(shard).await;
+            let n: Option<u64> = conn
+                .query_first(format!(
+                    "SELECT COUNT(*) FROM `{}`.match_result_events WHERE event_type = '{event_type}'",
+                    self.config.database(shard)
+                ))
+                .await
+                .expect("count");
+            total += n.unwrap_or(0);
+        }
+        total
+    }
+
     pub async fn admin_conn(&self, shard: u16) -> mysql_async::Conn {
         admin_conn(self.config.server_of(shard)).await
     }
@@ -786,5 +805,16 @@ impl ReplyCutter {
 impl Drop for ReplyCutter {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// A process a test started, killed and reaped when dropped, so that a
+/// failing assertion leaves nothing running.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
