@@ -6,7 +6,7 @@
 //! healthcheck`, the compose health check, exits 0 and 1 accordingly.
 
 use rps_core::config::RedisConfig;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 use test_support::{
@@ -14,24 +14,9 @@ use test_support::{
     TestServer,
 };
 
-use test_support::KillOnDrop as Component;
-
-fn spawn(config: &Path, component: &str, port: u16, log: &Path) -> Component {
-    let log = std::fs::File::create(log).expect("log file");
-    Component(
-        Command::new(env!("CARGO_BIN_EXE_rpsctl"))
-            .arg("--config")
-            .arg(config)
-            .arg(component)
-            .arg("--metrics-bind")
-            .arg(format!("127.0.0.1:{port}"))
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("spawn rpsctl"),
-    )
-}
+#[path = "common/component.rs"]
+mod component;
+use component::spawn_component;
 
 /// Status and body of a GET, or None while nothing answers.
 async fn get(port: u16, path: &str) -> Option<(u16, serde_json::Value)> {
@@ -92,8 +77,8 @@ async fn projector_and_compensator_are_not_ready_while_redis_is_gone() {
     };
     let (_dir, path) = test_support::write_config_file(&config);
     let (pp, cp) = (test_support::free_port(), test_support::free_port());
-    let _projector = spawn(&path, "projector", pp, &log_path(&env, "projector"));
-    let _compensator = spawn(&path, "compensator", cp, &log_path(&env, "compensator"));
+    let _projector = spawn_component(&path, "projector", pp, &log_path(&env, "projector"));
+    let _compensator = spawn_component(&path, "compensator", cp, &log_path(&env, "compensator"));
 
     for port in [pp, cp] {
         let alive = wait_status("/healthz answers", port, "/healthz", 200).await;
@@ -146,7 +131,7 @@ async fn the_reader_is_not_ready_while_its_server_is_down() {
     .await;
     let (_dir, path) = env.write_config_file();
     let port = test_support::free_port();
-    let _reader = spawn(&path, "cdc-reader", port, &log_path(&env, "cdc-reader"));
+    let _reader = spawn_component(&path, "cdc-reader", port, &log_path(&env, "cdc-reader"));
 
     wait_status("/healthz answers", port, "/healthz", 200).await;
     // Ready once the binlog streams (after the first start's bootstrap).

@@ -23,22 +23,9 @@ use test_support::{eventually, TestEnv};
 
 use test_support::KillOnDrop as Proc;
 
-fn spawn_component(config: &Path, component: &str, port: u16, log: &Path) -> Proc {
-    let log = std::fs::File::create(log).expect("log file");
-    Proc(
-        Command::new(env!("CARGO_BIN_EXE_rpsctl"))
-            .arg("--config")
-            .arg(config)
-            .arg(component)
-            .arg("--metrics-bind")
-            .arg(format!("127.0.0.1:{port}"))
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("spawn rpsctl"),
-    )
-}
+#[path = "common/component.rs"]
+mod component;
+use component::spawn_component;
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
