@@ -89,6 +89,9 @@ struct AppState {
     servers: Vec<(String, Vec<u16>)>,
     shard_server: Vec<String>,
     dashboard: dashboard::Dashboard,
+    /// The last generation whose recorded partition count was found equal
+    /// to `redis.partitions` (0: none yet).
+    layout_checked: std::sync::atomic::AtomicU64,
 }
 
 type Shared = Arc<AppState>;
@@ -185,7 +188,7 @@ pub async fn router(
     pool.init().await?;
     let state = Arc::new(AppState {
         pool,
-        keys: Keys::new(&config.redis.prefix),
+        keys: config.keys(),
         shard_count: config.shard_count,
         metrics,
         pages: cache::PageCache::new(options.page_cache_ttl),
@@ -198,6 +201,7 @@ pub async fn router(
             .map(|shard| config.server_of(shard).name.clone())
             .collect(),
         dashboard: dashboard::Dashboard::new(options.dashboard_interval, options.dashboard_history),
+        layout_checked: Default::default(),
     });
     dashboard::spawn_sampler(&state);
     let limit = Duration::from_millis(config.api.request_timeout_ms);
@@ -399,13 +403,38 @@ async fn finish(route: &'static str, started: Instant, r: Result<Response, Failu
 async fn generation(state: &AppState) -> Result<u64, Failure> {
     let client = state.pool.next();
     match read_model::generation::active(client, &state.keys).await {
-        Ok(Some(g)) => Ok(g),
+        Ok(Some(g)) => {
+            check_layout(state, g).await?;
+            Ok(g)
+        }
         Ok(None) => Err(Failure::Unavailable(format!(
             "read models not available: `{}` is not set (the projector has not started, or Redis lost its state and a replay is needed)",
             state.keys.generation()
         ))),
         Err(read_model::generation::GenerationError::Redis(e)) => Err(Failure::Redis(e)),
         Err(e) => Err(Failure::Unavailable(e.to_string())),
+    }
+}
+
+/// Refuses to read a generation written with another partition count: its
+/// players would be looked for in the wrong partitions. Checked once per
+/// generation (a generation with nothing written yet is checked again).
+async fn check_layout(state: &AppState, g: u64) -> Result<(), Failure> {
+    use std::sync::atomic::Ordering;
+    if state.layout_checked.load(Ordering::Relaxed) == g {
+        return Ok(());
+    }
+    let gk = state.keys.generation_keys(g);
+    match read::recorded_partitions(state.pool.next(), &gk).await? {
+        Some(n) if n != gk.partitions() => Err(Failure::Unavailable(format!(
+            "generation {g} spreads the players over {n} partitions, but `redis.partitions` is {}: set it to {n}",
+            gk.partitions()
+        ))),
+        Some(_) => {
+            state.layout_checked.store(g, Ordering::Relaxed);
+            Ok(())
+        }
+        None => Ok(()),
     }
 }
 
@@ -558,7 +587,7 @@ async fn match_state(State(st): State<Shared>, id: PathId) -> Response {
         let id = id.0?;
         let gen = generation(&st).await?;
         let gk = st.keys.generation_keys(gen);
-        match read::match_state(st.pool.next(), &gk, id).await? {
+        match read::find_match(st.pool.next(), &gk, st.shard_count, id).await? {
             Some(m) => Ok(axum::Json(match_json(&m)).into_response()),
             None => Err(Failure::NotFound(format!("match {id} has no valid event"))),
         }
@@ -699,6 +728,7 @@ mod tests {
             servers: Vec::new(),
             shard_server: Vec::new(),
             dashboard: dashboard::Dashboard::new(Duration::from_secs(2), Duration::from_secs(60)),
+            layout_checked: Default::default(),
         });
         let mut table = routes();
         table.extend(extra);

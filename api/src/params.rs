@@ -9,9 +9,10 @@ use rps_core::SeasonId;
 /// Pages are at most this long.
 pub const MAX_LIMIT: u64 = 1000;
 
-/// The largest `offset` accepted: the last index of the longest page
-/// (`offset + limit - 1`) must still be a Redis range index (an `i64`).
-pub const MAX_OFFSET: u64 = (i64::MAX as u64) - (MAX_LIMIT - 1);
+/// The largest `offset` accepted. A page is the merge of every player
+/// partition's first `offset + limit` entries, so the depth is bounded;
+/// a player's neighbourhood at any depth is `/v1/players/{id}/around`.
+pub const MAX_OFFSET: u64 = 10_000;
 
 /// A parameter that cannot be used, and why.
 #[derive(Debug, Clone)]

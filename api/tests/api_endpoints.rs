@@ -7,7 +7,6 @@ mod common;
 use common::{entry, get};
 use projector::fred::prelude::*;
 use rps_api::ApiOptions;
-use rps_core::Keys;
 use serde_json::{json, Value as Json};
 use std::time::Duration;
 use test_support::TestEnv;
@@ -16,7 +15,7 @@ use test_support::TestEnv;
 async fn every_endpoint_and_every_bad_parameter() {
     let env = TestEnv::with_shards("api_endpoints", 1).await;
     let client = env.redis().await;
-    let keys = Keys::new(&env.config.redis.prefix);
+    let keys = env.config.keys();
     let events = common::load_fixture(&env).await;
 
     // The process-wide recorder, as rpsctl installs it (one test per binary).

@@ -9,8 +9,8 @@ mod common;
 use common::{entry, get};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use projector::fred::prelude::*;
+use read_model::ReadModelKeys;
 use rps_api::ApiOptions;
-use rps_core::Keys;
 use serde_json::{json, Value as Json};
 use std::time::Duration;
 use test_support::{eventually, TestEnv};
@@ -25,7 +25,7 @@ async fn dashboard(addr: std::net::SocketAddr) -> Json {
 async fn the_snapshot_follows_the_read_models() {
     let env = TestEnv::with_shards("api_dashboard", 1).await;
     let client = env.redis().await;
-    let keys = Keys::new(&env.config.redis.prefix);
+    let keys = env.config.keys();
     common::load_fixture(&env).await;
 
     // A registry of this test's own, with a compensator's figures in it.
@@ -154,6 +154,32 @@ async fn the_snapshot_follows_the_read_models() {
         ])
     );
 
+    // The compensators' bookkeeping, read from the shard's own keys: one
+    // deadline being retried, one parked.
+    for m in ["0:61", "0:62"] {
+        let _: () = client
+            .hset(keys.deadline_attempts(0), (m, "{}"))
+            .await
+            .unwrap();
+    }
+    let _: () = client
+        .zadd(
+            keys.deadline_leases(0),
+            None,
+            None,
+            false,
+            false,
+            vec![(1.0, "0:61"), (rps_api::dashboard::PARKED_LEASE, "0:62")],
+        )
+        .await
+        .unwrap();
+    eventually("retrying and parked", Duration::from_secs(10), || async {
+        let b = dashboard(addr).await;
+        let c = &b["compensations"];
+        (c["retrying"] == 1 && c["parked"] == 1).then_some(())
+    })
+    .await;
+
     // History: one column entry per sample, the lifecycle in it.
     let b = eventually("a few samples", Duration::from_secs(10), || async {
         let b = dashboard(addr).await;
@@ -179,8 +205,8 @@ async fn the_snapshot_follows_the_read_models() {
     assert_eq!(b["events_per_second"]["published"], 0.0);
 
     // A replay building generation 2 beside the live one.
-    let next = format!("{}:g2:progress", env.config.redis.prefix);
-    let _: () = client.hset(&next, ("0", "1-0")).await.unwrap();
+    let next = keys.generation_keys(2).progress(0);
+    let _: () = client.hset(&next, ("id", "1-0")).await.unwrap();
     let b = eventually("rebuild shown", Duration::from_secs(10), || async {
         let b = dashboard(addr).await;
         (b["rebuild"]["in_progress"] == true).then_some(b)

@@ -56,9 +56,13 @@ async fn set_checkpoint(env: &TestEnv, start: &Checkpoint) -> anyhow::Result<()>
     for s in 0..env.config.shard_count {
         let _: () = redis.del(keys.events(s)).await?;
     }
+    let server = &env.config.servers[0].name;
+    for k in keys.cdc_target_checkpoints(server, env.config.shard_count) {
+        let _: () = redis.del(k).await?;
+    }
     let _: () = redis
         .set(
-            keys.cdc_checkpoint(&env.config.servers[0].name),
+            keys.cdc_checkpoint(server),
             start.encode("bench", 0),
             None,
             None,

@@ -76,7 +76,10 @@ async fn publish_from(env: &TestEnv, start: &Checkpoint, rows: u64) -> anyhow::R
         let _: () = redis.del(keys.events(s)).await?;
     }
     let server = &env.config.servers[0].name;
-    let _: () = redis.del(keys.cdc_xa_branches(server)).await?;
+    for t in rps_core::keys::PublishTarget::all(env.config.shard_count) {
+        let _: () = redis.del(keys.cdc_xa_branches(server, t)).await?;
+        let _: () = redis.del(keys.cdc_target_checkpoint(server, t)).await?;
+    }
     let _: () = redis
         .set(
             keys.cdc_checkpoint(server),

@@ -14,6 +14,7 @@ use crate::publish::{Batch, BatchMark, Publisher, RELEASE_CHUNK};
 use crate::xa::{Release, XaBranches};
 use rps_core::deadletter::{DeadLetter, Origin};
 use rps_core::gtid::Gtid;
+use rps_core::keys::PublishTarget;
 use rps_core::Timestamp;
 use std::time::Instant;
 use tokio::sync::watch;
@@ -28,8 +29,11 @@ struct Group {
     gtid: Option<Gtid>,
     /// Row items (entries and dead letters) seen so far, skipped ones included.
     items: u64,
-    /// How many of the first items an earlier run already published.
-    skip: u64,
+    /// The same by target ([`PublishTarget::index`]).
+    items_by: Vec<u64>,
+    /// By target: how many of its first items an earlier run already
+    /// published (`u64::MAX`: all of them).
+    skip_by: Vec<u64>,
     /// Where the group's items start in the batch being filled.
     mark: BatchMark,
     /// Some of its items went out with an earlier batch.
@@ -42,8 +46,11 @@ pub struct Cursor {
     xa: XaBranches,
     /// Everything up to the last group end; `inflight` is always None here.
     committed: Checkpoint,
-    /// The partly published group of the start checkpoint, until it is met.
-    resume: Option<(Gtid, u64)>,
+    /// Target checkpoints past the start ([`crate::publish::Resume::ahead`]),
+    /// until the groups they hold are read again.
+    ahead: Vec<(usize, Checkpoint)>,
+    /// The dead letters' target index.
+    dead_letters: usize,
     group: Group,
     /// A group ended since the last flush: the checkpoint has moved.
     dirty: bool,
@@ -59,19 +66,25 @@ impl Cursor {
         publisher: Publisher,
         xa: XaBranches,
         start: &Checkpoint,
+        ahead: Vec<(usize, Checkpoint)>,
         batch_rows: usize,
         server: &str,
         lag_tx: watch::Sender<(String, u64)>,
     ) -> Cursor {
         let batch = Batch::default();
+        let targets = publisher.target_count();
+        let dead_letters = PublishTarget::DeadLetters.index(publisher.shard_count());
         Cursor {
             group: Group {
                 gtid: None,
                 items: 0,
-                skip: 0,
+                items_by: vec![0; targets],
+                skip_by: vec![0; targets],
                 mark: batch.mark(),
                 spilled: false,
             },
+            ahead,
+            dead_letters,
             publisher,
             batch,
             xa,
@@ -79,7 +92,6 @@ impl Cursor {
                 inflight: None,
                 ..start.clone()
             },
-            resume: start.inflight.clone(),
             dirty: false,
             last_flush: Instant::now(),
             batch_rows: batch_rows.max(1) as u64,
@@ -108,7 +120,8 @@ impl Cursor {
             Action::Begin { gtid, .. } => self.begin(gtid),
             Action::XaStart { xid } => self.xa.start(&self.batch, xid),
             Action::Row(ev) => {
-                let publish = self.next_item();
+                let publish = self
+                    .next_item(PublishTarget::Shard(ev.shard).index(self.publisher.shard_count()));
                 if self.xa.in_branch() {
                     self.xa
                         .hold_row(&self.publisher, &mut self.batch, &ev, publish);
@@ -117,7 +130,7 @@ impl Cursor {
                 }
             }
             Action::Dead(dl) => {
-                let publish = self.next_item();
+                let publish = self.next_item(self.dead_letters);
                 if self.xa.in_branch() {
                     self.xa
                         .hold_dead(&self.publisher, &mut self.batch, &dl, publish);
@@ -184,29 +197,45 @@ impl Cursor {
 
     fn begin(&mut self, gtid: Option<Gtid>) {
         self.xa.begin();
-        // The partly published group is recognised by its GTID; groups of
-        // other databases may come first.
-        let skip = match &self.resume {
-            Some((g, n)) if gtid.as_ref() == Some(g) => {
-                let n = *n;
-                self.resume = None;
-                n
+        self.group.items = 0;
+        self.group.items_by.fill(0);
+        self.group.skip_by.fill(0);
+        if let (Some(g), false) = (&gtid, self.ahead.is_empty()) {
+            let skip_by = &mut self.group.skip_by;
+            // A target checkpoint holds the groups in its GTID position and
+            // the first items of its group in flight; that group is
+            // recognised by its GTID (groups of other databases may come
+            // first), and once it is met the target has nothing more.
+            self.ahead.retain(|(t, ck)| {
+                let out = ck.items_out(g);
+                skip_by[*t] = out;
+                match &ck.inflight {
+                    _ if out == u64::MAX => true,
+                    Some((in_flight, _)) => in_flight != g,
+                    None => false,
+                }
+            });
+            if self.ahead.is_empty() {
+                info!("read past every target's checkpoint: publishing everything again");
             }
-            _ => 0,
-        };
-        self.group = Group {
-            gtid,
-            items: 0,
-            skip,
-            mark: self.batch.mark(),
-            spilled: false,
-        };
+        }
+        self.group.gtid = gtid;
+        self.group.mark = self.batch.mark();
+        self.group.spilled = false;
     }
 
-    /// Counts a row item of the group; false if an earlier run published it.
-    fn next_item(&mut self) -> bool {
+    /// Counts a row item of the group for target `t`; false if an earlier
+    /// run published it.
+    fn next_item(&mut self, t: usize) -> bool {
         self.group.items += 1;
-        self.group.items > self.group.skip
+        let n = &mut self.group.items_by[t];
+        *n += 1;
+        *n > self.group.skip_by[t]
+    }
+
+    /// Some target already had part of the group from an earlier run.
+    fn published_before(&self) -> bool {
+        self.group.skip_by.iter().any(|&n| n > 0)
     }
 
     fn end_group(&mut self, file: &str, pos: u64, ts: Timestamp) {
@@ -217,7 +246,8 @@ impl Cursor {
         self.committed.pos = pos;
         self.committed.commit_ts = ts.as_micros();
         self.group.items = 0;
-        self.group.skip = 0;
+        self.group.items_by.fill(0);
+        self.group.skip_by.fill(0);
         self.dirty = true;
     }
 
@@ -229,7 +259,7 @@ impl Cursor {
             return;
         }
         let cut = self.batch.truncate(self.group.mark);
-        if cut && !self.group.spilled && self.group.skip == 0 {
+        if cut && !self.group.spilled && !self.published_before() {
             return;
         }
         let dl = DeadLetter {
@@ -254,7 +284,9 @@ impl Cursor {
             ..Default::default()
         };
         error!(reason = %dl.reason, "a group ended with ROLLBACK after part of it was published");
-        self.publisher.push_dead(&mut self.batch, &dl);
+        if self.next_item(self.dead_letters) {
+            self.publisher.push_dead(&mut self.batch, &dl);
+        }
     }
 
     /// The checkpoint that covers the batch: the last group end, plus the
@@ -267,7 +299,7 @@ impl Cursor {
         ck
     }
 
-    /// Writes the batch with the checkpoint that covers it, in one step.
+    /// Writes the batch with the checkpoints that cover it.
     pub async fn flush(&mut self) -> Result<(), Transient> {
         let ck = self.checkpoint(true);
         self.write(&ck).await?;
@@ -283,7 +315,9 @@ impl Cursor {
         let entries = self.batch.entries + self.batch.released;
         let dead = std::mem::take(&mut self.batch.dead);
         let t0 = Instant::now();
-        self.publisher.publish(&mut self.batch, ck).await?;
+        self.publisher
+            .publish(&mut self.batch, ck, &self.group.items_by)
+            .await?;
         let took = t0.elapsed().as_secs_f64();
         tracing::debug!(
             entries,
@@ -318,24 +352,35 @@ impl Cursor {
         release: Release,
         in_group: bool,
     ) -> Result<(), Transient> {
-        let Release::Chunked(keys) = release else {
+        let Release::Chunked(targets) = release else {
             return Ok(());
         };
         let before = self.checkpoint(in_group);
+        // A decision group has no items of its own: counts are all 0 there.
+        let in_flight = self.group.items_by.clone();
         let released = std::mem::take(&mut self.batch.released);
         self.write(&before).await?;
         let mut steps = 0u64;
-        loop {
-            self.publisher
-                .push_release(&mut self.batch, &keys, Some(RELEASE_CHUNK));
-            let left = self.publisher.publish(&mut self.batch, &before).await?;
-            steps += 1;
-            if left == 0 {
-                break;
+        for keys in &targets {
+            loop {
+                self.publisher
+                    .push_release(&mut self.batch, keys, Some(RELEASE_CHUNK));
+                let left = self
+                    .publisher
+                    .publish(&mut self.batch, &before, &in_flight)
+                    .await?;
+                steps += 1;
+                if left == 0 {
+                    break;
+                }
             }
         }
-        info!(branch = %keys.field, steps, "large XA branch released in steps");
-        self.publisher.push_release(&mut self.batch, &keys, None);
+        if let Some(keys) = targets.first() {
+            info!(branch = %keys.field, steps, "large XA branch released in steps");
+        }
+        for keys in &targets {
+            self.publisher.push_release(&mut self.batch, keys, None);
+        }
         self.batch.released = released;
         Ok(())
     }

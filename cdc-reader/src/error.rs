@@ -55,6 +55,14 @@ pub enum Transient {
     },
     #[error("server `{server}`: the checkpoint was changed by another reader (fenced); resuming from it")]
     Fenced { server: String },
+    #[error("server `{server}`: a bootstrap is committing ({value} in the checkpoint); waiting for it. \
+             If no bootstrap runs (it died: the recovery supervisor starts another), delete the \
+             checkpoint `{key}`")]
+    Bootstrapping {
+        server: String,
+        key: String,
+        value: String,
+    },
     #[error("server `{server}`: no event or heartbeat for {secs} s")]
     Silent { server: String, secs: u64 },
     #[error("server `{server}`: the binlog stream ended")]
@@ -93,6 +101,15 @@ pub enum Definite {
         server: String,
         key: String,
         message: String,
+    },
+    #[error("server `{server}`: the target checkpoint `{key}` is gone although the server checkpoint \
+             `{server_key}` records steps written to it: Redis lost that slot's data (its stream with it). \
+             Delete `{server_key}`: under `rpsctl run` or `rpsctl cdc-reader` the supervisor then rebuilds \
+             the read models from consistent snapshots and streams on from there")]
+    TargetCheckpointLost {
+        server: String,
+        key: String,
+        server_key: String,
     },
     #[error("server `{server}` does not support a statement the reader needs (error {code}: {message}). \
              Check that its version is supported (docs/operations.md, \"Supported servers\")")]

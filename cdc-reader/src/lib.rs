@@ -24,4 +24,4 @@ pub mod xa;
 
 pub use checkpoint::Checkpoint;
 pub use error::{CdcError, Definite, Transient};
-pub use reader::{run, run_server, run_with_readiness, start_position};
+pub use reader::{run, run_server, run_servers, run_with_readiness, start_position};

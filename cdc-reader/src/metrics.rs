@@ -7,6 +7,7 @@
 //! error string.
 
 use metrics::Unit;
+use rps_core::metric_catalogue::MetricCatalogue;
 
 /// Counter: stream entries published, per server (rows/s = its rate).
 pub const EVENTS_PUBLISHED: &str = "rps_cdc_events_published_total";
@@ -41,80 +42,66 @@ pub const XA_DECISIONS: &str = "rps_cdc_xa_decisions_total";
 /// Counter: groups that ended with ROLLBACK, per server.
 pub const ROLLED_BACK_GROUPS: &str = "rps_cdc_rolled_back_groups_total";
 
-/// Every counter with its help text.
-pub const COUNTERS: &[(&str, &str)] = &[
-    (EVENTS_PUBLISHED, "Stream entries published, per server"),
-    (
-        DEAD_LETTERS,
-        "Binlog rows written to the dead letter instead of a stream, per server and kind",
-    ),
-    (RECONNECTS, "Reconnects after a transient error, per server"),
-    (
-        BATCHES,
-        "Atomic publish steps (entries and checkpoint in one Redis call), per server",
-    ),
-    (
-        TRIMMED,
-        "Stream entries trimmed after every consumer group applied them",
-    ),
-    (
-        XA_DECISIONS,
-        "XA decisions read from the binlog, per server and decision",
-    ),
-    (ROLLED_BACK_GROUPS, "Binlog groups that ended with ROLLBACK"),
-];
-
-/// Every gauge with its unit and help text.
-pub const GAUGES: &[(&str, Unit, &str)] = &[
-    (
-        LAG_SECONDS,
-        Unit::Seconds,
-        "Now minus the commit time of the last published transaction (0 at the head)",
-    ),
-    (
-        LAG_BYTES,
-        Unit::Bytes,
-        "Binlog bytes between the checkpoint and the server's head",
-    ),
-    (UP, Unit::Count, "1 while the server's reader is streaming"),
-    (
-        HEARTBEAT_TIMESTAMP,
-        Unit::Seconds,
-        "Unix time of the last heartbeat or publish of the server's stream",
-    ),
-    (
-        XA_PREPARED,
-        Unit::Count,
-        "XA branches prepared and not yet decided, per server",
-    ),
-    (
-        XA_OLDEST_SECONDS,
-        Unit::Seconds,
-        "Age of the oldest prepared, undecided XA branch (0 when none)",
-    ),
-];
-
-/// Every histogram with its help text and bucket bounds (seconds). A
-/// publish is one Redis round trip plus the script (well under a
-/// millisecond when Redis is idle); the upper buckets catch the stalls of
-/// an AOF rewrite.
-pub const HISTOGRAMS: &[(&str, &str, &[f64])] = &[(
-    PUBLISH_SECONDS,
-    "Wall time of one atomic publish step (entries and checkpoint)",
-    &[
-        0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+/// Every metric of the reader, with its help text and, for a histogram, its
+/// buckets.
+pub const CATALOGUE: MetricCatalogue = MetricCatalogue {
+    counters: &[
+        (EVENTS_PUBLISHED, "Stream entries published, per server"),
+        (
+            DEAD_LETTERS,
+            "Binlog rows written to the dead letter instead of a stream, per server and kind",
+        ),
+        (RECONNECTS, "Reconnects after a transient error, per server"),
+        (
+            BATCHES,
+            "Atomic publish steps (entries and checkpoint in one Redis call), per server",
+        ),
+        (
+            TRIMMED,
+            "Stream entries trimmed after every consumer group applied them",
+        ),
+        (
+            XA_DECISIONS,
+            "XA decisions read from the binlog, per server and decision",
+        ),
+        (ROLLED_BACK_GROUPS, "Binlog groups that ended with ROLLBACK"),
     ],
-)];
-
-/// Registers the help text with the installed recorder.
-pub fn describe() {
-    for (name, help) in COUNTERS {
-        metrics::describe_counter!(*name, Unit::Count, *help);
-    }
-    for (name, unit, help) in GAUGES {
-        metrics::describe_gauge!(*name, *unit, *help);
-    }
-    for (name, help, _) in HISTOGRAMS {
-        metrics::describe_histogram!(*name, Unit::Seconds, *help);
-    }
-}
+    gauges: &[
+        (
+            LAG_SECONDS,
+            Unit::Seconds,
+            "Now minus the commit time of the last published transaction (0 at the head)",
+        ),
+        (
+            LAG_BYTES,
+            Unit::Bytes,
+            "Binlog bytes between the checkpoint and the server's head",
+        ),
+        (UP, Unit::Count, "1 while the server's reader is streaming"),
+        (
+            HEARTBEAT_TIMESTAMP,
+            Unit::Seconds,
+            "Unix time of the last heartbeat or publish of the server's stream",
+        ),
+        (
+            XA_PREPARED,
+            Unit::Count,
+            "XA branches prepared and not yet decided, per server",
+        ),
+        (
+            XA_OLDEST_SECONDS,
+            Unit::Seconds,
+            "Age of the oldest prepared, undecided XA branch (0 when none)",
+        ),
+    ],
+    // A publish is one Redis round trip plus the script (well under a
+    // millisecond when Redis is idle); the upper buckets catch the stalls of
+    // an AOF rewrite.
+    histograms: &[(
+        PUBLISH_SECONDS,
+        "Wall time of one atomic publish step (entries and checkpoint)",
+        &[
+            0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+        ],
+    )],
+};

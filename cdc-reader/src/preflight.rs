@@ -114,25 +114,18 @@ pub async fn current_position(
     })
 }
 
-/// Bytes of binlog from `(file, pos)` to the server's head (SHOW BINARY LOGS).
+/// Bytes of binlog from `(file, pos)` to the server's head; every byte
+/// the server has when `file` is gone or not yet known.
 pub async fn lag_bytes(
     conn: &mut Conn,
     flavor: Flavor,
     file: &str,
     pos: u64,
 ) -> Result<u64, mysql_async::Error> {
-    let logs = flavor.binary_logs(conn).await?;
-    let mut total = 0u64;
-    let mut seen = false;
-    for (name, size) in logs {
-        if name == file {
-            seen = true;
-            total += size.saturating_sub(pos);
-        } else if seen || file.is_empty() || name.as_str() > file {
-            total += size;
-        }
-    }
-    Ok(total)
+    let state = rps_event_store::BinlogState::read(conn, flavor).await?;
+    Ok(state
+        .bytes_behind(file, pos)
+        .unwrap_or_else(|| state.total_bytes()))
 }
 
 #[cfg(test)]

@@ -52,8 +52,21 @@ pub async fn run_with_readiness(
     shutdown: CancellationToken,
     ready: Readiness,
 ) -> Result<(), CdcError> {
+    let all: Vec<usize> = (0..config.servers.len()).collect();
+    run_servers(config, &all, shutdown, ready).await
+}
+
+/// [`run_with_readiness`] for some of the servers (by index in
+/// `config.servers`): one reader process per MySQL server, each its own
+/// failure domain, as a deployment that outgrows one process runs them.
+pub async fn run_servers(
+    config: Arc<Config>,
+    servers: &[usize],
+    shutdown: CancellationToken,
+    ready: Readiness,
+) -> Result<(), CdcError> {
     let mut tasks = Vec::new();
-    for i in 0..config.servers.len() {
+    for &i in servers {
         let c = config.clone();
         let s = shutdown.clone();
         let r = ready.clone();
@@ -269,10 +282,10 @@ async fn session(
 ) -> Result<(), SessionError> {
     let server = config.servers[index].name.clone();
     let ck_key = config.keys().cdc_checkpoint(&server);
-    let (mut publisher, stored) = Publisher::connect(config, index).await?;
+    let (mut publisher, resume) = Publisher::connect(config, index).await?;
     let mysql = |e| classify_mysql(&server, &ck_key, e);
     let (mut conn, facts) = connect_checked(config, index).await?;
-    let start = match stored {
+    let start = match resume.start {
         Some(c) => c,
         None => {
             let c = preflight::current_position(&mut conn, facts.flavor)
@@ -280,7 +293,7 @@ async fn session(
                 .map_err(mysql)?;
             // Store the starting point at once: a crash before the first
             // commit must not move the start past rows written meanwhile.
-            publisher.publish(&mut Batch::default(), &c).await?;
+            publisher.publish(&mut Batch::default(), &c, &[]).await?;
             info!(gtid = %c.gtid, file = %c.file, pos = c.pos, "no checkpoint: starting at the server's current position");
             // Their prepare parts are behind the start: if they hold event
             // rows, a later commit cannot publish them.
@@ -295,10 +308,18 @@ async fn session(
             c
         }
     };
-    stream(
-        config, index, conn, start, publisher, facts, shutdown, ready,
-    )
-    .await
+    let at = Start {
+        checkpoint: start,
+        ahead: resume.ahead,
+    };
+    stream(config, index, conn, at, publisher, facts, shutdown, ready).await
+}
+
+/// Where a session streams from.
+pub struct Start {
+    pub checkpoint: Checkpoint,
+    /// What targets already have past it ([`crate::publish::Resume::ahead`]).
+    pub ahead: Vec<(usize, Checkpoint)>,
 }
 
 /// Streams one server's binlog from `start` and publishes it; returns on
@@ -309,7 +330,7 @@ pub async fn stream(
     config: &Arc<Config>,
     index: usize,
     conn: Conn,
-    start: Checkpoint,
+    start: Start,
     publisher: Publisher,
     facts: preflight::ServerFacts,
     shutdown: &CancellationToken,
@@ -319,6 +340,10 @@ pub async fn stream(
     let labels = [("server", server.clone())];
     let ck_key = config.keys().cdc_checkpoint(&server);
     let mysql = |e| classify_mysql(&server, &ck_key, e);
+    let Start {
+        checkpoint: start,
+        ahead,
+    } = start;
     let heartbeat = Duration::from_millis(config.cdc.heartbeat_ms.max(100));
     let server_id = config.cdc.server_id_base + index as u32;
     info!(gtid = %start.gtid, file = %start.file, pos = start.pos,
@@ -346,12 +371,19 @@ pub async fn stream(
     ));
     let _stop_lag = AbortOnDrop(lag_task);
 
-    let xa = XaBranches::load(publisher.client(), &config.keys(), &server).await?;
+    let xa = XaBranches::load(
+        publisher.client(),
+        &config.keys(),
+        &server,
+        config.shard_count,
+    )
+    .await?;
     let mut decoder = Decoder::new(config.clone(), &server, &start.file);
     let mut cursor = Cursor::new(
         publisher,
         xa,
         &start,
+        ahead,
         config.cdc.batch_rows,
         &server,
         lag_tx,

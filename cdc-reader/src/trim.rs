@@ -8,7 +8,8 @@
 //! said what they read.
 
 use fred::prelude::*;
-use fred::types::{ClusterHash, CustomCommand, Value};
+use fred::types::{CustomCommand, Value};
+use rps_core::redis_client::slot_of;
 use rps_core::stream::StreamId;
 use rps_core::Config;
 fn text(v: &Value) -> Option<String> {
@@ -22,7 +23,7 @@ pub async fn lowest_needed(
 ) -> Result<Option<StreamId>, fred::error::Error> {
     let groups: Value = client
         .custom(
-            CustomCommand::new_static("XINFO", ClusterHash::FirstKey, false),
+            CustomCommand::new_static("XINFO", slot_of(key), false),
             vec!["GROUPS", key],
         )
         .await?;
@@ -47,7 +48,7 @@ pub async fn lowest_needed(
         let need = if pending > 0 {
             let summary: Value = client
                 .custom(
-                    CustomCommand::new_static("XPENDING", ClusterHash::FirstKey, false),
+                    CustomCommand::new_static("XPENDING", slot_of(key), false),
                     vec![key, name.as_str()],
                 )
                 .await?;
@@ -89,7 +90,7 @@ pub async fn trim_once(
         }
         let n: Value = client
             .custom(
-                CustomCommand::new_static("XTRIM", ClusterHash::FirstKey, false),
+                CustomCommand::new_static("XTRIM", slot_of(&key), false),
                 vec![key.clone(), "MINID".into(), min_id.to_string()],
             )
             .await?;

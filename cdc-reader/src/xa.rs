@@ -8,7 +8,9 @@
 //! memory (a restart would lose them, the binlog would not send them
 //! again). So they go to the branch's hold stream in Redis, in the same
 //! atomic steps as the checkpoints that move past them, and the branch is
-//! recorded in the server's registry hash. The decision, a later group of
+//! recorded in the registry hash. Each target (a shard, the dead letters)
+//! keeps its part of a branch — hold, registry entry, match set — in its
+//! own slot, so a decision is one atomic step per target. The decision, a later group of
 //! its own, moves the held items to their streams (commit) or deletes them
 //! (rollback), again in the step of the checkpoint that covers it. A crash
 //! anywhere leaves either the step before or the step after: exactly once.
@@ -17,8 +19,9 @@
 //! what stays is one [`HeldBranch`] summary per undecided branch.
 
 use crate::error::Transient;
-use crate::publish::{redis_err, Batch, BranchKeys, HeldTarget, Publisher};
+use crate::publish::{redis_err, Batch, BranchKeys, Publisher};
 use fred::prelude::*;
+use rps_core::keys::PublishTarget;
 use rps_core::xa::{held_match_member, HeldBranch, Xid};
 use rps_core::{Keys, StreamEvent, Timestamp};
 use std::collections::{HashMap, HashSet};
@@ -65,7 +68,6 @@ impl InBatch {
 /// The branch of the group being read, between its start and its prepare.
 struct OpenBranch {
     xid: Xid,
-    keys: BranchKeys,
     summary: HeldBranch,
     matches: HashSet<(u16, i64)>,
     in_batch: InBatch,
@@ -75,7 +77,7 @@ struct OpenBranch {
 pub struct XaBranches {
     server: String,
     keys: Keys,
-    registry: String,
+    shard_count: u16,
     /// Prepared and undecided: the mirror of the registry hash.
     held: HashMap<Xid, HeldBranch>,
     /// Prepared and undecided, holding nothing of the event tables (another
@@ -93,16 +95,24 @@ pub struct XaBranches {
 pub enum Release {
     /// Done inside the batch.
     Inline,
-    /// Too large for one step: release these keys in bounded steps first.
-    Chunked(BranchKeys),
+    /// Too large for one step: release these targets' holds in bounded
+    /// steps first.
+    Chunked(Vec<BranchKeys>),
 }
 
 impl XaBranches {
     /// Loads the registry: branches an earlier run saw prepared.
-    pub async fn load(client: &Client, keys: &Keys, server: &str) -> Result<XaBranches, Transient> {
-        let registry = keys.cdc_xa_branches(server);
-        let raw: HashMap<String, String> =
-            client.hgetall(&registry).await.map_err(redis_err(server))?;
+    /// Every target's registry holds the branches with items for it; a
+    /// branch with items for several targets is in each of them.
+    pub async fn load(
+        client: &Client,
+        keys: &Keys,
+        server: &str,
+        shard_count: u16,
+    ) -> Result<XaBranches, Transient> {
+        let raw = rps_core::redis_client::xa_registry(client, keys, server, shard_count)
+            .await
+            .map_err(redis_err(server))?;
         let mut held = HashMap::new();
         for (field, json) in raw {
             match (Xid::from_key(&field), HeldBranch::from_json(&json)) {
@@ -111,7 +121,7 @@ impl XaBranches {
                 }
                 // Kept in Redis for an operator; the decision still finds
                 // its hold by key.
-                _ => warn!(key = %registry, field = %field, "unreadable XA registry entry"),
+                _ => warn!(server, field = %field, "unreadable XA registry entry"),
             }
         }
         if !held.is_empty() {
@@ -123,7 +133,7 @@ impl XaBranches {
         let b = XaBranches {
             server: server.to_string(),
             keys: keys.clone(),
-            registry,
+            shard_count,
             held,
             empty: HashSet::new(),
             in_batch: HashMap::new(),
@@ -134,14 +144,30 @@ impl XaBranches {
         Ok(b)
     }
 
-    fn branch_keys(&self, xid: &Xid) -> BranchKeys {
+    fn branch_keys(&self, xid: &Xid, target: PublishTarget) -> BranchKeys {
         let field = xid.key();
         BranchKeys {
-            hold: self.keys.cdc_xa_held(&self.server, &field),
-            matches: self.keys.cdc_xa_matches(&self.server, &field),
-            registry: self.registry.clone(),
+            target,
+            hold: self.keys.cdc_xa_held(&self.server, target, &field),
+            matches: match target {
+                PublishTarget::Shard(s) => Some(self.keys.cdc_xa_matches(&self.server, s, &field)),
+                PublishTarget::DeadLetters => None,
+            },
+            registry: self.keys.cdc_xa_branches(&self.server, target),
             field,
         }
+    }
+
+    /// The branch's keys in every target it holds items for; every target
+    /// when that is not known (cheap: an empty hold costs nothing).
+    fn all_branch_keys(&self, xid: &Xid, summary: Option<&HeldBranch>) -> Vec<BranchKeys> {
+        match summary {
+            Some(s) => s.targets(),
+            None => PublishTarget::all(self.shard_count).collect(),
+        }
+        .into_iter()
+        .map(|t| self.branch_keys(xid, t))
+        .collect()
     }
 
     /// Whether the group being read is an XA branch.
@@ -156,14 +182,12 @@ impl XaBranches {
     }
 
     pub fn start(&mut self, batch: &Batch, xid: Xid) {
-        let keys = self.branch_keys(&xid);
         self.open = Some(OpenBranch {
             summary: HeldBranch {
                 xid: xid.to_string(),
                 ..HeldBranch::default()
             },
             xid,
-            keys,
             matches: HashSet::new(),
             in_batch: InBatch::new(batch),
         });
@@ -178,6 +202,10 @@ impl XaBranches {
         ev: &StreamEvent,
         publish: bool,
     ) {
+        let keys = match &self.open {
+            Some(b) => self.branch_keys(&b.xid, PublishTarget::Shard(ev.shard)),
+            None => return,
+        };
         let Some(b) = &mut self.open else { return };
         *b.summary.shards.entry(ev.shard).or_default() += 1;
         let new_match = b.matches.insert((ev.shard, ev.event.match_id));
@@ -185,12 +213,11 @@ impl XaBranches {
             b.in_batch.spilled = true;
             return;
         }
-        let target = HeldTarget::Shard(ev.shard);
-        let op = publisher.push_held(batch, &b.keys.hold, target, ev.to_pairs());
+        let op = publisher.push_held(batch, &keys, ev.to_pairs());
         b.in_batch.push(batch, op);
-        if new_match {
+        if let (true, Some(matches)) = (new_match, &keys.matches) {
             let member = held_match_member(ev.shard, ev.event.match_id);
-            let op = publisher.push_sadd(batch, &b.keys.matches, member);
+            let op = publisher.push_sadd(batch, keys.target, matches, member);
             b.in_batch.push(batch, op);
         }
     }
@@ -202,6 +229,10 @@ impl XaBranches {
         dl: &rps_core::deadletter::DeadLetter,
         publish: bool,
     ) {
+        let keys = match &self.open {
+            Some(b) => self.branch_keys(&b.xid, PublishTarget::DeadLetters),
+            None => return,
+        };
         let Some(b) = &mut self.open else { return };
         b.summary.dead += 1;
         *b.summary.dead_kinds.entry(dl.kind.clone()).or_default() += 1;
@@ -209,7 +240,7 @@ impl XaBranches {
             b.in_batch.spilled = true;
             return;
         }
-        let op = publisher.push_held(batch, &b.keys.hold, HeldTarget::DeadLetters, dl.to_pairs());
+        let op = publisher.push_held(batch, &keys, dl.to_pairs());
         b.in_batch.push(batch, op);
     }
 
@@ -223,16 +254,15 @@ impl XaBranches {
         ts: Timestamp,
     ) {
         let open = self.open.take().filter(|b| b.xid == xid);
-        let (keys, mut summary, mut in_batch) = match open {
+        let (mut summary, mut in_batch) = match open {
             Some(b) => {
                 let mut s = b.summary;
                 s.matches = b.matches.len() as u64;
-                (b.keys, s, b.in_batch)
+                (s, b.in_batch)
             }
             // A prepare without its start (the group began before this
             // stream): it holds nothing of ours.
             None => (
-                self.branch_keys(&xid),
                 HeldBranch {
                     xid: xid.to_string(),
                     ..HeldBranch::default()
@@ -250,8 +280,17 @@ impl XaBranches {
             self.empty.insert(xid);
             return;
         }
-        let op = publisher.push_hset(batch, &keys.registry, &keys.field, summary.to_json());
-        in_batch.push(batch, op);
+        let json = summary.to_json();
+        for keys in self.all_branch_keys(&xid, Some(&summary)) {
+            let op = publisher.push_hset(
+                batch,
+                keys.target,
+                &keys.registry,
+                &keys.field,
+                json.clone(),
+            );
+            in_batch.push(batch, op);
+        }
         debug!(xid = %xid, rows = summary.rows(), matches = summary.matches, gtid, "XA branch prepared: holding it until its decision");
         if self.in_batch_epoch != batch.epoch() {
             self.in_batch.clear();
@@ -275,7 +314,8 @@ impl XaBranches {
             count_dead(batch, &b.summary);
             return Release::Inline;
         }
-        release(publisher, batch, b.keys, &b.summary)
+        let keys = self.all_branch_keys(&b.xid, Some(&b.summary));
+        release(publisher, batch, keys, &b.summary)
     }
 
     /// The group ended with ROLLBACK: the open branch's items are dropped.
@@ -287,7 +327,9 @@ impl XaBranches {
         if b.in_batch.whole_in(batch) {
             batch.decide_in_place(&b.in_batch.ops, false);
         } else {
-            publisher.push_drop(batch, &b.keys);
+            for keys in self.all_branch_keys(&b.xid, Some(&b.summary)) {
+                publisher.push_drop(batch, &keys);
+            }
         }
         true
     }
@@ -305,7 +347,6 @@ impl XaBranches {
         if self.empty.remove(xid) {
             return Release::Inline;
         }
-        let keys = self.branch_keys(xid);
         let decision = if commit { "commit" } else { "rollback" };
         metrics::counter!(crate::metrics::XA_DECISIONS, "server" => self.server.clone(), "decision" => decision).increment(1);
         let summary = self.held.remove(xid);
@@ -329,8 +370,11 @@ impl XaBranches {
                  held event rows, they are not published; `rpsctl verify` shows the difference"
             ),
         }
+        let keys = self.all_branch_keys(xid, summary.as_ref());
         if !commit {
-            publisher.push_drop(batch, &keys);
+            for k in &keys {
+                publisher.push_drop(batch, k);
+            }
             return Release::Inline;
         }
         match summary {
@@ -364,13 +408,15 @@ fn count_dead(batch: &mut Batch, summary: &HeldBranch) {
 fn release(
     publisher: &Publisher,
     batch: &mut Batch,
-    keys: BranchKeys,
+    keys: Vec<BranchKeys>,
     summary: &HeldBranch,
 ) -> Release {
     batch.released += summary.rows();
     count_dead(batch, summary);
     if summary.items() <= RELEASE_INLINE_MAX {
-        publisher.push_release(batch, &keys, None);
+        for k in &keys {
+            publisher.push_release(batch, k, None);
+        }
         Release::Inline
     } else {
         Release::Chunked(keys)

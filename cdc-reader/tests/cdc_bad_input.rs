@@ -31,6 +31,17 @@ fn row(
     )
 }
 
+/// A session on `shard`'s server, after `ALTER TABLE` of the shard's event
+/// table with `change`.
+async fn altered(env: &TestEnv, shard: u16, change: &str) -> mysql_async::Conn {
+    let mut conn = env.admin_conn(shard).await;
+    let db = env.config.database(shard);
+    conn.query_drop(format!("ALTER TABLE `{db}`.`match_result_events` {change}"))
+        .await
+        .unwrap();
+    conn
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_goes_to_the_dead_letter_and_the_stream_goes_on() {
     let env = TestEnv::new("cdc_bad").await;
@@ -68,13 +79,7 @@ async fn bad_input_goes_to_the_dead_letter_and_the_stream_goes_on() {
         .unwrap();
 
     // Shard 1: a new column in front moves every position; names still map.
-    let mut b = env.admin_conn(1).await;
-    b.query_drop(format!(
-        "ALTER TABLE `{}`.`{t}` ADD COLUMN note VARCHAR(20) NULL FIRST",
-        db(1)
-    ))
-    .await
-    .unwrap();
+    let mut b = altered(&env, 1, "ADD COLUMN note VARCHAR(20) NULL FIRST").await;
     b.query_drop(row(
         &db(1),
         t,
@@ -90,13 +95,12 @@ async fn bad_input_goes_to_the_dead_letter_and_the_stream_goes_on() {
     .unwrap();
 
     // Shard 2: an unknown enum label.
-    a = env.admin_conn(2).await;
-    a.query_drop(format!(
-        "ALTER TABLE `{}`.`{t}` MODIFY gesture_a ENUM('rock','paper','scissors','lizard') NULL",
-        db(2)
-    ))
-    .await
-    .unwrap();
+    a = altered(
+        &env,
+        2,
+        "MODIFY gesture_a ENUM('rock','paper','scissors','lizard') NULL",
+    )
+    .await;
     a.query_drop(row(
         &db(2),
         t,
@@ -125,20 +129,18 @@ async fn bad_input_goes_to_the_dead_letter_and_the_stream_goes_on() {
     .unwrap();
 
     // Shard 4: ENUM labels reordered: indexes change, labels decide.
-    a = env.admin_conn(4).await;
-    a.query_drop(format!("ALTER TABLE `{}`.`{t}` MODIFY event_type ENUM('voided','timed_out','finished','moved','started') NOT NULL", db(4))).await.unwrap();
+    a = altered(
+        &env,
+        4,
+        "MODIFY event_type ENUM('voided','timed_out','finished','moved','started') NOT NULL",
+    )
+    .await;
     a.query_drop(row(&db(4), t, uuid, 40, "started", q, 12, "", ""))
         .await
         .unwrap();
 
     // Shard 3: NULL in a required column, and a season that is no quarter.
-    b = env.admin_conn(3).await;
-    b.query_drop(format!(
-        "ALTER TABLE `{}`.`{t}` MODIFY season_id CHAR(6) NULL",
-        db(3)
-    ))
-    .await
-    .unwrap();
+    b = altered(&env, 3, "MODIFY season_id CHAR(6) NULL").await;
     b.query_drop(row(&db(3), t, uuid, 30, "started", "NULL", 11, "", ""))
         .await
         .unwrap();
@@ -153,10 +155,7 @@ async fn bad_input_goes_to_the_dead_letter_and_the_stream_goes_on() {
         .unwrap();
 
     // Shard 6: a model column dropped.
-    a = env.admin_conn(6).await;
-    a.query_drop(format!("ALTER TABLE `{}`.`{t}` DROP COLUMN outcome", db(6)))
-        .await
-        .unwrap();
+    a = altered(&env, 6, "DROP COLUMN outcome").await;
     a.query_drop(row(&db(6), t, uuid, 60, "started", q, 14, "", ""))
         .await
         .unwrap();
@@ -180,32 +179,10 @@ async fn bad_input_goes_to_the_dead_letter_and_the_stream_goes_on() {
     b.query_drop(format!("INSERT INTO `{}`.`other` VALUES (1), (2)", db(7)))
         .await
         .unwrap();
-    b.query_drop(row(
-        &db(7),
-        season,
-        uuid,
-        70,
-        "started",
-        "'2027Q1'",
-        15,
-        "",
-        "",
-    ))
-    .await
-    .unwrap();
-    b.query_drop(row(
-        &db(7),
-        season,
-        uuid,
-        71,
-        "started",
-        "'2027Q1'",
-        23,
-        "",
-        "",
-    ))
-    .await
-    .unwrap();
+    for (m, pa) in [(70, 15), (71, 23)] {
+        let r = row(&db(7), season, uuid, m, "started", "'2027Q1'", pa, "", "");
+        b.query_drop(r).await.unwrap();
+    }
     b.query_drop(format!("TRUNCATE TABLE `{}`.`{season}`", db(7)))
         .await
         .unwrap();

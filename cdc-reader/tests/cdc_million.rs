@@ -5,9 +5,8 @@
 mod common;
 
 use common::*;
-use rps_core::ShardId;
-use std::collections::HashMap;
 use std::time::Duration;
+use test_support::shard_load::load_every_shard;
 use test_support::{RedisInstance, TestEnv, TestServer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -35,32 +34,19 @@ async fn a_million_rows_across_all_shards_arrive_exactly_once() {
     wait_checkpoints(&redis, &config).await;
 
     const PER_SHARD: usize = 125_000;
-    let mut want: HashMap<ShardId, (u64, u128)> = HashMap::new();
-    let mut loads = Vec::new();
-    for shard in 0..config.shard_count {
-        let evs = started_events(
+    let want = load_every_shard(&env.store, config.shard_count, 2500, |shard| {
+        started_events(
             shard,
             config.shard_count,
             2_000_000_000 * i64::from(shard + 1),
             PER_SHARD,
-        );
-        want.insert(shard, test_support::count_and_checksum(&evs));
-        loads.push(test_support::spawn_append(&env.store, shard, evs, 2500));
-    }
-    for l in loads {
-        l.await.unwrap();
-    }
+        )
+    })
+    .appended()
+    .await;
     wait_total(&redis, &config, 1_000_000, Duration::from_secs(240)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let got = cdc_reader::inspect::all_streams(&redis, &config)
-        .await
-        .unwrap();
-    for (shard, (n, sum)) in &want {
-        let s = &got[shard];
-        assert_eq!(s.entries, *n, "shard {shard}: entries");
-        assert_eq!(s.distinct_events, *n, "shard {shard}: duplicates");
-        assert_eq!(s.id_checksum, *sum, "shard {shard}: id checksum");
-    }
+    streams::published_once(&redis, &config, &want).await;
     stop.cancel();
     task.await.unwrap().unwrap();
     env.cleanup().await;

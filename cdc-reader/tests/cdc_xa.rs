@@ -8,6 +8,7 @@ mod common;
 use common::*;
 use fred::prelude::*;
 use rps_core::event::MatchEvent;
+use rps_core::keys::PublishTarget;
 use rps_core::ShardId;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -15,6 +16,7 @@ use test_support::xa::{
     decide_branch, full_match, held_branches, rollback_leftovers, write_branch, BranchEnd,
 };
 use test_support::TestEnv;
+use tokio_util::sync::CancellationToken;
 
 /// A plain committed row after the branches: once it is out, the reader
 /// has read past everything written before it.
@@ -78,30 +80,38 @@ async fn exists(redis: &Client, key: &str) -> bool {
     n == 1
 }
 
+type Reader = tokio::task::JoinHandle<Result<(), cdc_reader::CdcError>>;
+
+/// The reader streaming from a two-shard slice of the shared servers; with
+/// the slice, its Redis and the server of shard 0, which the branches go to.
+async fn streaming(test: &str) -> (TestEnv, Client, String, CancellationToken, Reader) {
+    let env = TestEnv::with_shards(test, 2).await;
+    let redis = env.redis().await;
+    let (stop, task) = spawn_reader(env.config.clone());
+    wait_checkpoints(&redis, &env.config).await;
+    let server = env.config.server_of(0).name.clone();
+    (env, redis, server, stop, task)
+}
+
+/// An XID of the test's own (as SQL), which [`finish`] finds if it is left.
+fn test_xid(env: &TestEnv, name: &str) -> String {
+    format!("'{}-{name}'", env.name)
+}
+
 /// Stops the reader and leaves nothing behind: no prepared branch of the
 /// test (it would hold locks on the shared servers), no databases or keys.
-async fn finish(
-    env: &TestEnv,
-    tag: &str,
-    stop: tokio_util::sync::CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), cdc_reader::CdcError>>,
-) {
+async fn finish(env: &TestEnv, stop: CancellationToken, task: Reader) {
     stop.cancel();
     task.await.unwrap().unwrap();
-    rollback_leftovers(env, tag).await;
+    rollback_leftovers(env, &env.name).await;
     env.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_committed_branches_are_published() {
-    let env = TestEnv::with_shards("cdc_xa_basic", 2).await;
-    let redis = env.redis().await;
-    let (stop, task) = spawn_reader(env.config.clone());
-    wait_checkpoints(&redis, &env.config).await;
-    let server = env.config.server_of(0).name.clone();
+    let (env, redis, server, stop, task) = streaming("cdc_xa_basic").await;
     let sc = env.config.shard_count;
-    let tag = env.name.clone();
-    let x = |n: &str| format!("'{tag}-{n}'");
+    let x = |n| test_xid(&env, n);
 
     let committed = full_match(0, sc, 1_000);
     let rolled_back = full_match(0, sc, 2_000);
@@ -131,13 +141,13 @@ async fn only_committed_branches_are_published() {
     assert!(c.prepared_ts > 0 && c.seen_ts >= c.prepared_ts - 5_000_000);
     assert!(!c.gtid.is_empty(), "prepare GTID recorded");
     let keys = env.config.keys();
-    let c_hold = keys.cdc_xa_held(&server, &c_key);
-    let r_hold = keys.cdc_xa_held(&server, &r_key);
+    let c_hold = keys.cdc_xa_held(&server, PublishTarget::Shard(0), &c_key);
+    let r_hold = keys.cdc_xa_held(&server, PublishTarget::Shard(0), &r_key);
     let held_len: u64 = redis.xlen(&c_hold).await.unwrap();
     assert_eq!(held_len, 4);
     let member = rps_core::xa::held_match_member(0, 1_000);
     let is_member: bool = redis
-        .sismember(keys.cdc_xa_matches(&server, &c_key), member)
+        .sismember(keys.cdc_xa_matches(&server, 0, &c_key), member)
         .await
         .unwrap();
     assert!(is_member, "the match set names the held match");
@@ -154,7 +164,7 @@ async fn only_committed_branches_are_published() {
     assert!(!exists(&redis, &c_hold).await, "released hold is deleted");
     assert!(!exists(&redis, &r_hold).await, "dropped hold is deleted");
     assert!(
-        !exists(&redis, &keys.cdc_xa_matches(&server, &c_key)).await,
+        !exists(&redis, &keys.cdc_xa_matches(&server, 0, &c_key)).await,
         "match set deleted"
     );
     // In commit order: the committed branch comes after the first marker.
@@ -168,7 +178,7 @@ async fn only_committed_branches_are_published() {
     assert!(pos(committed[3].event_id) < pos(m2.event_id));
     assert!((0..3).all(|i| pos(committed[i].event_id) < pos(committed[i + 1].event_id)));
 
-    finish(&env, &tag, stop, task).await;
+    finish(&env, stop, task).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -181,8 +191,7 @@ async fn a_branch_survives_a_hard_stop_and_a_rotation_between_prepare_and_commit
     wait_checkpoints(&redis, &config).await;
     let server = config.server_of(0).name.clone();
     let sc = config.shard_count;
-    let tag = env.name.clone();
-    let xid = format!("'{tag}-k'");
+    let xid = test_xid(&env, "k");
 
     let mut branch = full_match(0, sc, 10_000);
     branch.extend(full_match(0, sc, 10_001));
@@ -209,19 +218,14 @@ async fn a_branch_survives_a_hard_stop_and_a_rotation_between_prepare_and_commit
     assert_published_once(&ids, &branch, "committed after the reader's restart");
     assert_published_once(&ids, &during, "rows around it");
     assert!(held_branches(&env, &server).await.is_empty());
-    finish(&env, &tag, stop, task).await;
+    finish(&env, stop, task).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_branch_of_100k_rows_is_held_then_released_once() {
-    let env = TestEnv::with_shards("cdc_xa_large", 2).await;
-    let redis = env.redis().await;
-    let (stop, task) = spawn_reader(env.config.clone());
-    wait_checkpoints(&redis, &env.config).await;
-    let server = env.config.server_of(0).name.clone();
+    let (env, redis, server, stop, task) = streaming("cdc_xa_large").await;
     let sc = env.config.shard_count;
-    let tag = env.name.clone();
-    let xid = format!("'{tag}-l'");
+    let xid = test_xid(&env, "l");
 
     let rows = started_events(0, sc, 1_000_000, 100_000);
     write_branch(&env, 0, &xid, &rows, 5_000, BranchEnd::Prepare).await;
@@ -232,7 +236,11 @@ async fn a_branch_of_100k_rows_is_held_then_released_once() {
     assert_eq!(held[&key].rows(), 100_000);
     assert_eq!(held[&key].matches, 100_000);
     let in_hold: u64 = redis
-        .xlen(env.config.keys().cdc_xa_held(&server, &key))
+        .xlen(
+            env.config
+                .keys()
+                .cdc_xa_held(&server, PublishTarget::Shard(0), &key),
+        )
         .await
         .unwrap();
     assert_eq!(in_hold, 100_000);
@@ -248,7 +256,7 @@ async fn a_branch_of_100k_rows_is_held_then_released_once() {
     want.insert(0, all);
     assert_exactly_once(&redis, &env.config, &want).await;
     assert!(held_branches(&env, &server).await.is_empty());
-    finish(&env, &tag, stop, task).await;
+    finish(&env, stop, task).await;
 }
 
 /// Writes a branch that inserts `events` and then UPDATEs the first of them
@@ -277,16 +285,11 @@ async fn branch_with_an_update(env: &TestEnv, xid: &str, events: &[MatchEvent], 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn branches_decided_within_one_batch_of_a_backlog() {
-    let env = TestEnv::with_shards("cdc_xa_backlog", 2).await;
-    let redis = env.redis().await;
-    let (stop, task) = spawn_reader(env.config.clone());
-    wait_checkpoints(&redis, &env.config).await;
+    let (env, redis, server, stop, task) = streaming("cdc_xa_backlog").await;
     stop.cancel();
     task.await.unwrap().unwrap();
-    let server = env.config.server_of(0).name.clone();
     let sc = env.config.shard_count;
-    let tag = env.name.clone();
-    let x = |n: &str| format!("'{tag}-{n}'");
+    let x = |n| test_xid(&env, n);
 
     // While no reader runs: a backlog whose branches are prepared and
     // decided close together, so each is decided in the batch holding it.
@@ -328,13 +331,25 @@ async fn branches_decided_within_one_batch_of_a_backlog() {
     for n in ["c", "r", "u", "v"] {
         let key = rps_core::Xid::parse_sql(&x(n)).unwrap().key();
         assert!(
-            !exists(&redis, &keys.cdc_xa_held(&server, &key)).await,
+            !exists(
+                &redis,
+                &keys.cdc_xa_held(&server, PublishTarget::Shard(0), &key)
+            )
+            .await,
             "{n}: no hold left"
         );
         assert!(
-            !exists(&redis, &keys.cdc_xa_matches(&server, &key)).await,
+            !exists(
+                &redis,
+                &keys.cdc_xa_held(&server, PublishTarget::DeadLetters, &key)
+            )
+            .await,
+            "{n}: no hold of dead letters left"
+        );
+        assert!(
+            !exists(&redis, &keys.cdc_xa_matches(&server, 0, &key)).await,
             "{n}: no match set left"
         );
     }
-    finish(&env, &tag, stop, task).await;
+    finish(&env, stop, task).await;
 }

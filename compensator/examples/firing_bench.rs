@@ -83,7 +83,7 @@ async fn write_matches(
 /// `timed_out` row appears, and counts them.
 async fn fake_projector(env: Arc<TestEnv>, removed: Arc<AtomicUsize>, stop: CancellationToken) {
     let redis = redis_client(&env.config.redis.url).await;
-    let deadlines = env.config.keys().generation_keys(0).deadlines();
+    let g = env.config.keys().generation_keys(0);
     let mut last = vec![0i64; usize::from(env.config.shard_count)];
     let mut conns = Vec::new();
     for shard in 0..env.config.shard_count {
@@ -107,11 +107,33 @@ async fn fake_projector(env: Arc<TestEnv>, removed: Arc<AtomicUsize>, stop: Canc
                     .iter()
                     .map(|(_, m)| deadline_member(shard, *m))
                     .collect();
-                let n: usize = redis.zrem(&deadlines, members).await.unwrap();
+                let n: usize = redis.zrem(g.deadlines(shard), members).await.unwrap();
                 removed.fetch_add(n, Ordering::Relaxed);
             }
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Adds `(deadline ms, member)` entries to their shards' deadline sets.
+async fn add_deadlines(
+    redis: &fred::clients::Client,
+    g: &read_model::GenerationKeys,
+    entries: &[(f64, String)],
+) {
+    let mut by_shard: std::collections::BTreeMap<u16, Vec<(f64, String)>> = Default::default();
+    for (ms, member) in entries {
+        let (shard, _) = rps_core::keys::parse_deadline_member(member).expect("member");
+        by_shard
+            .entry(shard)
+            .or_default()
+            .push((*ms, member.clone()));
+    }
+    for (shard, d) in by_shard {
+        let _: () = redis
+            .zadd(g.deadlines(shard), None, None, false, false, d)
+            .await
+            .unwrap();
     }
 }
 
@@ -161,12 +183,9 @@ async fn phase(env: &Arc<TestEnv>, name: &str, first_id: i64, start: Timestamp, 
     let t = Instant::now();
     let entries = write_matches(env, first_id, start, spread.as_micros() as i64).await;
     let redis = redis_client(&env.config.redis.url).await;
-    let deadlines = env.config.keys().generation_keys(0).deadlines();
+    let g = env.config.keys().generation_keys(0);
     for chunk in entries.chunks(20_000) {
-        let _: () = redis
-            .zadd(&deadlines, None, None, false, false, chunk.to_vec())
-            .await
-            .unwrap();
+        add_deadlines(&redis, &g, chunk).await;
     }
     let ahead = start.0 - Timestamp::now().0;
     println!(
@@ -185,7 +204,7 @@ async fn main() {
     let handle = PrometheusBuilder::new().install_recorder().unwrap();
     let env = Arc::new(TestEnv::new("comp_bench").await);
     let redis = redis_client(&env.config.redis.url).await;
-    let deadlines = env.config.keys().generation_keys(0).deadlines();
+    let g = env.config.keys().generation_keys(0);
 
     // 1M deadlines far out (an hour and more): only in Redis, never due here.
     let far = Timestamp::now().as_millis() + 3_600_000;
@@ -200,10 +219,7 @@ async fn main() {
                 )
             })
             .collect();
-        let _: () = redis
-            .zadd(&deadlines, None, None, false, false, entries)
-            .await
-            .unwrap();
+        add_deadlines(&redis, &g, &entries).await;
     }
     println!("{FAR_DEADLINES} far deadlines added in {:?}", t.elapsed());
 

@@ -7,15 +7,15 @@
 //! every time it tries. The database does not say which transaction holds
 //! the lock in a form the pipeline's account can read on both flavors, but
 //! cdc-reader records every branch it sees prepared and not yet decided:
-//! `Keys::cdc_xa_branches(server)` (xid key → [`HeldBranch`]) and, per
-//! branch, `Keys::cdc_xa_matches(server, xid key)` (the `shard:match` members
-//! it holds rows of). Looking the match up there lets the failure name the
+//! per shard `Keys::cdc_xa_branches(server, shard)` (xid key →
+//! [`HeldBranch`]) and, per branch, `Keys::cdc_xa_matches(server, shard,
+//! xid key)` (the `shard:match` members it holds rows of). Looking the match up there lets the failure name the
 //! branch, so the operator reading the dead letter knows what to decide
 //! (`rpsctl xa commit|rollback XID`).
 
 use fred::clients::Client;
 use fred::interfaces::{HashesInterface, SetsInterface};
-use rps_core::keys::Keys;
+use rps_core::keys::{Keys, PublishTarget};
 use rps_core::xa::{held_match_member, HeldBranch};
 use rps_core::{ShardId, Timestamp, Xid};
 use serde::{Deserialize, Serialize};
@@ -46,7 +46,8 @@ pub async fn holders_of(
     shard: ShardId,
     match_id: i64,
 ) -> Result<Vec<XaHolder>, fred::error::Error> {
-    let branches: HashMap<String, String> = client.hgetall(keys.cdc_xa_branches(server)).await?;
+    let registry = keys.cdc_xa_branches(server, PublishTarget::Shard(shard));
+    let branches: HashMap<String, String> = client.hgetall(registry).await?;
     if branches.is_empty() {
         return Ok(Vec::new());
     }
@@ -57,7 +58,7 @@ pub async fn holders_of(
     let pipeline = client.pipeline();
     for (key, _) in &branches {
         let () = pipeline
-            .sismember(keys.cdc_xa_matches(server, key), member.as_str())
+            .sismember(keys.cdc_xa_matches(server, shard, key), member.as_str())
             .await?;
     }
     let held: Vec<bool> = pipeline.all().await?;

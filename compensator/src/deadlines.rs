@@ -3,7 +3,10 @@
 //!
 //! The deadline set belongs to the projector (it adds an entry on `started`
 //! and removes it in the step that records the match's end); the compensator
-//! never writes to it. Its own state is two keys shared by every compensator:
+//! never writes to it. Its own state is two keys per shard, shared by every
+//! compensator and kept in the shard's slot with its deadline set
+//! ([`Keys::deadline_leases`], [`Keys::deadline_attempts`]), so that one
+//! claim touches one slot on Redis Cluster:
 //! - `leases` (sorted set): member `<shard>:<match>` → until when (Unix ms)
 //!   nobody else may take it. A claim sets it to now + `lease_ms`; a failed
 //!   attempt sets it to the next retry time; a parked deadline has
@@ -22,6 +25,7 @@ use rps_core::deadletter::{DeadLetter, Origin};
 use rps_core::keys::{deadline_member, Keys};
 use rps_core::{ShardId, Timestamp};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// Lease score of a parked deadline: far beyond any real time (year 2255),
 /// and an exact integer in a double.
@@ -29,8 +33,9 @@ pub const PARKED: i64 = 9_000_000_000_000;
 
 /// Claims up to `batch` due deadlines that nobody holds, atomically.
 ///
-/// KEYS: deadlines, leases, attempts. ARGV: now ms, lease ms, batch, max entries to
-/// scan, parked score. Returns `{next_ms, pending, overdue, m1, s1, …}`:
+/// KEYS: the shard's deadlines, leases, attempts (one slot). ARGV: now ms,
+/// lease ms, batch, max entries to scan, parked score. Returns
+/// `{next_ms, pending, overdue, m1, s1, …}`:
 /// `next_ms` is when to look again (`now` when more may be due at once, -1
 /// when nothing is scheduled); `pending`/`overdue` feed the gauges.
 ///
@@ -97,6 +102,15 @@ for i = 1, #out do res[#res + 1] = out[i] end
 return res
 "#;
 
+/// The KEYS of [`CLAIM_LUA`] for one shard.
+fn claim_keys(keys: &Keys, g: &GenerationKeys, shard: ShardId) -> Vec<String> {
+    vec![
+        g.deadlines(shard),
+        keys.deadline_leases(shard),
+        keys.deadline_attempts(shard),
+    ]
+}
+
 /// One claimed deadline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Claimed {
@@ -120,8 +134,10 @@ pub struct ClaimResult {
     pub next_ms: Option<i64>,
     pub pending: i64,
     pub overdue: i64,
-    /// Members that do not name a shard and a match (never claimed again
-    /// until their lease expires; logged).
+    /// Members that do not name a shard and a match, or name another shard
+    /// than the set they are in (never claimed again until their lease
+    /// expires; logged). The shard's bookkeeping keys are the set's, so a
+    /// member naming another shard could not be released or retried.
     pub malformed: Vec<String>,
 }
 
@@ -179,25 +195,57 @@ impl DeadlineStore {
         Ok(g.unwrap_or(0))
     }
 
-    /// Claims due deadlines of generation `g` (see [`CLAIM_LUA`]).
+    /// Claims up to `batch` due deadlines of generation `g` over every
+    /// shard's deadline set (one [`CLAIM_LUA`] per shard, the shard's set
+    /// in its slot), counting every shard's pending and overdue.
     pub async fn claim(
         &self,
         g: &GenerationKeys,
+        shard_count: u16,
         now_ms: i64,
         lease_ms: u64,
         batch: usize,
     ) -> Result<ClaimResult, fred::error::Error> {
-        let batch = batch.max(1);
+        let mut out = ClaimResult::default();
+        // Start at a different shard each time, so a busy shard does not
+        // hold the others' deadlines back when the batch fills up.
+        let first = (now_ms.rem_euclid(i64::from(shard_count.max(1)))) as u16;
+        for k in 0..shard_count {
+            let shard = (first + k) % shard_count;
+            let left = batch.max(1).saturating_sub(out.claimed.len());
+            let r = self
+                .claim_shard(g, shard, now_ms, lease_ms, left.max(1), left == 0)
+                .await?;
+            out.pending += r.pending;
+            out.overdue += r.overdue;
+            out.next_ms = match (out.next_ms, r.next_ms) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            out.claimed.extend(r.claimed);
+            out.malformed.extend(r.malformed);
+        }
+        Ok(out)
+    }
+
+    /// One shard's claim; `count_only` claims nothing (the batch is full)
+    /// but still reports the shard's pending, overdue and next due time.
+    async fn claim_shard(
+        &self,
+        g: &GenerationKeys,
+        shard: ShardId,
+        now_ms: i64,
+        lease_ms: u64,
+        batch: usize,
+        count_only: bool,
+    ) -> Result<ClaimResult, fred::error::Error> {
+        let batch = if count_only { 0 } else { batch.max(1) };
         let max_scan = (batch * 64).max(10_000);
         let res: Vec<Value> = self
             .claim
             .evalsha_with_reload(
                 &self.client,
-                vec![
-                    g.deadlines(),
-                    self.keys.deadline_leases(),
-                    self.keys.deadline_attempts(),
-                ],
+                claim_keys(&self.keys, g, shard),
                 vec![
                     now_ms.to_string(),
                     lease_ms.to_string(),
@@ -222,7 +270,7 @@ impl DeadlineStore {
                 .and_then(|s| s.as_string())
                 .and_then(|s| s.parse::<f64>().ok());
             match (rps_core::keys::parse_deadline_member(&member), score) {
-                (Some((shard, match_id)), Some(s)) => out.claimed.push(Claimed {
+                (Some((s_of, match_id)), Some(s)) if s_of == shard => out.claimed.push(Claimed {
                     shard,
                     match_id,
                     deadline_ms: s as i64,
@@ -233,48 +281,48 @@ impl DeadlineStore {
         Ok(out)
     }
 
-    /// Holds `members` until `until_ms` (a retry time, a later re-check).
-    pub async fn lease_until(
-        &self,
-        members: &[String],
-        until_ms: i64,
-    ) -> Result<(), fred::error::Error> {
-        if members.is_empty() {
-            return Ok(());
-        }
-        let values: Vec<(f64, String)> = members
-            .iter()
-            .map(|m| (until_ms as f64, m.clone()))
-            .collect();
+    /// Holds a claimed deadline until `until_ms` (a retry time, a later
+    /// re-check, [`PARKED`]).
+    pub async fn lease_until(&self, c: &Claimed, until_ms: i64) -> Result<(), fred::error::Error> {
         self.client
             .zadd::<(), _, _>(
-                self.keys.deadline_leases(),
+                self.keys.deadline_leases(c.shard),
                 None,
                 None,
                 false,
                 false,
-                values,
+                (until_ms as f64, c.member()),
             )
             .await
     }
 
-    /// Forgets the attempt history of deadlines that have been settled.
-    pub async fn clear_attempts(&self, members: &[String]) -> Result<(), fred::error::Error> {
-        if members.is_empty() {
-            return Ok(());
+    /// Forgets the attempt history of deadlines that have been settled: one
+    /// HDEL per shard among them, sent together.
+    pub async fn clear_attempts(&self, settled: &[Claimed]) -> Result<(), fred::error::Error> {
+        let mut by_shard: BTreeMap<ShardId, Vec<String>> = BTreeMap::new();
+        for c in settled {
+            by_shard.entry(c.shard).or_default().push(c.member());
         }
-        self.client
-            .hdel::<(), _, _>(self.keys.deadline_attempts(), members.to_vec())
-            .await
+        futures::future::try_join_all(by_shard.into_iter().map(|(shard, members)| {
+            self.client
+                .hdel::<(), _, _>(self.keys.deadline_attempts(shard), members)
+        }))
+        .await?;
+        Ok(())
     }
 
+    /// The attempt history of a deadline, if it is being retried or parked.
     pub async fn attempts(
         &self,
-        member: &str,
+        shard: ShardId,
+        match_id: i64,
     ) -> Result<Option<AttemptHistory>, fred::error::Error> {
         let raw: Option<String> = self
             .client
-            .hget(self.keys.deadline_attempts(), member)
+            .hget(
+                self.keys.deadline_attempts(shard),
+                deadline_member(shard, match_id),
+            )
             .await?;
         Ok(raw.and_then(|r| serde_json::from_str(&r).ok()))
     }
@@ -288,26 +336,28 @@ impl DeadlineStore {
         held_by: Vec<XaHolder>,
         now: Timestamp,
     ) -> Result<AttemptHistory, fred::error::Error> {
-        let member = c.member();
-        let mut h = self.attempts(&member).await?.unwrap_or_default();
+        let mut h = self
+            .attempts(c.shard, c.match_id)
+            .await?
+            .unwrap_or_default();
         h.deadline_ms = c.deadline_ms;
         h.attempts.push(Attempt {
             at: now.as_micros(),
             error: error.to_string(),
             held_by,
         });
-        self.store_history(&member, &h).await?;
+        self.store_history(c, &h).await?;
         Ok(h)
     }
 
     async fn store_history(
         &self,
-        member: &str,
+        c: &Claimed,
         h: &AttemptHistory,
     ) -> Result<(), fred::error::Error> {
         let json = serde_json::to_string(h).unwrap_or_default();
         self.client
-            .hset::<(), _, _>(self.keys.deadline_attempts(), (member.to_string(), json))
+            .hset::<(), _, _>(self.keys.deadline_attempts(c.shard), (c.member(), json))
             .await
     }
 
@@ -320,11 +370,9 @@ impl DeadlineStore {
         database: &str,
         server: &str,
     ) -> Result<String, fred::error::Error> {
-        let member = c.member();
         h.parked = true;
-        self.store_history(&member, &h).await?;
-        self.lease_until(std::slice::from_ref(&member), PARKED)
-            .await?;
+        self.store_history(c, &h).await?;
+        self.lease_until(c, PARKED).await?;
         let last = h
             .attempts
             .last()
@@ -362,15 +410,39 @@ impl DeadlineStore {
     }
 
     /// Un-parks a deadline so the next claim takes it (operator retry).
-    pub async fn unpark(&self, member: &str) -> Result<(), fred::error::Error> {
+    pub async fn unpark(&self, shard: ShardId, match_id: i64) -> Result<(), fred::error::Error> {
+        let member = deadline_member(shard, match_id);
         self.client
-            .hdel::<(), _, _>(self.keys.deadline_attempts(), member)
+            .hdel::<(), _, _>(self.keys.deadline_attempts(shard), &member)
             .await?;
         self.client
-            .zrem::<(), _, _>(self.keys.deadline_leases(), member)
+            .zrem::<(), _, _>(self.keys.deadline_leases(shard), member)
             .await
     }
 }
 
 /// Dead-letter `kind` of a deadline that could not be fired.
 pub const DEADLINE_FAILED: &str = "deadline_failed";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use read_model::ReadModelKeys;
+
+    #[test]
+    fn a_claim_touches_one_slot() {
+        let keys = Keys::new("rps");
+        let g = keys.generation_keys(7);
+        for shard in [0, 1, 7, 255] {
+            let slots: std::collections::BTreeSet<u16> = claim_keys(&keys, &g, shard)
+                .iter()
+                .map(|k| fred::util::redis_keyslot(k.as_bytes()))
+                .collect();
+            assert_eq!(slots.len(), 1, "shard {shard}: {slots:?}");
+        }
+        assert_ne!(
+            fred::util::redis_keyslot(keys.deadline_leases(0).as_bytes()),
+            fred::util::redis_keyslot(keys.deadline_leases(1).as_bytes())
+        );
+    }
+}

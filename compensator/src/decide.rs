@@ -82,20 +82,16 @@ mod tests {
     fn ev(version: i32, t: EventType) -> MatchEvent {
         MatchEvent {
             row_id: i64::from(version),
-            event_id: Uuid::new_v4(),
-            match_id: 77,
-            version,
-            event_type: t,
-            season_id: "2026Q4".parse().unwrap(),
-            player_a_id: 10,
-            player_b_id: 20,
-            gesture_a: None,
-            gesture_b: None,
-            winner_player_id: None,
-            loser_player_id: None,
-            outcome: None,
             deadline_at: (t == EventType::Started).then_some(Timestamp(START + 30_000_000)),
-            occurred_at: Timestamp(START + i64::from(version)),
+            ..MatchEvent::new(
+                Uuid::new_v4(),
+                77,
+                version,
+                t,
+                "2026Q4".parse().unwrap(),
+                (10, 20),
+                Timestamp(START + i64::from(version)),
+            )
         }
     }
 

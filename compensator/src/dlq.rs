@@ -187,7 +187,7 @@ pub async fn retry(client: &Client, keys: &Keys, id: &str) -> Result<Retried, Dl
         };
         let member = deadline_member(shard, mid);
         DeadlineStore::new(client.clone(), keys.clone())
-            .unpark(&member)
+            .unpark(shard, mid)
             .await?;
         let _: i64 = client
             .publish(keys.compensator_wakeup(), member.clone())

@@ -102,7 +102,7 @@ pub async fn run_with_readiness(
     shutdown: CancellationToken,
     ready: Readiness,
 ) -> Result<(), CompensatorError> {
-    metrics::describe();
+    metrics::CATALOGUE.describe();
     ready.not_ready(READY_CHECK, "connecting to Redis");
     let client = ClientPolicy::patient().connect(&config.redis).await?;
     let store = event_store(config.clone())?;
@@ -190,7 +190,13 @@ impl Compensator {
                 let g = self.deadlines.generation().await?;
                 let gk = self.deadlines.keys().generation_keys(g);
                 self.deadlines
-                    .claim(&gk, now_ms, cc.lease_ms, cc.claim_batch)
+                    .claim(
+                        &gk,
+                        self.config.shard_count,
+                        now_ms,
+                        cc.lease_ms,
+                        cc.claim_batch,
+                    )
                     .await
             };
             let res = match claim.await {
@@ -220,7 +226,7 @@ impl Compensator {
             ::metrics::gauge!(metrics::DEADLINES_PENDING).set(res.pending as f64);
             ::metrics::gauge!(metrics::DEADLINES_OVERDUE).set(res.overdue as f64);
             for m in &res.malformed {
-                tracing::warn!(member = %m, "deadline member does not name a shard and a match; left leased");
+                tracing::warn!(member = %m, "deadline member does not name a match of its set's shard; left leased");
             }
             let full = res.claimed.len() >= cc.claim_batch.max(1);
             if res.claimed.is_empty() {
@@ -334,7 +340,7 @@ impl Compensator {
     }
 
     async fn settle(&self, results: Vec<(Claimed, Settled)>) -> Result<(), fred::error::Error> {
-        let mut settled: Vec<String> = Vec::new();
+        let mut settled: Vec<Claimed> = Vec::new();
         for (c, s) in results {
             match s {
                 Settled::Fired { event, committed } => {
@@ -349,17 +355,15 @@ impl Compensator {
                         delay_ms = delay_us / 1000,
                         "timed_out appended"
                     );
-                    settled.push(c.member());
+                    settled.push(c);
                 }
-                Settled::AlreadyFired => settled.push(c.member()),
+                Settled::AlreadyFired => settled.push(c),
                 Settled::Over(status) => {
                     ::metrics::counter!(metrics::DROPPED, "status" => status.as_str()).increment(1);
-                    settled.push(c.member());
+                    settled.push(c);
                 }
                 Settled::NotDue(t) => {
-                    self.deadlines
-                        .lease_until(&[c.member()], t.as_millis())
-                        .await?;
+                    self.deadlines.lease_until(&c, t.as_millis()).await?;
                 }
                 Settled::Raced => {
                     ::metrics::counter!(metrics::RACED).increment(1);
@@ -426,7 +430,7 @@ impl Compensator {
                     "firing a deadline failed; will retry"
                 );
                 self.deadlines
-                    .lease_until(&[c.member()], now.as_millis() + d.as_millis() as i64)
+                    .lease_until(c, now.as_millis() + d.as_millis() as i64)
                     .await
             }
             NextStep::DeadLetter => {

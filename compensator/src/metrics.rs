@@ -6,6 +6,7 @@
 //! match id).
 
 use metrics::Unit;
+use rps_core::metric_catalogue::MetricCatalogue;
 
 /// Gauge: deadlines in the active generation's set.
 pub const DEADLINES_PENDING: &str = "rps_compensator_deadlines_pending";
@@ -33,63 +34,49 @@ pub const FIRING_DELAY: &str = "rps_compensator_firing_delay_seconds";
 /// Counter: failed claim calls against Redis (each retried with backoff).
 pub const CLAIM_ERRORS: &str = "rps_compensator_claim_errors_total";
 
-/// Every counter with its help text.
-pub const COUNTERS: &[(&str, &str)] = &[
-    (FIRED, "timed_out events inserted"),
-    (
-        DROPPED,
-        "Claimed deadlines of matches already over (nothing written), per status",
-    ),
-    (
-        LOCK_WAITS,
-        "Appends that gave up waiting for a row lock, per holder",
-    ),
-    (RETRIES, "Failed attempts scheduled for a retry"),
-    (
-        DEAD_LETTERED,
-        "Deadlines given up after max_attempts and moved to the dead letter",
-    ),
-    (RACED, "Matches that moved on while being fired"),
-    (CLAIM_ERRORS, "Failed claim calls against Redis"),
-];
-
-/// Every gauge with its unit and help text.
-pub const GAUGES: &[(&str, Unit, &str)] = &[
-    (
-        DEADLINES_PENDING,
-        Unit::Count,
-        "Open deadlines in the active generation",
-    ),
-    (
-        DEADLINES_OVERDUE,
-        Unit::Count,
-        "Deadlines past due and not yet cleared by the projector",
-    ),
-];
-
-/// Every histogram with its help text and bucket bounds (seconds).
-///
-/// On time, a deadline fires within a claim interval plus one SELECT and
-/// one INSERT: milliseconds, with a bound at the 50 ms target of
-/// docs/benchmarks.md. A compensator that was down, or retries on the
-/// schedule, fires seconds to minutes late; the upper buckets show how late.
-pub const HISTOGRAMS: &[(&str, &str, &[f64])] = &[(
-    FIRING_DELAY,
-    "Commit of the timed_out insert minus the deadline",
-    &[
-        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0,
+/// Every metric of the compensator, with its help text and, for a histogram, its
+/// buckets.
+pub const CATALOGUE: MetricCatalogue = MetricCatalogue {
+    counters: &[
+        (FIRED, "timed_out events inserted"),
+        (
+            DROPPED,
+            "Claimed deadlines of matches already over (nothing written), per status",
+        ),
+        (
+            LOCK_WAITS,
+            "Appends that gave up waiting for a row lock, per holder",
+        ),
+        (RETRIES, "Failed attempts scheduled for a retry"),
+        (
+            DEAD_LETTERED,
+            "Deadlines given up after max_attempts and moved to the dead letter",
+        ),
+        (RACED, "Matches that moved on while being fired"),
+        (CLAIM_ERRORS, "Failed claim calls against Redis"),
     ],
-)];
-
-/// Registers the help text with the installed recorder.
-pub fn describe() {
-    for (name, help) in COUNTERS {
-        metrics::describe_counter!(*name, Unit::Count, *help);
-    }
-    for (name, unit, help) in GAUGES {
-        metrics::describe_gauge!(*name, *unit, *help);
-    }
-    for (name, help, _) in HISTOGRAMS {
-        metrics::describe_histogram!(*name, Unit::Seconds, *help);
-    }
-}
+    gauges: &[
+        (
+            DEADLINES_PENDING,
+            Unit::Count,
+            "Open deadlines in the active generation",
+        ),
+        (
+            DEADLINES_OVERDUE,
+            Unit::Count,
+            "Deadlines past due and not yet cleared by the projector",
+        ),
+    ],
+    // On time, a deadline fires within a claim interval plus one SELECT and
+    // one INSERT: milliseconds, with a bound at the 50 ms target of
+    // docs/benchmarks.md. A compensator that was down, or retries on the
+    // schedule, fires seconds to minutes late; the upper buckets show how late.
+    histograms: &[(
+        FIRING_DELAY,
+        "Commit of the timed_out insert minus the deadline",
+        &[
+            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+            1800.0,
+        ],
+    )],
+};

@@ -113,11 +113,13 @@ async fn each_deadline_fires_once_with_the_right_result() {
     // Nothing failed, so no attempt history and no dead letter.
     let redis = env.redis().await;
     use compensator::fred::interfaces::{HashesInterface, StreamsInterface};
-    let attempts: u64 = redis
-        .hlen(env.config.keys().deadline_attempts())
-        .await
-        .unwrap();
-    assert_eq!(attempts, 0);
+    for shard in 0..env.config.shard_count {
+        let attempts: u64 = redis
+            .hlen(env.config.keys().deadline_attempts(shard))
+            .await
+            .unwrap();
+        assert_eq!(attempts, 0, "shard {shard}");
+    }
     let dl: u64 = redis.xlen(env.config.keys().deadletter()).await.unwrap();
     assert_eq!(dl, 0);
     env.cleanup().await;
@@ -136,7 +138,7 @@ async fn early_score_waits_for_the_stored_deadline() {
     let g = env.config.keys().generation_keys(GENERATION);
     let _: () = redis
         .zadd(
-            g.deadlines(),
+            g.deadlines(m.shard),
             None,
             None,
             false,

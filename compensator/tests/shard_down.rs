@@ -7,20 +7,11 @@ mod common;
 use common::*;
 use compensator::deadlines::{AttemptHistory, PARKED};
 use compensator::dlq;
-use compensator::fred::interfaces::{HashesInterface, SortedSetsInterface, StreamsInterface};
+use compensator::fred::interfaces::{SortedSetsInterface, StreamsInterface};
 use rps_core::keys::deadline_member;
 use std::time::Duration;
 use test_support::{eventually, shared_redis_url, ShardServerInstance, TestEnv};
 use tokio_util::sync::CancellationToken;
-
-async fn history(env: &TestEnv, member: &str) -> Option<AttemptHistory> {
-    let redis = env.redis().await;
-    let raw: Option<String> = redis
-        .hget(env.config.keys().deadline_attempts(), member)
-        .await
-        .unwrap();
-    raw.map(|r| serde_json::from_str(&r).unwrap())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shard_down_while_firing_is_retried_then_fired() {
@@ -44,16 +35,7 @@ async fn shard_down_while_firing_is_retried_then_fired() {
 
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(compensator::run(config, shutdown.clone()));
-    let h = eventually(
-        "two failed attempts recorded",
-        Duration::from_secs(20),
-        || async {
-            history(&env, &member)
-                .await
-                .filter(|h| h.attempts.len() >= 2)
-        },
-    )
-    .await;
+    let h = attempts_recorded(&env, &member, 2, Duration::from_secs(20)).await;
     assert!(!h.parked);
     let gap = h.attempts[1].at - h.attempts[0].at;
     assert!(
@@ -142,7 +124,10 @@ async fn shard_down_for_good_goes_to_the_dead_letter_after_four_attempts() {
         assert!(*gap >= want - 10 && *gap < want + 1_500, "gaps {gaps:?}");
     }
     // Parked: never claimed again on its own.
-    let lease: Option<f64> = redis.zscore(keys.deadline_leases(), &member).await.unwrap();
+    let lease: Option<f64> = redis
+        .zscore(keys.deadline_leases(m.shard), &member)
+        .await
+        .unwrap();
     assert_eq!(lease, Some(PARKED as f64));
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     assert_eq!(history(&env, &member).await.unwrap().attempts.len(), 4);

@@ -22,7 +22,7 @@ use compensator::deadlines::{AttemptHistory, PARKED};
 use compensator::dlq;
 use compensator::fred::clients::Client;
 use compensator::fred::interfaces::{
-    HashesInterface, KeysInterface, SetsInterface, SortedSetsInterface, StreamsInterface,
+    KeysInterface, SetsInterface, SortedSetsInterface, StreamsInterface,
 };
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use mysql_async::prelude::Queryable;
@@ -86,7 +86,7 @@ async fn commit_match(env: &TestEnv, redis: &Client, m: &Match, plot: Plot) {
         "the projector scheduled the deadline",
         Duration::from_secs(15),
         || async {
-            let s: Option<f64> = redis.zscore(g.deadlines(), &member).await.unwrap();
+            let s: Option<f64> = redis.zscore(g.deadlines(m.shard), &member).await.unwrap();
             s.map(|_| ())
         },
     )
@@ -95,17 +95,8 @@ async fn commit_match(env: &TestEnv, redis: &Client, m: &Match, plot: Plot) {
 
 async fn match_status(env: &TestEnv, redis: &Client, m: &Match) -> Option<MatchStatus> {
     let g = generation_keys(env, redis).await;
-    let v: Option<String> = redis.get(g.match_state(m.match_id)).await.unwrap();
+    let v: Option<String> = redis.get(g.match_state(m.shard, m.match_id)).await.unwrap();
     Some(MatchState::from_value(&v?)?.status)
-}
-
-async fn history(env: &TestEnv, member: &str) -> Option<AttemptHistory> {
-    let redis = env.redis().await;
-    let raw: Option<String> = redis
-        .hget(env.config.keys().deadline_attempts(), member)
-        .await
-        .unwrap();
-    raw.map(|r| serde_json::from_str(&r).unwrap())
 }
 
 /// A prepared branch of a test. Dropping it undecided (a failed assertion)
@@ -149,7 +140,10 @@ impl Branch {
         .await;
         let server = env.config.server_of(m.shard).name.clone();
         let redis = env.redis().await;
-        let matches = env.config.keys().cdc_xa_matches(&server, &xid.key());
+        let matches = env
+            .config
+            .keys()
+            .cdc_xa_matches(&server, m.shard, &xid.key());
         let member = held_match_member(m.shard, m.match_id);
         let held = eventually(
             "the reader recorded the prepared branch and its match",
@@ -293,16 +287,7 @@ async fn rolled_back_branch_lets_the_timeout_fire_once() {
         t.occurred_at
     );
 
-    let h = eventually(
-        "two lock-wait attempts recorded",
-        Duration::from_secs(30),
-        || async {
-            history(&env, &member)
-                .await
-                .filter(|h| h.attempts.len() >= 2)
-        },
-    )
-    .await;
+    let h = attempts_recorded(&env, &member, 2, Duration::from_secs(30)).await;
     assert!(!h.parked);
     assert_names_branch(&h, &held, &server);
     let first = h.attempts[0].at - deadline.as_micros();
@@ -352,7 +337,7 @@ async fn rolled_back_branch_lets_the_timeout_fire_once() {
     )
     .await;
     let g = generation_keys(&env, &redis).await;
-    let d: Option<f64> = redis.zscore(g.deadlines(), &member).await.unwrap();
+    let d: Option<f64> = redis.zscore(g.deadlines(m.shard), &member).await.unwrap();
     assert_eq!(d, None, "the projector removed the deadline");
     assert!(
         !held_branches(&env, &server)
@@ -407,16 +392,7 @@ async fn committed_finish_means_nothing_to_fire() {
     let server = env.config.server_of(m.shard).name.clone();
     let member = deadline_member(m.shard, m.match_id);
 
-    let h = eventually(
-        "a lock-wait attempt recorded",
-        Duration::from_secs(30),
-        || async {
-            history(&env, &member)
-                .await
-                .filter(|h| !h.attempts.is_empty())
-        },
-    )
-    .await;
+    let h = attempts_recorded(&env, &member, 1, Duration::from_secs(30)).await;
     assert_names_branch(&h, &held, &server);
     assert!(timed_outs(&stored(&env, &m).await).is_empty());
 
@@ -506,7 +482,10 @@ async fn dead_letter_names_the_branch_to_decide() {
     assert_eq!(h.attempts.len(), 2);
     assert!(h.parked);
     assert_names_branch(&h, &held, &server);
-    let lease: Option<f64> = redis.zscore(keys.deadline_leases(), &member).await.unwrap();
+    let lease: Option<f64> = redis
+        .zscore(keys.deadline_leases(m.shard), &member)
+        .await
+        .unwrap();
     assert_eq!(lease, Some(PARKED as f64));
 
     // The operator rolls the branch back, as the dead letter says, and

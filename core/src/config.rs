@@ -59,6 +59,12 @@ pub struct RedisConfig {
     /// deployments (or tests) share one Redis.
     #[serde(default = "default_redis_prefix")]
     pub prefix: String,
+    /// How many hash slots the players' counters and boards are spread
+    /// over (docs/cluster.md): 1 on one Redis, where every read is one
+    /// command; more than the masters on a cluster. Recorded by each
+    /// read-model generation; changing it takes a `rpsctl replay`.
+    #[serde(default = "default_partitions")]
+    pub partitions: u16,
     /// A file holding the password (a mounted secret); its trailing newline
     /// is not part of it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -78,6 +84,7 @@ impl RedisConfig {
         RedisConfig {
             url: url.into(),
             prefix: default_redis_prefix(),
+            partitions: default_partitions(),
             password_file: None,
             tls: TlsConfig::default(),
             password: None,
@@ -577,6 +584,14 @@ impl Config {
             if !names.insert(s.name.as_str()) {
                 return Err(format!("server name `{}` appears twice", s.name));
             }
+            // Server names are part of key names ahead of a slot's hash
+            // tag (`rps:cdc:checkpoint:<server>:{n}`): a brace would move it.
+            if s.name.is_empty() || s.name.contains(['{', '}']) {
+                return Err(format!(
+                    "server name `{}` must be non-empty and contain no braces",
+                    s.name
+                ));
+            }
             for &shard in &s.shards {
                 if shard >= self.shard_count {
                     return Err(format!(
@@ -595,16 +610,11 @@ impl Config {
         if !missing.is_empty() {
             return Err(format!("shards {missing:?} are hosted by no server"));
         }
-        if is_cluster_url(&self.redis.url) {
-            // Refused here, not at the first script: fred rejects each
-            // cross-slot step client-side and the loops would retry it
-            // forever.
-            return Err(
-                "`redis.url` names a Redis Cluster, which the pipeline does not run \
-                 on yet: its atomic steps span hash slots (docs/cluster.md). Use one Redis \
-                 (redis:// or rediss://)"
-                    .into(),
-            );
+        if !(1..=MAX_PARTITIONS).contains(&self.redis.partitions) {
+            return Err(format!(
+                "`redis.partitions` must be between 1 and {MAX_PARTITIONS}, got {}",
+                self.redis.partitions
+            ));
         }
         if self.redis.prefix.is_empty() || self.redis.prefix.contains(['{', '}']) {
             return Err("`redis.prefix` must be non-empty and contain no braces".into());
@@ -646,7 +656,7 @@ impl Config {
     }
 
     pub fn keys(&self) -> crate::keys::Keys {
-        crate::keys::Keys::new(&self.redis.prefix)
+        crate::keys::Keys::new(&self.redis.prefix).with_partitions(self.redis.partitions)
     }
 }
 
@@ -656,16 +666,12 @@ pub fn is_event_table(name: &str) -> bool {
     name == "match_result_events" || name.starts_with("match_result_events_")
 }
 
-/// fred's clustered schemes (`redis-cluster://host:port?node=…`).
-fn is_cluster_url(url: &str) -> bool {
-    [
-        "redis-cluster://",
-        "rediss-cluster://",
-        "valkey-cluster://",
-        "valkeys-cluster://",
-    ]
-    .iter()
-    .any(|scheme| url.starts_with(scheme))
+/// The most player partitions a deployment may have (a rank reads every
+/// one of them).
+pub const MAX_PARTITIONS: u16 = 256;
+
+fn default_partitions() -> u16 {
+    1
 }
 
 #[cfg(test)]
@@ -714,16 +720,54 @@ shards = [1, 3]
     }
 
     #[test]
-    fn a_cluster_url_is_refused_until_the_layout_runs_on_one() {
+    fn the_cluster_example_loads() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../rps-cluster.toml");
-        let e = Config::load(&path).unwrap_err().to_string();
+        let c = Config::load(&path).unwrap();
         assert!(
-            e.contains("Redis Cluster") && e.contains("docs/cluster.md"),
-            "{e}"
+            c.redis.url.starts_with("redis-cluster://"),
+            "{}",
+            c.redis.url
         );
-        let mut c = parse(EXAMPLE).unwrap();
-        c.redis.url = "rediss-cluster://a:7000?node=b:7001".into();
-        assert!(c.validate().unwrap_err().contains("hash slots"));
+        assert_eq!(c.redis.partitions, 16);
+    }
+
+    #[test]
+    fn docker_cluster_deployment_is_consistent() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let single = Config::load(&root.join("docker/rps.toml")).unwrap();
+        let c = Config::load(&root.join("docker/rps-cluster.toml")).unwrap();
+        let compose = std::fs::read_to_string(root.join("docker/compose.cluster.yml")).unwrap();
+        // The same shard servers as the single-Redis deployment it overrides.
+        assert_eq!(c.shard_count, single.shard_count);
+        assert_eq!(
+            c.servers
+                .iter()
+                .map(|s| (&s.name, &s.url, &s.shards))
+                .collect::<Vec<_>>(),
+            single
+                .servers
+                .iter()
+                .map(|s| (&s.name, &s.url, &s.shards))
+                .collect::<Vec<_>>()
+        );
+        // Every seed node is a service, and every server has its own reader.
+        let seeds = c.redis.url.trim_start_matches("redis-cluster://");
+        for seed in seeds.split(['?', '&']) {
+            let host = seed.trim_start_matches("node=").split(':').next().unwrap();
+            assert!(
+                compose.contains(&format!("\n  {host}: ")),
+                "compose.cluster.yml lacks service {host}"
+            );
+        }
+        for s in &c.servers {
+            assert!(
+                compose.contains(&format!("\"--server\", \"{}\"", s.name)),
+                "no reader of {}",
+                s.name
+            );
+        }
+        assert!(c.redis.partitions > 1);
+        assert!(compose.contains("./rps-cluster.toml:/etc/rps/rps.toml:ro"));
     }
 
     #[test]

@@ -216,22 +216,24 @@ pub struct MatchEvent {
 }
 
 impl MatchEvent {
-    /// A `started` event (version 1) of a new match; the row id is assigned
-    /// by the table.
-    pub fn started(
+    /// An event of a match with the fields every type has, and no gesture,
+    /// result or deadline (those a type carries are set with struct update
+    /// syntax). The row id is 0: the table assigns it.
+    pub fn new(
         event_id: Uuid,
         match_id: i64,
+        version: i32,
+        event_type: EventType,
         season_id: SeasonId,
         (player_a_id, player_b_id): (i64, i64),
         occurred_at: Timestamp,
-        deadline_at: Timestamp,
     ) -> MatchEvent {
         MatchEvent {
             row_id: 0,
             event_id,
             match_id,
-            version: 1,
-            event_type: EventType::Started,
+            version,
+            event_type,
             season_id,
             player_a_id,
             player_b_id,
@@ -240,8 +242,31 @@ impl MatchEvent {
             winner_player_id: None,
             loser_player_id: None,
             outcome: None,
-            deadline_at: Some(deadline_at),
+            deadline_at: None,
             occurred_at,
+        }
+    }
+
+    /// A `started` event (version 1) of a new match.
+    pub fn started(
+        event_id: Uuid,
+        match_id: i64,
+        season_id: SeasonId,
+        players: (i64, i64),
+        occurred_at: Timestamp,
+        deadline_at: Timestamp,
+    ) -> MatchEvent {
+        MatchEvent {
+            deadline_at: Some(deadline_at),
+            ..MatchEvent::new(
+                event_id,
+                match_id,
+                1,
+                EventType::Started,
+                season_id,
+                players,
+                occurred_at,
+            )
         }
     }
 

@@ -19,6 +19,7 @@ pub mod gtid;
 pub mod health;
 pub mod ids;
 pub mod keys;
+pub mod metric_catalogue;
 #[cfg(feature = "redis")]
 pub mod redis_client;
 pub mod retry;

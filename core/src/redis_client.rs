@@ -79,9 +79,21 @@ impl ClientPolicy {
             config.password = Some(password.expose().to_string());
         }
         config.tls = fred_tls(redis)?;
+        let clustered = config.server.is_clustered();
         let mut builder = Builder::from_config(config);
         let (connect, command) = (self.connect_timeout, self.command_timeout);
-        let attempts = if self.resend_in_flight { 3 } else { 1 };
+        // fred counts a MOVED or ASK redirection as another write of the
+        // command, so on a cluster one attempt would turn every redirection
+        // (after a failover, during a reshard) into an error. The command
+        // then surely did not run on the node that redirected it, and every
+        // write step of the pipeline is fenced (a compare-and-set or a
+        // sequence number), so a step resent after a dropped connection
+        // is refused or skipped rather than applied twice.
+        let attempts = if self.resend_in_flight || clustered {
+            3
+        } else {
+            1
+        };
         builder
             .with_connection_config(|c| {
                 c.connection_timeout = connect;
@@ -158,6 +170,35 @@ fn without_url(e: fred::error::Error, redis: &RedisConfig) -> fred::error::Error
     )
 }
 
+/// How a clustered client routes a command fred does not know the keys of
+/// (`CustomCommand`): by the hash slot of `key`. fred's `FirstKey` would
+/// hash the first string argument, which for `XINFO GROUPS key` or
+/// `XREAD … STREAMS key` is not the key.
+pub fn slot_of(key: &str) -> fred::types::ClusterHash {
+    fred::types::ClusterHash::Custom(fred::util::redis_keyslot(key.as_bytes()))
+}
+
+/// The prepared XA branches the reader of `server` holds, from every
+/// target's registry ([`crate::Keys::cdc_xa_branches`]): xid key → the
+/// registry's JSON ([`crate::xa::HeldBranch`]). A branch holding items for
+/// several targets is in each of their registries, with the same entry.
+pub async fn xa_registry(
+    client: &Client,
+    keys: &crate::Keys,
+    server: &str,
+    shard_count: u16,
+) -> Result<std::collections::HashMap<String, String>, fred::error::Error> {
+    let mut out = std::collections::HashMap::new();
+    for t in crate::keys::PublishTarget::all(shard_count) {
+        let part: std::collections::HashMap<String, String> =
+            client.hgetall(keys.cdc_xa_branches(server, t)).await?;
+        for (field, json) in part {
+            out.entry(field).or_insert(json);
+        }
+    }
+    Ok(out)
+}
+
 /// `XGROUP CREATE <stream> projector 0 MKSTREAM`: the projectors' consumer
 /// group, created by whichever of the reader and the projector comes first
 /// (the reader, so no entry is published before the group exists); an
@@ -173,4 +214,106 @@ pub async fn create_projector_group(
         Err(e) if e.details().contains("BUSYGROUP") => Ok(()),
         other => other,
     }
+}
+
+/// Keys asked of each SCAN call.
+const SCAN_COUNT: u32 = 1000;
+
+/// Every key matching a pattern, a page at a time. On one Redis that is one
+/// SCAN; a SCAN on a cluster walks the keys of the node it reaches only, so
+/// there it is one SCAN per master, each with its own cursor, one after
+/// the other. (fred's `scan_cluster` walks every master at once through one
+/// stream, each node's next page asked for when its last one is dropped;
+/// explicit cursors keep one page in hand at a time, and a failed call is
+/// an error of this call.) A master added or a slot moved during the scan
+/// may hide keys or show them twice, as fred says of its own cluster scan.
+pub struct KeyScan {
+    pattern: String,
+    /// The masters still to walk, the current one last; `None` is the one
+    /// Redis.
+    nodes: Vec<Option<fred::types::config::Server>>,
+    cursor: String,
+}
+
+impl KeyScan {
+    pub async fn new(client: &Client, pattern: &str) -> Result<KeyScan, fred::error::Error> {
+        let nodes = if client.is_clustered() {
+            if client.cached_cluster_state().is_none() {
+                client.sync_cluster().await?;
+            }
+            let state = client.cached_cluster_state().ok_or_else(|| {
+                fred::error::Error::new(
+                    fred::error::ErrorKind::Cluster,
+                    "the cluster's layout is not known",
+                )
+            })?;
+            let mut masters = state.unique_primary_nodes();
+            masters.reverse();
+            masters.into_iter().map(Some).collect()
+        } else {
+            vec![None]
+        };
+        Ok(KeyScan {
+            pattern: pattern.to_string(),
+            nodes,
+            cursor: "0".to_string(),
+        })
+    }
+
+    /// The next page (possibly empty), or `None` when every node is done.
+    pub async fn next_page(
+        &mut self,
+        client: &Client,
+    ) -> Result<Option<Vec<String>>, fred::error::Error> {
+        let Some(node) = self.nodes.last() else {
+            return Ok(None);
+        };
+        let (cursor, pattern) = (self.cursor.clone(), self.pattern.clone());
+        let (next, keys): (String, Vec<String>) = match node {
+            None => {
+                client
+                    .scan_page(cursor, pattern, Some(SCAN_COUNT), None)
+                    .await?
+            }
+            Some(server) => {
+                client
+                    .with_cluster_node(server.clone())
+                    .scan_page(cursor, pattern, Some(SCAN_COUNT), None)
+                    .await?
+            }
+        };
+        if next == "0" {
+            self.nodes.pop();
+            self.cursor = "0".to_string();
+        } else {
+            self.cursor = next;
+        }
+        Ok(Some(keys))
+    }
+}
+
+/// UNLINKs keys: one command on one Redis; on a cluster, where one command
+/// may name keys of one slot only, one per slot, sent together.
+pub async fn unlink_keys(client: &Client, keys: Vec<String>) -> Result<(), fred::error::Error> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    if !client.is_clustered() {
+        return client.unlink::<(), _>(keys).await;
+    }
+    let mut by_slot: std::collections::BTreeMap<u16, Vec<String>> =
+        std::collections::BTreeMap::new();
+    for k in keys {
+        by_slot
+            .entry(fred::util::redis_keyslot(k.as_bytes()))
+            .or_default()
+            .push(k);
+    }
+    // One pipeline: fred sends each UNLINK to its slot's node.
+    let pipeline = client.pipeline();
+    for keys in by_slot.into_values() {
+        let () = pipeline.unlink(keys).await?;
+    }
+    let _: Vec<Value> = pipeline.all().await?;
+    Ok(())
 }

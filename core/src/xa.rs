@@ -229,6 +229,19 @@ impl HeldBranch {
         self.rows() + self.dead
     }
 
+    /// The targets it holds items for: each keeps its part of the branch
+    /// (hold, registry entry) in its own slot.
+    pub fn targets(&self) -> Vec<crate::keys::PublishTarget> {
+        use crate::keys::PublishTarget;
+        let shards = self
+            .shards
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(s, _)| PublishTarget::Shard(*s));
+        let dead = (self.dead > 0).then_some(PublishTarget::DeadLetters);
+        shards.chain(dead).collect()
+    }
+
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
     }

@@ -56,6 +56,27 @@ pub async fn init(config: &Config) -> Result<InitReport, StoreError> {
     Ok(report)
 }
 
+/// Drops every shard database of the topology (the inverse of [`init`]'s
+/// schema; the account and its grants stay). For throw-away deployments
+/// such as a benchmark's: history is gone for good.
+pub async fn drop_shard_databases(config: &Config) -> Result<(), StoreError> {
+    for server in &config.servers {
+        let mut conn = Conn::new(server_opts(server, Account::Admin)?)
+            .await
+            .map_err(StoreError::mysql(&server.name))?;
+        for &shard in &server.shards {
+            conn.query_drop(format!(
+                "DROP DATABASE IF EXISTS `{}`",
+                config.database(shard)
+            ))
+            .await
+            .map_err(StoreError::mysql(&server.name))?;
+        }
+        let _ = conn.disconnect().await;
+    }
+    Ok(())
+}
+
 async fn init_server(
     config: &Config,
     server: &rps_core::ServerConfig,

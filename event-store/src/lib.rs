@@ -11,6 +11,7 @@
 //! [`ShardSession`], which only offers the store's operations. The binlog is
 //! not read here; that is cdc-reader's job.
 
+mod binlog;
 pub mod connect;
 mod flavor;
 mod history;
@@ -19,15 +20,16 @@ mod session;
 mod snapshot;
 pub mod xa;
 
+pub use binlog::BinlogState;
 pub use connect::{server_opts, Account};
 pub use flavor::{BinlogPosition, Flavor, SnapshotError, TableListQuery};
 pub use history::{
     decode_row, read_in_time_order, read_ranges_ahead, HistoryFilter, MatchRangeReader, RangePlan,
     RangeRow, RowResult, StoredRow, TableReader, TimeOrderedChunk, EVENT_COLUMNS,
 };
-pub use init::{init, InitReport, ServerReport};
+pub use init::{drop_shard_databases, init, InitReport, ServerReport};
 pub use session::ShardSession;
-pub use snapshot::{end_snapshot, ConsistentSnapshot};
+pub use snapshot::{ConsistentSnapshot, SnapshotRangeReader};
 
 use mysql_async::prelude::*;
 use mysql_async::{Conn, OptsBuilder, Pool, PoolConstraints, PoolOpts};

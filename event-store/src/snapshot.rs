@@ -5,14 +5,15 @@
 //! through it, so the opening (which differs per flavor, see
 //! [`Flavor::begin_consistent_snapshot`]) is written once.
 
+use crate::history::{PlannedRanges, RangeReadTask};
 use crate::BinlogPosition;
-use crate::{EventStore, Flavor, StoreError, TableListQuery};
+use crate::{EventStore, Flavor, HistoryFilter, RangePlan, StoreError, TableListQuery};
 use mysql_async::prelude::*;
 use mysql_async::Conn;
 
 pub struct ConsistentSnapshot {
     /// The connection inside the snapshot; reads on it see the snapshot.
-    pub conn: Conn,
+    conn: Conn,
     /// Where the snapshot stands in the binlog: a reader started here
     /// publishes exactly what the snapshot does not hold.
     pub position: BinlogPosition,
@@ -98,8 +99,49 @@ impl ConsistentSnapshot {
     }
 }
 
-/// Ends a snapshot whose connection was handed on (to
-/// [`crate::read_ranges_ahead`]) and given back.
-pub async fn end_snapshot(mut conn: Conn) -> Result<(), mysql_async::Error> {
-    conn.query_drop("COMMIT").await
+impl ConsistentSnapshot {
+    /// Reads `plan` in ranges of match ids on the snapshot's connection, on a
+    /// task of its own, one range ahead of the consumer
+    /// ([`crate::read_ranges_ahead`]): what is folded is what the snapshot
+    /// saw. [`SnapshotRangeReader::end`] ends the snapshot once the ranges
+    /// are read.
+    pub fn read_ranges_ahead(
+        self,
+        plan: RangePlan,
+        filter: HistoryFilter,
+        range_rows: usize,
+    ) -> (PlannedRanges, SnapshotRangeReader) {
+        let (ranges, task) = crate::read_ranges_ahead(self.conn, plan, filter, range_rows);
+        let reader = SnapshotRangeReader {
+            task,
+            server: self.server,
+        };
+        (ranges, reader)
+    }
+}
+
+/// The task reading a snapshot's ranges ([`ConsistentSnapshot::read_ranges_ahead`]).
+pub struct SnapshotRangeReader {
+    task: RangeReadTask,
+    server: String,
+}
+
+impl SnapshotRangeReader {
+    /// Waits for the reading task and ends the snapshot's transaction. A
+    /// read error of the task is this call's error.
+    pub async fn end(self) -> Result<(), StoreError> {
+        let mut conn = self
+            .task
+            .await
+            .map_err(|e| {
+                StoreError::Invalid(format!(
+                    "server `{}`: the snapshot's range reader stopped: {e}",
+                    self.server
+                ))
+            })?
+            .map_err(StoreError::mysql(&self.server))?;
+        conn.query_drop("COMMIT")
+            .await
+            .map_err(StoreError::mysql(&self.server))
+    }
 }

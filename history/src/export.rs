@@ -78,31 +78,41 @@ pub struct ExportOptions {
     pub shards: Option<Vec<ShardId>>,
 }
 
-/// One exported row, as stored.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+/// One exported row: the row as stored and where it comes from.
+#[derive(Debug, Clone, PartialEq)]
 pub struct ExportRow {
     pub shard: ShardId,
     pub source_table: Arc<str>,
-    pub id: i64,
-    pub event_id: String,
-    pub match_id: i64,
-    pub version: i32,
-    pub event_type: Arc<str>,
-    pub season_id: Arc<str>,
-    pub player_a_id: i64,
-    pub player_b_id: i64,
-    pub gesture_a: Option<Arc<str>>,
-    pub gesture_b: Option<Arc<str>>,
-    pub winner_player_id: Option<i64>,
-    pub loser_player_id: Option<i64>,
-    pub outcome: Option<Arc<str>>,
-    #[serde(serialize_with = "ser_opt_ts")]
-    pub deadline_at: Option<i64>,
-    #[serde(serialize_with = "ser_ts")]
-    pub occurred_at: i64,
+    pub row: StoredRow,
     /// Merge tie-break: position of the table among the shard's tables.
-    #[serde(skip)]
     table_index: usize,
+}
+
+/// The text formats' record: [`COLUMNS`], in order, timestamps as text.
+impl serde::Serialize for ExportRow {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let r = &self.row;
+        let mut out = s.serialize_struct("ExportRow", COLUMNS.len())?;
+        out.serialize_field("shard", &self.shard)?;
+        out.serialize_field("source_table", &self.source_table)?;
+        out.serialize_field("id", &r.id)?;
+        out.serialize_field("event_id", &r.event_id)?;
+        out.serialize_field("match_id", &r.match_id)?;
+        out.serialize_field("version", &r.version)?;
+        out.serialize_field("event_type", &r.event_type)?;
+        out.serialize_field("season_id", &r.season_id)?;
+        out.serialize_field("player_a_id", &r.player_a_id)?;
+        out.serialize_field("player_b_id", &r.player_b_id)?;
+        out.serialize_field("gesture_a", &r.gesture_a)?;
+        out.serialize_field("gesture_b", &r.gesture_b)?;
+        out.serialize_field("winner_player_id", &r.winner_player_id)?;
+        out.serialize_field("loser_player_id", &r.loser_player_id)?;
+        out.serialize_field("outcome", &r.outcome)?;
+        out.serialize_field("deadline_at", &Ts(r.deadline_at))?;
+        out.serialize_field("occurred_at", &Ts(r.occurred_at))?;
+        out.end()
+    }
 }
 
 /// Timestamps as `YYYY-MM-DDTHH:MM:SS.ffffffZ` in text formats.
@@ -146,20 +156,32 @@ pub fn format_ts(micros: i64) -> String {
     String::from_utf8_lossy(&b).into_owned()
 }
 
-fn ser_ts<S: serde::Serializer>(v: &i64, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&format_ts(*v))
+/// A timestamp field of the text formats, through [`format_ts`].
+struct Ts<T>(T);
+
+impl serde::Serialize for Ts<i64> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format_ts(self.0))
+    }
 }
 
-fn ser_opt_ts<S: serde::Serializer>(v: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
-    match v {
-        Some(v) => s.serialize_str(&format_ts(*v)),
-        None => s.serialize_none(),
+impl serde::Serialize for Ts<Option<i64>> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Some(v) => s.serialize_str(&format_ts(v)),
+            None => s.serialize_none(),
+        }
     }
 }
 
 impl ExportRow {
     fn order_key(&self) -> (i64, ShardId, usize, i64) {
-        (self.occurred_at, self.shard, self.table_index, self.id)
+        (
+            self.row.occurred_at,
+            self.shard,
+            self.table_index,
+            self.row.id,
+        )
     }
 }
 
@@ -179,31 +201,6 @@ impl PartialOrd for Head {
 impl Ord for Head {
     fn cmp(&self, o: &Self) -> std::cmp::Ordering {
         self.0.order_key().cmp(&o.0.order_key())
-    }
-}
-
-impl ExportRow {
-    fn from_stored(r: StoredRow, shard: ShardId, table: &Arc<str>, table_index: usize) -> Self {
-        ExportRow {
-            shard,
-            source_table: table.clone(),
-            id: r.id,
-            event_id: r.event_id,
-            match_id: r.match_id,
-            version: r.version,
-            event_type: r.event_type,
-            season_id: r.season_id,
-            player_a_id: r.player_a_id,
-            player_b_id: r.player_b_id,
-            gesture_a: r.gesture_a,
-            gesture_b: r.gesture_b,
-            winner_player_id: r.winner_player_id,
-            loser_player_id: r.loser_player_id,
-            outcome: r.outcome,
-            deadline_at: r.deadline_at,
-            occurred_at: r.occurred_at,
-            table_index,
-        }
     }
 }
 
@@ -380,10 +377,11 @@ struct RowGroup {
 }
 
 impl RowGroup {
-    fn push(&mut self, r: &ExportRow) {
+    fn push(&mut self, e: &ExportRow) {
+        let r = &e.row;
         self.rows += 1;
-        self.shard.push(i32::from(r.shard));
-        self.source_table.push(&r.source_table);
+        self.shard.push(i32::from(e.shard));
+        self.source_table.push(&e.source_table);
         self.id.push(r.id);
         self.event_id.push(&r.event_id);
         self.match_id.push(r.match_id);
@@ -570,9 +568,12 @@ async fn export_boxed(
                 }
             }
         }
-        Ok(cur
-            .pop()
-            .map(|r| ExportRow::from_stored(r, source.shard, &source.table, source.table_index)))
+        Ok(cur.pop().map(|row| ExportRow {
+            shard: source.shard,
+            source_table: source.table.clone(),
+            row,
+            table_index: source.table_index,
+        }))
     }
     for (i, rx) in receivers.iter_mut().enumerate() {
         if let Some(r) = next_row(rx, &mut current[i], &sources[i]).await? {
@@ -643,37 +644,40 @@ mod tests {
             } else {
                 "match_result_events_p1"
             }),
-            id: i,
-            event_id: format!("00000000-0000-0000-0000-{i:012}"),
-            match_id: 1_000 + i / 4,
-            version: (i % 4) as i32,
-            event_type: Arc::from(if decided {
-                "MatchDecided"
-            } else {
-                "MatchCreated"
-            }),
-            season_id: Arc::from("2026Q4"),
-            player_a_id: 7,
-            player_b_id: 8 + i,
-            gesture_a: if decided { text("rock") } else { None },
-            gesture_b: if decided { text("scissors") } else { None },
-            winner_player_id: decided.then_some(7),
-            loser_player_id: decided.then_some(8 + i),
-            outcome: if decided { text("a_wins") } else { None },
-            deadline_at: (!decided).then_some(1_790_000_000_000_000 + i),
-            occurred_at: 1_790_000_000_123_456 + i * 1_000,
+            row: StoredRow {
+                id: i,
+                event_id: format!("00000000-0000-0000-0000-{i:012}"),
+                match_id: 1_000 + i / 4,
+                version: (i % 4) as i32,
+                event_type: Arc::from(if decided {
+                    "MatchDecided"
+                } else {
+                    "MatchCreated"
+                }),
+                season_id: Arc::from("2026Q4"),
+                player_a_id: 7,
+                player_b_id: 8 + i,
+                gesture_a: if decided { text("rock") } else { None },
+                gesture_b: if decided { text("scissors") } else { None },
+                winner_player_id: decided.then_some(7),
+                loser_player_id: decided.then_some(8 + i),
+                outcome: if decided { text("a_wins") } else { None },
+                deadline_at: (!decided).then_some(1_790_000_000_000_000 + i),
+                occurred_at: 1_790_000_000_123_456 + i * 1_000,
+            },
             table_index: 0,
         }
     }
 
-    /// The fields parquet's record reader gives for `r`.
-    fn fields(r: &ExportRow) -> Vec<(String, parquet::record::Field)> {
+    /// The fields parquet's record reader gives for `e`.
+    fn fields(e: &ExportRow) -> Vec<(String, parquet::record::Field)> {
         use parquet::record::Field;
+        let r = &e.row;
         let s = |v: &str| Field::Str(v.to_string());
         let o = |v: Option<Field>| v.unwrap_or(Field::Null);
         let values = vec![
-            Field::UShort(r.shard),
-            s(&r.source_table),
+            Field::UShort(e.shard),
+            s(&e.source_table),
             Field::Long(r.id),
             s(&r.event_id),
             Field::Long(r.match_id),

@@ -21,9 +21,7 @@ use crate::progress::Progress;
 use crate::HistoryError;
 use futures::future::try_join_all;
 use rps_core::{MatchEvent, PlayerStats, SeasonId, ShardId, Timestamp};
-use rps_event_store::{
-    end_snapshot, read_ranges_ahead, EventStore, HistoryFilter, RangeRow, StoreError,
-};
+use rps_event_store::{EventStore, HistoryFilter, RangeRow, StoreError};
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -183,7 +181,6 @@ async fn fold_shard(
     for table in &tables {
         progress.add_total(snapshot.max_row_id(&database, table).await? as u64);
     }
-    let conn = snapshot.conn;
     let filter = HistoryFilter {
         season: opts.season,
         from: None,
@@ -193,8 +190,7 @@ async fn fold_shard(
     let mut model = Model::new(config.shard_count);
     let mut rows = 0u64;
     // The next range is read (on its own task) while the current one is folded.
-    let (mut ranges, reader) = read_ranges_ahead(
-        conn,
+    let (mut ranges, reader) = snapshot.read_ranges_ahead(
         vec![(database.clone(), tables.clone())],
         filter,
         opts.range_rows,
@@ -223,13 +219,7 @@ async fn fold_shard(
         progress.inc(n);
         metrics::counter!(crate::metrics::REPLAY_EVENTS_TOTAL).increment(n);
     }
-    let conn = reader
-        .await
-        .map_err(|e| HistoryError::Definite(format!("shard {shard} reader task failed: {e}")))?
-        .map_err(HistoryError::mysql(&server))?;
-    end_snapshot(conn)
-        .await
-        .map_err(HistoryError::mysql(&server))?;
+    reader.end().await?;
     tracing::info!(shard, rows, %file, pos, "shard folded");
     Ok((
         model,

@@ -6,7 +6,7 @@
 //! - [`fold`]: a deterministic in-memory fold of every shard's history
 //!   (read inside a consistent snapshot) into the read models;
 //! - [`replay`]: writes that fold into a new generation beside the live one,
-//!   catches it up from the shard streams and switches atomically;
+//!   catches it up from the shard streams and switches to it;
 //! - [`verify`]: compares the fold with the live generation, and repairs;
 //! - [`export`]: the merged event history as NDJSON, CSV or Parquet;
 //! - [`status`]: positions, lag and backlog of every server and shard.
@@ -30,7 +30,6 @@ pub use fold::{
 };
 pub use model::{Model, RejectedEvent};
 
-use rps_core::redis_client::ClientPolicy;
 use rps_core::retry::ErrorClass;
 use rps_event_store::StoreError;
 
@@ -43,12 +42,6 @@ pub use mysql_async;
 pub enum HistoryError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("server `{server}`: {source}")]
-    Mysql {
-        server: String,
-        #[source]
-        source: mysql_async::Error,
-    },
     #[error("redis: {0}")]
     Redis(#[from] fred::error::Error),
     #[error("writing the export: {0}")]
@@ -59,6 +52,16 @@ pub enum HistoryError {
     /// read models exist): the operator fixes or deletes it and replays.
     #[error(transparent)]
     Generation(read_model::generation::GenerationError),
+    /// A step of the generation switch ([`read_model::generation::switch`]).
+    #[error(transparent)]
+    Switch(read_model::generation::switch::SwitchError),
+    /// Applying the live generation's outbox before the switch.
+    #[error(transparent)]
+    Score(read_model::score::ScoreError),
+    /// `ReplayOptions::crash_at`: stopped there, as a crash would, with
+    /// nothing undone.
+    #[error("stopped {0}, as asked (a crash test)")]
+    Crashed(&'static str),
     /// Another replay switched generations first; this one changed nothing.
     #[error("the active generation is no longer {expected}: another replay switched meanwhile; nothing was changed by this one")]
     GenerationMoved { expected: u64 },
@@ -88,39 +91,33 @@ pub enum HistoryError {
 }
 
 impl HistoryError {
-    pub(crate) fn mysql(server: &str) -> impl FnOnce(mysql_async::Error) -> HistoryError + '_ {
-        move |source| HistoryError::Mysql {
-            server: server.to_string(),
-            source,
-        }
-    }
-
     /// Whether the command may succeed if run again later (connection
     /// trouble, a server restarting, Redis unavailable).
     pub fn class(&self) -> ErrorClass {
         match self {
             HistoryError::Store(e) => ErrorClass::from_transient(e.is_transient()),
-            HistoryError::Mysql { source, .. } => {
-                ErrorClass::from_transient(rps_event_store::is_transient_mysql(source))
-            }
             HistoryError::Redis(e) => rps_core::retry::classify_redis(e),
             HistoryError::Generation(e) => ErrorClass::from_transient(e.is_transient()),
+            HistoryError::Switch(e) => ErrorClass::from_transient(e.is_transient()),
+            HistoryError::Score(e) => ErrorClass::from_transient(matches!(
+                e,
+                read_model::score::ScoreError::Redis(_)
+                    | read_model::score::ScoreError::Contended { .. }
+            )),
             HistoryError::Io(_)
             | HistoryError::Format(_)
             | HistoryError::GenerationMoved { .. }
             | HistoryError::SwitchTimeout { .. }
             | HistoryError::StreamTrimmed { .. }
             | HistoryError::Definite(_)
+            | HistoryError::Crashed(_)
             | HistoryError::Cancelled => ErrorClass::Definite,
         }
     }
 }
 
-/// A connected Redis client for the deployment, with the
-/// [`ClientPolicy::patient`] preset. New callers name the preset
-/// themselves: `ClientPolicy::patient().connect(&config.redis)`.
-pub async fn connect_redis(
-    config: &rps_core::Config,
-) -> Result<fred::clients::Client, HistoryError> {
-    Ok(ClientPolicy::patient().connect(&config.redis).await?)
+impl From<read_model::generation::switch::SwitchError> for HistoryError {
+    fn from(e: read_model::generation::switch::SwitchError) -> Self {
+        HistoryError::Switch(e)
+    }
 }

@@ -5,7 +5,7 @@
 //! under `rpsctl run` or with a metrics endpoint; they are also what the
 //! progress reporter reads.
 
-use metrics::Unit;
+use rps_core::metric_catalogue::MetricCatalogue;
 
 /// Events read from the event tables and folded (counter).
 pub const REPLAY_EVENTS_TOTAL: &str = "rps_replay_events_total";
@@ -20,40 +20,32 @@ pub const VERIFY_DIFFERENCES_TOTAL: &str = "rps_verify_differences_total";
 /// Rows written by export (counter).
 pub const EXPORT_ROWS_TOTAL: &str = "rps_export_rows_total";
 
-/// Every counter with its help text.
-pub const COUNTERS: &[(&str, &str)] = &[
-    (
-        REPLAY_EVENTS_TOTAL,
-        "Event rows read from the event tables and folded by replay or verify",
-    ),
-    (
-        REPLAY_REJECTED_TOTAL,
-        "Event rows of history that do not fit their match, per code",
-    ),
-    (
-        REPLAY_CATCHUP_ENTRIES_TOTAL,
-        "Stream entries applied to the new generation while catching up",
-    ),
-    (
-        REPLAY_KEYS_WRITTEN_TOTAL,
-        "Read-model keys written into the new generation",
-    ),
-    (
-        VERIFY_DIFFERENCES_TOTAL,
-        "Differences verify found, per kind of read model",
-    ),
-    (EXPORT_ROWS_TOTAL, "Event rows written by export"),
-];
-
-/// The history commands export no gauge.
-pub const GAUGES: &[(&str, Unit, &str)] = &[];
-
-/// The history commands export no histogram.
-pub const HISTOGRAMS: &[(&str, &str, &[f64])] = &[];
-
-/// Registers the help text with the installed recorder.
-pub fn describe() {
-    for (name, help) in COUNTERS {
-        metrics::describe_counter!(*name, Unit::Count, *help);
-    }
-}
+/// Every metric of the history commands, with its help text and, for a histogram, its
+/// buckets.
+pub const CATALOGUE: MetricCatalogue = MetricCatalogue {
+    counters: &[
+        (
+            REPLAY_EVENTS_TOTAL,
+            "Event rows read from the event tables and folded by replay or verify",
+        ),
+        (
+            REPLAY_REJECTED_TOTAL,
+            "Event rows of history that do not fit their match, per code",
+        ),
+        (
+            REPLAY_CATCHUP_ENTRIES_TOTAL,
+            "Stream entries applied to the new generation while catching up",
+        ),
+        (
+            REPLAY_KEYS_WRITTEN_TOTAL,
+            "Read-model keys written into the new generation",
+        ),
+        (
+            VERIFY_DIFFERENCES_TOTAL,
+            "Differences verify found, per kind of read model",
+        ),
+        (EXPORT_ROWS_TOTAL, "Event rows written by export"),
+    ],
+    gauges: &[],
+    histograms: &[],
+};

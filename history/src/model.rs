@@ -110,9 +110,10 @@ pub struct Model {
     pub shard_count: u16,
     pub matches: HashMap<i64, CompactMatch>,
     pub players: HashMap<PlayerKey, PlayerStats>,
-    /// Matches per lifecycle state. Kept as the fold goes rather than
-    /// counted from `matches`, which a spilling fold empties range by range.
-    pub lifecycle: MatchCounts,
+    /// Matches per lifecycle state, per shard (each shard's counts live in
+    /// its slot). Kept as the fold goes rather than counted from `matches`,
+    /// which a spilling fold empties range by range.
+    pub lifecycle: BTreeMap<ShardId, MatchCounts>,
     pub rejections: Rejections,
     /// Events folded, valid or not.
     pub events: u64,
@@ -161,7 +162,10 @@ impl Model {
         }
         let prev = self.match_state(ev.match_id);
         let t = fold::apply(prev.as_ref(), ev)?;
-        self.lifecycle.moved(prev.map(|p| p.status), t.state.status);
+        self.lifecycle
+            .entry(shard)
+            .or_default()
+            .moved(prev.map(|p| p.status), t.state.status);
         for e in &t.effects {
             for key in [(e.player_id, None), (e.player_id, Some(e.season))] {
                 self.players.entry(key).or_default().add(&e.delta);
@@ -210,7 +214,9 @@ impl Model {
     pub fn merge(&mut self, other: Model) {
         self.events += other.events;
         self.matches.extend(other.matches);
-        self.lifecycle.add(&other.lifecycle);
+        for (shard, counts) in other.lifecycle {
+            self.lifecycle.entry(shard).or_default().add(&counts);
+        }
         for (k, v) in other.players {
             self.players.entry(k).or_default().add(&v);
         }
@@ -227,6 +233,12 @@ impl Model {
     /// every match of it is voided later).
     pub fn seasons(&self) -> BTreeSet<SeasonId> {
         self.players.keys().filter_map(|(_, s)| *s).collect()
+    }
+
+    /// `(player, season)` of every player who ever scored in a season:
+    /// what the partitions' seasons sets are built from.
+    pub fn scored_seasons(&self) -> impl Iterator<Item = (i64, SeasonId)> + '_ {
+        self.players.keys().filter_map(|(id, s)| Some((*id, (*s)?)))
     }
 
     /// Every board, built from the counters: scope → members and scores.
@@ -253,6 +265,31 @@ impl Model {
             .collect();
         d.sort();
         d
+    }
+
+    /// [`Model::deadlines`] by the shard that owns each match.
+    pub fn deadlines_by_shard(&self) -> BTreeMap<ShardId, Vec<(String, i64)>> {
+        let mut out: BTreeMap<ShardId, Vec<(String, i64)>> = BTreeMap::new();
+        for (id, m) in &self.matches {
+            if let Some(entry) = m.deadline_entry(*id, self.shard_count) {
+                out.entry(shard_of(m.player_a, self.shard_count))
+                    .or_default()
+                    .push(entry);
+            }
+        }
+        for d in out.values_mut() {
+            d.sort();
+        }
+        out
+    }
+
+    /// Matches per lifecycle state over every shard.
+    pub fn lifecycle_total(&self) -> MatchCounts {
+        let mut total = MatchCounts::default();
+        for c in self.lifecycle.values() {
+            total.add(c);
+        }
+        total
     }
 
     /// The deadline entry of one match, if it is open.
@@ -377,20 +414,15 @@ mod tests {
     fn ev(version: i32, t: EventType) -> MatchEvent {
         MatchEvent {
             row_id: i64::from(version),
-            event_id: uuid::Uuid::new_v4(),
-            match_id: 77,
-            version,
-            event_type: t,
-            season_id: "2026Q4".parse().unwrap(),
-            player_a_id: 16,
-            player_b_id: 3,
-            gesture_a: None,
-            gesture_b: None,
-            winner_player_id: None,
-            loser_player_id: None,
-            outcome: None,
-            deadline_at: None,
-            occurred_at: Timestamp(1_790_000_000_000_000 + i64::from(version)),
+            ..MatchEvent::new(
+                uuid::Uuid::new_v4(),
+                77,
+                version,
+                t,
+                "2026Q4".parse().unwrap(),
+                (16, 3),
+                Timestamp(1_790_000_000_000_000 + i64::from(version)),
+            )
         }
     }
 
@@ -425,7 +457,10 @@ mod tests {
             "a season stays listed after its results are voided"
         );
         assert_eq!(m.matches[&77].status, MatchStatus::Voided);
-        assert_eq!(m.lifecycle.nonzero().collect::<Vec<_>>(), [("voided", 1)]);
+        assert_eq!(
+            m.lifecycle_total().nonzero().collect::<Vec<_>>(),
+            [("voided", 1)]
+        );
         let st = m.match_state(77).unwrap();
         assert_eq!(st.result.winner, Some(16));
         assert_eq!(CompactMatch::from_state(&st).state(77), st);

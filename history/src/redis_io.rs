@@ -7,9 +7,9 @@ use fred::clients::Client;
 use read_model::bulk::{self, Write};
 use read_model::GenerationKeys;
 use rps_core::{Keys, PlayerStats, SeasonId};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
-pub use read_model::generation::{drop_generation, generation_exists, try_switch, Switch};
+pub use read_model::generation::{drop_generation, generation_exists};
 
 /// How many units of reads are in flight at once.
 pub const IN_FLIGHT: usize = 256;
@@ -28,32 +28,42 @@ pub async fn write_model(
     g: &GenerationKeys,
     model: &Model,
 ) -> Result<u64, HistoryError> {
-    let matches = model
-        .matches
-        .iter()
-        .map(|(id, c)| vec![Write::Set(g.match_state(*id), c.state(*id).to_value())]);
+    let matches = model.matches.iter().map(|(id, c)| {
+        let shard = rps_core::shard_of(c.player_a, model.shard_count);
+        vec![Write::Set(
+            g.match_state(shard, *id),
+            c.state(*id).to_value(),
+        )]
+    });
     let mut scopes: BTreeMap<Option<SeasonId>, Vec<(i64, &PlayerStats)>> = BTreeMap::new();
     for ((id, season), st) in model.counted_players() {
         scopes.entry(*season).or_default().push((*id, st));
     }
     let players = scopes
         .into_iter()
-        .map(|(season, players)| vec![bulk::scope_counters(g, season, players)]);
-    let boards: Vec<Vec<Write>> = model
+        .flat_map(|(season, players)| bulk::scope_counters(g, season, players))
+        .map(|w| vec![w]);
+    let mut rest: Vec<Vec<Write>> = model
         .boards()
         .into_iter()
-        .map(|(season, members)| vec![Write::zadd_scores(g.board(season), &members)])
+        .flat_map(|(season, members)| bulk::scope_board(g, season, &members))
+        .map(|w| vec![w])
         .collect();
-    let seasons: Vec<String> = model.seasons().iter().map(|s| s.to_string()).collect();
-    let mut rest = boards;
-    if !seasons.is_empty() {
-        rest.push(vec![Write::Sadd(g.seasons(), seasons)]);
+    rest.extend(
+        bulk::season_sets(g, model.scored_seasons())
+            .into_iter()
+            .map(|w| vec![w]),
+    );
+    rest.extend(bulk::partition_count(g).into_iter().map(|w| vec![w]));
+    rest.extend(
+        bulk::deadline_sets(g, model.deadlines_by_shard())
+            .into_iter()
+            .map(|w| vec![w]),
+    );
+    for shard in 0..model.shard_count {
+        let counts = model.lifecycle.get(&shard).cloned().unwrap_or_default();
+        rest.push(bulk::lifecycle_counts(g, shard, &counts));
     }
-    let deadlines = model.deadlines();
-    if !deadlines.is_empty() {
-        rest.push(vec![Write::zadd_scores(g.deadlines(), &deadlines)]);
-    }
-    rest.push(bulk::lifecycle_counts(g, &model.lifecycle));
     let n = run_units(client, matches.chain(players).chain(rest)).await?;
     metrics::counter!(crate::metrics::REPLAY_KEYS_WRITTEN_TOTAL).increment(n);
     Ok(n)
@@ -69,37 +79,39 @@ pub fn dirty_units(
     players: impl IntoIterator<Item = PlayerKey>,
 ) -> Vec<Vec<Write>> {
     let mut units = Vec::new();
-    let mut seasons = BTreeSet::new();
+    let mut seasons = Vec::new();
     let mut any_match = false;
+    let mut touched_shards = std::collections::BTreeSet::new();
     for id in matches {
         any_match = true;
         let Some(m) = model.match_state(id) else {
             continue;
         };
-        let mut unit = vec![Write::Set(g.match_state(id), m.to_value())];
-        let member =
-            rps_core::keys::deadline_member(rps_core::shard_of(m.player_a, model.shard_count), id);
+        let shard = rps_core::shard_of(m.player_a, model.shard_count);
+        touched_shards.insert(shard);
+        let mut unit = vec![Write::Set(g.match_state(shard, id), m.to_value())];
+        let member = rps_core::keys::deadline_member(shard, id);
         match model.deadline_of(&m) {
-            Some((member, ms)) => unit.push(Write::Zadd(g.deadlines(), vec![(ms as f64, member)])),
-            None => unit.push(Write::Zrem(g.deadlines(), vec![member])),
+            Some((member, ms)) => {
+                unit.push(Write::Zadd(g.deadlines(shard), vec![(ms as f64, member)]))
+            }
+            None => unit.push(Write::Zrem(g.deadlines(shard), vec![member])),
         }
         units.push(unit);
     }
     for key in players {
         let stats = model.players.get(&key).copied().unwrap_or_default();
         if let Some(s) = key.1 {
-            seasons.insert(s);
+            seasons.push((key.0, s));
         }
         units.push(bulk::player_scope(g, key.0, key.1, &stats));
     }
-    if !seasons.is_empty() {
-        units.push(vec![Write::Sadd(
-            g.seasons(),
-            seasons.iter().map(SeasonId::to_string).collect(),
-        )]);
-    }
+    units.extend(bulk::season_sets(g, seasons).into_iter().map(|w| vec![w]));
     if any_match {
-        units.push(bulk::lifecycle_counts(g, &model.lifecycle));
+        for shard in &touched_shards {
+            let counts = model.lifecycle.get(shard).cloned().unwrap_or_default();
+            units.push(bulk::lifecycle_counts(g, *shard, &counts));
+        }
     }
     units
 }
@@ -117,6 +129,7 @@ pub async fn active_generation(client: &Client, keys: &Keys) -> Result<u64, Hist
 pub async fn progress(
     client: &Client,
     g: &GenerationKeys,
+    shard_count: u16,
 ) -> Result<std::collections::HashMap<String, String>, HistoryError> {
-    Ok(read_model::generation::progress_hash(client, g).await?)
+    Ok(read_model::generation::progress_hash(client, g, shard_count).await?)
 }

@@ -1,19 +1,30 @@
 //! `rpsctl replay`: rebuild the read models from history into a new
-//! generation beside the live one, catch it up, switch atomically.
+//! generation beside the live one, catch it up, switch to it.
 //!
-//! 1. Note the live generation `g` and its `progress` (where to read the
-//!    streams from, less a safety margin: see [`CATCHUP_MARGIN_MS`]).
+//! 1. End what a replay that died may have left of a switch
+//!    ([`switch::recover`]), then note the live generation `g` and its
+//!    `progress` (where to read the streams from, less a safety margin:
+//!    see [`CATCHUP_MARGIN_MS`]).
 //! 2. Fold every shard's tables inside a consistent snapshot, noting each
 //!    snapshot's binlog position ([`crate::fold`]).
 //! 3. Write the fold into `g+1`, every key once.
 //! 4. Catch up: read each shard stream up to `g`'s progress and fold the
 //!    entries whose source position is after the shard's snapshot (the
 //!    others are already in the fold), rewriting the keys they touch and
-//!    `g+1`'s progress. Repeat until `g+1`'s progress equals `g`'s and `g`
-//!    has applied every entry the snapshot covers, then switch with a
-//!    script that sets the generation only if both progress hashes are
-//!    still equal. The live projector continues on `g+1` from there.
-//! 5. Unlink `g`'s keys.
+//!    `g+1`'s progress. Repeat until `g` has applied every entry the
+//!    snapshot covers.
+//! 5. Switch, in steps of one hash slot each ([`switch`]): hold every
+//!    shard (the live projector's commits into `g` wait from here, so `g`'s
+//!    progress is frozen), settle what `g`'s outbox still owes its
+//!    partitions and the dead-letter stream, catch up once more to the
+//!    frozen progress, then decide the switch (the marker becomes `g+1`)
+//!    and move every slot's copy of the marker. The catch-up writes
+//!    absolute counts from its in-memory fold, so it must be done before
+//!    any shard's live commits reach `g+1`; the hold makes sure of it. The
+//!    live projector continues on `g+1` from there. If the hold's deadline
+//!    ([`ReplayOptions::switch_hold`]) passes first, the live projector
+//!    resumes `g` and the replay catches up and tries again.
+//! 6. Unlink `g`'s keys.
 //!
 //! A limited replay (`--season`, `--shard`, `--until`) is an inspection: it
 //! folds and reports, and writes nothing (a partial model must never become
@@ -22,15 +33,18 @@
 use crate::fold::{FoldOptions, ShardSnapshot, SpilledMatches};
 use crate::model::Model;
 use crate::progress::Progress;
-use crate::redis_io::{self, Switch};
+use crate::redis_io;
 use crate::verify::{self, VerifyReport};
 use crate::HistoryError;
 use fred::clients::Client;
-use fred::interfaces::{KeysInterface, StreamsInterface};
+use fred::interfaces::{HashesInterface, KeysInterface, StreamsInterface};
 use fred::types::Value;
 use read_model::bulk::Write;
+use read_model::generation::switch::{self, Decision, Resolution};
+use read_model::score::{ScoreError, Scorer};
 use read_model::GenerationKeys;
 use read_model::ReadModelKeys;
+use rps_core::redis_client::ClientPolicy;
 use rps_core::stream::StreamId;
 use rps_core::{Config, ShardId, StreamEvent};
 use std::collections::{BTreeMap, HashMap};
@@ -58,7 +72,31 @@ pub struct ReplayOptions {
     pub show_progress: bool,
     /// How long to wait for the live generation to pass the snapshot.
     pub switch_timeout: Duration,
+    /// How long the switch may hold the shards before it is decided: the
+    /// live projector waits that long at most if the replay dies holding
+    /// them, and resumes the old generation then.
+    pub switch_hold: Duration,
+    /// For crash tests: stop at this point of the switch as if the process
+    /// died there, undoing and dropping nothing.
+    #[doc(hidden)]
+    pub crash_at: Option<CrashPoint>,
 }
+
+/// Where [`ReplayOptions::crash_at`] stops a replay.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrashPoint {
+    /// Every shard held and the new generation completed, not decided.
+    Held,
+    /// Decided (the marker names the new generation), no copy moved yet.
+    Decided,
+}
+
+/// The default [`ReplayOptions::switch_hold`]: far above a catch-up round
+/// of one switch (milliseconds), and short enough that a replay killed
+/// holding the shards stalls the live pipeline no longer than a brief
+/// Redis failover would.
+pub const SWITCH_HOLD: Duration = Duration::from_secs(15);
 
 impl Default for ReplayOptions {
     fn default() -> Self {
@@ -67,6 +105,8 @@ impl Default for ReplayOptions {
             dry_run: false,
             show_progress: false,
             switch_timeout: Duration::from_secs(300),
+            switch_hold: SWITCH_HOLD,
+            crash_at: None,
         }
     }
 }
@@ -119,15 +159,18 @@ pub async fn run(
 ) -> Result<ReplayReport, HistoryError> {
     let started = Instant::now();
     let store = rps_event_store::EventStore::new(config.clone())?;
-    let client = crate::connect_redis(&config).await?;
+    let client = ClientPolicy::patient().connect(&config.redis).await?;
     let keys = config.keys();
+    if opts.fold.is_complete() && !opts.dry_run {
+        end_earlier_switch(&client, &keys, config.shard_count).await?;
+    }
     let generation = redis_io::active_generation(&client, &keys).await?;
     let old = keys.generation_keys(generation);
     let mut report = ReplayReport {
         old_generation: generation,
         ..Default::default()
     };
-    let start_progress = redis_io::progress(&client, &old).await?;
+    let start_progress = redis_io::progress(&client, &old, config.shard_count).await?;
 
     // A replay writes each range's matches into g+1 as the fold goes; a dry
     // run writes them too and also compares them with the live generation;
@@ -230,8 +273,11 @@ pub async fn run(
         .instrument(tracing::info_span!("catch_up", generation = new.generation))
         .await;
     if let Err(e) = result {
-        // The half-built generation is useless; do not leave it behind.
-        let _ = redis_io::drop_generation(&client, &new).await;
+        // The half-built generation is useless; do not leave it behind
+        // (unless stopped as a crash, which leaves everything).
+        if !matches!(e, HistoryError::Crashed(_)) {
+            let _ = redis_io::drop_generation(&client, &new).await;
+        }
         return Err(e);
     }
     report.switched = true;
@@ -240,6 +286,42 @@ pub async fn run(
     report.old_keys_dropped = redis_io::drop_generation(&client, &old).await?;
     report.total_seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// Ends what an earlier replay that died left of its switch (finishing a
+/// decided one, releasing the shards of an undecided one), and drops the
+/// generation a finished switch left behind: a replay that dies after the
+/// decision never drops it, and neither does the live projector that
+/// finishes the switch for it.
+async fn end_earlier_switch(
+    client: &Client,
+    keys: &rps_core::Keys,
+    shard_count: u16,
+) -> Result<(), HistoryError> {
+    if let Some((barrier, outcome)) = switch::recover(client, keys, shard_count).await? {
+        tracing::warn!(
+            from = barrier.from,
+            to = barrier.to,
+            ?outcome,
+            "ended the switch an earlier replay left unfinished"
+        );
+    }
+    let Some(last) = switch::record(client, keys).await? else {
+        return Ok(());
+    };
+    let active = redis_io::active_generation(client, keys).await?;
+    if last.state == switch::State::Done && last.barrier.from != active {
+        let left = keys.generation_keys(last.barrier.from);
+        let n = redis_io::drop_generation(client, &left).await?;
+        if n > 0 {
+            tracing::warn!(
+                generation = left.generation,
+                keys = n,
+                "dropped the generation an earlier switch left behind"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// What the fold handed out range by range.
@@ -305,10 +387,22 @@ async fn spill_sink(
         };
         let mut units: Vec<Vec<Write>> = batch
             .iter()
-            .map(|(id, m)| vec![Write::Set(g.match_state(*id), m.state(*id).to_value())])
+            .map(|(id, m)| {
+                let shard = rps_core::shard_of(m.player_a, shard_count);
+                vec![Write::Set(
+                    g.match_state(shard, *id),
+                    m.state(*id).to_value(),
+                )]
+            })
             .collect();
-        if !deadlines.is_empty() {
-            units.push(vec![Write::Zadd(g.deadlines(), deadlines)]);
+        let mut by_shard: BTreeMap<ShardId, Vec<(f64, String)>> = BTreeMap::new();
+        for (ms, member) in deadlines {
+            if let Some((shard, _)) = rps_core::keys::parse_deadline_member(&member) {
+                by_shard.entry(shard).or_default().push((ms, member));
+            }
+        }
+        for (shard, d) in by_shard {
+            units.push(vec![Write::Zadd(g.deadlines(shard), d)]);
         }
         match redis_io::run_units(client, units).await {
             Ok(n) => tally.keys += n,
@@ -390,116 +484,249 @@ async fn catch_up_and_switch(
         if shutdown.is_cancelled() {
             return Err(HistoryError::Cancelled);
         }
-        let target = redis_io::progress(client, old).await?;
-        let mut progress_pairs: Vec<(String, String)> = Vec::new();
-        for c in cursors.iter_mut() {
-            let Some(t) = target.get(&c.shard.to_string()) else {
-                continue;
-            };
-            while c.last.as_deref().is_none_or(|l| id_after(t, l)) {
-                let start = c.last.as_ref().map_or("-".to_string(), |l| format!("({l}"));
-                let page: Vec<(String, HashMap<String, String>)> = client
-                    .xrange_values(c.stream.as_str(), start, t.as_str(), Some(CATCHUP_PAGE))
-                    .await?;
-                if page.is_empty() {
-                    break;
-                }
-                let s = snap[&c.shard];
-                let decoded: Vec<(&String, Option<StreamEvent>)> = page
-                    .iter()
-                    .map(|(id, fields)| {
-                        let e = StreamEvent::decode(
-                            fields.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())),
-                        )
-                        .ok()
-                        .filter(|e| !s.covers(&e.source.file, e.source.pos));
-                        (id, e)
-                    })
-                    .collect();
-                let after_snapshot = decoded.iter().filter_map(|(_, e)| e.as_ref());
-                load_missing_matches(client, new, model, after_snapshot).await?;
-                for (id, event) in decoded {
-                    match event {
-                        // Covered by the snapshot (already in the fold), or
-                        // undecodable: the projector dead-letters those and
-                        // they change no read model.
-                        None => report.catchup_skipped += 1,
-                        Some(e) => {
-                            c.passed_snapshot = true;
-                            report.catchup_entries += 1;
-                            model.apply_reporting(
-                                c.shard,
-                                &e.source.database,
-                                &e.source.table,
-                                &e.event,
-                            );
-                        }
-                    }
-                    c.last = Some(id.clone());
-                }
-            }
-            c.last = Some(t.clone());
-            progress_pairs.push((c.shard.to_string(), t.clone()));
-            // The projector's bookkeeping beside the position (`<shard>:at`, …)
-            // comes along, so lag reports stay continuous across the switch.
-            let prefix = format!("{}:", c.shard);
-            progress_pairs.extend(
-                target
-                    .iter()
-                    .filter(|(k, _)| k.starts_with(&prefix))
-                    .map(|(k, v)| (k.clone(), v.clone())),
-            );
-        }
-        let dirty = model.take_dirty();
-        let mut units = redis_io::dirty_units(new, model, dirty.matches, dirty.players);
-        if !progress_pairs.is_empty() {
-            units.push(vec![Write::Hset(new.progress(), progress_pairs)]);
-        }
-        redis_io::run_units(client, units).await?;
-        metrics::counter!(crate::metrics::REPLAY_CATCHUP_ENTRIES_TOTAL)
-            .absolute(report.catchup_entries);
-
+        let target = redis_io::progress(client, old, config.shard_count).await?;
+        catch_up_to(cx, &target, &mut cursors, &snap, model, report).await?;
         let waiting = snapshot_passed(client, config, &mut cursors, &snap).await?;
         if let Some(why) = &waiting {
             if last_note.elapsed() > Duration::from_secs(5) {
                 tracing::info!(waiting_for = %why, "catching up");
                 last_note = Instant::now();
             }
+        } else if switch_over(cx, &mut cursors, &snap, model, report).await? {
+            tracing::info!(
+                from = old.generation,
+                to = new.generation,
+                entries = report.catchup_entries,
+                "switched"
+            );
+            return Ok(());
         } else {
-            match redis_io::try_switch(client, &keys, old, new).await? {
-                Switch::Done => {
-                    tracing::info!(
-                        from = old.generation,
-                        to = new.generation,
-                        entries = report.catchup_entries,
-                        "switched"
-                    );
-                    return Ok(());
-                }
-                Switch::ProgressDiffers => {
-                    if last_note.elapsed() > Duration::from_secs(5) {
-                        tracing::info!(
-                            "catching up: the live generation moved during the switch; again"
-                        );
-                        last_note = Instant::now();
-                    }
-                }
-                Switch::GenerationMoved => {
-                    return Err(HistoryError::GenerationMoved {
-                        expected: old.generation,
-                    })
-                }
-            }
+            tracing::warn!(
+                hold = ?opts.switch_hold,
+                "the switch's hold ran out before it was decided; the live projector \
+                 resumed generation {}; catching up to try again",
+                old.generation
+            );
         }
         if Instant::now() > deadline {
             return Err(HistoryError::SwitchTimeout {
                 generation: old.generation,
                 timeout: opts.switch_timeout,
-                waiting: waiting.unwrap_or_else(|| "the live progress to stop moving".to_string()),
+                waiting: waiting.unwrap_or_else(|| "a switch within its hold".to_string()),
             });
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Folds every shard's stream entries up to `target` (the live
+/// generation's progress) into `model` and writes what they changed into
+/// `new`, with `new`'s progress at `target`.
+async fn catch_up_to(
+    cx: &CatchUp<'_>,
+    target: &HashMap<String, String>,
+    cursors: &mut [ShardCursor],
+    snap: &HashMap<ShardId, &ShardSnapshot>,
+    model: &mut Model,
+    report: &mut ReplayReport,
+) -> Result<(), HistoryError> {
+    let CatchUp { client, new, .. } = *cx;
+    let mut progress_pairs: Vec<(ShardId, Vec<(String, String)>)> = Vec::new();
+    for c in cursors.iter_mut() {
+        let Some(t) = target.get(&c.shard.to_string()) else {
+            continue;
+        };
+        while c.last.as_deref().is_none_or(|l| id_after(t, l)) {
+            let start = c.last.as_ref().map_or("-".to_string(), |l| format!("({l}"));
+            let page: Vec<(String, HashMap<String, String>)> = client
+                .xrange_values(c.stream.as_str(), start, t.as_str(), Some(CATCHUP_PAGE))
+                .await?;
+            if page.is_empty() {
+                break;
+            }
+            let s = snap[&c.shard];
+            let decoded: Vec<(&String, Option<StreamEvent>)> = page
+                .iter()
+                .map(|(id, fields)| {
+                    let e = StreamEvent::decode(
+                        fields.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes())),
+                    )
+                    .ok()
+                    .filter(|e| !s.covers(&e.source.file, e.source.pos));
+                    (id, e)
+                })
+                .collect();
+            let after_snapshot = decoded.iter().filter_map(|(_, e)| e.as_ref());
+            load_missing_matches(client, new, model, after_snapshot).await?;
+            for (id, event) in decoded {
+                match event {
+                    // Covered by the snapshot (already in the fold), or
+                    // undecodable: the projector dead-letters those and
+                    // they change no read model.
+                    None => report.catchup_skipped += 1,
+                    Some(e) => {
+                        c.passed_snapshot = true;
+                        report.catchup_entries += 1;
+                        model.apply_reporting(
+                            c.shard,
+                            &e.source.database,
+                            &e.source.table,
+                            &e.event,
+                        );
+                    }
+                }
+                c.last = Some(id.clone());
+            }
+        }
+        c.last = Some(t.clone());
+        let mut fields = vec![("id".to_string(), t.clone())];
+        // The projector's event and commit times beside the position
+        // come along, so lag reports stay continuous across the switch.
+        // Not the sequence: the new generation's starts at 0.
+        let prefix = format!("{}:", c.shard);
+        fields.extend(target.iter().filter_map(|(k, v)| {
+            let field = k.strip_prefix(&prefix)?;
+            (field == "at" || field == "applied_at").then(|| (field.to_string(), v.clone()))
+        }));
+        progress_pairs.push((c.shard, fields));
+    }
+    let dirty = model.take_dirty();
+    let mut units = redis_io::dirty_units(new, model, dirty.matches, dirty.players);
+    for (shard, fields) in progress_pairs {
+        units.push(vec![Write::Hset(new.progress(shard), fields)]);
+    }
+    redis_io::run_units(client, units).await?;
+    metrics::counter!(crate::metrics::REPLAY_CATCHUP_ENTRIES_TOTAL)
+        .absolute(report.catchup_entries);
+    Ok(())
+}
+
+/// The switch ([`switch`]): holds every shard, completes `new` up to the
+/// live generation's frozen progress, decides and moves every copy of the
+/// marker. `false` when the hold ran out before the decision: the live
+/// projector resumes `old`, and the caller catches up and tries again.
+async fn switch_over(
+    cx: &CatchUp<'_>,
+    cursors: &mut [ShardCursor],
+    snap: &HashMap<ShardId, &ShardSnapshot>,
+    model: &mut Model,
+    report: &mut ReplayReport,
+) -> Result<bool, HistoryError> {
+    let CatchUp {
+        client,
+        config,
+        old,
+        new,
+        opts,
+        ..
+    } = *cx;
+    let keys = config.keys();
+    let shards = config.shard_count;
+    let barrier = match switch::begin(
+        client,
+        &keys,
+        shards,
+        (old.generation, new.generation),
+        switch::Continuity::Continues,
+        opts.switch_hold,
+    )
+    .await
+    {
+        Ok(b) => b,
+        Err(e) => return Err(switch_error(e, old)),
+    };
+    // From here the live projector waits on every shard: be quick, and
+    // never leave the shards held on the way out.
+    let completed = async {
+        let frozen = redis_io::progress(client, old, shards).await?;
+        settle_outbox(client, &keys, old, shards, &frozen).await?;
+        catch_up_to(cx, &frozen, cursors, snap, model, report).await
+    }
+    .await;
+    let decided = match completed {
+        Ok(()) if opts.crash_at == Some(CrashPoint::Held) => {
+            return Err(HistoryError::Crashed("holding the shards"))
+        }
+        Ok(()) => switch::commit(client, &keys, &barrier)
+            .await
+            .map_err(|e| switch_error(e, old)),
+        Err(e) => Err(e),
+    };
+    match decided {
+        Ok(Decision::Switched) => {}
+        Ok(Decision::Lapsed) => {
+            // Lapsed means abandoned: this can only give the shards back.
+            switch::resolve(client, &keys, shards, &barrier, true).await?;
+            return Ok(false);
+        }
+        Err(e) => {
+            // A commit whose reply was lost may have switched: the record
+            // says, and finishing or giving the shards back follows it.
+            return match switch::resolve(client, &keys, shards, &barrier, true).await {
+                Ok(Resolution::Switched) => Ok(true),
+                _ => Err(e),
+            };
+        }
+    }
+    if opts.crash_at == Some(CrashPoint::Decided) {
+        return Err(HistoryError::Crashed("after deciding the switch"));
+    }
+    switch::finish(client, &keys, shards, &barrier).await?;
+    Ok(true)
+}
+
+/// A switch step's failure; the active generation moving under it (another
+/// replay, a bootstrap) is the replay's own "generation moved".
+fn switch_error(e: switch::SwitchError, old: &GenerationKeys) -> HistoryError {
+    match e {
+        switch::SwitchError::Moved { .. } => HistoryError::GenerationMoved {
+            expected: old.generation,
+        },
+        e => e.into(),
+    }
+}
+
+/// Settles what the live generation's outbox still owes its partitions and
+/// the dead-letter stream, now that its progress is frozen: a batch whose
+/// worker died between its commit and its partition step would otherwise
+/// never reach them once the partitions switch, and its dead letters would
+/// never be forwarded (the new generation's outbox starts empty).
+async fn settle_outbox(
+    client: &Client,
+    keys: &rps_core::Keys,
+    old: &GenerationKeys,
+    shards: u16,
+    frozen: &HashMap<String, String>,
+) -> Result<(), HistoryError> {
+    // The old generation's own partition count, which a replay changing
+    // `redis.partitions` does not share.
+    let recorded: Option<u16> = client.hget(old.fences(0), "n").await?;
+    let keys = match recorded {
+        Some(n) if n > 0 && n != keys.partitions() => keys.clone().with_partitions(n),
+        _ => keys.clone(),
+    };
+    let settles = (0..shards).map(|shard| {
+        let q: u64 = frozen
+            .get(&format!("{shard}:q"))
+            .and_then(|q| q.parse().ok())
+            .unwrap_or(0);
+        let keys = keys.clone();
+        async move {
+            let mut scorer = Scorer::new(client.clone(), keys, old.generation, shard, false);
+            (shard, scorer.settle(q, q, &[], &[]).await)
+        }
+    });
+    for (shard, r) in futures::future::join_all(settles).await {
+        match r {
+            Ok(()) => {}
+            // What the old generation lost, the new one has from history.
+            Err(e @ (ScoreError::Lost { .. } | ScoreError::Layout { .. })) => {
+                tracing::warn!(shard, error = %e, "the live generation's outbox cannot be settled");
+            }
+            Err(e) => return Err(HistoryError::Score(e)),
+        }
+    }
+    Ok(())
 }
 
 /// The fold wrote match states into `new` and forgot them; before the
@@ -511,19 +738,25 @@ async fn load_missing_matches(
     model: &mut Model,
     events: impl Iterator<Item = &StreamEvent>,
 ) -> Result<(), HistoryError> {
-    let mut ids: Vec<i64> = events
-        .map(|e| e.event.match_id)
-        .filter(|id| !model.matches.contains_key(id))
+    let mut ids: Vec<(ShardId, i64)> = events
+        .map(|e| {
+            let shard = rps_core::shard_of(e.event.player_a_id, model.shard_count);
+            (shard, e.event.match_id)
+        })
+        .filter(|(_, id)| !model.matches.contains_key(id))
         .collect();
     ids.sort_unstable();
     ids.dedup();
     if ids.is_empty() {
         return Ok(());
     }
-    let keys: Vec<String> = ids.iter().map(|id| new.match_state(*id)).collect();
-    let values: Vec<Option<String>> = client.mget(keys).await?;
-    for (id, v) in ids.into_iter().zip(values) {
-        if let Some(state) = v.as_deref().and_then(rps_core::MatchState::from_value) {
+    let values = futures::future::join_all(
+        ids.iter()
+            .map(|(shard, id)| read_model::read::match_state(client, new, *shard, *id)),
+    )
+    .await;
+    for ((_, id), v) in ids.into_iter().zip(values) {
+        if let Some(state) = v? {
             model
                 .matches
                 .insert(id, crate::model::CompactMatch::from_state(&state));

@@ -6,17 +6,17 @@
 //! behind the stream it is. Then the
 //! live deadlines (pending, overdue) and the dead-letter count. Per server
 //! also the prepared XA branches the reader holds (its registry
-//! `Keys::cdc_xa_branches`) and the age of the oldest: rows of a branch
+//! `Keys::cdc_xa_branches`, one per target) and the age of the oldest: rows of a branch
 //! nobody decides never reach the streams (`rpsctl xa`).
 
 use crate::HistoryError;
 use fred::clients::Client;
-use fred::interfaces::{HashesInterface, KeysInterface, SortedSetsInterface, StreamsInterface};
+use fred::interfaces::{KeysInterface, StreamsInterface};
 use read_model::ReadModelKeys;
 use rps_core::redis_client::ClientPolicy;
 use rps_core::stream::StreamId;
 use rps_core::{Config, ShardId, StreamEvent, Timestamp};
-use rps_event_store::Flavor;
+use rps_event_store::EventStore;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -82,16 +82,21 @@ pub fn parse_checkpoint(raw: &str) -> Option<(String, u64)> {
 /// Collects the status of the deployment.
 pub async fn collect(config: Arc<Config>) -> Result<Status, HistoryError> {
     let client = ClientPolicy::patient().connect(&config.redis).await?;
-    collect_with(&config, &client).await
+    let store = EventStore::new(config)?;
+    let status = collect_with(&store, &client).await;
+    store.disconnect().await;
+    status
 }
 
-/// [`collect`] on a Redis client the caller keeps (a view that refreshes
-/// every few seconds, like `rpsctl top`).
-pub async fn collect_with(config: &Config, client: &Client) -> Result<Status, HistoryError> {
+/// [`collect`] on a store and a Redis client the caller keeps (a view that
+/// refreshes every few seconds, like `rpsctl top`, reuses their
+/// connections).
+pub async fn collect_with(store: &EventStore, client: &Client) -> Result<Status, HistoryError> {
+    let config = store.config();
     let keys = config.keys();
     let generation = crate::redis_io::active_generation(client, &keys).await?;
     let g = keys.generation_keys(generation);
-    let progress = crate::redis_io::progress(client, &g).await?;
+    let progress = crate::redis_io::progress(client, &g, config.shard_count).await?;
     let now = Timestamp::now();
 
     let mut shards = Vec::new();
@@ -143,7 +148,7 @@ pub async fn collect_with(config: &Config, client: &Client) -> Result<Status, Hi
     }
 
     let mut servers = Vec::new();
-    for s in &config.servers {
+    for (index, s) in config.servers.iter().enumerate() {
         let raw: Option<String> = client.get(keys.cdc_checkpoint(&s.name)).await?;
         let parsed = raw.as_deref().and_then(parse_checkpoint);
         let mut st = ServerStatus {
@@ -159,16 +164,17 @@ pub async fn collect_with(config: &Config, client: &Client) -> Result<Status, Hi
             xa_held: 0,
             xa_oldest_age_seconds: None,
         };
-        let branches: HashMap<String, String> =
-            client.hgetall(keys.cdc_xa_branches(&s.name)).await?;
+        let branches =
+            rps_core::redis_client::xa_registry(client, &keys, &s.name, config.shard_count).await?;
         st.xa_held = branches.len() as u64;
         st.xa_oldest_age_seconds = oldest_branch_age(branches.values(), now);
-        match binlog_state(s).await {
-            Ok((head, logs)) => {
-                st.binlog_file = Some(head.0.clone());
-                st.binlog_pos = Some(head.1);
+        match store.binlog_state(index).await {
+            Ok(state) if !state.is_logging() => st.error = Some("binary logging is off".into()),
+            Ok(state) => {
+                st.binlog_file = Some(state.head.file.clone());
+                st.binlog_pos = Some(state.head.pos);
                 if let Some((cf, cp)) = &parsed {
-                    let bytes = lag_bytes(&logs, (cf, *cp), (&head.0, head.1));
+                    let bytes = state.bytes_behind(cf, *cp);
                     st.lag_bytes = bytes;
                     st.lag_seconds = bytes.map(|b| {
                         if b == 0 {
@@ -188,15 +194,15 @@ pub async fn collect_with(config: &Config, client: &Client) -> Result<Status, Hi
                     st.error = Some("checkpoint not in a known format; shown raw".into());
                 }
             }
-            Err(e) => st.error = Some(e),
+            // The row's note, not a reason to stop: the rest still shows.
+            Err(e) => st.error = Some(e.to_string()),
         }
         servers.push(st);
     }
 
-    let deadlines_pending: u64 = client.zcard(g.deadlines()).await?;
-    let deadlines_overdue: u64 = client
-        .zcount(g.deadlines(), f64::NEG_INFINITY, now.as_millis() as f64)
-        .await?;
+    let d =
+        read_model::read::deadline_counts(client, &g, config.shard_count, now.as_millis()).await?;
+    let (deadlines_pending, deadlines_overdue) = (d.pending, d.overdue);
     let dead_letters: u64 = client.xlen(keys.deadletter()).await?;
     Ok(Status {
         generation,
@@ -234,48 +240,6 @@ async fn count_after(client: &Client, stream: &str, start: &str) -> Result<u64, 
         }
     }
     Ok(n)
-}
-
-type BinlogHead = (String, u64);
-
-/// The binlog head and `SHOW BINARY LOGS` of a server. The error is the
-/// row's note, not a reason to stop: the rest of the status still shows.
-async fn binlog_state(
-    server: &rps_core::ServerConfig,
-) -> Result<(BinlogHead, Vec<(String, u64)>), String> {
-    let opts = rps_event_store::server_opts(server, rps_event_store::Account::Pipeline)
-        .map_err(|e| e.to_string())?;
-    let mut conn = mysql_async::Conn::new(opts)
-        .await
-        .map_err(|e| format!("cannot connect: {e}"))?;
-    let m = |e: mysql_async::Error| e.to_string();
-    let flavor = Flavor::detect(&mut conn).await.map_err(m)?;
-    let head = flavor.current_position(&mut conn).await.map_err(m)?;
-    if head.file.is_empty() {
-        return Err("binary logging is off".into());
-    }
-    let (file, pos) = (head.file, head.pos);
-    let logs = flavor.binary_logs(&mut conn).await.map_err(m)?;
-    let _ = conn.disconnect().await;
-    Ok(((file, pos), logs))
-}
-
-/// Bytes of binlog from `from` to `to`, across files; `None` if `from`'s
-/// file is gone (purged) or unknown.
-fn lag_bytes(logs: &[(String, u64)], from: (&str, u64), to: (&str, u64)) -> Option<u64> {
-    if from.0 == to.0 {
-        return Some(to.1.saturating_sub(from.1));
-    }
-    let i = logs.iter().position(|(f, _)| f == from.0)?;
-    let j = logs.iter().position(|(f, _)| f == to.0)?;
-    if j < i {
-        return Some(0);
-    }
-    let mut n = logs[i].1.saturating_sub(from.1);
-    for (_, size) in &logs[i + 1..j] {
-        n += size;
-    }
-    Some(n + to.1)
 }
 
 impl Status {
@@ -376,20 +340,5 @@ mod tests {
         ];
         assert_eq!(oldest_branch_age(entries.iter(), now), Some(60.0));
         assert_eq!(oldest_branch_age(entries[2..].iter(), now), None);
-    }
-
-    #[test]
-    fn lag_bytes_spans_files() {
-        let logs = vec![
-            ("b.1".to_string(), 1000),
-            ("b.2".to_string(), 500),
-            ("b.3".to_string(), 300),
-        ];
-        assert_eq!(lag_bytes(&logs, ("b.3", 100), ("b.3", 300)), Some(200));
-        assert_eq!(
-            lag_bytes(&logs, ("b.1", 900), ("b.3", 50)),
-            Some(100 + 500 + 50)
-        );
-        assert_eq!(lag_bytes(&logs, ("b.0", 900), ("b.3", 50)), None);
     }
 }

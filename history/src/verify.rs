@@ -23,7 +23,8 @@ use futures::{stream, Stream, StreamExt, TryStreamExt};
 use read_model::bulk::Write;
 use read_model::ReadModelKeys;
 use read_model::{GenerationKeys, KeyKind, KeyRef};
-use rps_core::MatchState;
+use rps_core::redis_client::ClientPolicy;
+use rps_core::{MatchState, ShardId};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use tokio::sync::mpsc;
 
@@ -99,38 +100,58 @@ impl MatchIndex {
 /// What one key must hold according to the fold (`None`: must not exist).
 /// The model holds the players; match states come from the index, which
 /// keeps those that differed (the only ones repair rewrites).
-pub fn expected_of(model: &Model, index: &MatchIndex, key: &KeyRef) -> Option<Expected> {
+pub fn expected_of(
+    g: &GenerationKeys,
+    model: &Model,
+    index: &MatchIndex,
+    key: &KeyRef,
+) -> Option<Expected> {
     match key {
-        KeyRef::Counters(season) => {
+        KeyRef::Counters(part, season) => {
             let fields: Vec<(String, String)> = model
                 .counted_players()
-                .filter(|((_, s), _)| s == season)
+                .filter(|((id, s), _)| s == season && g.partition_of(*id) == *part)
                 .flat_map(|((id, _), st)| read_model::bulk::player_fields(*id, st))
                 .collect();
             (!fields.is_empty()).then_some(Expected::Hash(fields))
         }
-        KeyRef::Match(id) => index
+        KeyRef::Match(_, id) => index
             .differing
             .get(id)
             .map(|m| Expected::Match(m.state(*id))),
-        KeyRef::Board(season) => {
+        KeyRef::Board(part, season) => {
             let members: Vec<(String, i64)> = model
                 .counted_players()
-                .filter(|((_, s), _)| s == season)
+                .filter(|((id, s), _)| s == season && g.partition_of(*id) == *part)
                 .map(|((id, _), st)| (read_model::board_member(*id), st.board_score()))
                 .collect();
             (!members.is_empty()).then_some(Expected::ZSet(members))
         }
-        KeyRef::Seasons => {
-            let s: BTreeSet<String> = model.seasons().iter().map(|s| s.to_string()).collect();
+        KeyRef::Seasons(part) => {
+            let s: BTreeSet<String> = model
+                .scored_seasons()
+                .filter(|(id, _)| g.partition_of(*id) == *part)
+                .map(|(_, s)| s.to_string())
+                .collect();
             (!s.is_empty()).then_some(Expected::Set(s))
         }
-        KeyRef::Deadlines => {
-            (!index.deadlines.is_empty()).then(|| Expected::ZSet(index.deadlines.clone()))
+        KeyRef::Deadlines(shard) => {
+            let mine: Vec<(String, i64)> = index
+                .deadlines
+                .iter()
+                .filter(|(m, _)| {
+                    rps_core::keys::parse_deadline_member(m).is_some_and(|(s, _)| s == *shard)
+                })
+                .cloned()
+                .collect();
+            (!mine.is_empty()).then_some(Expected::ZSet(mine))
         }
-        KeyRef::Lifecycle => {
+        KeyRef::Lifecycle(shard) => {
             let fields: Vec<(String, String)> = model
                 .lifecycle
+                .get(shard)
+                .cloned()
+                .unwrap_or_default()
                 .nonzero()
                 .map(|(f, v)| (f.to_string(), v.to_string()))
                 .collect();
@@ -265,14 +286,34 @@ async fn compare_key(
     Ok(diff.out)
 }
 
-/// Reads the stored values of a run of matches in one MGET.
+/// Reads the stored values of a run of matches: one MGET per shard the
+/// run touches (a shard's matches share its slot).
 async fn read_states(
     client: &Client,
     g: &GenerationKeys,
+    shard_count: u16,
     chunk: Vec<(i64, CompactMatch)>,
 ) -> Result<(Vec<(i64, CompactMatch)>, Vec<Option<String>>), HistoryError> {
-    let names: Vec<String> = chunk.iter().map(|(id, _)| g.match_state(*id)).collect();
-    let values: Vec<Option<String>> = client.mget(names).await?;
+    let mut by_shard: BTreeMap<ShardId, Vec<usize>> = BTreeMap::new();
+    for (i, (_, m)) in chunk.iter().enumerate() {
+        by_shard
+            .entry(rps_core::shard_of(m.player_a, shard_count))
+            .or_default()
+            .push(i);
+    }
+    let reads = by_shard.iter().map(|(shard, at)| {
+        let names: Vec<String> = at
+            .iter()
+            .map(|i| g.match_state(*shard, chunk[*i].0))
+            .collect();
+        client.mget::<Vec<Option<String>>, _>(names)
+    });
+    let mut values = vec![None; chunk.len()];
+    for ((_, at), read) in by_shard.iter().zip(futures::future::join_all(reads).await) {
+        for (i, v) in at.iter().zip(read?) {
+            values[*i] = v;
+        }
+    }
     Ok((chunk, values))
 }
 
@@ -289,7 +330,7 @@ where
     S: Stream<Item = Vec<(i64, CompactMatch)>>,
 {
     let mut reads = std::pin::pin!(chunks
-        .map(|chunk| read_states(client, g, chunk))
+        .map(|chunk| read_states(client, g, shard_count, chunk))
         .buffered(READS_IN_FLIGHT));
     while let Some((chunk, values)) = reads.try_next().await? {
         for ((id, m), actual) in chunk.into_iter().zip(values) {
@@ -297,12 +338,13 @@ where
             index.deadlines.extend(m.deadline_entry(id, shard_count));
             report.keys_checked += 1;
             let expected = m.state(id);
-            let name = g.match_state(id);
+            let shard = rps_core::shard_of(m.player_a, shard_count);
+            let name = g.match_state(shard, id);
             let diffs =
                 KeyDiff::new(&name, KeyKind::Match).match_state(&expected, actual.as_deref());
             if !diffs.is_empty() {
                 for d in diffs {
-                    report.add(KeyRef::Match(id), d);
+                    report.add(KeyRef::Match(shard, id), d);
                 }
                 if index.keep_differing {
                     index.differing.insert(id, m);
@@ -360,14 +402,21 @@ pub async fn compare_rest(
 ) -> Result<(), HistoryError> {
     // Per-key work is small, so the closures compute each expected value
     // only when its turn comes.
-    let mut keys: Vec<KeyRef> = vec![KeyRef::Seasons, KeyRef::Deadlines, KeyRef::Lifecycle];
+    let mut keys: Vec<KeyRef> = Vec::new();
+    for shard in 0..model.shard_count {
+        keys.push(KeyRef::Deadlines(shard));
+        keys.push(KeyRef::Lifecycle(shard));
+    }
+    keys.extend(g.all_partitions().map(KeyRef::Seasons));
     for scope in model.boards().into_keys() {
-        keys.push(KeyRef::Board(scope));
-        keys.push(KeyRef::Counters(scope));
+        for p in g.all_partitions() {
+            keys.push(KeyRef::Board(p, scope));
+            keys.push(KeyRef::Counters(p, scope));
+        }
     }
     let mut results = stream::iter(keys)
         .map(|k| async move {
-            let e = expected_of(model, index, &k);
+            let e = expected_of(g, model, index, &k);
             compare_key(client, g, k, e).await.map(|d| (k, d))
         })
         .buffer_unordered(IN_FLIGHT);
@@ -378,27 +427,27 @@ pub async fn compare_rest(
         }
     }
     drop(results);
-    // Keys present in Redis that the fold does not have.
-    let pattern = g.pattern();
-    let mut cursor = "0".to_string();
-    loop {
-        let (next, names): (String, Vec<String>) = client
-            .scan_page(cursor, pattern.clone(), Some(1000), None)
-            .await?;
+    // Keys present in Redis that the fold does not have (every master's,
+    // on a cluster).
+    let mut scan = rps_core::redis_client::KeyScan::new(client, &g.pattern()).await?;
+    while let Some(names) = scan.next_page(client).await? {
         for name in names {
             let Some((kind, key)) = g.classify(&name) else {
                 continue;
             };
             let present_in_fold = match key {
-                KeyRef::Match(id) => index.contains(id),
+                KeyRef::Match(_, id) => index.contains(id),
                 // Singletons were compared above whatever their state.
-                KeyRef::Board(_)
-                | KeyRef::Counters(_)
-                | KeyRef::Seasons
-                | KeyRef::Deadlines
-                | KeyRef::Lifecycle => {
-                    expected_of(model, index, &key).is_some()
-                        || matches!(key, KeyRef::Seasons | KeyRef::Deadlines | KeyRef::Lifecycle)
+                KeyRef::Board(..)
+                | KeyRef::Counters(..)
+                | KeyRef::Seasons(_)
+                | KeyRef::Deadlines(_)
+                | KeyRef::Lifecycle(_) => {
+                    expected_of(g, model, index, &key).is_some()
+                        || matches!(
+                            key,
+                            KeyRef::Seasons(_) | KeyRef::Deadlines(_) | KeyRef::Lifecycle(_)
+                        )
                 }
             };
             if !present_in_fold {
@@ -415,10 +464,6 @@ pub async fn compare_rest(
                 );
             }
         }
-        if next == "0" {
-            break;
-        }
-        cursor = next;
     }
     Ok(())
 }
@@ -434,7 +479,7 @@ pub async fn repair(
     let units = report.differing.iter().map(|k| {
         let (name, _) = key_name(g, k);
         let mut unit = vec![Write::Del(name.clone())];
-        match expected_of(model, index, k) {
+        match expected_of(g, model, index, k) {
             None => {}
             Some(Expected::Hash(f)) => unit.push(Write::Hset(name, f)),
             Some(Expected::Match(m)) => unit.push(Write::Set(name, m.to_value())),
@@ -467,11 +512,11 @@ pub async fn run(
     shutdown: tokio_util::sync::CancellationToken,
 ) -> Result<VerifyReport, HistoryError> {
     let store = rps_event_store::EventStore::new(config.clone())?;
-    let client = crate::connect_redis(&config).await?;
+    let client = ClientPolicy::patient().connect(&config.redis).await?;
     let keys = config.keys();
     let generation = redis_io::active_generation(&client, &keys).await?;
     let g = keys.generation_keys(generation);
-    let before = redis_io::progress(&client, &g).await?;
+    let before = redis_io::progress(&client, &g, config.shard_count).await?;
     let progress = crate::progress::Progress::start("verify: folding history", !opts.show_progress);
     // Match states are compared range by range while the fold goes on; the
     // fold keeps only the players.
@@ -485,7 +530,7 @@ pub async fn run(
     let (index, mut report) = matches?;
     let out = out?;
     compare_rest(&client, &g, &out.model, &index, &mut report).await?;
-    let after = redis_io::progress(&client, &g).await?;
+    let after = redis_io::progress(&client, &g, config.shard_count).await?;
     report.pipeline_moved = before != after;
     if opts.repair && report.total_differences > 0 {
         let n = repair(&client, &g, &out.model, &index, &mut report).await?;

@@ -3,10 +3,13 @@
 //! Publishes `--events` (default 1,000,000) valid events of a generated
 //! tournament to the 8 shard streams of a fresh key prefix on the shared
 //! Redis, then starts the projector and measures until every entry is
-//! applied. Prints events/s. With `--keep` the read models stay (for the API
-//! benchmark) and the prefix and a config file are printed.
+//! applied. Prints events/s and the CPU time Redis spent per event, summed
+//! over every master when the shared Redis is a cluster
+//! (`RPS_TEST_REDIS_URL=redis-cluster://…`). With `--keep` the read models
+//! stay (for the API benchmark) and the prefix and a config file are
+//! printed.
 //!
-//! `cargo run --release -p projector --example drain -- [--events N] [--keep] [--commandstats]`
+//! `cargo run --release -p projector --example drain -- [--events N] [--partitions P] [--keep] [--commandstats]`
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -14,7 +17,7 @@ mod common;
 use projector::fred::prelude::*;
 use projector::fred::types::{CustomCommand, InfoKind, Value};
 use read_model::ReadModelKeys;
-use rps_core::{Keys, ShardId};
+use rps_core::ShardId;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,9 +36,16 @@ async fn main() {
     let keep = args.iter().any(|a| a == "--keep");
     // Redis' own per-command time during the drain (resets the server's stats).
     let commandstats = args.iter().any(|a| a == "--commandstats");
+    // Player partitions (`redis.partitions`): 1 as on one Redis by default.
+    let partitions: u16 = args
+        .iter()
+        .position(|a| a == "--partitions")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
     let env = TestEnv::new("bench_drain").await;
     let client = env.redis().await;
-    let keys = Keys::new(&env.config.redis.prefix);
+    let keys = env.config.keys().with_partitions(partitions);
     let n = env.config.shard_count;
 
     // About 3.5 events per match.
@@ -62,6 +72,7 @@ async fn main() {
 
     let mut config = (*env.config).clone();
     config.projector = Default::default();
+    config.redis.partitions = partitions;
     let config = Arc::new(config);
     let shutdown = CancellationToken::new();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -74,6 +85,7 @@ async fn main() {
             .await
             .unwrap();
     }
+    let cpu_before = redis_cpu_seconds(&client).await;
     let started = Instant::now();
     let task = tokio::spawn(projector::run_observed(
         config.clone(),
@@ -94,9 +106,15 @@ async fn main() {
         }
     }
     let secs = started.elapsed().as_secs_f64();
+    let cpu = redis_cpu_seconds(&client).await - cpu_before;
     println!(
         "drained {done} events in {secs:.2}s: {:.0} events/s ({batches} batches, {rejected} rejected)",
         done as f64 / secs
+    );
+    println!(
+        "Redis CPU {cpu:.2}s over {} node(s): {:.1} µs per event",
+        masters(&client).await.len(),
+        cpu * 1e6 / done as f64
     );
     shutdown.cancel();
     task.await.unwrap().unwrap();
@@ -105,7 +123,7 @@ async fn main() {
         println!("{stats}");
     }
     let gk = keys.generation_keys(1);
-    let p = common::progress_of(&client, &gk).await;
+    let p = common::progress_of(&client, &gk, n).await;
     for (shard, id) in &last {
         assert_eq!(
             p.get(&shard.to_string()),
@@ -113,7 +131,9 @@ async fn main() {
             "shard {shard} fully applied"
         );
     }
-    let players: u64 = client.zcard(gk.board(None)).await.unwrap();
+    let players: u64 = read_model::read::board_size(&client, &gk, None)
+        .await
+        .unwrap();
     println!("all-time board holds {players} players");
     if keep {
         println!(
@@ -123,4 +143,39 @@ async fn main() {
     } else {
         env.cleanup().await;
     }
+}
+
+/// The primaries: every master of a cluster, or the one Redis (`None`).
+async fn masters(client: &Client) -> Vec<Option<projector::fred::types::config::Server>> {
+    if !client.is_clustered() {
+        return vec![None];
+    }
+    client.sync_cluster().await.unwrap();
+    let state = client.cached_cluster_state().expect("cluster state");
+    state.unique_primary_nodes().into_iter().map(Some).collect()
+}
+
+/// `used_cpu_sys + used_cpu_user` summed over the primaries.
+async fn redis_cpu_seconds(client: &Client) -> f64 {
+    let mut total = 0.0;
+    for node in masters(client).await {
+        let info: String = match node {
+            None => client.info(Some(InfoKind::Cpu)).await.unwrap(),
+            Some(server) => client
+                .with_cluster_node(server)
+                .info(Some(InfoKind::Cpu))
+                .await
+                .unwrap(),
+        };
+        total += info
+            .lines()
+            .filter_map(|l| {
+                let (k, v) = l.trim().split_once(':')?;
+                matches!(k, "used_cpu_sys" | "used_cpu_user")
+                    .then(|| v.parse::<f64>().ok())
+                    .flatten()
+            })
+            .sum::<f64>();
+    }
+    total
 }

@@ -16,7 +16,7 @@ mod common;
 
 use hdrhistogram::Histogram;
 use projector::fred::prelude::*;
-use rps_core::{Keys, Timestamp};
+use rps_core::Timestamp;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use test_support::TestEnv;
@@ -37,7 +37,7 @@ async fn main() {
     let secs = arg(&args, "--secs", 60);
     let env = TestEnv::new("bench_fresh").await;
     let producer = env.redis().await;
-    let keys = Keys::new(&env.config.redis.prefix);
+    let keys = env.config.keys();
     let n = env.config.shard_count;
     let total = (rate * secs) as usize;
     let mut by_shard = common::tournament(5, 20_000_000, total * 2 / 7 + 10, 50_000, n);
@@ -103,7 +103,11 @@ async fn main() {
             }
             let _: () = pipe
                 .custom(
-                    projector::fred::types::CustomCommand::new_static("XADD", None::<u16>, false),
+                    projector::fred::types::CustomCommand::new_static(
+                        "XADD",
+                        rps_core::redis_client::slot_of(&keys.events(*shard)),
+                        false,
+                    ),
                     a,
                 )
                 .await

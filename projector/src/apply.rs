@@ -21,6 +21,8 @@ pub mod plan;
 use fred::clients::Client;
 use plan::{CommitPlan, Plan, ReadState, Shard};
 use read_model::commit::{CommitError, Committer, Fence, Outcome};
+use read_model::generation::switch::Barrier;
+use read_model::score::{ScoreError, Scorer};
 use read_model::{GenerationKeys, ReadModelKeys};
 use rps_core::stream::DecodeError;
 use rps_core::{Keys, MatchState, ShardId, StreamEvent, Timestamp};
@@ -84,10 +86,18 @@ pub enum ApplyError {
         expected: u64,
         active: Option<String>,
     },
+    /// A generation switch holds the shard. The caller waits for it to end
+    /// ([`read_model::generation::switch::resolve`]) and applies the batch
+    /// again, into the generation it ends with; nothing was written.
+    #[error("a switch from generation {} to {} holds the shard", .0.from, .0.to)]
+    Switching(Barrier),
     #[error("redis: {0}")]
     Redis(#[from] fred::error::Error),
     #[error(transparent)]
     Commit(#[from] CommitError),
+    /// Applying the player deltas to the partitions.
+    #[error(transparent)]
+    Score(ScoreError),
     /// The batch is not in stream order; a caller bug, never retried.
     #[error("batch entries are not in increasing stream-id order at {0}")]
     OutOfOrder(String),
@@ -109,6 +119,7 @@ impl ApplyError {
             self,
             ApplyError::Redis(_)
                 | ApplyError::Commit(CommitError::Redis(_))
+                | ApplyError::Score(ScoreError::Redis(_) | ScoreError::Contended { .. })
                 | ApplyError::Contended { .. }
         )
     }
@@ -146,8 +157,25 @@ pub struct Applier {
     options: ApplierOptions,
     /// Committed match states; `None` = known to have no valid event yet.
     cache: HashMap<i64, Option<MatchState>>,
-    /// Committed `progress[shard]`; `None` until loaded.
-    progress: Option<Option<StreamId>>,
+    /// Committed `progress[shard]` and the shard's sequence; `None` until
+    /// loaded.
+    position: Option<(Option<StreamId>, u64)>,
+    /// The player partitions' half of each batch.
+    scorer: Scorer,
+}
+
+impl From<ScoreError> for ApplyError {
+    fn from(e: ScoreError) -> Self {
+        match e {
+            ScoreError::GenerationMoved { expected, active } => {
+                match read_model::generation::switch::barrier_in(active.as_deref()) {
+                    Some(barrier) => ApplyError::Switching(barrier),
+                    None => ApplyError::GenerationChanged { expected, active },
+                }
+            }
+            other => ApplyError::Score(other),
+        }
+    }
 }
 
 impl Applier {
@@ -161,13 +189,20 @@ impl Applier {
     ) -> Self {
         Applier {
             gk: keys.generation_keys(generation),
-            committer: Committer::new(client.clone(), keys, generation, shard),
+            committer: Committer::new(client.clone(), keys.clone(), generation, shard),
+            scorer: Scorer::new(
+                client.clone(),
+                keys,
+                generation,
+                shard,
+                options.require_active,
+            ),
             client,
             shard,
             shard_count,
             options,
             cache: HashMap::new(),
-            progress: None,
+            position: None,
         }
     }
 
@@ -182,20 +217,40 @@ impl Applier {
     /// Forgets everything cached: the next batch reloads progress and states.
     pub fn invalidate(&mut self) {
         self.cache.clear();
-        self.progress = None;
+        self.position = None;
+        self.scorer.invalidate();
     }
 
     /// Committed progress of the shard in this generation (loaded if unknown).
     pub async fn progress(&mut self) -> Result<Option<StreamId>, ApplyError> {
-        if let Some(p) = self.progress {
+        Ok(self.position().await?.0)
+    }
+
+    async fn position(&mut self) -> Result<(Option<StreamId>, u64), ApplyError> {
+        if let Some(p) = self.position {
             return Ok(p);
         }
-        let p = read_model::read::shard_progress(&self.client, &self.gk, self.shard)
-            .await?
+        let (id, seq) =
+            read_model::read::shard_position(&self.client, &self.gk, self.shard).await?;
+        let id = id
             .map(|s| s.parse().map_err(ApplyError::BadId))
             .transpose()?;
-        self.progress = Some(p);
-        Ok(p)
+        self.position = Some((id, seq));
+        Ok((id, seq))
+    }
+
+    /// Brings every player partition up to what the shard has committed:
+    /// after a crash between a batch's two halves, before the next batch.
+    pub async fn settle(&mut self) -> Result<(), ApplyError> {
+        let (_, seq) = self.position().await?;
+        if self.scorer.settled_through(seq) {
+            return Ok(());
+        }
+        let result = self.scorer.settle(seq, seq, &[], &[]).await;
+        if result.is_err() {
+            self.invalidate();
+        }
+        Ok(result?)
     }
 
     /// Applies decoded events (replay's entry point). `skip(id, event)`
@@ -259,6 +314,8 @@ impl Applier {
                         });
                     }
                 }
+                // Refused before writing anything: what is cached still holds.
+                Err(e @ ApplyError::Switching(_)) => return Err(e),
                 Err(e) => {
                     // The outcome of a failed call is unknown: start from what Redis says.
                     self.invalidate();
@@ -278,13 +335,15 @@ impl Applier {
     where
         F: Fn(&str, &StreamEvent) -> bool,
     {
-        let progress = self.progress().await?;
+        self.settle().await?;
+        let (progress, sequence) = self.position().await?;
         let t_load = Instant::now();
         let fresh = &entries[plan::fresh_from(ids, progress)..];
         self.load_missing(fresh).await?;
         let t_fold = Instant::now();
         let read = ReadState {
             progress,
+            sequence,
             matches: &self.cache,
         };
         let shard = Shard {
@@ -316,6 +375,7 @@ impl Applier {
             require_active: self.options.require_active,
             expected: plan.expected,
             last_id: plan.last_id,
+            sequence: (self.position.map(|p| p.1).unwrap_or(0), plan.sequence),
             move_group: self.options.move_group,
         };
         match self.committer.commit(&plan.write, &fence).await? {
@@ -324,15 +384,29 @@ impl Applier {
                     self.cache.clear();
                 }
                 self.cache.extend(plan.states);
-                self.progress = Some(Some(plan.last_id));
+                self.position = Some((Some(plan.last_id), plan.sequence));
                 report.progress = Some(plan.last_id);
-                report.applied_at = applied_at;
+                // The batch's scores are readable once every partition has
+                // them; a failure here leaves them in the outbox, for the
+                // next settle.
+                let settling = Instant::now();
+                self.scorer
+                    .settle(
+                        fence.sequence.0,
+                        plan.sequence,
+                        &plan.write.scored,
+                        &plan.write.dead,
+                    )
+                    .await?;
+                report.applied_at = applied_at
+                    .map(|t| Timestamp(t.as_micros() + settling.elapsed().as_micros() as i64));
                 Ok(Some(report))
             }
             Outcome::ProgressMoved => {
                 self.invalidate();
                 Ok(None)
             }
+            Outcome::Switching(barrier) => Err(ApplyError::Switching(barrier)),
             Outcome::GenerationMoved { active } => {
                 self.invalidate();
                 metrics::counter!(crate::metrics::CONFLICTS, "kind" => "generation").increment(1);
@@ -351,7 +425,8 @@ impl Applier {
         if missing.is_empty() {
             return Ok(());
         }
-        let states = read_model::read::match_states(&self.client, &self.gk, &missing).await?;
+        let states =
+            read_model::read::match_states(&self.client, &self.gk, self.shard, &missing).await?;
         for (mid, state) in missing.into_iter().zip(states) {
             self.cache.insert(mid, state);
         }

@@ -27,6 +27,7 @@ use crate::ProjectorError;
 use fred::clients::Client;
 use fred::prelude::*;
 use fred::types::{CustomCommand, Value};
+use read_model::generation::switch::{self, Barrier, Resolution, SwitchError};
 use read_model::generation::{self, GenerationError};
 use read_model::redis_util::value_text;
 use rps_core::config::RedisConfig;
@@ -68,6 +69,10 @@ const RENEW: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
     return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end";
 const RELEASE: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
     return redis.call('DEL', KEYS[1]) else return 0 end";
+
+/// How often a worker held by a generation switch looks whether it ended:
+/// a switch holds the shards for the time of one catch-up round.
+const SWITCH_POLL: Duration = Duration::from_millis(20);
 
 /// Waits after a transient failure: from 50 ms, capped at 5 s.
 fn backoff() -> Backoff {
@@ -209,14 +214,13 @@ impl Worker {
             Some(g) => g,
             None => generation::ensure(&self.client, &keys).await?,
         };
-        let mut applier = Applier::new(
-            self.client.clone(),
-            keys.clone(),
-            gen,
-            self.ctx.shard,
-            self.ctx.shard_count,
-            ApplierOptions::default(),
-        );
+        let mut applier = self.applier(gen);
+        // The switch whose barrier the last batch met, so a wait is told
+        // once.
+        let mut held_by: Option<Barrier> = None;
+        // A worker that died between a batch's two halves left its player
+        // deltas in the outbox: the partitions get them before anything new.
+        applier.settle().await?;
         loop {
             if self.ctx.shutdown.is_cancelled() {
                 return Ok(Stop::Shutdown);
@@ -244,23 +248,78 @@ impl Worker {
             match result {
                 Ok(report) => {
                     delays.reset();
+                    held_by = None;
                     self.record(&report, started);
                 }
                 Err(ApplyError::GenerationChanged { expected, active }) => {
                     tracing::info!(from = expected, to = ?active, "generation switched; reloading");
-                    let gen = generation::ensure(&self.client, &keys).await?;
-                    applier = Applier::new(
-                        self.client.clone(),
-                        keys.clone(),
-                        gen,
-                        self.ctx.shard,
+                    // The copy the commit checks names the generation to
+                    // write; the readers' marker may still be ahead of or
+                    // behind it while a switch finishes.
+                    let gen = match active.as_deref().and_then(|a| a.parse().ok()) {
+                        Some(g) => g,
+                        None => generation::ensure(&self.client, &keys).await?,
+                    };
+                    applier = self.applier(gen);
+                }
+                Err(ApplyError::Switching(barrier)) => {
+                    if held_by.as_ref() != Some(&barrier) {
+                        tracing::info!(
+                            from = barrier.from,
+                            to = barrier.to,
+                            "a generation switch holds the shard; waiting for it"
+                        );
+                        metrics::counter!(m::CONFLICTS, "kind" => "switching").increment(1);
+                        held_by = Some(barrier.clone());
+                    }
+                    let gen = match switch::resolve(
+                        &self.client,
+                        &keys,
                         self.ctx.shard_count,
-                        ApplierOptions::default(),
-                    );
+                        &barrier,
+                        false,
+                    )
+                    .await?
+                    {
+                        Resolution::Wait(left) => {
+                            let pause = SWITCH_POLL.min(left.max(Duration::from_millis(1)));
+                            if !retry::sleep(pause, &self.ctx.shutdown).await {
+                                return Ok(Stop::Shutdown);
+                            }
+                            continue;
+                        }
+                        Resolution::Resumed => {
+                            tracing::warn!(
+                                generation = barrier.from,
+                                abandoned = barrier.to,
+                                "the switch was abandoned before it was decided \
+                                 (its replay stopped?); resuming"
+                            );
+                            barrier.from
+                        }
+                        Resolution::Switched => {
+                            tracing::info!(to = barrier.to, "generation switched");
+                            barrier.to
+                        }
+                    };
+                    if applier.generation() != gen {
+                        applier = self.applier(gen);
+                    }
                 }
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+
+    fn applier(&self, generation: u64) -> Applier {
+        Applier::new(
+            self.client.clone(),
+            self.ctx.keys.clone(),
+            generation,
+            self.ctx.shard,
+            self.ctx.shard_count,
+            ApplierOptions::default(),
+        )
     }
 
     fn record(&self, report: &ApplyReport, started: Instant) {
@@ -353,18 +412,20 @@ impl Worker {
 
     /// One blocking `XREAD` of the entries after `from` (up to `block_ms`).
     async fn read(&self, from: Option<StreamId>) -> Result<Vec<BatchEntry>, fred::error::Error> {
+        let stream = self.ctx.keys.events(self.ctx.shard);
+        let slot = rps_core::redis_client::slot_of(&stream);
         let args = vec![
             "COUNT".to_string(),
             self.ctx.batch_size.to_string(),
             "BLOCK".to_string(),
             self.ctx.block_ms.to_string(),
             "STREAMS".to_string(),
-            self.ctx.keys.events(self.ctx.shard),
+            stream,
             from.unwrap_or_default().to_string(),
         ];
         let v: Value = self
             .client
-            .custom(CustomCommand::new_static("XREAD", None::<u16>, true), args)
+            .custom(CustomCommand::new_static("XREAD", slot, true), args)
             .await?;
         Ok(parse_read(v))
     }
@@ -494,5 +555,11 @@ pub async fn lag_reporter(
 impl From<GenerationError> for ProjectorError {
     fn from(e: GenerationError) -> Self {
         ProjectorError::Generation(e)
+    }
+}
+
+impl From<SwitchError> for ProjectorError {
+    fn from(e: SwitchError) -> Self {
+        ProjectorError::Switch(e)
     }
 }

@@ -16,7 +16,7 @@ pub mod metrics;
 
 use fred::interfaces::ClientLike;
 use rps_core::health::Readiness;
-use rps_core::{Config, Keys};
+use rps_core::Config;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
@@ -33,6 +33,9 @@ pub enum ProjectorError {
     Apply(#[from] ApplyError),
     #[error(transparent)]
     Generation(read_model::generation::GenerationError),
+    /// Ending a generation switch the worker found holding its shard.
+    #[error(transparent)]
+    Switch(read_model::generation::switch::SwitchError),
     #[error("shard worker {shard} stopped unexpectedly: {message}")]
     Worker { shard: u16, message: String },
 }
@@ -44,6 +47,7 @@ impl ProjectorError {
             ProjectorError::Redis(_) => true,
             ProjectorError::Apply(e) => e.is_transient(),
             ProjectorError::Generation(e) => e.is_transient(),
+            ProjectorError::Switch(e) => e.is_transient(),
             ProjectorError::Worker { .. } => false,
         }
     }
@@ -91,7 +95,7 @@ async fn run_inner(
                 .increment(0);
         }
     }
-    let keys = Keys::new(&config.redis.prefix);
+    let keys = config.keys();
     let client = read_model::redis_util::connect(&config.redis).await?;
     for shard in 0..config.shard_count {
         create_group(&client, &keys.events(shard)).await?;

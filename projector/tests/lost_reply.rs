@@ -8,7 +8,7 @@ mod common;
 
 use common::*;
 use read_model::ReadModelKeys;
-use rps_core::{Keys, ShardId};
+use rps_core::ShardId;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,9 +17,12 @@ use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_reply_lost_on_the_wire_is_applied_not_skipped() {
-    let env = TestEnv::with_shards("proj_lost_reply", 1).await;
+    // A proxy in front of one Redis: a private one, whatever Redis the
+    // other tests share (a cluster would answer the proxied client MOVED).
+    let redis = test_support::RedisInstance::start(false).await;
+    let env = TestEnv::with_redis("proj_lost_reply", 1, &redis.url()).await;
     let client = env.redis().await;
-    let keys = Keys::new(&env.config.redis.prefix);
+    let keys = env.config.keys();
     let redis_port: u16 = env
         .config
         .redis
@@ -52,7 +55,7 @@ async fn a_read_reply_lost_on_the_wire_is_applied_not_skipped() {
                 || {
                     let (client, gk, last) = (client.clone(), gk.clone(), last.clone());
                     async move {
-                        (progress_of(&client, &gk).await.get("0") == Some(&last)).then_some(())
+                        (progress_of(&client, &gk, 1).await.get("0") == Some(&last)).then_some(())
                     }
                 },
             )

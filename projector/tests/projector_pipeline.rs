@@ -12,7 +12,7 @@ use projector::fred::types::Value;
 use projector::{Applier, ApplierOptions, ApplyError};
 use read_model::GenerationKeys;
 use read_model::ReadModelKeys;
-use rps_core::{EventType, Keys, MatchEvent, ShardId, StreamEvent};
+use rps_core::{EventType, MatchEvent, ShardId, StreamEvent};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 async fn tournament_equals_independent_fold_and_invalid_cases_dead_letter() {
     let env = TestEnv::new("proj_tourn").await;
     let client = env.redis().await;
-    let keys = Keys::new(&env.config.redis.prefix);
+    let keys = env.config.keys();
     let n = env.config.shard_count;
 
     // Valid tournament first, then the invalid cases (each in its own match).
@@ -140,7 +140,7 @@ async fn tournament_equals_independent_fold_and_invalid_cases_dead_letter() {
     ] {
         let fields: Vec<Option<String>> = client
             .hmget(
-                gk.counters(None),
+                gk.counters(gk.partition_of(player), None),
                 read_model::keys::counter_fields(player).to_vec(),
             )
             .await
@@ -150,7 +150,11 @@ async fn tournament_equals_independent_fold_and_invalid_cases_dead_letter() {
             "player {player} has no counters: {fields:?}"
         );
         let rank: Option<i64> = client
-            .zrank(gk.board(None), read_model::board_member(player), false)
+            .zrank(
+                gk.board(gk.partition_of(player), None),
+                read_model::board_member(player),
+                false,
+            )
             .await
             .unwrap();
         assert_eq!(rank, None);
@@ -163,10 +167,15 @@ async fn tournament_equals_independent_fold_and_invalid_cases_dead_letter() {
     for p in progress {
         assert_eq!(p.last_id, p.stream_last_id, "shard {}", p.shard);
         assert_eq!(p.lag_entries, Some(0), "shard {}", p.shard);
+        let stream = keys.events(p.shard);
         let groups: Value = client
             .custom(
-                projector::fred::types::CustomCommand::new_static("XINFO", None::<u16>, false),
-                vec!["GROUPS".to_string(), keys.events(p.shard)],
+                projector::fred::types::CustomCommand::new_static(
+                    "XINFO",
+                    rps_core::redis_client::slot_of(&stream),
+                    false,
+                ),
+                vec!["GROUPS".to_string(), stream],
             )
             .await
             .unwrap();
@@ -189,55 +198,45 @@ async fn snapshot(
     gk: &GenerationKeys,
 ) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
-    let mut cursor = "0".to_string();
-    loop {
-        let (next, found): (String, Vec<String>) = client
-            .scan_page(cursor, format!("{}:*", gk.base()), Some(1000), None)
-            .await
-            .unwrap();
-        for k in found {
-            let t: String = client.r#type(k.as_str()).await.unwrap();
-            let v = match t.as_str() {
-                "hash" => {
-                    let mut m: Vec<(String, String)> = client
-                        .hgetall::<HashMap<String, String>, _>(k.as_str())
-                        .await
-                        .unwrap()
-                        .into_iter()
-                        .filter(|(f, _)| !f.ends_with(":applied_at"))
-                        .collect();
-                    m.sort();
-                    format!("{m:?}")
-                }
-                "zset" => {
-                    let z: Vec<(String, f64)> = client
-                        .zrange(k.as_str(), 0, -1, None, false, None, true)
-                        .await
-                        .unwrap();
-                    format!("{z:?}")
-                }
-                "set" => {
-                    let mut s: Vec<String> = client.smembers(k.as_str()).await.unwrap();
-                    s.sort();
-                    format!("{s:?}")
-                }
-                "string" => client.get(k.as_str()).await.unwrap(),
-                other => other.to_string(),
-            };
-            out.insert(k, v);
-        }
-        if next == "0" {
-            return out;
-        }
-        cursor = next;
+    for k in test_support::scan_keys(client, &format!("{}:*", gk.base())).await {
+        let t: String = client.r#type(k.as_str()).await.unwrap();
+        let v = match t.as_str() {
+            "hash" => {
+                let mut m: Vec<(String, String)> = client
+                    .hgetall::<HashMap<String, String>, _>(k.as_str())
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .filter(|(f, _)| !f.ends_with(":applied_at"))
+                    .collect();
+                m.sort();
+                format!("{m:?}")
+            }
+            "zset" => {
+                let z: Vec<(String, f64)> = client
+                    .zrange(k.as_str(), 0, -1, None, false, None, true)
+                    .await
+                    .unwrap();
+                format!("{z:?}")
+            }
+            "set" => {
+                let mut s: Vec<String> = client.smembers(k.as_str()).await.unwrap();
+                s.sort();
+                format!("{s:?}")
+            }
+            "string" => client.get(k.as_str()).await.unwrap(),
+            other => other.to_string(),
+        };
+        out.insert(k, v);
     }
+    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redelivered_and_racing_batches_change_nothing_and_generation_fences() {
     let env = TestEnv::with_shards("proj_redeliver", 1).await;
     let client = env.redis().await;
-    let keys = Keys::new(&env.config.redis.prefix);
+    let keys = env.config.keys();
     let _: () = client
         .set(keys.generation(), "1", None, None, false)
         .await
@@ -283,11 +282,12 @@ async fn redelivered_and_racing_batches_change_nothing_and_generation_fences() {
     upto_b2.insert(0, entries[..b1.len() + b2.len()].to_vec());
     assert_matches_fold(&client, &gk, &fold_all(&upto_b2, 1)).await;
 
-    // Generation switched: the live writer is fenced out, nothing changes.
-    let _: () = client
-        .set(keys.generation(), "2", None, None, false)
-        .await
-        .unwrap();
+    // Generation switched (as a switch does it: every slot's copy of the
+    // marker, then the marker): the live writer is fenced out, nothing
+    // changes.
+    for key in keys.marker_copies(1).into_iter().chain([keys.generation()]) {
+        let _: () = client.set(key, "2", None, None, false).await.unwrap();
+    }
     let before = snapshot(&client, &gk).await;
     match a.apply_events(b3, |_, _| false).await {
         Err(ApplyError::GenerationChanged {
@@ -317,7 +317,7 @@ async fn redelivered_and_racing_batches_change_nothing_and_generation_fences() {
         .unwrap();
     assert_eq!(r.skipped, b1.len());
     let gk2 = keys.generation_keys(2);
-    let p = progress_of(&client, &gk2).await;
+    let p = progress_of(&client, &gk2, 1).await;
     assert_eq!(p.get("0"), entries.last().map(|(id, _)| id));
     // Without b1's starts, b2/b3 events of those matches are rejected in g2.
     let mut only_rest = BTreeMap::new();

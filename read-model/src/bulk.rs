@@ -8,14 +8,15 @@
 //! a pipeline's writes are built only when it is submitted, so memory holds
 //! just the ones in flight. The future is `Send`, so it runs on spawned tasks.
 
-use crate::keys::{board_member, counter_fields, GenerationKeys};
+use crate::keys::{board_member, counter_fields, parse_board_member, GenerationKeys, Partition};
 use crate::lifecycle::MatchCounts;
 use fred::clients::Client;
 use fred::interfaces::{HashesInterface, KeysInterface, SetsInterface, SortedSetsInterface};
 use fred::types::Value;
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
-use rps_core::{PlayerStats, SeasonId};
+use rps_core::{PlayerStats, SeasonId, ShardId};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Commands per pipeline (one round trip).
 pub const PIPELINE_COMMANDS: usize = 1000;
@@ -59,18 +60,76 @@ pub fn player_fields(player: i64, s: &PlayerStats) -> Vec<(String, String)> {
         .collect()
 }
 
-/// The counters hash of a whole scope (players with a counted match).
-pub fn scope_counters<'a, I>(g: &GenerationKeys, season: Option<SeasonId>, players: I) -> Write
+/// The counters hashes of a whole scope (players with a counted match),
+/// one write per partition.
+pub fn scope_counters<'a, I>(g: &GenerationKeys, season: Option<SeasonId>, players: I) -> Vec<Write>
 where
     I: IntoIterator<Item = (i64, &'a PlayerStats)>,
 {
-    Write::Hset(
-        g.counters(season),
-        players
-            .into_iter()
-            .flat_map(|(p, s)| player_fields(p, s))
-            .collect(),
-    )
+    let mut by_partition: BTreeMap<Partition, Vec<(String, String)>> = BTreeMap::new();
+    for (p, s) in players {
+        by_partition
+            .entry(g.partition_of(p))
+            .or_default()
+            .extend(player_fields(p, s));
+    }
+    by_partition
+        .into_iter()
+        .map(|(part, fields)| Write::Hset(g.counters(part, season), fields))
+        .collect()
+}
+
+/// A whole scope's board, `(board member, score)`, one write per partition.
+pub fn scope_board(
+    g: &GenerationKeys,
+    season: Option<SeasonId>,
+    members: &[(String, i64)],
+) -> Vec<Write> {
+    let mut by_partition: BTreeMap<Partition, Vec<(f64, String)>> = BTreeMap::new();
+    for (m, score) in members {
+        if let Some(id) = parse_board_member(m) {
+            by_partition
+                .entry(g.partition_of(id))
+                .or_default()
+                .push((*score as f64, m.clone()));
+        }
+    }
+    by_partition
+        .into_iter()
+        .map(|(part, members)| Write::Zadd(g.board(part, season), members))
+        .collect()
+}
+
+/// The seasons sets: a partition lists every season one of its players
+/// ever scored in. One write per partition.
+pub fn season_sets<I>(g: &GenerationKeys, scored: I) -> Vec<Write>
+where
+    I: IntoIterator<Item = (i64, SeasonId)>,
+{
+    let mut by_partition: BTreeMap<Partition, BTreeSet<SeasonId>> = BTreeMap::new();
+    for (player, season) in scored {
+        by_partition
+            .entry(g.partition_of(player))
+            .or_default()
+            .insert(season);
+    }
+    by_partition
+        .into_iter()
+        .map(|(part, seasons)| {
+            Write::Sadd(
+                g.seasons(part),
+                seasons.iter().map(SeasonId::to_string).collect(),
+            )
+        })
+        .collect()
+}
+
+/// The generation's partition count, recorded in every partition as the
+/// projector's partition step expects it ([`crate::score`]).
+pub fn partition_count(g: &GenerationKeys) -> Vec<Write> {
+    g.all_partitions()
+        .map(|p| Write::Hset(g.fences(p), vec![("n".into(), g.partitions().to_string())]))
+        .collect()
 }
 
 /// What a player scope must hold, rewritten in place: its counters and
@@ -81,8 +140,9 @@ pub fn player_scope(
     season: Option<SeasonId>,
     stats: &PlayerStats,
 ) -> Vec<Write> {
-    let counters = g.counters(season);
-    let board = g.board(season);
+    let part = g.partition_of(player);
+    let counters = g.counters(part, season);
+    let board = g.board(part, season);
     let mut unit = vec![Write::Hdel(
         counters.clone(),
         counter_fields(player).to_vec(),
@@ -101,16 +161,28 @@ pub fn player_scope(
 
 /// The matches-per-state hash rewritten whole from a fold's counts (a
 /// unit: the DEL and the HSET stay in order).
-pub fn lifecycle_counts(g: &GenerationKeys, counts: &MatchCounts) -> Vec<Write> {
+pub fn lifecycle_counts(g: &GenerationKeys, shard: ShardId, counts: &MatchCounts) -> Vec<Write> {
     let fields: Vec<(String, String)> = counts
         .nonzero()
         .map(|(f, v)| (f.to_string(), v.to_string()))
         .collect();
-    let mut unit = vec![Write::Del(g.lifecycle())];
+    let mut unit = vec![Write::Del(g.lifecycle(shard))];
     if !fields.is_empty() {
-        unit.push(Write::Hset(g.lifecycle(), fields));
+        unit.push(Write::Hset(g.lifecycle(shard), fields));
     }
     unit
+}
+
+/// Every shard's deadline set from `(shard, members)`: one write each.
+pub fn deadline_sets<I>(g: &GenerationKeys, by_shard: I) -> Vec<Write>
+where
+    I: IntoIterator<Item = (ShardId, Vec<(String, i64)>)>,
+{
+    by_shard
+        .into_iter()
+        .filter(|(_, d)| !d.is_empty())
+        .map(|(shard, d)| Write::zadd_scores(g.deadlines(shard), &d))
+        .collect()
 }
 
 /// Queues `f` once per [`MEMBERS_PER_COMMAND`] items; returns the commands.

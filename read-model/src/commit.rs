@@ -6,32 +6,45 @@
 //! lands in Redis (keys, fields, members, scores, the script's argument
 //! layout) is decided in this module and `commit.lua` only.
 
-use crate::keys::{board_member, counter_fields, GenerationKeys, ReadModelKeys};
+use crate::generation::switch::Barrier;
+use crate::keys::{GenerationKeys, ReadModelKeys};
 use crate::lifecycle::MatchCounts;
-use crate::redis_util::{is_noscript, value_text};
+use crate::redis_util::script_reply;
+use crate::score::{encode_deltas, encode_letters, ScoredDelta, ScoredLetter};
 use fred::clients::Client;
-use fred::interfaces::LuaInterface;
+use fred::types::scripts::Script;
 use fred::types::Value;
-use rps_core::deadletter::DeadLetter;
 use rps_core::fold::DeadlineChange;
 use rps_core::keys::{deadline_member, PROJECTOR_GROUP};
 use rps_core::stream::StreamId;
-use rps_core::{Keys, MatchState, PlayerStats, SeasonId, ShardId, Timestamp};
-use std::collections::{HashMap, HashSet};
+use rps_core::{Keys, MatchState, ShardId, Timestamp};
+use std::collections::HashMap;
+use std::sync::LazyLock;
 
-const SCRIPT: &str = include_str!("commit.lua");
+static SCRIPT: LazyLock<Script> = LazyLock::new(|| {
+    Script::from_lua(concat!(
+        include_str!("prelude.lua"),
+        include_str!("commit.lua")
+    ))
+});
+
+/// How long a shard's outbox keeps entries every partition has applied:
+/// long enough to outlast a Redis replica's lag, so a failover that rolls a
+/// partition back finds what it lost still there.
+pub const OUTBOX_RETAIN_MS: u64 = 10_000;
 
 /// Everything one batch of a shard changes, coalesced per key.
 #[derive(Debug, Default)]
 pub struct BatchWrite {
-    /// Counter deltas per player scope (`None`: all-time).
-    pub stats: HashMap<(i64, Option<SeasonId>), PlayerStats>,
+    /// Every player delta of the batch with its event's sequence number,
+    /// in order: the outbox entry the partitions apply ([`crate::score`]).
+    pub scored: Vec<ScoredDelta>,
     /// Final state of every match the batch changed.
     pub matches: HashMap<i64, MatchState>,
     pub deadlines: HashMap<i64, DeadlineChange>,
-    pub dead: Vec<DeadLetter>,
-    /// Seasons the batch scored in (their boards exist from now on).
-    pub seasons: HashSet<SeasonId>,
+    /// Rejections, each numbered by its entry: forwarded to the dead-letter
+    /// stream through the outbox.
+    pub dead: Vec<ScoredLetter>,
     /// `occurred_at` of the batch's last entry.
     pub last_at: Option<Timestamp>,
     /// Net change of the matches per lifecycle state.
@@ -48,6 +61,8 @@ pub struct Fence {
     pub expected: Option<StreamId>,
     /// `progress[shard]` after the batch.
     pub last_id: StreamId,
+    /// The shard's sequence the batch was computed against, and after it.
+    pub sequence: (u64, u64),
     /// Move the projector group's last-delivered id to `last_id` (the live
     /// projector; a generation being rebuilt leaves the group alone).
     pub move_group: bool,
@@ -62,6 +77,10 @@ pub enum Outcome {
     ProgressMoved,
     /// The generation is not the active one any more.
     GenerationMoved { active: Option<String> },
+    /// A generation switch holds the shard: the caller waits for it
+    /// ([`crate::generation::switch::resolve`]) and commits again, into
+    /// whichever generation it ends with.
+    Switching(Barrier),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -78,7 +97,6 @@ pub struct Committer {
     keys: Keys,
     gk: GenerationKeys,
     shard: ShardId,
-    sha: Option<String>,
 }
 
 impl Committer {
@@ -88,7 +106,6 @@ impl Committer {
             keys,
             client,
             shard,
-            sha: None,
         }
     }
 
@@ -105,29 +122,24 @@ impl Committer {
         let (keys, args) = self.script_args(batch, fence);
         let n_args = args.len();
         let started = std::time::Instant::now();
-        let reply = self.eval(keys, args).await?;
+        let reply: Value = SCRIPT.evalsha_with_reload(&self.client, keys, args).await?;
         tracing::debug!(
             shard = self.shard,
             args = n_args,
             eval_us = started.elapsed().as_micros() as u64,
             "commit script returned"
         );
-        let mut parts = reply.into_array().into_iter();
-        let status = parts
-            .next()
-            .and_then(|v| value_text(&v))
-            .unwrap_or_default();
-        let detail = parts
-            .next()
-            .and_then(|v| value_text(&v))
-            .unwrap_or_default();
+        let (status, detail) = script_reply(reply);
         match status.as_str() {
             "OK" => Ok(Outcome::Committed {
                 applied_at: detail.parse().ok().map(Timestamp),
             }),
             "PROGRESS" => Ok(Outcome::ProgressMoved),
-            "GENERATION" => Ok(Outcome::GenerationMoved {
-                active: (!detail.is_empty()).then_some(detail),
+            "GENERATION" => Ok(match Barrier::parse(&detail) {
+                Some(barrier) => Outcome::Switching(barrier),
+                None => Outcome::GenerationMoved {
+                    active: (!detail.is_empty()).then_some(detail),
+                },
             }),
             other => Err(CommitError::Protocol(other.to_string())),
         }
@@ -135,21 +147,13 @@ impl Committer {
 
     fn script_args(&self, plan: &BatchWrite, fence: &Fence) -> (Vec<String>, Vec<String>) {
         let keys = vec![
-            self.keys.generation(),
-            self.gk.progress(),
+            self.keys.marker_in_shard(self.shard),
+            self.gk.progress(self.shard),
             self.keys.events(self.shard),
-            self.keys.deadletter(),
-            self.gk.deadlines(),
-            self.gk.seasons(),
-            self.gk.lifecycle(),
+            self.gk.deadlines(self.shard),
+            self.gk.lifecycle(self.shard),
+            self.gk.outbox(self.shard),
         ];
-        let mut boards: HashMap<Option<SeasonId>, Vec<(i64, &PlayerStats)>> = HashMap::new();
-        for ((player, season), d) in &plan.stats {
-            if !d.is_zero() {
-                boards.entry(*season).or_default().push((*player, d));
-            }
-        }
-        let members: usize = boards.values().map(Vec::len).sum();
         let mut zadd = Vec::new();
         let mut zrem = Vec::new();
         for (mid, change) in &plan.deadlines {
@@ -163,14 +167,7 @@ impl Committer {
         }
         let states: Vec<(&str, i64)> = plan.lifecycle.nonzero().collect();
         let mut a = Vec::with_capacity(
-            15 + boards.len() * 4
-                + members * 5
-                + plan.matches.len() * 2
-                + zadd.len() * 2
-                + zrem.len()
-                + plan.dead.len() * 30
-                + plan.seasons.len()
-                + states.len() * 2,
+            17 + plan.matches.len() * 2 + zadd.len() * 2 + zrem.len() + states.len() * 2,
         );
         a.push(self.gk.generation.to_string());
         a.push(if fence.require_active { "1" } else { "0" }.to_string());
@@ -184,30 +181,17 @@ impl Committer {
         );
         a.push(if fence.move_group { "1" } else { "0" }.to_string());
         a.push(PROJECTOR_GROUP.to_string());
-        a.push(boards.len().to_string());
+        a.push(fence.sequence.0.to_string());
+        a.push(fence.sequence.1.to_string());
+        a.push(encode_deltas(&plan.scored));
+        a.push(OUTBOX_RETAIN_MS.to_string());
         a.push(plan.matches.len().to_string());
         a.push(zadd.len().to_string());
         a.push(zrem.len().to_string());
-        a.push(plan.dead.len().to_string());
-        a.push(plan.seasons.len().to_string());
+        a.push(encode_letters(&plan.dead));
         a.push(states.len().to_string());
-        for (season, deltas) in &boards {
-            let fields: Vec<(String, i64)> = deltas
-                .iter()
-                .flat_map(|(player, d)| counter_fields(*player).into_iter().zip(d.stored_values()))
-                .filter(|(_, v)| *v != 0)
-                .collect();
-            a.push(self.gk.board(*season));
-            a.push(self.gk.counters(*season));
-            a.push(deltas.len().to_string());
-            a.push(fields.len().to_string());
-            a.extend(deltas.iter().map(|(player, _)| board_member(*player)));
-            a.extend(deltas.iter().map(|(_, d)| d.board_score().to_string()));
-            a.extend(fields.iter().map(|(f, _)| f.clone()));
-            a.extend(fields.iter().map(|(_, v)| v.to_string()));
-        }
         for (mid, state) in &plan.matches {
-            a.push(self.gk.match_state(*mid));
+            a.push(self.gk.match_state(self.shard, *mid));
             a.push(state.to_value());
         }
         for (score, member) in zadd {
@@ -215,37 +199,10 @@ impl Committer {
             a.push(member);
         }
         a.extend(zrem);
-        for d in &plan.dead {
-            for (k, v) in d.to_pairs() {
-                a.push(k.to_string());
-                a.push(v);
-            }
-        }
-        a.extend(plan.seasons.iter().map(|s| s.to_string()));
         for (field, delta) in states {
             a.push(field.to_string());
             a.push(delta.to_string());
         }
         (keys, a)
-    }
-
-    async fn eval(&mut self, keys: Vec<String>, args: Vec<String>) -> Result<Value, CommitError> {
-        let sha = match &self.sha {
-            Some(s) => s.clone(),
-            None => {
-                let s: String = self.client.script_load(SCRIPT).await?;
-                self.sha = Some(s.clone());
-                s
-            }
-        };
-        match self.client.evalsha(sha, keys.clone(), args.clone()).await {
-            Err(e) if is_noscript(&e) => {
-                // Redis restarted or flushed its script cache: load again once.
-                let s: String = self.client.script_load(SCRIPT).await?;
-                self.sha = Some(s.clone());
-                Ok(self.client.evalsha(s, keys, args).await?)
-            }
-            other => Ok(other?),
-        }
     }
 }

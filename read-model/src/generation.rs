@@ -1,16 +1,20 @@
 //! The active read-model generation: which `{prefix}:g<n>:…` keys the
 //! projector writes and the API reads.
 //!
-//! `keys.generation()` holds the number; replay switches it atomically after
-//! building the next generation. The one decision taken here is what a
-//! missing marker means: a pipeline that never ran starts generation 1; a
-//! pipeline that has run and lost the marker must not silently start over.
+//! `keys.generation()` holds the number; replay switches it after building
+//! the next generation, in steps of one hash slot each ([`switch`]). The one
+//! decision taken here is what a missing marker means: a pipeline that
+//! never ran starts generation 1; a pipeline that has run and lost the
+//! marker must not silently start over.
+
+pub mod switch;
 
 use crate::keys::GenerationKeys;
 use crate::redis_util::value_text;
 use fred::clients::Client;
-use fred::interfaces::{HashesInterface, KeysInterface, LuaInterface};
+use fred::interfaces::{HashesInterface, KeysInterface};
 use fred::types::{Expiration, SetOptions, Value};
+use rps_core::redis_client::{unlink_keys, KeyScan};
 use rps_core::Keys;
 use std::collections::HashMap;
 
@@ -76,85 +80,53 @@ async fn any_progress_key(client: &Client, keys: &Keys) -> Result<Option<String>
 
 /// Some key matching `pattern`, if any (SCAN until the first hit).
 async fn first_key(client: &Client, pattern: &str) -> Result<Option<String>, fred::error::Error> {
-    let mut cursor = "0".to_string();
-    loop {
-        let (next, found): (String, Vec<String>) = client
-            .scan_page(cursor, pattern.to_string(), Some(1000), None)
-            .await?;
-        if let Some(k) = found.into_iter().next() {
+    let mut scan = KeyScan::new(client, pattern).await?;
+    while let Some(page) = scan.next_page(client).await? {
+        if let Some(k) = page.into_iter().next() {
             return Ok(Some(k));
         }
-        if next == "0" {
-            return Ok(None);
-        }
-        cursor = next;
     }
+    Ok(None)
 }
 
-/// The `progress` hash of a generation: shard → last stream id applied.
+/// What a generation has applied, every shard's progress in one map:
+/// `<shard>` → last stream id applied, with the bookkeeping beside it as
+/// `<shard>:q`, `<shard>:at`, `<shard>:applied_at`. Shards with nothing
+/// applied are absent.
 pub async fn progress_hash(
     client: &Client,
     g: &GenerationKeys,
+    shard_count: u16,
 ) -> Result<HashMap<String, String>, fred::error::Error> {
-    client.hgetall(g.progress()).await
+    let calls =
+        (0..shard_count).map(|s| client.hgetall::<HashMap<String, String>, _>(g.progress(s)));
+    let mut out = HashMap::new();
+    for (shard, fields) in (0..shard_count).zip(futures::future::join_all(calls).await) {
+        for (field, value) in fields? {
+            let name = if field == "id" {
+                shard.to_string()
+            } else {
+                format!("{shard}:{field}")
+            };
+            out.insert(name, value);
+        }
+    }
+    Ok(out)
 }
 
-/// Switches the active generation from `old` to `new` only if both have
-/// applied exactly the same stream entries (equal shard fields of their
-/// `progress` hashes).
-/// Returns 1 when switched, 0 when progress differs, -1 when the active
-/// generation is no longer `old`.
-const SWITCH_SCRIPT: &str = r#"
-local cur = redis.call('GET', KEYS[1]) or '0'
-if cur ~= ARGV[1] then return -1 end
--- Only the shard fields (a bare number) say what was applied; the
--- projector keeps bookkeeping beside them (`<shard>:at`, ...).
-local function shards(h)
-  local m, n = {}, 0
-  for i = 1, #h, 2 do
-    if string.find(h[i], '^%d+$') then
-      m[h[i]] = h[i + 1]
-      n = n + 1
-    end
-  end
-  return m, n
-end
-local a, na = shards(redis.call('HGETALL', KEYS[2]))
-local b, nb = shards(redis.call('HGETALL', KEYS[3]))
-if na ~= nb then return 0 end
-for k, v in pairs(b) do
-  if a[k] ~= v then return 0 end
-end
-redis.call('SET', KEYS[1], ARGV[2])
-return 1
-"#;
-
-/// Outcome of a switch attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Switch {
-    Done,
-    ProgressDiffers,
-    GenerationMoved,
-}
-
-pub async fn try_switch(
+/// Whether any shard has progress in the generation: a generation that
+/// applied something, or that a bootstrap committed, has.
+pub async fn has_progress(
     client: &Client,
-    keys: &Keys,
-    old: &GenerationKeys,
-    new: &GenerationKeys,
-) -> Result<Switch, fred::error::Error> {
-    let r: i64 = client
-        .eval(
-            SWITCH_SCRIPT,
-            vec![keys.generation(), old.progress(), new.progress()],
-            vec![old.generation.to_string(), new.generation.to_string()],
-        )
-        .await?;
-    Ok(match r {
-        1 => Switch::Done,
-        0 => Switch::ProgressDiffers,
-        _ => Switch::GenerationMoved,
-    })
+    g: &GenerationKeys,
+    shard_count: u16,
+) -> Result<bool, fred::error::Error> {
+    let calls = (0..shard_count).map(|s| client.exists::<bool, _>(g.progress(s)));
+    let mut any = false;
+    for r in futures::future::join_all(calls).await {
+        any |= r?;
+    }
+    Ok(any)
 }
 
 /// Deletes every key of a generation (SCAN + UNLINK: Redis frees the memory
@@ -163,21 +135,11 @@ pub async fn drop_generation(
     client: &Client,
     g: &GenerationKeys,
 ) -> Result<u64, fred::error::Error> {
-    let pattern = g.pattern();
-    let mut cursor = "0".to_string();
+    let mut scan = KeyScan::new(client, &g.pattern()).await?;
     let mut n = 0u64;
-    loop {
-        let (next, keys): (String, Vec<String>) = client
-            .scan_page(cursor, pattern.clone(), Some(1000), None)
-            .await?;
-        if !keys.is_empty() {
-            n += keys.len() as u64;
-            client.unlink::<(), _>(keys).await?;
-        }
-        if next == "0" {
-            break;
-        }
-        cursor = next;
+    while let Some(keys) = scan.next_page(client).await? {
+        n += keys.len() as u64;
+        unlink_keys(client, keys).await?;
     }
     Ok(n)
 }

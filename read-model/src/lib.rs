@@ -9,13 +9,21 @@
 //!
 //! | key | type | what |
 //! |---|---|---|
-//! | `rps:g<g>:progress` | hash | shard → last stream id applied to generation `g` (plus `<shard>:at`, `<shard>:applied_at`) |
-//! | `rps:g<g>:counters` / `rps:g<g>:counters:<season>` | hash | every player's counters in the scope, fields `<id>:w`, `<id>:d`, `<id>:l`, `<id>:f` |
-//! | `rps:g<g>:board` / `rps:g<g>:board:<season>` | sorted set | leaderboards |
-//! | `rps:g<g>:seasons` | set | seasons that have a board |
+//! | `rps:g<g>:progress` | hash | shard → last stream id applied to generation `g` (plus `<shard>:at`, `<shard>:applied_at`, `<shard>:q` the shard's sequence) |
+//! | `rps:g<g>:{<shard>}:outbox` | stream | the player deltas of the shard's committed batches, for the partitions ([`score`]) |
+//! | `rps:g<g>:{p<n>}:counters` / `rps:g<g>:{p<n>}:counters:<season>` | hash | partition `n`'s players' counters in the scope, fields `<id>:w`, `<id>:d`, `<id>:l`, `<id>:f` |
+//! | `rps:g<g>:{p<n>}:board` / `rps:g<g>:{p<n>}:board:<season>` | sorted set | partition `n`'s part of a leaderboard |
+//! | `rps:g<g>:{p<n>}:seasons` | set | seasons partition `n`'s players scored in |
+//! | `rps:g<g>:{p<n>}:fences` | hash | shard → the last sequence number of the shard partition `n` has applied |
 //! | `rps:g<g>:match:<id>` | string | match state |
 //! | `rps:g<g>:deadlines` | sorted set | open matches' deadlines, score = ms, member `<shard>:<match>` |
 //! | `rps:g<g>:lifecycle` | hash | matches per lifecycle state: `in_progress`, `finished`, `timed_out`, `voided` |
+//!
+//! Players are spread over `redis.partitions` partitions (`id mod n`; 1 on
+//! one Redis), each one Redis Cluster hash slot (`{p<n>}`); a board is
+//! the union of its partitions' parts, read back merged ([`read`]). A
+//! batch is committed in two steps, each in one slot but for the marker:
+//! the shard's ([`commit`]) and one per partition ([`score`]).
 //!
 //! Contents:
 //! - a counters hash holds wins, draws, losses and forfeits of each player
@@ -45,5 +53,6 @@ pub mod keys;
 pub mod lifecycle;
 pub mod read;
 pub mod redis_util;
+pub mod score;
 
 pub use keys::{board_member, parse_board_member, GenerationKeys, KeyKind, KeyRef, ReadModelKeys};

@@ -42,3 +42,17 @@ pub fn hash_pairs(v: Value) -> Option<Vec<(String, String)>> {
 pub fn is_noscript(e: &fred::error::Error) -> bool {
     e.details().starts_with("NOSCRIPT")
 }
+
+/// A batch script's `{status, detail}` reply as two strings (empty when
+/// absent).
+pub fn script_reply(reply: Value) -> (String, String) {
+    let mut parts = reply.into_array().into_iter();
+    let mut next = || {
+        parts
+            .next()
+            .and_then(|v| value_text(&v))
+            .unwrap_or_default()
+    };
+    let status = next();
+    (status, next())
+}

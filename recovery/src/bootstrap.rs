@@ -2,13 +2,18 @@
 //! event tables when it is not.
 //!
 //! A bootstrap is all or nothing: the snapshots are folded and written into a
-//! generation nobody reads yet, and only the final script ([`COMMIT_LUA`])
-//! makes it live, setting in one atomic step every server's cdc checkpoint to
-//! its snapshot position, every shard's progress in the new generation to its
-//! stream's last entry, the bootstrap record and the generation marker. A
-//! crash before that script leaves the marker unset (the next attempt builds
-//! again under a higher number and drops the leftovers); a crash after it
-//! leaves a whole state.
+//! generation nobody reads yet, and only the commit makes it live. The
+//! commit is a sequence of steps of one slot each (Redis Cluster runs a
+//! script on the keys of one slot): it deletes the bootstrap record and
+//! fences every server checkpoint ([`checkpoint_fence`]), so readers wait
+//! and the state counts as lost until the end; then, per shard
+//! ([`SHARD_COMMIT_LUA`]), sets the new generation's progress to the
+//! stream's last entry and the shard's reader checkpoints to the snapshot
+//! positions; the dead letters' checkpoints; every slot's copy of the
+//! marker; the server checkpoints; the bootstrap record; and the marker
+//! last. A crash anywhere before the record is written leaves a state the
+//! next check finds lost (the next attempt builds again under a higher
+//! number and drops the leftovers); a crash after it leaves a whole state.
 
 use crate::metrics as m;
 use crate::snapshot::{snapshot_server, ServerSnapshot};
@@ -23,6 +28,7 @@ use history::redis_io;
 use history::SpilledMatches;
 use read_model::GenerationKeys;
 use read_model::ReadModelKeys;
+use rps_core::keys::PublishTarget;
 use rps_core::{Config, Keys};
 use rps_event_store::EventStore;
 use std::collections::BTreeSet;
@@ -32,41 +38,36 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-/// The atomic commit of a bootstrap.
+/// A shard's part of a bootstrap's commit, in the shard's slot.
 ///
-/// KEYS: 1 generation marker, 2 new generation's progress hash, 3 bootstrap
-/// record, 4 the readers' rebuild requests (cleared: this bootstrap answers
-/// them), 5..5+S-1 shard streams 0..S-1, then one checkpoint key per server.
-/// ARGV: 1 marker value the bootstrap started from (`''` = none), 2 new
-/// generation, 3 shard count S, 4 bootstrap record, then one checkpoint value
-/// per server (same order as the keys).
+/// KEYS: 1 the shard's stream, 2 its progress hash in the new generation,
+/// then the shard's target checkpoint of every server.
+/// ARGV: the target checkpoint values, in the same order.
 ///
-/// Stream ends are read here, inside the step that moves the checkpoints: an
-/// entry already in a stream was published from a position at or before the
-/// reader's checkpoint, and a reader that is still running is fenced by the
-/// checkpoint change and republishes whatever followed the snapshot.
-pub const COMMIT_LUA: &str = r#"
-local cur = redis.call('GET', KEYS[1]) or ''
-if cur ~= ARGV[1] then
-  return {'MOVED', cur}
+/// The stream's end is read in the step that moves the shard's checkpoints:
+/// an entry already in the stream was published from a position at or
+/// before the reader's checkpoint (the new generation takes it as applied),
+/// and a reader still running is fenced by the checkpoint change and
+/// publishes again whatever followed the snapshot.
+pub const SHARD_COMMIT_LUA: &str = r#"
+local last = '0-0'
+local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+if #top > 0 then
+  last = top[1][1]
 end
-local s_count = tonumber(ARGV[3])
-redis.call('DEL', KEYS[2], KEYS[4])
-for s = 0, s_count - 1 do
-  local last = '0-0'
-  local top = redis.call('XREVRANGE', KEYS[5 + s], '+', '-', 'COUNT', 1)
-  if #top > 0 then
-    last = top[1][1]
-  end
-  redis.call('HSET', KEYS[2], tostring(s), last)
+redis.call('DEL', KEYS[2])
+redis.call('HSET', KEYS[2], 'id', last)
+for i = 3, #KEYS do
+  redis.call('SET', KEYS[i], ARGV[i - 2])
 end
-for i = 5 + s_count, #KEYS do
-  redis.call('SET', KEYS[i], ARGV[i - s_count])
-end
-redis.call('SET', KEYS[3], ARGV[4])
-redis.call('SET', KEYS[1], ARGV[2])
-return {'OK', ARGV[2]}
+return last
 "#;
+
+/// The value a bootstrap sets the server checkpoints to while it commits:
+/// a reader that meets it waits, and one still running is fenced by it.
+pub fn checkpoint_fence(generation: u64) -> String {
+    format!("{}{generation}", rps_core::checkpoint::BOOTSTRAP_FENCE)
+}
 
 /// What [`ensure_state`] found or did.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -112,21 +113,41 @@ pub async fn ensure_state(
     cancel: &CancellationToken,
 ) -> Result<StateReport, RecoveryError> {
     let keys = config.keys();
+    let whole = |generation| StateReport {
+        generation,
+        lost: None,
+        bootstrap: None,
+    };
+    // Several supervisors may find the state lost at once (one reader
+    // process per server): one bootstraps under the lock, the others wait
+    // for it and find the state whole.
+    let lock = loop {
+        if let Ok(generation) = check_state(config, redis).await? {
+            return Ok(whole(generation));
+        }
+        if let Some(lock) = BootstrapLock::acquire(redis, &keys).await? {
+            break lock;
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return Err(RecoveryError::Cancelled),
+            _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+        }
+    };
     let lost = match check_state(config, redis).await? {
         Ok(generation) => {
-            return Ok(StateReport {
-                generation,
-                lost: None,
-                bootstrap: None,
-            })
+            lock.release(redis).await;
+            return Ok(whole(generation));
         }
         Err(loss) => loss,
     };
     tracing::warn!(what = %lost, "pipeline state in Redis is not whole: bootstrapping from the event tables");
     metrics::gauge!(m::BOOTSTRAPPING).set(1.0);
+    let renew = lock.keep_alive(redis.clone());
     let r = bootstrap(config, redis, &keys, cancel)
         .instrument(tracing::info_span!("bootstrap"))
         .await;
+    renew.abort();
+    lock.release(redis).await;
     metrics::gauge!(m::BOOTSTRAPPING).set(0.0);
     match r {
         Ok(b) => {
@@ -145,6 +166,63 @@ pub async fn ensure_state(
     }
 }
 
+/// The bootstrap lock: one supervisor bootstraps at a time. A TTL, renewed
+/// while the bootstrap runs, so a supervisor that dies lets the next one in.
+struct BootstrapLock {
+    key: String,
+    owner: String,
+}
+
+const LOCK_TTL_MS: u64 = 15_000;
+
+/// KEYS[1] deleted if it holds ARGV[1]; with ARGV[2], its TTL renewed instead.
+const LOCK_LUA: &str = r#"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[2] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return redis.call('DEL', KEYS[1])
+"#;
+
+impl BootstrapLock {
+    async fn acquire(redis: &Client, keys: &Keys) -> Result<Option<BootstrapLock>, RecoveryError> {
+        let lock = BootstrapLock {
+            key: keys.bootstrap_lock(),
+            owner: uuid::Uuid::new_v4().simple().to_string(),
+        };
+        let set: Option<String> = redis
+            .set(
+                &lock.key,
+                lock.owner.as_str(),
+                Some(fred::types::Expiration::PX(LOCK_TTL_MS as i64)),
+                Some(fred::types::SetOptions::NX),
+                false,
+            )
+            .await?;
+        Ok(set.is_some().then_some(lock))
+    }
+
+    fn keep_alive(&self, redis: Client) -> tokio::task::JoinHandle<()> {
+        let (key, owner) = (self.key.clone(), self.owner.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_millis(LOCK_TTL_MS / 3)).await;
+                let _: Result<i64, _> = redis
+                    .eval(
+                        LOCK_LUA,
+                        vec![key.clone()],
+                        vec![owner.clone(), LOCK_TTL_MS.to_string()],
+                    )
+                    .await;
+            }
+        })
+    }
+
+    async fn release(&self, redis: &Client) {
+        let _: Result<i64, _> = redis
+            .eval(LOCK_LUA, vec![self.key.clone()], vec![self.owner.clone()])
+            .await;
+    }
+}
+
 /// Snapshot every server, write a new generation, commit atomically.
 pub async fn bootstrap(
     config: &Arc<Config>,
@@ -158,13 +236,7 @@ pub async fn bootstrap(
     let marker_gen: u64 = if marker.is_empty() {
         0
     } else {
-        marker
-            .trim()
-            .parse()
-            .map_err(|_| RecoveryError::BadGenerationMarker {
-                key: keys.generation(),
-                value: marker.clone(),
-            })?
+        parse_generation_marker(keys, &marker)?
     };
     let existing = existing_generations(redis, keys).await?;
 
@@ -199,7 +271,7 @@ pub async fn bootstrap(
     let (parts, tally) = match folded {
         Ok(f) => f,
         Err(e) => {
-            drop_uncommitted(redis, &gk).await;
+            drop_uncommitted(redis, &gk, keys).await;
             return Err(e);
         }
     };
@@ -215,7 +287,7 @@ pub async fn bootstrap(
     let keys_written = match crate::write::write_generation(redis, &gk, &model).await {
         Ok(n) => n + tally.commands,
         Err(e) => {
-            drop_uncommitted(redis, &gk).await;
+            drop_uncommitted(redis, &gk, keys).await;
             return Err(e);
         }
     };
@@ -238,7 +310,7 @@ pub async fn bootstrap(
     match commit(config, redis, keys, &marker, &report).await {
         Ok(()) => {}
         Err(e) => {
-            drop_uncommitted(redis, &gk).await;
+            drop_uncommitted(redis, &gk, keys).await;
             return Err(e);
         }
     }
@@ -294,7 +366,19 @@ pub async fn bootstrap(
 
 /// Nothing points at a generation before its commit: after a failure it is
 /// a leftover, dropped now (or by the next bootstrap if that fails too).
-async fn drop_uncommitted(redis: &Client, gk: &GenerationKeys) {
+async fn drop_uncommitted(redis: &Client, gk: &GenerationKeys, keys: &Keys) {
+    // Unless it is live after all: another process committed a bootstrap
+    // of the same number (its lock expired under a stalled renewal).
+    let marker: Result<Option<String>, _> = redis.get(keys.generation()).await;
+    if let Ok(Some(m)) = marker {
+        if m == gk.generation.to_string() {
+            tracing::warn!(
+                generation = gk.generation,
+                "not dropping generation: it is the active one"
+            );
+            return;
+        }
+    }
     if let Err(e) = redis_io::drop_generation(redis, gk).await {
         tracing::warn!(error = %e, generation = gk.generation,
             "dropping the uncommitted generation failed; the next bootstrap drops it");
@@ -308,27 +392,17 @@ async fn commit(
     marker: &str,
     report: &BootstrapReport,
 ) -> Result<(), RecoveryError> {
+    let raced = |found: Option<String>| RecoveryError::Raced {
+        expected: marker.to_string(),
+        found: found.unwrap_or_default(),
+    };
+    let found: Option<String> = redis.get(keys.generation()).await?;
+    if found.as_deref().unwrap_or("") != marker {
+        return Err(raced(found));
+    }
     let gk = keys.generation_keys(report.generation);
-    let mut k = vec![
-        keys.generation(),
-        gk.progress(),
-        keys.bootstrap_record(),
-        keys.cdc_resnapshot(),
-    ];
-    k.extend((0..config.shard_count).map(|s| keys.events(s)));
     let writer = format!("recovery-{}", uuid::Uuid::new_v4().simple());
-    let mut argv = vec![
-        marker.to_string(),
-        report.generation.to_string(),
-        config.shard_count.to_string(),
-        serde_json::json!({
-            "generation": report.generation,
-            "committed_at": rps_core::Timestamp::now().as_micros(),
-            "events": report.events,
-            "servers": report.servers,
-        })
-        .to_string(),
-    ];
+    let mut checkpoints = Vec::with_capacity(report.servers.len());
     for snap in &report.servers {
         let gtid = snap
             .gtid
@@ -347,19 +421,80 @@ async fn commit(
             commit_ts: snap.taken_at_micros,
             inflight: None,
         };
-        k.push(keys.cdc_checkpoint(&snap.server));
-        argv.push(ck.encode(&writer, 0));
+        checkpoints.push((snap.server.as_str(), ck.encode(&writer, 0)));
     }
-    let r: Vec<String> = redis.eval(COMMIT_LUA, k, argv).await?;
-    match r.first().map(String::as_str) {
-        Some("OK") => Ok(()),
-        Some("MOVED") => Err(RecoveryError::Raced {
-            expected: marker.to_string(),
-            found: r.get(1).cloned().unwrap_or_default(),
-        }),
-        _ => Err(RecoveryError::CommitReply { reply: r }),
+
+    let _: () = redis.del(keys.bootstrap_record()).await?;
+    for (server, _) in &checkpoints {
+        let _: () = redis
+            .set(
+                keys.cdc_checkpoint(server),
+                checkpoint_fence(report.generation),
+                None,
+                None,
+                false,
+            )
+            .await?;
+    }
+    let shard_steps = (0..config.shard_count).map(|s| {
+        let mut k = vec![keys.events(s), gk.progress(s)];
+        let mut argv = Vec::with_capacity(checkpoints.len());
+        for (server, ck) in &checkpoints {
+            k.push(keys.cdc_target_checkpoint(server, PublishTarget::Shard(s)));
+            argv.push(ck.clone());
+        }
+        redis.eval::<String, _, _, _>(SHARD_COMMIT_LUA, k, argv)
+    });
+    try_join_all(shard_steps).await?;
+    for (server, ck) in &checkpoints {
+        let k = keys.cdc_target_checkpoint(server, PublishTarget::DeadLetters);
+        let _: () = redis.set(k, ck.as_str(), None, None, false).await?;
+    }
+    for copy in keys.marker_copies(config.shard_count) {
+        let _: () = redis
+            .set(copy, report.generation.to_string(), None, None, false)
+            .await?;
+    }
+    for (server, ck) in &checkpoints {
+        let _: () = redis
+            .set(keys.cdc_checkpoint(server), ck.as_str(), None, None, false)
+            .await?;
+    }
+    let _: () = redis.del(keys.cdc_resnapshot()).await?;
+    let record = serde_json::json!({
+        "generation": report.generation,
+        "committed_at": rps_core::Timestamp::now().as_micros(),
+        "events": report.events,
+        "servers": report.servers,
+    })
+    .to_string();
+    let _: () = redis
+        .set(keys.bootstrap_record(), record, None, None, false)
+        .await?;
+    // The marker last, and only over the value this bootstrap started
+    // from: readers of the read models switch here.
+    let r: i64 = redis
+        .eval(
+            SET_IF_LUA,
+            vec![keys.generation()],
+            vec![marker.to_string(), report.generation.to_string()],
+        )
+        .await?;
+    if r == 1 {
+        Ok(())
+    } else {
+        let found: Option<String> = redis.get(keys.generation()).await?;
+        Err(raced(found))
     }
 }
+
+/// KEYS[1] := ARGV[2] if it holds ARGV[1] ('' = absent); 1 if set.
+const SET_IF_LUA: &str = r#"
+local cur = redis.call('GET', KEYS[1]) or ''
+if cur ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2])
+return 1
+"#;
 
 /// Generation numbers that have any key in Redis (`{prefix}:g<n>:…`).
 pub async fn existing_generations(
@@ -369,17 +504,11 @@ pub async fn existing_generations(
     let base = keys.generations_base();
     let pattern = format!("{base}*");
     let mut found = BTreeSet::new();
-    let mut cursor = "0".to_string();
-    loop {
-        let (next, page): (String, Vec<String>) = redis
-            .scan_page(cursor, pattern.clone(), Some(1000), None)
-            .await?;
+    let mut scan = rps_core::redis_client::KeyScan::new(redis, &pattern).await?;
+    while let Some(page) = scan.next_page(redis).await? {
         found.extend(page.iter().filter_map(|k| generation_of_key(&base, k)));
-        if next == "0" {
-            return Ok(found);
-        }
-        cursor = next;
     }
+    Ok(found)
 }
 
 /// The generation a key belongs to: `{prefix}:g<n>:…` → `n`. Other keys
@@ -387,6 +516,18 @@ pub async fn existing_generations(
 fn generation_of_key(base: &str, key: &str) -> Option<u64> {
     let (num, _) = key.strip_prefix(base)?.split_once(':')?;
     num.parse().ok()
+}
+
+/// The generation marker's value as a number; anything else is an operator's
+/// problem, not something a retry fixes.
+pub(crate) fn parse_generation_marker(keys: &Keys, marker: &str) -> Result<u64, RecoveryError> {
+    marker
+        .trim()
+        .parse()
+        .map_err(|_| RecoveryError::BadGenerationMarker {
+            key: keys.generation(),
+            value: marker.to_string(),
+        })
 }
 
 #[cfg(test)]

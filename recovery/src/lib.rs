@@ -34,12 +34,6 @@ use rps_core::retry::ErrorClass;
 /// What can stop a bootstrap or the supervisor.
 #[derive(Debug, thiserror::Error)]
 pub enum RecoveryError {
-    #[error("server `{server}`: {source}")]
-    Mysql {
-        server: String,
-        #[source]
-        source: mysql_async::Error,
-    },
     #[error(transparent)]
     Store(#[from] rps_event_store::StoreError),
     #[error("redis: {0}")]
@@ -77,19 +71,9 @@ pub enum RecoveryError {
 }
 
 impl RecoveryError {
-    pub(crate) fn mysql(server: &str) -> impl FnOnce(mysql_async::Error) -> RecoveryError + '_ {
-        move |source| RecoveryError::Mysql {
-            server: server.to_string(),
-            source,
-        }
-    }
-
     /// Whether trying the bootstrap again later may succeed.
     pub fn class(&self) -> ErrorClass {
         match self {
-            RecoveryError::Mysql { source, .. } => {
-                ErrorClass::from_transient(rps_event_store::is_transient_mysql(source))
-            }
             RecoveryError::Store(e) => ErrorClass::from_transient(e.is_transient()),
             RecoveryError::Redis(e) => rps_core::retry::classify_redis(e),
             RecoveryError::History(e) => e.class(),

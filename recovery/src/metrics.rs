@@ -2,6 +2,7 @@
 //! help text and histogram buckets `rpsctl` registers them with.
 
 use metrics::Unit;
+use rps_core::metric_catalogue::MetricCatalogue;
 
 /// State losses detected, by `what` vanished: `generation`, `checkpoint`,
 /// `progress` or `bootstrap_record` (counter).
@@ -17,50 +18,37 @@ pub const SNAPSHOT_ROWS_TOTAL: &str = "rps_recovery_snapshot_rows_total";
 /// Rows of history that do not fit their match, found by snapshots (counter).
 pub const SNAPSHOT_REJECTED_TOTAL: &str = "rps_recovery_snapshot_rejected_total";
 
-/// Every counter with its help text.
-pub const COUNTERS: &[(&str, &str)] = &[
-    (
-        STATE_LOST_TOTAL,
-        "Pipeline state found lost in Redis, by what vanished",
-    ),
-    (BOOTSTRAPS_TOTAL, "Bootstraps by outcome"),
-    (
-        SNAPSHOT_ROWS_TOTAL,
-        "Event rows read by bootstrap snapshots",
-    ),
-    (
-        SNAPSHOT_REJECTED_TOTAL,
-        "Event rows of history that do not fit their match",
-    ),
-];
-
-/// Every gauge with its unit and help text.
-pub const GAUGES: &[(&str, Unit, &str)] = &[(
-    BOOTSTRAPPING,
-    Unit::Count,
-    "1 while a bootstrap from the event tables runs",
-)];
-
-/// Every histogram with its help text and bucket bounds (seconds). A
-/// bootstrap reads every shard's history: seconds on a small deployment,
-/// up to hours on a large one.
-pub const HISTOGRAMS: &[(&str, &str, &[f64])] = &[(
-    BOOTSTRAP_SECONDS,
-    "Duration of a committed bootstrap, snapshot to commit",
-    &[
-        1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0, 14400.0,
+/// Every metric of recovery, with its help text and, for a histogram, its
+/// buckets.
+pub const CATALOGUE: MetricCatalogue = MetricCatalogue {
+    counters: &[
+        (
+            STATE_LOST_TOTAL,
+            "Pipeline state found lost in Redis, by what vanished",
+        ),
+        (BOOTSTRAPS_TOTAL, "Bootstraps by outcome"),
+        (
+            SNAPSHOT_ROWS_TOTAL,
+            "Event rows read by bootstrap snapshots",
+        ),
+        (
+            SNAPSHOT_REJECTED_TOTAL,
+            "Event rows of history that do not fit their match",
+        ),
     ],
-)];
-
-/// Registers the help text (once per process is enough; repeats are harmless).
-pub fn describe() {
-    for (name, help) in COUNTERS {
-        metrics::describe_counter!(*name, Unit::Count, *help);
-    }
-    for (name, unit, help) in GAUGES {
-        metrics::describe_gauge!(*name, *unit, *help);
-    }
-    for (name, help, _) in HISTOGRAMS {
-        metrics::describe_histogram!(*name, Unit::Seconds, *help);
-    }
-}
+    gauges: &[(
+        BOOTSTRAPPING,
+        Unit::Count,
+        "1 while a bootstrap from the event tables runs",
+    )],
+    // A bootstrap reads every shard's history: seconds on a small deployment,
+    // up to hours on a large one.
+    histograms: &[(
+        BOOTSTRAP_SECONDS,
+        "Duration of a committed bootstrap, snapshot to commit",
+        &[
+            1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0,
+            14400.0,
+        ],
+    )],
+};

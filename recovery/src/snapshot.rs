@@ -15,7 +15,7 @@ use history::fold::fold_range;
 use history::model::Model;
 use history::SpilledMatches;
 use rps_core::{Config, ShardId, Timestamp};
-use rps_event_store::{end_snapshot, read_ranges_ahead, EventStore, HistoryFilter};
+use rps_event_store::{EventStore, HistoryFilter};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -73,12 +73,9 @@ pub async fn snapshot_server(
         table_count += tables.len() as u64;
         plan.push((shard, database, tables));
     }
-    let conn = snapshot.conn;
-
     // The next range is read (on its own task, on the snapshot's
     // connection) while the current one is folded.
-    let (mut ranges, reader) = read_ranges_ahead(
-        conn,
+    let (mut ranges, reader) = snapshot.read_ranges_ahead(
         plan.iter()
             .map(|(_, database, tables)| (database.clone(), tables.clone()))
             .collect(),
@@ -103,15 +100,7 @@ pub async fn snapshot_server(
         rows += n;
         metrics::counter!(m::SNAPSHOT_ROWS_TOTAL).increment(n);
     }
-    let conn = reader
-        .await
-        .map_err(|e| {
-            RecoveryError::Definite(format!("the snapshot reader of `{server}` failed: {e}"))
-        })?
-        .map_err(RecoveryError::mysql(&server))?;
-    end_snapshot(conn)
-        .await
-        .map_err(RecoveryError::mysql(&server))?;
+    reader.end().await?;
     let rejected = model.rejections.total();
     if rejected > 0 {
         metrics::counter!(m::SNAPSHOT_REJECTED_TOTAL).increment(rejected);

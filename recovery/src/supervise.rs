@@ -39,7 +39,7 @@ where
     Fut: Future<Output = Result<(), E>>,
     E: Display,
 {
-    crate::metrics::describe();
+    crate::metrics::CATALOGUE.describe();
     let mut delays = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
     // Commands fail rather than hang while Redis is down, so the watch and
     // the bootstrap see an outage as errors.

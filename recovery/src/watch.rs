@@ -88,14 +88,7 @@ pub async fn check_state(
     let Some(marker) = marker else {
         return Ok(Err(StateLoss::Generation));
     };
-    let generation: u64 =
-        marker
-            .trim()
-            .parse()
-            .map_err(|_| RecoveryError::BadGenerationMarker {
-                key: keys.generation(),
-                value: marker.clone(),
-            })?;
+    let generation = crate::bootstrap::parse_generation_marker(&keys, &marker)?;
     if !redis.exists::<bool, _>(keys.bootstrap_record()).await? {
         return Ok(Err(StateLoss::BootstrapRecord));
     }
@@ -113,9 +106,12 @@ pub async fn check_state(
     if let Some(server) = purged.into_iter().next() {
         return Ok(Err(StateLoss::BinlogPurged { server }));
     }
-    if !redis
-        .exists::<bool, _>(keys.generation_keys(generation).progress())
-        .await?
+    if !read_model::generation::has_progress(
+        redis,
+        &keys.generation_keys(generation),
+        config.shard_count,
+    )
+    .await?
     {
         // A replay may have switched to the next generation and dropped this
         // one between the two reads: only a marker that still names the

@@ -29,7 +29,8 @@ pub async fn write_generation(
         let mut batch = Vec::with_capacity(ids.len());
         for id in ids {
             if let Some(m) = model.match_state(*id) {
-                batch.push(Write::Set(g.match_state(*id), m.to_value()));
+                let shard = rps_core::shard_of(m.player_a, model.shard_count);
+                batch.push(Write::Set(g.match_state(shard, *id), m.to_value()));
             }
         }
         out.unit(batch).await?;
@@ -40,26 +41,28 @@ pub async fn write_generation(
     }
     for (season, players) in &scopes {
         for chunk in players.chunks(PIPELINE_COMMANDS) {
-            let w = bulk::scope_counters(g, *season, chunk.iter().map(|(p, s)| (*p, s)));
-            out.unit(vec![w]).await?;
+            let writes = bulk::scope_counters(g, *season, chunk.iter().map(|(p, s)| (*p, s)));
+            out.units(writes.into_iter().map(|w| vec![w])).await?;
         }
     }
     let mut rest = Vec::new();
     for (season, members) in model.boards() {
         for part in members.chunks(MEMBERS_PER_COMMAND) {
-            rest.push(Write::zadd_scores(g.board(season), part));
+            rest.extend(bulk::scope_board(g, season, part));
         }
     }
-    let seasons: Vec<String> = model.seasons().iter().map(|s| s.to_string()).collect();
-    for part in seasons.chunks(MEMBERS_PER_COMMAND) {
-        rest.push(Write::Sadd(g.seasons(), part.to_vec()));
-    }
-    for part in model.deadlines().chunks(MEMBERS_PER_COMMAND) {
-        rest.push(Write::zadd_scores(g.deadlines(), part));
+    rest.extend(bulk::season_sets(g, model.scored_seasons()));
+    rest.extend(bulk::partition_count(g));
+    for (shard, d) in model.deadlines_by_shard() {
+        for part in d.chunks(MEMBERS_PER_COMMAND) {
+            rest.push(Write::zadd_scores(g.deadlines(shard), part));
+        }
     }
     out.units(rest.into_iter().map(|w| vec![w])).await?;
-    out.unit(bulk::lifecycle_counts(g, &model.lifecycle))
-        .await?;
+    for shard in 0..model.shard_count {
+        let counts = model.lifecycle.get(&shard).cloned().unwrap_or_default();
+        out.unit(bulk::lifecycle_counts(g, shard, &counts)).await?;
+    }
     Ok(out.finish().await?)
 }
 
@@ -84,17 +87,24 @@ pub async fn write_spilled(
     let mut tally = SpillTally::default();
     while let Some(range) = ranges.recv().await {
         let mut batch = Vec::with_capacity(range.len() + 1);
-        let mut deadlines = Vec::new();
+        let mut deadlines: BTreeMap<rps_core::ShardId, Vec<(f64, String)>> = BTreeMap::new();
         for (id, m) in &range {
-            batch.push(Write::Set(g.match_state(*id), m.state(*id).to_value()));
+            let shard = rps_core::shard_of(m.player_a, shard_count);
+            batch.push(Write::Set(
+                g.match_state(shard, *id),
+                m.state(*id).to_value(),
+            ));
             if let Some((member, ms)) = m.deadline_entry(*id, shard_count) {
-                deadlines.push((ms as f64, member));
+                deadlines
+                    .entry(shard)
+                    .or_default()
+                    .push((ms as f64, member));
+                tally.open_matches += 1;
             }
         }
         tally.matches += range.len() as u64;
-        tally.open_matches += deadlines.len() as u64;
-        if !deadlines.is_empty() {
-            batch.push(Write::Zadd(g.deadlines(), deadlines));
+        for (shard, d) in deadlines {
+            batch.push(Write::Zadd(g.deadlines(shard), d));
         }
         out.unit(batch).await?;
     }

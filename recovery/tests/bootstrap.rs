@@ -74,8 +74,7 @@ async fn ensure_state_folds_history_and_commits_positions() {
         assert!(!snap.gtid.is_empty(), "both flavors log GTIDs");
         assert!(ck.inflight.is_none());
     }
-    let progress: std::collections::HashMap<String, String> = redis
-        .hgetall(keys.generation_keys(1).progress())
+    let progress = read_model::generation::progress_hash(&redis, &keys.generation_keys(1), 4)
         .await
         .unwrap();
     for s in 0..4u16 {
@@ -97,7 +96,7 @@ async fn ensure_state_folds_history_and_commits_positions() {
     let _: () = redis.del(keys.generation()).await.unwrap();
     let _: () = redis
         .set(
-            keys.generation_keys(6).match_state(1),
+            keys.generation_keys(6).match_state(0, 1),
             "x",
             None,
             None,
@@ -329,30 +328,32 @@ async fn watch_notices_each_loss_and_the_api_waits_for_the_rebuild() {
         .unwrap();
     assert!(first.bootstrap.is_some());
     assert_eq!(http_status(addr, "/v1/leaderboard").await, 200);
-    type Case = fn(&rps_core::Keys, u64) -> (String, StateLoss);
+    type Case = fn(&rps_core::Keys, u64, u16) -> (Vec<String>, StateLoss);
     let cases: [Case; 4] = [
-        |k, _| {
+        |k, _, _| {
             (
-                k.cdc_checkpoint("mysql-b"),
+                vec![k.cdc_checkpoint("mysql-b")],
                 StateLoss::Checkpoint {
                     server: "mysql-b".into(),
                 },
             )
         },
-        |k, _| (k.bootstrap_record(), StateLoss::BootstrapRecord),
-        |k, g| {
+        |k, _, _| (vec![k.bootstrap_record()], StateLoss::BootstrapRecord),
+        |k, g, shards| {
             (
-                k.generation_keys(g).progress(),
+                (0..shards)
+                    .map(|s| k.generation_keys(g).progress(s))
+                    .collect(),
                 StateLoss::Progress { generation: g },
             )
         },
-        |k, _| (k.generation(), StateLoss::Generation),
+        |k, _, _| (vec![k.generation()], StateLoss::Generation),
     ];
     for case in cases {
         let r = recovery::ensure_state(&env.config, &redis, &cancel)
             .await
             .unwrap();
-        let (key, expected) = case(&keys, r.generation);
+        let (lost, expected) = case(&keys, r.generation, env.config.shard_count);
         let watching = {
             let (config, redis, token) = (env.config.clone(), redis.clone(), cancel.clone());
             tokio::spawn(async move { recovery::watch(&config, &redis, &token).await })
@@ -363,7 +364,9 @@ async fn watch_notices_each_loss_and_the_api_waits_for_the_rebuild() {
             "a whole state (generation {}) is not a loss",
             r.generation
         );
-        let _: () = redis.del(&key).await.unwrap();
+        for key in &lost {
+            let _: () = redis.del(key).await.unwrap();
+        }
         let at = std::time::Instant::now();
         let loss = tokio::time::timeout(Duration::from_secs(3), watching)
             .await
@@ -375,7 +378,7 @@ async fn watch_notices_each_loss_and_the_api_waits_for_the_rebuild() {
             "noticed after {:?}",
             at.elapsed()
         );
-        if key == keys.generation() {
+        if lost == [keys.generation()] {
             assert_eq!(
                 http_status(addr, "/v1/leaderboard").await,
                 503,
@@ -426,7 +429,7 @@ async fn interrupted_bootstrap_leaves_no_partial_generation() {
         .unwrap()
         .expect("shard 0 has matches")
     };
-    let first_key = g1.match_state(first);
+    let first_key = g1.match_state(0, first);
 
     let cancel = CancellationToken::new();
     let run = tokio::spawn({

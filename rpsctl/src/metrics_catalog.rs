@@ -8,90 +8,54 @@
 //! part of it.
 #![allow(dead_code)]
 
-use metrics::Unit;
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder};
-
-pub type Counters = &'static [(&'static str, &'static str)];
-pub type Gauges = &'static [(&'static str, Unit, &'static str)];
-pub type Histograms = &'static [(&'static str, &'static str, &'static [f64])];
+use rps_core::metric_catalogue::MetricCatalogue;
 
 /// One crate's metrics.
 pub struct Crate {
     pub name: &'static str,
-    pub counters: Counters,
-    pub gauges: Gauges,
-    pub histograms: Histograms,
-    pub describe: fn(),
+    pub catalogue: MetricCatalogue,
 }
 
 pub const CRATES: &[Crate] = &[
     Crate {
         name: "cdc-reader",
-        counters: cdc_reader::metrics::COUNTERS,
-        gauges: cdc_reader::metrics::GAUGES,
-        histograms: cdc_reader::metrics::HISTOGRAMS,
-        describe: cdc_reader::metrics::describe,
+        catalogue: cdc_reader::metrics::CATALOGUE,
     },
     Crate {
         name: "projector",
-        counters: projector::metrics::COUNTERS,
-        gauges: projector::metrics::GAUGES,
-        histograms: projector::metrics::HISTOGRAMS,
-        describe: projector::metrics::describe,
+        catalogue: projector::metrics::CATALOGUE,
     },
     Crate {
         name: "compensator",
-        counters: compensator::metrics::COUNTERS,
-        gauges: compensator::metrics::GAUGES,
-        histograms: compensator::metrics::HISTOGRAMS,
-        describe: compensator::metrics::describe,
+        catalogue: compensator::metrics::CATALOGUE,
     },
     Crate {
         name: "recovery",
-        counters: recovery::metrics::COUNTERS,
-        gauges: recovery::metrics::GAUGES,
-        histograms: recovery::metrics::HISTOGRAMS,
-        describe: recovery::metrics::describe,
+        catalogue: recovery::metrics::CATALOGUE,
     },
     Crate {
         name: "history",
-        counters: history::metrics::COUNTERS,
-        gauges: history::metrics::GAUGES,
-        histograms: history::metrics::HISTOGRAMS,
-        describe: history::metrics::describe,
+        catalogue: history::metrics::CATALOGUE,
     },
     Crate {
         name: "simulator",
-        counters: simulator::metric::COUNTERS,
-        gauges: simulator::metric::GAUGES,
-        histograms: simulator::metric::HISTOGRAMS,
-        describe: simulator::metric::describe,
+        catalogue: simulator::metric::CATALOGUE,
     },
     Crate {
         name: "api",
-        counters: rps_api::metric::COUNTERS,
-        gauges: rps_api::metric::GAUGES,
-        histograms: rps_api::metric::HISTOGRAMS,
-        describe: rps_api::metric::describe,
+        catalogue: rps_api::metric::CATALOGUE,
     },
 ];
 
 /// Every metric name of every crate.
 pub fn names() -> impl Iterator<Item = &'static str> {
-    CRATES.iter().flat_map(|c| {
-        c.counters
-            .iter()
-            .map(|m| m.0)
-            .chain(c.gauges.iter().map(|m| m.0))
-            .chain(c.histograms.iter().map(|m| m.0))
-    })
+    CRATES.iter().flat_map(|c| c.catalogue.names())
 }
 
 /// Every histogram with its bucket bounds.
 pub fn histograms() -> impl Iterator<Item = (&'static str, &'static [f64])> {
-    CRATES
-        .iter()
-        .flat_map(|c| c.histograms.iter().map(|h| (h.0, h.2)))
+    CRATES.iter().flat_map(|c| c.catalogue.histogram_buckets())
 }
 
 /// The names of the series a metric is exposed as: a histogram also as
@@ -120,7 +84,7 @@ pub fn prometheus_builder() -> Result<PrometheusBuilder, BuildError> {
 /// Registers every metric's help text with the installed recorder.
 pub fn describe_all() {
     for c in CRATES {
-        (c.describe)();
+        c.catalogue.describe();
     }
 }
 
@@ -178,12 +142,9 @@ mod tests {
         for (krate, src) in SOURCES {
             let c = CRATES.iter().find(|c| c.name == *krate).unwrap();
             for name in declared_names(src) {
-                let listed = c.counters.iter().any(|m| m.0 == name)
-                    || c.gauges.iter().any(|m| m.0 == name)
-                    || c.histograms.iter().any(|m| m.0 == name);
                 assert!(
-                    listed,
-                    "{name} ({krate}) is not in its crate's COUNTERS, GAUGES or HISTOGRAMS"
+                    c.catalogue.names().any(|n| n == name),
+                    "{name} ({krate}) is not in its crate's CATALOGUE"
                 );
                 declared.insert(name);
             }
@@ -250,7 +211,7 @@ mod tests {
                 && !n.ends_with('_')
         };
         for c in CRATES {
-            for (name, help) in c.counters {
+            for (name, help) in c.catalogue.counters {
                 assert!(valid(name), "{name}");
                 assert!(
                     name.ends_with("_total"),
@@ -258,7 +219,7 @@ mod tests {
                 );
                 assert!(!help.is_empty(), "{name}");
             }
-            for (name, unit, help) in c.gauges {
+            for (name, unit, help) in c.catalogue.gauges {
                 assert!(valid(name), "{name}");
                 assert!(
                     !name.ends_with("_total"),
@@ -274,7 +235,7 @@ mod tests {
                 assert_eq!(*unit, expected, "{name}: the unit follows the suffix");
                 assert!(!help.is_empty(), "{name}");
             }
-            for (name, help, buckets) in c.histograms {
+            for (name, help, buckets) in c.catalogue.histograms {
                 assert!(valid(name), "{name}");
                 assert!(
                     name.ends_with("_seconds"),

@@ -88,8 +88,8 @@ async fn one_of_two_compensators_killed_mid_claim_still_exactly_one_each() {
     let first = Timestamp::now().0 + 2_000_000;
     let redis = redis_client(&env.config.redis.url).await;
     let g = env.config.keys().generation_keys(0);
-    let mut deadlines = Vec::with_capacity(total);
     for shard in 0..shards {
+        let mut deadlines = Vec::with_capacity(per_shard);
         let mut evs = Vec::with_capacity(per_shard);
         for k in 0..per_shard {
             let i = k * usize::from(shards) + usize::from(shard);
@@ -116,11 +116,11 @@ async fn one_of_two_compensators_killed_mid_claim_still_exactly_one_each() {
             env.store.append_all(shard, TABLE, &evs).await.unwrap(),
             BatchAppend::Inserted
         );
+        let _: () = redis
+            .zadd(g.deadlines(shard), None, None, false, false, deadlines)
+            .await
+            .unwrap();
     }
-    let _: () = redis
-        .zadd(g.deadlines(), None, None, false, false, deadlines)
-        .await
-        .unwrap();
 
     let mut victim = spawn(&cfg_path, &dir.path().join("a.log"));
     let mut survivor = spawn(&cfg_path, &dir.path().join("b.log"));
@@ -130,10 +130,14 @@ async fn one_of_two_compensators_killed_mid_claim_still_exactly_one_each() {
         (n >= total / 4).then_some(n)
     })
     .await;
-    let leased: u64 = redis
-        .zcard(env.config.keys().deadline_leases())
-        .await
-        .unwrap();
+    let mut leased: u64 = 0;
+    for shard in 0..shards {
+        let n: u64 = redis
+            .zcard(env.config.keys().deadline_leases(shard))
+            .await
+            .unwrap();
+        leased += n;
+    }
     victim.kill().unwrap();
     victim.wait().unwrap();
     assert!(

@@ -18,12 +18,17 @@
 
 #[path = "common/cdp.rs"]
 mod cdp;
+#[path = "common/quiet.rs"]
+mod quiet;
+#[path = "common/tournament.rs"]
+mod tournament;
 
 use mysql_async::prelude::Queryable;
+use read_model::ReadModelKeys;
 use serde_json::Value as Json;
 use std::process::{Command, Stdio};
 use std::time::Duration;
-use test_support::{eventually, free_port, TestEnv};
+use test_support::{eventually, TestEnv};
 use tokio_util::sync::CancellationToken;
 
 const WIDTH: u32 = 1440;
@@ -119,27 +124,33 @@ fn compare(figures: &serde_json::Map<String, Json>, snap: &Json) -> (Vec<String>
     (bad, figures.len())
 }
 
-/// Reads the page until it shows the snapshot the API serves, then
-/// compares every figure; returns the page and that snapshot.
+/// Reads the page until it shows a snapshot the API has served, then
+/// compares every figure; returns the page and that snapshot. The API's
+/// sampler and the page's poll both tick every two seconds but are not in
+/// step (the page waits two seconds after each answer), so the page can
+/// show the previous sample for minutes; every sample the API serves is
+/// kept and the page is held to the one it shows.
 async fn page_agrees(page: &cdp::Page<'_>, http: &reqwest::Client, base: &str) -> (Json, Json) {
+    let mut served: std::collections::HashMap<String, Json> = std::collections::HashMap::new();
     let mut last = String::new();
-    for _ in 0..40 {
-        let shown = page.eval(READ_PAGE).await;
-        let snap: Json = match http.get(format!("{base}/v1/dashboard")).send().await {
-            Ok(r) if r.status().is_success() => r.json().await.expect("dashboard json"),
-            Ok(r) => {
-                last = format!("/v1/dashboard answered {}", r.status());
-                tokio::time::sleep(Duration::from_millis(250)).await;
-                continue;
+    for _ in 0..80 {
+        match http.get(format!("{base}/v1/dashboard")).send().await {
+            Ok(r) if r.status().is_success() => {
+                let snap: Json = r.json().await.expect("dashboard json");
+                served.insert(snap["at"].to_string(), snap);
             }
+            Ok(r) => last = format!("/v1/dashboard answered {}", r.status()),
             Err(e) => panic!("/v1/dashboard: {e}"),
-        };
-        if shown["at"] != snap["at"] {
-            last = format!("page at {} / API at {}", shown["at"], snap["at"]);
+        }
+        let shown = page.eval(READ_PAGE).await;
+        let Some(snap) = served.get(&shown["at"].to_string()) else {
+            if !served.is_empty() {
+                last = format!("page at {}, a sample the API never served", shown["at"]);
+            }
             tokio::time::sleep(Duration::from_millis(250)).await;
             continue;
-        }
-        let (bad, n) = compare(shown["figures"].as_object().expect("figures"), &snap);
+        };
+        let (bad, n) = compare(shown["figures"].as_object().expect("figures"), snap);
         assert!(
             bad.is_empty(),
             "the page disagrees with /v1/dashboard at {}:\n{}",
@@ -148,9 +159,9 @@ async fn page_agrees(page: &cdp::Page<'_>, http: &reqwest::Client, base: &str) -
         );
         // Cards, the servers' and the shards' rows at least.
         assert!(n >= 40, "only {n} figures on the page");
-        return (shown, snap);
+        return (shown, snap.clone());
     }
-    panic!("the page never showed the snapshot the API serves ({last})");
+    panic!("the page never showed a snapshot the API served ({last})");
 }
 
 /// A browser log entry the rebuild phase expects: the page's own polls
@@ -165,33 +176,13 @@ fn expected_while_rebuilding(entry: &Json) -> bool {
 async fn the_dashboard_shows_the_live_pipeline_in_a_browser() {
     // Fail early and clearly when there is no browser.
     let _ = cdp::chromium();
-    let mut config = TestEnv::new("dash").await.config.as_ref().clone();
-    let port = free_port();
-    config.api.bind = format!("127.0.0.1:{port}");
-    config.compensator.retry_initial_ms = 200;
-    config.compensator.retry_max_ms = 1_000;
-    let env = TestEnv::from_config(config.redis.prefix.clone(), config).await;
-    let (_dir, path) = env.write_config_file();
-    let base = format!("http://127.0.0.1:{port}");
+    let t = tournament::start(TestEnv::new("dash").await).await;
+    let env = &t.env;
+    let base = format!("http://{}", env.config.api.bind);
     let http = reqwest::Client::new();
     let out = cdp::output_dir();
-
-    let pipeline = rpsctl(&path, &["run"]);
     let redis = env.redis().await;
     let keys = env.config.keys();
-    eventually("the pipeline to start", Duration::from_secs(60), || {
-        let (redis, keys, env) = (redis.clone(), keys.clone(), &env);
-        async move {
-            use fred::interfaces::KeysInterface;
-            for s in &env.config.servers {
-                let n: u32 = redis.exists(keys.cdc_checkpoint(&s.name)).await.ok()?;
-                (n == 1).then_some(())?;
-            }
-            let g: Option<String> = redis.get(keys.generation()).await.ok()?;
-            g.map(|_| ())
-        }
-    })
-    .await;
 
     eventually(
         "the dashboard to answer",
@@ -218,25 +209,13 @@ async fn the_dashboard_shows_the_live_pipeline_in_a_browser() {
 
     // Load: about 20 s of matches at a steady rate, a tenth abandoned (the
     // compensator times them out), some voided.
-    let store = env.store.clone();
-    let load = tokio::spawn(async move {
-        simulator::run(
-            store,
-            simulator::SimulateOptions {
-                players: 300,
-                matches: 3_000,
-                rate: Some(150.0),
-                abandoned: 0.1,
-                voided: 0.05,
-                deadline: Duration::from_secs(2),
-                concurrency: 500,
-                ..Default::default()
-            },
-            CancellationToken::new(),
-        )
-        .await
-        .expect("simulate")
-    });
+    let load = tournament::play(
+        env,
+        simulator::SimulateOptions {
+            rate: Some(150.0),
+            ..tournament::matches(300, 3_000, 500)
+        },
+    );
     // One row the projector must refuse: a move in a match nobody started.
     {
         let mut conn = env.admin_conn(0).await;
@@ -283,21 +262,7 @@ async fn the_dashboard_shows_the_live_pipeline_in_a_browser() {
     .await;
     // Quiet moment: the read models are the fold of history (the lifecycle
     // counters included), and the page shows them.
-    let verify = eventually(
-        "the read models to equal the fold",
-        Duration::from_secs(90),
-        || {
-            let config = env.config.clone();
-            async move {
-                let r = history::verify::run(config, Default::default(), CancellationToken::new())
-                    .await
-                    .ok()?;
-                (r.total_differences == 0 && !r.pipeline_moved).then_some(r)
-            }
-        },
-    )
-    .await;
-    assert!(verify.keys_checked > 0);
+    quiet::read_models_equal_the_fold_unmoved(env).await;
     let (shown, snap) = eventually(
         "the page to show the quiet state",
         Duration::from_secs(60),
@@ -377,7 +342,7 @@ async fn the_dashboard_shows_the_live_pipeline_in_a_browser() {
     // `verify` holds the lifecycle counters to the fold like any read
     // model, and `--repair` puts a wrong one right.
     let g = snap["generation"].as_u64().unwrap();
-    let lifecycle = format!("{}:g{g}:lifecycle", env.config.redis.prefix);
+    let lifecycle = env.config.keys().generation_keys(g).lifecycle(0);
     {
         use fred::interfaces::HashesInterface;
         let _: i64 = redis.hincrby(&lifecycle, "finished", 5).await.unwrap();
@@ -405,8 +370,8 @@ async fn the_dashboard_shows_the_live_pipeline_in_a_browser() {
     assert_eq!(r.total_differences, 0, "{:?}", r.differences);
 
     // The API alone: the figures only metrics have say n/a.
-    drop(pipeline);
-    let _api = rpsctl(&path, &["api"]);
+    drop(t.pipeline);
+    let _api = rpsctl(&t.path, &["api"]);
     eventually(
         "the API alone to answer",
         Duration::from_secs(30),
@@ -440,10 +405,10 @@ async fn the_dashboard_shows_the_live_pipeline_in_a_browser() {
 
     // A replay building the next generation.
     let g = snap["generation"].as_u64().unwrap();
-    let next = format!("{}:g{}:progress", env.config.redis.prefix, g + 1);
+    let next = env.config.keys().generation_keys(g + 1).progress(0);
     {
         use fred::interfaces::HashesInterface;
-        let _: () = redis.hset(&next, ("0", "1-0")).await.unwrap();
+        let _: () = redis.hset(&next, ("id", "1-0")).await.unwrap();
     }
     let shown = eventually(
         "the page to show the rebuild",

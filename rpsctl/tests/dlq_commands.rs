@@ -141,14 +141,14 @@ async fn list_show_retry_drop_every_origin() {
     };
     let _: () = redis
         .hset(
-            keys.deadline_attempts(),
+            keys.deadline_attempts(2),
             (member.clone(), serde_json::to_string(&hist).unwrap()),
         )
         .await
         .unwrap();
     let _: () = redis
         .zadd(
-            keys.deadline_leases(),
+            keys.deadline_leases(2),
             None,
             None,
             false,
@@ -279,9 +279,15 @@ async fn list_show_retry_drop_every_origin() {
         ),
         "{v}"
     );
-    let lease: Option<f64> = redis.zscore(keys.deadline_leases(), &member).await.unwrap();
+    let lease: Option<f64> = redis
+        .zscore(keys.deadline_leases(2), &member)
+        .await
+        .unwrap();
     assert_eq!(lease, None);
-    let h: Option<String> = redis.hget(keys.deadline_attempts(), &member).await.unwrap();
+    let h: Option<String> = redis
+        .hget(keys.deadline_attempts(2), &member)
+        .await
+        .unwrap();
     assert_eq!(h, None);
 
     // drop: removed, who and when logged.

@@ -6,91 +6,29 @@
 //! and the API must answer from those read models.
 
 use rps_core::fold::PlayerStats;
-use std::process::{Command, Stdio};
-use std::time::Duration;
-use test_support::{eventually, free_port, TestEnv};
+use test_support::TestEnv;
 use tokio_util::sync::CancellationToken;
 
-use test_support::KillOnDrop as Pipeline;
+#[path = "common/quiet.rs"]
+mod quiet;
+#[path = "common/tournament.rs"]
+mod tournament;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tournament_from_insert_to_api() {
-    let mut config = TestEnv::new("e2e").await.config.as_ref().clone();
-    let port = free_port();
-    config.api.bind = format!("127.0.0.1:{port}");
-    config.compensator.retry_initial_ms = 200;
-    config.compensator.retry_max_ms = 1_000;
-    let env = TestEnv::from_config(config.redis.prefix.clone(), config).await;
-    let (_dir, path) = env.write_config_file();
-
-    let _pipeline = Pipeline(
-        Command::new(env!("CARGO_BIN_EXE_rpsctl"))
-            .args(["--config", path.to_str().expect("utf-8 path"), "run"])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start rpsctl run"),
-    );
-
-    // The readers store their starting checkpoint before streaming: once
-    // both exist, every row inserted from now on is theirs to publish.
+    let t = tournament::start(TestEnv::new("e2e").await).await;
+    let env = &t.env;
     let redis = env.redis().await;
     let keys = env.config.keys();
-    test_support::pipeline::wait_until_streaming(&env.config).await;
-
-    let report = simulator::run(
-        env.store.clone(),
-        simulator::SimulateOptions {
-            players: 200,
-            matches: 3_000,
-            abandoned: 0.1,
-            voided: 0.05,
-            deadline: Duration::from_secs(2),
-            concurrency: 500,
-            ..Default::default()
-        },
-        CancellationToken::new(),
-    )
-    .await
-    .expect("simulate");
+    let report = tournament::play(env, tournament::matches(200, 3_000, 500))
+        .await
+        .expect("simulator task");
     assert!(report.abandoned > 0 && report.voided > 0, "{report:?}");
 
-    // Every abandoned match times out exactly once, through the event store.
-    let timed_out = eventually(
-        "every abandoned match to time out",
-        Duration::from_secs(60),
-        || {
-            let env = &env;
-            let want = report.abandoned;
-            async move {
-                let n = env.count_events("timed_out").await;
-                (n >= want).then_some(n)
-            }
-        },
-    )
-    .await;
-    assert_eq!(
-        timed_out, report.abandoned,
-        "a deadline fired more than once"
-    );
-
-    // Quiet moment: the live read models equal the fold of every table.
-    let verify = eventually(
-        "read models to equal the fold of history",
-        Duration::from_secs(60),
-        || {
-            let config = env.config.clone();
-            async move {
-                let r = history::verify::run(config, Default::default(), CancellationToken::new())
-                    .await
-                    .ok()?;
-                (r.total_differences == 0).then_some(r)
-            }
-        },
-    )
-    .await;
-    assert!(verify.keys_checked > 0);
+    // Every abandoned match times out exactly once, through the event store;
+    // then, at the quiet moment, the live read models equal the fold.
+    quiet::every_abandoned_match_timed_out_once(env, report.abandoned).await;
+    quiet::read_models_equal_the_fold(env).await;
 
     // Nothing was rejected: the simulator only writes valid histories.
     use fred::interfaces::StreamsInterface;

@@ -4,9 +4,10 @@
 //! the live pipeline built.
 
 use history::fred::interfaces::{HashesInterface, KeysInterface, SortedSetsInterface};
-use history::replay::ReplayOptions;
+use history::replay::{CrashPoint, ReplayOptions};
 use history::verify::{VerifyOptions, VerifyReport};
 use read_model::board_member;
+use read_model::generation::switch::{self, State};
 use read_model::ReadModelKeys;
 use rps_core::Config;
 use std::path::PathBuf;
@@ -16,6 +17,9 @@ use std::time::Duration;
 use test_support::pipeline::InProcessPipeline;
 use test_support::TestEnv;
 use tokio_util::sync::CancellationToken;
+
+#[path = "common/tournament.rs"]
+mod tournament;
 
 /// cdc-reader and projector, in this process, until stopped.
 async fn start_pipeline(config: &Arc<Config>) -> InProcessPipeline {
@@ -38,6 +42,27 @@ fn sim(matches: u64, rate: Option<f64>, first_node: u8, seed: u64) -> simulator:
         batch_rows: 200,
         ..Default::default()
     }
+}
+
+/// A load played to its end.
+async fn play(env: &TestEnv, options: simulator::SimulateOptions, what: &str) -> simulator::Report {
+    simulator::run(env.store.clone(), options, CancellationToken::new())
+        .await
+        .expect(what)
+}
+
+/// A replay that switches to the generation it builds.
+async fn replay(config: &Arc<Config>) -> history::replay::ReplayReport {
+    history::replay::run(
+        config.clone(),
+        ReplayOptions {
+            switch_timeout: Duration::from_secs(60),
+            ..Default::default()
+        },
+        CancellationToken::new(),
+    )
+    .await
+    .expect("replay")
 }
 
 /// `replay --dry-run`: builds a generation, compares, drops it.
@@ -113,38 +138,15 @@ async fn replay_during_live_load_switches_without_losing_an_event() {
     let env = TestEnv::new("hist_replay").await;
     let config = env.config.clone();
     let pipeline = start_pipeline(&config).await;
-    let first = simulator::run(
-        env.store.clone(),
-        sim(1500, None, 0, 11),
-        CancellationToken::new(),
-    )
-    .await
-    .expect("initial load");
+    let first = play(&env, sim(1500, None, 0, 11), "initial load").await;
     assert!(first.events > 3000);
     converged(&config).await;
 
     // A live load that keeps writing while the replay snapshots, writes
     // generation 2, catches up and switches.
-    let store = env.store.clone();
-    let live = tokio::spawn(async move {
-        simulator::run(
-            store,
-            sim(2500, Some(600.0), 8, 12),
-            CancellationToken::new(),
-        )
-        .await
-    });
+    let live = tournament::play(&env, sim(2500, Some(600.0), 8, 12));
     tokio::time::sleep(Duration::from_millis(700)).await;
-    let report = history::replay::run(
-        config.clone(),
-        ReplayOptions {
-            switch_timeout: Duration::from_secs(60),
-            ..Default::default()
-        },
-        CancellationToken::new(),
-    )
-    .await
-    .expect("replay");
+    let report = replay(&config).await;
     assert!(report.switched);
     assert_eq!(report.old_generation, 1);
     assert_eq!(report.new_generation, Some(2));
@@ -155,7 +157,7 @@ async fn replay_during_live_load_switches_without_losing_an_event() {
         report.rejections,
         report.rejection_samples
     );
-    let live = live.await.expect("live load task").expect("live load");
+    let live = live.await.expect("live load task");
     assert!(!live.rows_per_shard.is_empty());
     assert!(
         report.catchup_entries > 0,
@@ -169,20 +171,117 @@ async fn replay_during_live_load_switches_without_losing_an_event() {
     assert!(r.keys_checked > 2500);
     let client = env.redis().await;
     let keys = config.keys();
-    let old_left: (String, Vec<String>) = client
-        .scan_page(
-            "0",
-            format!("{}:*", keys.generation_keys(1).base()),
-            Some(10_000),
-            None,
-        )
-        .await
-        .expect("scan");
+    let old_left =
+        test_support::scan_keys(&client, &format!("{}:*", keys.generation_keys(1).base())).await;
     assert!(
-        old_left.1.is_empty(),
+        old_left.is_empty(),
         "generation 1 was not dropped: {:?}",
-        &old_left.1[..old_left.1.len().min(5)]
+        &old_left[..old_left.len().min(5)]
     );
+    pipeline.stop().await;
+    env.cleanup().await;
+}
+
+/// A replay stopped as a crash would stop it at `at`, during a live load.
+async fn replay_crashing(config: &Arc<Config>, at: CrashPoint, hold: Duration) {
+    let err = history::replay::run(
+        config.clone(),
+        ReplayOptions {
+            switch_timeout: Duration::from_secs(60),
+            switch_hold: hold,
+            crash_at: Some(at),
+            ..Default::default()
+        },
+        CancellationToken::new(),
+    )
+    .await
+    .expect_err("the replay stops at its crash point");
+    assert!(matches!(err, history::HistoryError::Crashed(_)), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replay_dying_during_the_switch_leaves_a_pipeline_that_recovers() {
+    let env = TestEnv::new("hist_crash").await;
+    let config = env.config.clone();
+    let pipeline = start_pipeline(&config).await;
+    play(&env, sim(600, None, 0, 31), "initial load").await;
+    converged(&config).await;
+    let client = env.redis().await;
+    let keys = config.keys();
+    let live_load =
+        |first_node, seed| tournament::play(&env, sim(900, Some(400.0), first_node, seed));
+    let after_crash = |first_node, seed| {
+        play(
+            &env,
+            sim(300, None, first_node, seed),
+            "load after the crash",
+        )
+    };
+
+    // Dies holding every shard, generation 2 completed but not decided:
+    // the live projector waits out the hold, then resumes generation 1,
+    // which ends equal to the fold.
+    let live = live_load(8, 32);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    replay_crashing(&config, CrashPoint::Held, Duration::from_secs(2)).await;
+    let held = switch::record(&client, &keys)
+        .await
+        .expect("record")
+        .expect("a switch was begun");
+    assert_eq!((held.state, held.barrier.to), (State::Pending, 2));
+    let marker: String = client.get(keys.generation()).await.expect("marker");
+    assert_eq!(marker, "1");
+    // Writes that meet the hold on every shard, whatever the live load
+    // still sends.
+    after_crash(16, 34).await;
+    live.await.expect("live load task");
+    let r = converged(&config).await;
+    assert_eq!(r.generation, 1);
+    assert_eq!(
+        switch::record(&client, &keys)
+            .await
+            .expect("record")
+            .map(|r| r.state),
+        Some(State::Aborted),
+        "the live projector gave the shards back"
+    );
+    for s in 0..config.shard_count {
+        let copy: Option<String> = client.get(keys.marker_in_shard(s)).await.expect("copy");
+        assert_ne!(
+            copy.as_deref(),
+            Some(held.barrier.value().as_str()),
+            "shard {s}"
+        );
+    }
+
+    // Dies right after deciding (the marker names generation 2), before a
+    // single copy moved: the live projector finishes the switch and goes on
+    // in generation 2, which ends equal to the fold.
+    let live = live_load(24, 33);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    replay_crashing(&config, CrashPoint::Decided, Duration::from_secs(15)).await;
+    let marker: String = client.get(keys.generation()).await.expect("marker");
+    assert_eq!(marker, "2");
+    after_crash(32, 35).await;
+    live.await.expect("live load task");
+    let r = converged(&config).await;
+    assert_eq!(r.generation, 2);
+
+    // The next replay ends what is left of that switch, drops generation 1
+    // (which nobody else would), and switches on.
+    let report = replay(&config).await;
+    assert!(report.switched);
+    assert_eq!((report.old_generation, report.new_generation), (2, Some(3)));
+    let r = converged(&config).await;
+    assert_eq!(r.generation, 3);
+    for g in [1, 2] {
+        assert!(
+            !read_model::generation::generation_exists(&client, &keys.generation_keys(g))
+                .await
+                .expect("scan"),
+            "generation {g} was left behind"
+        );
+    }
     pipeline.stop().await;
     env.cleanup().await;
 }
@@ -193,13 +292,7 @@ async fn verify_finds_damage_and_repair_mends_it_and_status_shows_lag() {
     let config = env.config.clone();
     let path = write_config(&env);
     let pipeline = start_pipeline(&config).await;
-    simulator::run(
-        env.store.clone(),
-        sim(600, None, 0, 21),
-        CancellationToken::new(),
-    )
-    .await
-    .expect("load");
+    play(&env, sim(600, None, 0, 21), "load").await;
     converged(&config).await;
     let (code, _, err) = rpsctl(&path, &["verify"]);
     assert_eq!(code, 0, "{err}");
@@ -232,33 +325,26 @@ async fn verify_finds_damage_and_repair_mends_it_and_status_shows_lag() {
     assert!(limited.events > 0 && limited.events < dry.events);
     let client = env.redis().await;
     let keys = config.keys();
-    let g2: (String, Vec<String>) = client
-        .scan_page(
-            "0",
-            format!("{}:*", keys.generation_keys(2).base()),
-            Some(10_000),
-            None,
-        )
-        .await
-        .expect("scan");
-    assert!(g2.1.is_empty(), "the dry run left keys: {:?}", g2.1);
+    let g2 =
+        test_support::scan_keys(&client, &format!("{}:*", keys.generation_keys(2).base())).await;
+    assert!(g2.is_empty(), "the dry run left keys: {:?}", g2);
     let active: String = client.get(keys.generation()).await.expect("generation");
     assert_eq!(active, "1");
 
     // Damage three kinds of read model.
     let g = keys.generation_keys(1);
-    let board: Vec<String> = client
-        .zrange(g.board(None), 0, 0, None, false, None, false)
+    let top = read_model::read::leaderboard(&client, &g, None, 0, 1)
         .await
-        .expect("board");
-    let top: i64 = board[0].parse().expect("member");
+        .expect("board")[0]
+        .player_id;
+    let top_counters = g.counters(g.partition_of(top), None);
     client
-        .hset::<(), _, _>(g.counters(None), (format!("{top}:w"), "999"))
+        .hset::<(), _, _>(top_counters.as_str(), (format!("{top}:w"), "999"))
         .await
         .expect("damage counters");
     client
         .zadd::<(), _, _>(
-            g.board(None),
+            g.board(g.partition_of(424_242), None),
             None,
             None,
             false,
@@ -267,25 +353,14 @@ async fn verify_finds_damage_and_repair_mends_it_and_status_shows_lag() {
         )
         .await
         .expect("damage board");
-    // One SCAN page may hold none of them when Redis holds other keys too.
-    let mut cursor = "0".to_string();
-    let matches: Vec<String> = loop {
-        let (next, found): (String, Vec<String>) = client
-            .scan_page(cursor, format!("{}:match:*", g.base()), Some(1000), None)
-            .await
-            .expect("scan");
-        if !found.is_empty() {
-            break found;
-        }
-        assert_ne!(next, "0", "no match keys in generation 1");
-        cursor = next;
-    };
+    let matches = test_support::scan_keys(&client, &g.all_matches_pattern()).await;
+    assert!(!matches.is_empty(), "no match keys in generation 1");
     client
         .del::<(), _>(matches[0].as_str())
         .await
         .expect("damage match");
     // A match no event ever started: only the scan after the fold finds it.
-    let stray = g.match_state(987_654_321);
+    let stray = g.match_state(0, 987_654_321);
     client
         .set::<(), _, _>(stray.as_str(), "x", None, None, false)
         .await
@@ -312,10 +387,7 @@ async fn verify_finds_damage_and_repair_mends_it_and_status_shows_lag() {
 
     let (code, out, err) = rpsctl(&path, &["verify"]);
     assert_eq!(code, 1, "verify exits 1 on damage: {out}{err}");
-    assert!(
-        out.contains(&g.counters(None)) && out.contains("999"),
-        "{out}"
-    );
+    assert!(out.contains(&top_counters) && out.contains("999"), "{out}");
     assert!(out.contains(&board_member(424_242)), "{out}");
     assert!(out.contains(&matches[0]), "{out}");
     assert!(out.contains(&stray), "{out}");
@@ -363,13 +435,7 @@ async fn verify_finds_damage_and_repair_mends_it_and_status_shows_lag() {
             .sum()
     };
     let before = lag(&status(&path));
-    simulator::run(
-        env.store.clone(),
-        sim(200, None, 0, 22),
-        CancellationToken::new(),
-    )
-    .await
-    .expect("load while stopped");
+    play(&env, sim(200, None, 0, 22), "load while stopped").await;
     let after = status(&path);
     assert!(
         lag(&after) > before,

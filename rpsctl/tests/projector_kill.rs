@@ -8,7 +8,7 @@ mod common;
 
 use common::*;
 use read_model::ReadModelKeys;
-use rps_core::{Keys, ShardId, StreamEvent};
+use rps_core::{ShardId, StreamEvent};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -47,8 +47,9 @@ fn spawn(config: &PathBuf, log: &PathBuf) -> Child {
 async fn projector_survives_three_kill_9s_mid_stream() {
     let env = TestEnv::new("proj_kill9").await;
     let client = env.redis().await;
-    let keys = Keys::new(&env.config.redis.prefix);
+    let keys = env.config.keys();
     let gk = keys.generation_keys(1);
+    let shards = env.config.shard_count;
     let config = write_config(&env);
     let log = std::env::temp_dir().join(format!("{}.log", env.name));
 
@@ -69,7 +70,8 @@ async fn projector_survives_three_kill_9s_mid_stream() {
         if wave == 3 {
             break;
         }
-        let before: HashMap<String, String> = progress_of(&client, &gk).await;
+        let before: HashMap<String, String> =
+            progress_of(&client, &gk, env.config.shard_count).await;
         // Wait until the projector has applied part, but not all, of the wave.
         let last: HashMap<ShardId, String> = published
             .iter()
@@ -78,7 +80,7 @@ async fn projector_survives_three_kill_9s_mid_stream() {
         test_support::eventually("progress within the wave", Duration::from_secs(60), || {
             let (client, gk, before, last) = (&client, &gk, &before, &last);
             async move {
-                let p = progress_of(client, gk).await;
+                let p = progress_of(client, gk, shards).await;
                 let moved = last
                     .keys()
                     .any(|s| p.get(&s.to_string()) != before.get(&s.to_string()));

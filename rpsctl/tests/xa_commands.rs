@@ -175,7 +175,9 @@ async fn register(
     };
     let _: () = redis
         .hset(
-            env.config.keys().cdc_xa_branches(server),
+            env.config
+                .keys()
+                .cdc_xa_branches(server, rps_core::keys::PublishTarget::Shard(shard)),
             (xid.key(), h.to_json()),
         )
         .await
@@ -685,7 +687,7 @@ async fn reader_holds_the_branch_until_xa_commit() {
         }
 
         let x = prepare(&env, 2, &format!("{}_h", env.name), Some(40)).await;
-        let registry = keys.cdc_xa_branches("mysql-a");
+        let registry = keys.cdc_xa_branches("mysql-a", rps_core::keys::PublishTarget::Shard(2));
         test_support::eventually("the reader registers the branch", Duration::from_secs(30), || {
             let (redis, registry, key) = (redis.clone(), registry.clone(), x.key());
             async move { redis.hget::<Option<String>, _, _>(registry, key).await.ok().flatten() }

@@ -8,41 +8,13 @@
 
 use read_model::ReadModelKeys;
 use rps_core::ShardId;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use test_support::xa::{decide_branch, full_match, rollback_leftovers, write_branch, BranchEnd};
-use test_support::{eventually, free_port, TestEnv};
+use test_support::{eventually, TestEnv};
 use tokio_util::sync::CancellationToken;
 
-struct Pipeline(Child);
-
-impl Pipeline {
-    fn start(path: &std::path::Path) -> Pipeline {
-        Pipeline(
-            Command::new(env!("CARGO_BIN_EXE_rpsctl"))
-                .arg("--config")
-                .arg(path)
-                .arg("run")
-                .env("RUST_LOG", "warn")
-                .stdout(Stdio::null())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .expect("start rpsctl run"),
-        )
-    }
-
-    /// SIGKILL: no shutdown path runs.
-    fn kill9(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Pipeline {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
+#[path = "common/tournament.rs"]
+mod tournament;
 
 async fn read_models_equal_the_fold(env: &TestEnv, what: &str) {
     let deadline = std::time::Instant::now() + Duration::from_secs(90);
@@ -73,23 +45,21 @@ async fn match_in_read_models(env: &TestEnv, match_id: i64) -> bool {
     let redis = env.redis().await;
     let keys = env.config.keys();
     let g: Option<u64> = redis.get(keys.generation()).await.expect("generation");
-    let key = keys.generation_keys(g.unwrap_or(0)).match_state(match_id);
-    let n: u32 = redis.exists(key).await.expect("exists");
-    n == 1
+    let gk = keys.generation_keys(g.unwrap_or(0));
+    read_model::read::find_match(&redis, &gk, env.config.shard_count, match_id)
+        .await
+        .expect("match state")
+        .is_some()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn xa_branches_under_live_load_and_a_pipeline_kill9() {
-    let mut config = TestEnv::new("xa_live").await.config.as_ref().clone();
-    config.api.bind = format!("127.0.0.1:{}", free_port());
-    config.compensator.retry_initial_ms = 200;
-    config.compensator.retry_max_ms = 1_000;
-    let env = TestEnv::from_config(config.redis.prefix.clone(), config).await;
+    let env = tournament::tournament_env(TestEnv::new("xa_live").await).await;
     let (_dir, path) = env.write_config_file();
     let sc = env.config.shard_count;
     let tag = env.name.clone();
     let xid = |i: usize| format!("'{tag}-{i}'");
-    let mut pipeline = Pipeline::start(&path);
+    let mut pipeline = tournament::rpsctl_run(&path);
     test_support::pipeline::wait_until_streaming(&env.config).await;
 
     let load = tokio::spawn(simulator::run(
@@ -127,11 +97,12 @@ async fn xa_branches_under_live_load_and_a_pipeline_kill9() {
             for &j in decide_later.iter().filter(|&&j| j < 8) {
                 decide_branch(&env, shard_of(j), &xid(j), j % 4 != 1).await;
             }
-            pipeline.kill9();
+            // SIGKILL: no shutdown path runs.
+            drop(pipeline);
             for &j in decide_later.iter().filter(|&&j| (8..16).contains(&j)) {
                 decide_branch(&env, shard_of(j), &xid(j), j % 4 != 1).await;
             }
-            pipeline = Pipeline::start(&path);
+            pipeline = tournament::rpsctl_run(&path);
         }
     }
     // The rest is decided under load, except one branch that hangs.

@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 /// Metric names (Prometheus style, see docs/simulator.md), with the help
 /// text and histogram buckets `rpsctl` registers them with.
 pub mod metric {
-    use metrics::Unit;
+    use rps_core::metric_catalogue::MetricCatalogue;
 
     /// Counter, label `shard`: events committed.
     pub const EVENTS_WRITTEN: &str = "rps_simulator_events_written_total";
@@ -43,43 +43,31 @@ pub mod metric {
     /// Histogram, label `shard`: duration of one multi-row INSERT.
     pub const BATCH_SECONDS: &str = "rps_simulator_batch_seconds";
 
-    /// Every counter with its help text.
-    pub const COUNTERS: &[(&str, &str)] = &[
-        (EVENTS_WRITTEN, "Simulated events committed, per shard"),
-        (MATCHES_STARTED, "Simulated matches started"),
-        (
-            BATCH_RETRIES,
-            "Insert batches that failed and were reconciled, per reason",
-        ),
-        (
-            VERSION_CONFLICTS,
-            "Simulated matches given up because another writer took their next version",
-        ),
-    ];
-
-    /// The simulator exports no gauge.
-    pub const GAUGES: &[(&str, Unit, &str)] = &[];
-
-    /// Every histogram with its help text and bucket bounds (seconds): a
+    /// Every metric with its help text; histogram bounds in seconds: a
     /// multi-row INSERT commits in milliseconds, seconds when the server
     /// stalls on a flush.
-    pub const HISTOGRAMS: &[(&str, &str, &[f64])] = &[(
-        BATCH_SECONDS,
-        "Duration of one multi-row INSERT, per shard",
-        &[
-            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    pub const CATALOGUE: MetricCatalogue = MetricCatalogue {
+        counters: &[
+            (EVENTS_WRITTEN, "Simulated events committed, per shard"),
+            (MATCHES_STARTED, "Simulated matches started"),
+            (
+                BATCH_RETRIES,
+                "Insert batches that failed and were reconciled, per reason",
+            ),
+            (
+                VERSION_CONFLICTS,
+                "Simulated matches given up because another writer took their next version",
+            ),
         ],
-    )];
-
-    /// Registers the help text with the installed recorder.
-    pub fn describe() {
-        for (name, help) in COUNTERS {
-            metrics::describe_counter!(*name, Unit::Count, *help);
-        }
-        for (name, help, _) in HISTOGRAMS {
-            metrics::describe_histogram!(*name, Unit::Seconds, *help);
-        }
-    }
+        gauges: &[],
+        histograms: &[(
+            BATCH_SECONDS,
+            "Duration of one multi-row INSERT, per shard",
+            &[
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ],
+        )],
+    };
 }
 
 /// What to simulate. Built by `rpsctl simulate` from its arguments.
@@ -303,7 +291,7 @@ pub async fn run(
         };
         match result {
             Ok(t) => {
-                report.matches_started += t.started;
+                report.matches_started += t.matches_started;
                 report.finished += t.finished;
                 report.draws += t.draws;
                 report.voided += t.voided;

@@ -198,23 +198,15 @@ impl MatchPlan {
         deadline_micros: i64,
     ) -> MatchEvent {
         let started_at = if version == 1 { now } else { started_at };
-        let mut ev = MatchEvent {
-            row_id: 0,
+        let mut ev = MatchEvent::new(
             event_id,
-            match_id: self.match_id,
+            self.match_id,
             version,
-            event_type: EventType::Started,
-            season_id: SeasonId::of(started_at),
-            player_a_id: self.player_a,
-            player_b_id: self.player_b,
-            gesture_a: None,
-            gesture_b: None,
-            winner_player_id: None,
-            loser_player_id: None,
-            outcome: None,
-            deadline_at: None,
-            occurred_at: now,
-        };
+            EventType::Started,
+            SeasonId::of(started_at),
+            (self.player_a, self.player_b),
+            now,
+        );
         match version {
             1 => {
                 ev.deadline_at = Some(Timestamp(started_at.as_micros() + deadline_micros));

@@ -17,7 +17,7 @@
 
 use crate::pacer::Pacer;
 use crate::plan::{Fate, FateMix, MatchPlan, PlayerPool};
-use crate::{metric, SimulateError};
+use crate::{metric, Report, SimulateError};
 use backon::Retryable;
 use rand::rngs::StdRng;
 use rand::Rng;
@@ -55,21 +55,6 @@ pub(crate) struct ShardJob {
     pub rng: StdRng,
 }
 
-/// What one shard writer did.
-#[derive(Debug, Default, Clone)]
-pub(crate) struct ShardTally {
-    pub started: u64,
-    pub finished: u64,
-    pub draws: u64,
-    pub voided: u64,
-    pub abandoned: u64,
-    pub conflicts: u64,
-    pub interrupted: u64,
-    pub events: u64,
-    pub batches: u64,
-    pub failed_batches: u64,
-}
-
 struct InFlight {
     plan: MatchPlan,
     /// The version of the next event to write.
@@ -89,17 +74,19 @@ pub(crate) enum RowFate {
     Absent,
 }
 
+/// Plays one shard's job. Of the [`Report`] only the counts are filled: the
+/// seed, the elapsed time and the rows per shard are the whole run's.
 pub(crate) async fn write_shard(
     shared: Arc<Shared>,
     job: ShardJob,
-) -> Result<ShardTally, SimulateError> {
+) -> Result<Report, SimulateError> {
     let span = tracing::info_span!("shard_writer", shard = job.shard, matches = job.matches);
     run_writer(shared, job).instrument(span).await
 }
 
-async fn run_writer(shared: Arc<Shared>, mut job: ShardJob) -> Result<ShardTally, SimulateError> {
+async fn run_writer(shared: Arc<Shared>, mut job: ShardJob) -> Result<Report, SimulateError> {
     let shard = job.shard;
-    let mut tally = ShardTally::default();
+    let mut tally = Report::default();
     let mut inflight: VecDeque<InFlight> = VecDeque::with_capacity(job.slots);
     let mut remaining = job.matches;
     // A match starts only on a writer that can write it: connect before the
@@ -126,7 +113,7 @@ async fn run_writer(shared: Arc<Shared>, mut job: ShardJob) -> Result<ShardTally
                 inflight.push_back(start_match(&shared, &mut job.rng, shard));
             }
             remaining -= granted;
-            tally.started += granted;
+            tally.matches_started += granted;
             metrics::counter!(metric::MATCHES_STARTED).increment(granted);
         }
         if inflight.is_empty() {

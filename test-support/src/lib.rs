@@ -14,6 +14,7 @@ mod flavor;
 mod mysql_server;
 pub mod pipeline;
 pub mod redis_cluster;
+pub mod shard_load;
 pub mod tls;
 pub mod xa;
 pub use flavor::{binlog_head, purge_all_but_a_new_binlog, ShardServerInstance, TestFlavor};
@@ -107,6 +108,9 @@ pub fn shared_redis_url() -> String {
         .unwrap_or_else(|_| TestFlavor::current().shared_redis_url().to_string())
 }
 
+/// Player partitions of every test deployment.
+pub const TEST_PARTITIONS: u16 = 4;
+
 /// A topology of `shard_count` shards spread round-robin over `servers`.
 pub fn test_config(
     name: &str,
@@ -136,6 +140,9 @@ pub fn test_config(
         database_prefix: format!("{name}_shard_"),
         redis: RedisConfig {
             prefix: name.to_string(),
+            // More than one, so every test reads boards merged across
+            // partitions as a cluster deployment does.
+            partitions: TEST_PARTITIONS,
             ..RedisConfig::from_url(redis_url)
         },
         api: ApiConfig {
@@ -176,6 +183,13 @@ impl TestEnv {
     pub async fn with_shards(test: &str, shard_count: u16) -> TestEnv {
         let servers = shared_servers(shared_mysql_ports());
         Self::on_servers(test, shard_count, &servers, &shared_redis_url()).await
+    }
+
+    /// A slice of the shared shard servers with its read models on the
+    /// given Redis (a private one, a private cluster).
+    pub async fn with_redis(test: &str, shard_count: u16, redis_url: &str) -> TestEnv {
+        let servers = shared_servers(shared_mysql_ports());
+        Self::on_servers(test, shard_count, &servers, redis_url).await
     }
 
     /// A slice of the shared environment of `flavor`, whatever
@@ -261,7 +275,6 @@ impl TestEnv {
 
     /// Drops the test's databases and Redis keys.
     pub async fn cleanup(&self) {
-        use fred::interfaces::KeysInterface;
         use mysql_async::prelude::Queryable;
         for shard in 0..self.config.shard_count {
             let server = self.config.server_of(shard);
@@ -280,21 +293,32 @@ impl TestEnv {
         }
         let redis = self.redis().await;
         let pattern = self.config.keys().all_pattern();
-        let mut cursor = "0".to_string();
-        loop {
-            let (next, keys): (String, Vec<String>) = redis
-                .scan_page(cursor, pattern.clone(), Some(1000), None)
-                .await
-                .unwrap_or_else(|_| ("0".into(), vec![]));
-            if !keys.is_empty() {
-                let _: Result<(), _> = redis.del(keys).await;
-            }
-            if next == "0" {
-                break;
-            }
-            cursor = next;
-        }
+        let _ = unlink_matching(&redis, &pattern).await;
     }
+}
+
+/// Unlinks every key matching `pattern`, on every master of a cluster.
+pub async fn unlink_matching(
+    redis: &fred::clients::Client,
+    pattern: &str,
+) -> Result<(), fred::error::Error> {
+    let mut scan = rps_core::redis_client::KeyScan::new(redis, pattern).await?;
+    while let Some(page) = scan.next_page(redis).await? {
+        rps_core::redis_client::unlink_keys(redis, page).await?;
+    }
+    Ok(())
+}
+
+/// Every key matching `pattern`, from every master of a cluster.
+pub async fn scan_keys(redis: &fred::clients::Client, pattern: &str) -> Vec<String> {
+    let mut scan = rps_core::redis_client::KeyScan::new(redis, pattern)
+        .await
+        .expect("scan");
+    let mut out = Vec::new();
+    while let Some(page) = scan.next_page(redis).await.expect("scan") {
+        out.extend(page);
+    }
+    out
 }
 
 /// An admin (root) connection to `server`, with its TLS settings.

@@ -105,7 +105,54 @@ impl RedisCluster {
         );
         let cluster = RedisCluster { _dir: dir, nodes };
         cluster.wait_until_ok().await;
+        // `--cluster create` returns once the slots are assigned, but on a
+        // busy machine its `CLUSTER REPLICATE` to a node can fail, leaving a
+        // master without slots; a test that counts or kills masters must not
+        // see it as one. Such a node is made the replica of a master that
+        // has none.
+        eventually(
+            "every replica of the new cluster to follow its master",
+            Duration::from_secs(60),
+            || async {
+                cluster.attach_stray_masters();
+                (cluster.masters().len() == MASTERS).then_some(())
+            },
+        )
+        .await;
         cluster
+    }
+
+    /// Makes every master without slots the replica of a master with
+    /// slots and no replica.
+    fn attach_stray_masters(&self) {
+        let masters = self.masters();
+        let (serving, stray): (Vec<u16>, Vec<u16>) =
+            masters.into_iter().partition(|p| served_slots(*p) > 0);
+        if stray.is_empty() {
+            return;
+        }
+        let Some(nodes) = redis_cli(
+            serving.first().copied().unwrap_or(stray[0]),
+            &["cluster", "nodes"],
+        ) else {
+            return;
+        };
+        let followed: Vec<&str> = nodes
+            .lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.len() > 3 && f[2].contains("slave")).then(|| f[3])
+            })
+            .collect();
+        let mut lonely = serving
+            .iter()
+            .map(|p| node_id(*p))
+            .filter(|id| !followed.contains(&id.as_str()));
+        for port in stray {
+            if let Some(master) = lonely.next() {
+                let _ = redis_cli(port, &["cluster", "replicate", &master]);
+            }
+        }
     }
 
     /// fred's clustered URL with every master as a seed node.
@@ -167,6 +214,9 @@ impl RedisCluster {
     /// replica has taken the slot over and the cluster is ok again.
     pub async fn kill_master_of_slot(&mut self, slot: u16) -> u16 {
         let port = self.master_of_slot(slot).expect("a master for the slot");
+        // A replica still in its first full sync may not take over: a
+        // failover needs one that has the master's data.
+        wait_replica_online(port).await;
         self.node_mut(port).kill9();
         let survivor = self
             .nodes
@@ -187,6 +237,61 @@ impl RedisCluster {
         port
     }
 
+    /// Moves every slot of the master on `from` to the master on `to` with
+    /// `redis-cli --cluster reshard` (keys migrated while clients go on:
+    /// they meet `ASK` for a slot being moved and `MOVED` after), and
+    /// waits until the cluster is ok. Returns how many slots moved.
+    pub async fn move_all_slots(&self, from: u16, to: u16) -> u32 {
+        let slots = served_slots(from);
+        let (from_id, to_id) = (node_id(from), node_id(to));
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "reshard", &format!("127.0.0.1:{from}")])
+            .args(["--cluster-from", &from_id, "--cluster-to", &to_id])
+            .args(["--cluster-slots", &slots.to_string(), "--cluster-yes"])
+            .stdout(Stdio::null())
+            .output()
+            .expect("redis-cli --cluster reshard");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster reshard failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.wait_until_ok().await;
+        slots
+    }
+
+    /// Leaves `slot` half moved from its master to the master on `to`, as
+    /// `redis-cli --cluster reshard` does before it migrates the keys: the
+    /// target `IMPORTING`, the source `MIGRATING`. Commands on keys the
+    /// source does not hold are answered with `ASK` until
+    /// [`RedisCluster::finish_slot_move`].
+    pub fn begin_slot_move(&self, slot: u16, to: u16) -> u16 {
+        let from = self.master_of_slot(slot).expect("a master for the slot");
+        let slot_arg = slot.to_string();
+        redis_cli(
+            to,
+            &["cluster", "setslot", &slot_arg, "importing", &node_id(from)],
+        )
+        .expect("CLUSTER SETSLOT IMPORTING");
+        redis_cli(
+            from,
+            &["cluster", "setslot", &slot_arg, "migrating", &node_id(to)],
+        )
+        .expect("CLUSTER SETSLOT MIGRATING");
+        from
+    }
+
+    /// Gives `slot` to the master on `to` on every master (the last step of
+    /// a slot move; the source must hold no key of the slot any more).
+    pub fn finish_slot_move(&self, slot: u16, to: u16) {
+        let to_id = node_id(to);
+        let slot_arg = slot.to_string();
+        for m in self.masters() {
+            redis_cli(m, &["cluster", "setslot", &slot_arg, "node", &to_id])
+                .expect("CLUSTER SETSLOT NODE");
+        }
+    }
+
     /// The port of the master serving `slot`, as a running node sees it.
     pub fn master_of_slot(&self, slot: u16) -> Option<u16> {
         let asker = self.nodes.iter().find(|n| n.is_running())?.port;
@@ -200,6 +305,23 @@ impl Drop for RedisCluster {
             n.kill9();
         }
     }
+}
+
+/// Waits until the master on `port` has its replica online (past its
+/// first full sync): before that, `WAIT` cannot be acknowledged and the
+/// replica cannot take over.
+pub async fn wait_replica_online(port: u16) {
+    eventually(
+        &format!("the replica of {port} to be online"),
+        Duration::from_secs(60),
+        || async move {
+            let info = redis_cli(port, &["info", "replication"])?;
+            info.lines()
+                .any(|l| l.starts_with("slave0:") && l.contains("state=online"))
+                .then_some(())
+        },
+    )
+    .await;
 }
 
 async fn wait_for_ping(port: u16) {
@@ -239,6 +361,31 @@ fn role(port: u16) -> Option<String> {
         .lines()
         .next()
         .map(str::to_string)
+}
+
+/// The node's id in the cluster (`CLUSTER MYID`).
+fn node_id(port: u16) -> String {
+    redis_cli(port, &["cluster", "myid"])
+        .expect("CLUSTER MYID")
+        .trim()
+        .to_string()
+}
+
+/// How many slots the master on `port` serves, from its own `CLUSTER NODES` line.
+fn served_slots(port: u16) -> u32 {
+    let nodes = redis_cli(port, &["cluster", "nodes"]).expect("CLUSTER NODES");
+    let me = nodes
+        .lines()
+        .find(|l| l.contains("myself"))
+        .expect("the node's own line");
+    me.split_whitespace()
+        .skip(8)
+        .filter(|r| !r.starts_with('['))
+        .map(|r| match r.split_once('-') {
+            Some((a, b)) => b.parse::<u32>().unwrap_or(0) - a.parse::<u32>().unwrap_or(0) + 1,
+            None => 1,
+        })
+        .sum()
 }
 
 /// The master port serving `slot`, from `CLUSTER NODES` (its format is

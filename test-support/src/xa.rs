@@ -3,7 +3,6 @@
 //! platform's saga executor does.
 
 use crate::TestEnv;
-use fred::interfaces::HashesInterface;
 use mysql_async::prelude::Queryable;
 use rps_core::event::{EventType, Gesture, MatchEvent, Outcome};
 use rps_core::xa::HeldBranch;
@@ -156,10 +155,14 @@ pub async fn rollback_leftovers(env: &TestEnv, prefix: &str) {
 /// The reader's XA registry of `server`: xid key → what it holds.
 pub async fn held_branches(env: &TestEnv, server: &str) -> HashMap<String, HeldBranch> {
     let redis = env.redis().await;
-    let raw: HashMap<String, String> = redis
-        .hgetall(env.config.keys().cdc_xa_branches(server))
-        .await
-        .expect("registry");
+    let raw = rps_core::redis_client::xa_registry(
+        &redis,
+        &env.config.keys(),
+        server,
+        env.config.shard_count,
+    )
+    .await
+    .expect("registry");
     raw.into_iter()
         .map(|(k, v)| (k, HeldBranch::from_json(&v).expect("registry entry")))
         .collect()

@@ -279,7 +279,7 @@ async fn xinfo_stream(
 ) -> Result<Option<HashMap<String, String>>, fred::error::Error> {
     let r: Result<Value, _> = client
         .custom(
-            CustomCommand::new_static("XINFO", None::<u16>, false),
+            CustomCommand::new_static("XINFO", rps_core::redis_client::slot_of(key), false),
             vec!["STREAM".to_string(), key.to_string()],
         )
         .await;
@@ -298,10 +298,11 @@ async fn published(
 ) -> Result<Vec<Option<u64>>, fred::error::Error> {
     let pipe = client.pipeline();
     for shard in 0..shard_count {
+        let key = keys.events(shard);
         let _: () = pipe
             .custom(
-                CustomCommand::new_static("XINFO", None::<u16>, false),
-                vec!["STREAM".to_string(), keys.events(shard)],
+                CustomCommand::new_static("XINFO", rps_core::redis_client::slot_of(&key), false),
+                vec!["STREAM".to_string(), key],
             )
             .await?;
     }
@@ -318,6 +319,27 @@ async fn published(
             Err(_) => None,
         })
         .collect())
+}
+
+/// The compensators' bookkeeping summed over the shards (it is kept per
+/// shard, in each shard's slot): deadlines with an attempt history, and
+/// how many of them are parked.
+async fn compensations(
+    client: &Client,
+    keys: &rps_core::Keys,
+    shard_count: u16,
+) -> Result<(u64, u64), fred::error::Error> {
+    let pipe = client.pipeline();
+    for shard in 0..shard_count {
+        let _: () = pipe.hlen(keys.deadline_attempts(shard)).await?;
+        let _: () = pipe
+            .zcount(keys.deadline_leases(shard), PARKED_LEASE, f64::INFINITY)
+            .await?;
+    }
+    let counts: Vec<u64> = pipe.all().await?;
+    Ok(counts.chunks(2).fold((0, 0), |(a, p), c| {
+        (a + c[0], p + c.get(1).copied().unwrap_or(0))
+    }))
 }
 
 fn ts_json(t: Option<Timestamp>) -> Json {
@@ -404,22 +426,14 @@ async fn collect(st: &AppState, tally: &mut DeadLetterTally) -> Result<Vec<u8>, 
             p.lag_entries = lag_gauge.get(&p.shard.to_string()).map(|v| *v as u64);
         }
     }
-    let matches = read::match_counts(client, &gk).await?;
-    let pending: u64 = client.zcard(gk.deadlines()).await?;
-    let overdue: u64 = client
-        .zcount(gk.deadlines(), f64::NEG_INFINITY, now.as_millis() as f64)
-        .await?;
-    let first: Vec<(String, f64)> = client
-        .zrange(gk.deadlines(), 0, 0, None, false, None, true)
-        .await?;
-    let oldest_overdue = first
-        .first()
-        .map(|(_, ms)| (now.as_millis() as f64 - ms) / 1000.0)
+    let matches = read::match_counts(client, &gk, st.shard_count).await?;
+    let deadlines = read::deadline_counts(client, &gk, st.shard_count, now.as_millis()).await?;
+    let (pending, overdue) = (deadlines.pending, deadlines.overdue);
+    let oldest_overdue = deadlines
+        .earliest_ms
+        .map(|ms| (now.as_millis() - ms) as f64 / 1000.0)
         .filter(|s| *s > 0.0);
-    let attempts: u64 = client.hlen(st.keys.deadline_attempts()).await?;
-    let parked: u64 = client
-        .zcount(st.keys.deadline_leases(), PARKED_LEASE, f64::INFINITY)
-        .await?;
+    let (attempts, parked) = compensations(client, &st.keys, st.shard_count).await?;
     let (dead_total, dead_complete) = tally.update(client, &st.keys.deadletter()).await?;
     let mut checkpoints = Vec::with_capacity(st.servers.len());
     for (name, _) in &st.servers {
@@ -435,11 +449,11 @@ async fn collect(st: &AppState, tally: &mut DeadLetterTally) -> Result<Vec<u8>, 
     let next = st.keys.generation_keys(gen + 1);
     let pipe = client.pipeline();
     for key in [
-        next.progress(),
-        next.lifecycle(),
-        next.deadlines(),
-        next.seasons(),
-        next.board(None),
+        next.progress(0),
+        next.lifecycle(0),
+        next.deadlines(0),
+        next.seasons(0),
+        next.board(0, None),
     ] {
         let _: () = pipe.exists(key).await?;
     }

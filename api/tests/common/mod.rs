@@ -9,7 +9,7 @@ use projector::fred::prelude::*;
 use projector::{Applier, ApplierOptions};
 use rps_api::ApiOptions;
 use rps_core::{
-    Config, EventType, Gesture, Keys, MatchEvent, Outcome, SeasonId, SourcePosition, StreamEvent,
+    Config, EventType, Gesture, MatchEvent, Outcome, SeasonId, SourcePosition, StreamEvent,
     Timestamp,
 };
 use serde_json::{json, Value as Json};
@@ -39,20 +39,16 @@ impl Builder {
         self.t += 1_000_000;
         self.events.push(MatchEvent {
             row_id: self.events.len() as i64 + 1,
-            event_id: MatchEvent::timed_out_event_id(mid, v + 5_000_000),
-            match_id: mid,
-            version: v,
-            event_type: t,
-            season_id: season.parse::<SeasonId>().unwrap(),
-            player_a_id: a,
-            player_b_id: b,
-            gesture_a: None,
-            gesture_b: None,
-            winner_player_id: None,
-            loser_player_id: None,
-            outcome: None,
             deadline_at: (t == EventType::Started).then_some(Timestamp(self.t + 30_000_000)),
-            occurred_at: Timestamp(self.t),
+            ..MatchEvent::new(
+                MatchEvent::timed_out_event_id(mid, v + 5_000_000),
+                mid,
+                v,
+                t,
+                season.parse::<SeasonId>().unwrap(),
+                (a, b),
+                Timestamp(self.t),
+            )
         });
         self.events.last_mut().unwrap()
     }
@@ -133,7 +129,7 @@ pub fn entry(
 /// Generation 1 of `env`'s prefix holds the fixture; returns its events.
 pub async fn load_fixture(env: &TestEnv) -> Vec<MatchEvent> {
     let client = env.redis().await;
-    let keys = Keys::new(&env.config.redis.prefix);
+    let keys = env.config.keys();
     let _: () = client
         .set(keys.generation(), "1", None, None, false)
         .await

@@ -2,6 +2,8 @@
 //! inserts through the event store, and reading the shard streams back.
 #![allow(dead_code)]
 
+pub mod streams;
+
 use fred::prelude::*;
 use fred::types::Value;
 use rps_core::event::MatchEvent;

@@ -3,7 +3,10 @@
 //! compensator can be tested against real servers on its own.
 #![allow(dead_code)]
 
-use compensator::fred::interfaces::{ClientLike, KeysInterface, SortedSetsInterface};
+use compensator::deadlines::AttemptHistory;
+use compensator::fred::interfaces::{
+    ClientLike, HashesInterface, KeysInterface, SortedSetsInterface,
+};
 use mysql_async::prelude::Queryable;
 use read_model::ReadModelKeys;
 use rps_core::fold::{apply, MatchState};
@@ -12,7 +15,8 @@ use rps_core::{shard_of, Config, EventType, Gesture, MatchEvent, Outcome, Timest
 use rps_event_store::{decode_row, AppendOutcome, EVENT_COLUMNS};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
-use test_support::TestEnv;
+use std::time::Duration;
+use test_support::{eventually, TestEnv};
 
 pub const TABLE: &str = "match_result_events";
 pub const GENERATION: u64 = 3;
@@ -42,23 +46,15 @@ pub struct Match {
 }
 
 fn base(m: &Match, version: i32, t: EventType, at: Timestamp) -> MatchEvent {
-    MatchEvent {
-        row_id: 0,
-        event_id: uuid::Uuid::new_v4(),
-        match_id: m.match_id,
+    MatchEvent::new(
+        uuid::Uuid::new_v4(),
+        m.match_id,
         version,
-        event_type: t,
-        season_id: rps_core::SeasonId::of(at),
-        player_a_id: m.player_a,
-        player_b_id: m.player_b,
-        gesture_a: None,
-        gesture_b: None,
-        winner_player_id: None,
-        loser_player_id: None,
-        outcome: None,
-        deadline_at: None,
-        occurred_at: at,
-    }
+        t,
+        rps_core::SeasonId::of(at),
+        (m.player_a, m.player_b),
+        at,
+    )
 }
 
 /// The events of a plot, in version order.
@@ -141,7 +137,7 @@ pub async fn write_match(env: &TestEnv, m: &Match, plot: Plot, projector_lags: b
         .unwrap();
     let _: () = redis
         .set(
-            g.match_state(m.match_id),
+            g.match_state(m.shard, m.match_id),
             state.to_value(),
             None,
             None,
@@ -152,7 +148,7 @@ pub async fn write_match(env: &TestEnv, m: &Match, plot: Plot, projector_lags: b
     if !state.status.is_over() || projector_lags {
         let _: () = redis
             .zadd(
-                g.deadlines(),
+                g.deadlines(m.shard),
                 None,
                 None,
                 false,
@@ -203,4 +199,33 @@ pub fn with_settings(
 
 pub fn in_ms(ms: i64) -> Timestamp {
     Timestamp(Timestamp::now().0 + ms * 1000)
+}
+
+/// A deadline's attempt history, kept with the bookkeeping of the shard
+/// its member names.
+pub async fn history(env: &TestEnv, member: &str) -> Option<AttemptHistory> {
+    let shard = rps_core::keys::parse_deadline_member(member).unwrap().0;
+    let redis = env.redis().await;
+    let raw: Option<String> = redis
+        .hget(env.config.keys().deadline_attempts(shard), member)
+        .await
+        .unwrap();
+    raw.map(|r| serde_json::from_str(&r).unwrap())
+}
+
+/// Waits until the deadline of `member` has `attempts` attempts or more
+/// recorded; returns its history.
+pub async fn attempts_recorded(
+    env: &TestEnv,
+    member: &str,
+    attempts: usize,
+    timeout: Duration,
+) -> AttemptHistory {
+    let what = format!("{attempts} attempts recorded for {member}");
+    eventually(&what, timeout, || async {
+        history(env, member)
+            .await
+            .filter(|h| h.attempts.len() >= attempts)
+    })
+    .await
 }

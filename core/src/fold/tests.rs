@@ -8,20 +8,15 @@ const B: i64 = 21;
 fn ev(version: i32, t: EventType) -> MatchEvent {
     MatchEvent {
         row_id: version as i64,
-        event_id: Uuid::new_v4(),
-        match_id: 7,
-        version,
-        event_type: t,
-        season_id: "2026Q4".parse().unwrap(),
-        player_a_id: A,
-        player_b_id: B,
-        gesture_a: None,
-        gesture_b: None,
-        winner_player_id: None,
-        loser_player_id: None,
-        outcome: None,
-        deadline_at: None,
-        occurred_at: Timestamp(1_000_000 * version as i64),
+        ..MatchEvent::new(
+            Uuid::new_v4(),
+            7,
+            version,
+            t,
+            "2026Q4".parse().unwrap(),
+            (A, B),
+            Timestamp(1_000_000 * version as i64),
+        )
     }
 }
 

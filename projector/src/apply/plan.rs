@@ -11,6 +11,7 @@
 
 use super::{ApplyReport, BatchEntry, StreamId, Undecodable};
 use read_model::commit::BatchWrite;
+use read_model::score::{ScoredDelta, ScoredLetter};
 use rps_core::deadletter::{DeadLetter, Origin};
 use rps_core::fold::{DeadlineChange, Transition};
 use rps_core::{MatchState, Rejection, ShardId, StreamEvent, Timestamp};
@@ -21,6 +22,9 @@ use std::collections::HashMap;
 pub struct ReadState<'a> {
     /// Committed `progress[shard]`; entries at or below it are redelivered.
     pub progress: Option<StreamId>,
+    /// Entries the shard has committed in the generation so far: the last
+    /// sequence number given out ([`ScoredDelta::seq`]).
+    pub sequence: u64,
     /// Committed match states; `None` = known to have no valid event yet.
     /// A match not in the map is taken as having none either, so the
     /// caller loads every fresh entry's match first ([`missing_matches`]).
@@ -51,6 +55,8 @@ pub struct CommitPlan {
     pub expected: Option<StreamId>,
     /// `progress[shard]` after the batch: the id of its last entry.
     pub last_id: StreamId,
+    /// The shard's sequence after the batch: one number per fresh entry.
+    pub sequence: u64,
     /// The state of every match the batch folded, for the cache once the
     /// commit succeeded (and only then: a failed commit changed nothing).
     pub states: HashMap<i64, Option<MatchState>>,
@@ -106,6 +112,7 @@ where
     };
     let mut planner = Planner {
         shard,
+        seq: read.sequence,
         committed: read.matches,
         write: BatchWrite::default(),
         states: HashMap::new(),
@@ -120,6 +127,7 @@ where
             write: planner.write,
             expected: read.progress,
             last_id,
+            sequence: planner.seq,
             states: planner.states,
         }),
     }
@@ -129,6 +137,8 @@ where
 /// reached, what it reports.
 struct Planner<'a> {
     shard: Shard,
+    /// Sequence number of the entry being planned.
+    seq: u64,
     committed: &'a HashMap<i64, Option<MatchState>>,
     write: BatchWrite,
     states: HashMap<i64, Option<MatchState>>,
@@ -140,6 +150,9 @@ impl Planner<'_> {
     where
         F: Fn(&str, &StreamEvent) -> bool,
     {
+        // Every fresh entry takes a number, whatever becomes of it, so the
+        // numbers follow from the stream's contents alone.
+        self.seq += 1;
         let ev = match &e.entry {
             Ok(ev) => ev,
             Err(bad) => return self.undecodable(&e.id, bad),
@@ -170,17 +183,19 @@ impl Planner<'_> {
     }
 
     fn undecodable(&mut self, id: &str, bad: &Undecodable) {
-        self.write
-            .dead
-            .push(undecodable_letter(self.shard.id, id, bad));
+        self.write.dead.push(ScoredLetter {
+            seq: self.seq,
+            letter: undecodable_letter(self.shard.id, id, bad),
+        });
         self.report.rejected.push((id.to_string(), "undecodable"));
     }
 
     fn rejected(&mut self, id: &str, ev: &StreamEvent, r: &Rejection) {
         self.report.rejected.push((id.to_string(), r.code()));
-        self.write
-            .dead
-            .push(rejection_letter(self.shard.id, id, ev, r));
+        self.write.dead.push(ScoredLetter {
+            seq: self.seq,
+            letter: rejection_letter(self.shard.id, id, ev, r),
+        });
     }
 
     fn folded(
@@ -193,17 +208,10 @@ impl Planner<'_> {
         let w = &mut self.write;
         // Summed in memory: the script sees one net change per state.
         w.lifecycle.moved(from, t.state.status);
-        for d in &t.effects {
-            w.stats
-                .entry((d.player_id, None))
-                .or_default()
-                .add(&d.delta);
-            w.stats
-                .entry((d.player_id, Some(d.season)))
-                .or_default()
-                .add(&d.delta);
-            w.seasons.insert(d.season);
-        }
+        w.scored.extend(t.effects.iter().map(|d| ScoredDelta {
+            seq: self.seq,
+            delta: *d,
+        }));
         let mid = ev.event.match_id;
         if t.deadline != DeadlineChange::Unchanged {
             w.deadlines.insert(mid, t.deadline);
@@ -322,20 +330,15 @@ mod tests {
     fn event(match_id: i64, version: i32, t: EventType, player_a: i64) -> MatchEvent {
         MatchEvent {
             row_id: version as i64,
-            event_id: uuid::Uuid::from_u128((match_id as u128) << 32 | version as u128),
-            match_id,
-            version,
-            event_type: t,
-            season_id: "2026Q4".parse().unwrap(),
-            player_a_id: player_a,
-            player_b_id: B,
-            gesture_a: None,
-            gesture_b: None,
-            winner_player_id: None,
-            loser_player_id: None,
-            outcome: None,
-            deadline_at: None,
-            occurred_at: Timestamp(1_000_000 * i64::from(version)),
+            ..MatchEvent::new(
+                uuid::Uuid::from_u128((match_id as u128) << 32 | version as u128),
+                match_id,
+                version,
+                t,
+                "2026Q4".parse().unwrap(),
+                (player_a, B),
+                Timestamp(1_000_000 * i64::from(version)),
+            )
         }
     }
 
@@ -405,6 +408,7 @@ mod tests {
         let none = HashMap::new();
         let read = ReadState {
             progress: None,
+            sequence: 0,
             matches: &none,
         };
         plan(entries, ids, read, SHARD, &no_skip)
@@ -429,13 +433,13 @@ mod tests {
         assert_eq!(w.lifecycle.get(MatchStatus::InProgress), 0);
         assert_eq!(w.matches[&7].status, MatchStatus::Finished);
         assert_eq!(w.matches[&7].version, 4);
-        let season = Some("2026Q4".parse().unwrap());
-        for scope in [None, season] {
-            assert_eq!(w.stats[&(A, scope)].wins, 1);
-            assert_eq!(w.stats[&(B, scope)].losses, 1);
-        }
-        assert_eq!(w.stats.len(), 4);
-        assert_eq!(w.seasons.len(), 1);
+        // One delta per player, numbered by the finishing entry (the 4th).
+        assert_eq!(c.sequence, 4);
+        assert_eq!(w.scored.len(), 2);
+        assert!(w.scored.iter().all(|s| s.seq == 4));
+        let of = |p: i64| w.scored.iter().find(|s| s.delta.player_id == p).unwrap();
+        assert_eq!(of(A).delta.delta.wins, 1);
+        assert_eq!(of(B).delta.delta.losses, 1);
         assert_eq!(w.deadlines[&7], DeadlineChange::Clear);
         assert_eq!(w.last_at, Some(Timestamp(4_000_000)));
         assert!(w.dead.is_empty());
@@ -451,6 +455,7 @@ mod tests {
         let none = HashMap::new();
         let read = ReadState {
             progress: Some(id("4-0")),
+            sequence: 0,
             matches: &none,
         };
         let p = plan(&entries, &ids, read, SHARD, &no_skip);
@@ -472,6 +477,7 @@ mod tests {
         let committed = HashMap::from([(7, state)]);
         let read = ReadState {
             progress: Some(id("2-0")),
+            sequence: 0,
             matches: &committed,
         };
         let p = plan(&entries, &ids, read, SHARD, &no_skip);
@@ -495,9 +501,9 @@ mod tests {
         );
         let c = p.commit.unwrap();
         assert_eq!(c.write.dead.len(), 1);
-        assert_eq!(c.write.dead[0].kind, "unknown_match");
-        assert_eq!(c.write.dead[0].stream_id, "1-0");
-        assert_eq!(c.write.dead[0].match_id, Some(7));
+        assert_eq!(c.write.dead[0].letter.kind, "unknown_match");
+        assert_eq!(c.write.dead[0].letter.stream_id, "1-0");
+        assert_eq!(c.write.dead[0].letter.match_id, Some(7));
         assert!(c.write.matches.is_empty());
         // A rejected batch still moves progress past its entries.
         assert_eq!(c.last_id, id("1-0"));
@@ -513,7 +519,7 @@ mod tests {
         assert_eq!(p.report.rejected, vec![("1-0".to_string(), "wrong_shard")]);
         assert_eq!(p.report.applied, 0);
         let c = p.commit.unwrap();
-        assert_eq!(c.write.dead[0].shard, Some(0));
+        assert_eq!(c.write.dead[0].letter.shard, Some(0));
         assert!(c.states.is_empty());
     }
 
@@ -523,6 +529,7 @@ mod tests {
         let none = HashMap::new();
         let read = ReadState {
             progress: None,
+            sequence: 0,
             matches: &none,
         };
         let p = plan(&entries, &ids, read, SHARD, &|id, _| id == "1-0");
@@ -549,7 +556,7 @@ mod tests {
         assert_eq!(p.report.rejected, vec![("1-0".to_string(), "undecodable")]);
         assert_eq!(p.report.applied, 1);
         let c = p.commit.unwrap();
-        let dl = &c.write.dead[0];
+        let dl = &c.write.dead[0].letter;
         assert_eq!(
             (dl.server.as_str(), dl.pos, dl.match_id),
             ("a", 120, Some(7))

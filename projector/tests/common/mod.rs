@@ -9,7 +9,7 @@ use projector::fred::clients::Client;
 use projector::fred::prelude::*;
 use projector::fred::types::{CustomCommand, Value};
 use read_model::redis_util::hash_pairs;
-use read_model::{board_member, GenerationKeys};
+use read_model::GenerationKeys;
 use rps_core::fold::{DeadlineChange, MatchStatus};
 use rps_core::keys::deadline_member;
 use rps_core::{
@@ -50,23 +50,15 @@ fn base_event(
     b: i64,
     at: Timestamp,
 ) -> MatchEvent {
-    MatchEvent {
-        row_id: 0,
-        event_id: MatchEvent::timed_out_event_id(match_id, version + 7_000_000),
+    MatchEvent::new(
+        MatchEvent::timed_out_event_id(match_id, version + 7_000_000),
         match_id,
         version,
-        event_type: t,
-        season_id: season,
-        player_a_id: a,
-        player_b_id: b,
-        gesture_a: None,
-        gesture_b: None,
-        winner_player_id: None,
-        loser_player_id: None,
-        outcome: None,
-        deadline_at: None,
-        occurred_at: at,
-    }
+        t,
+        season,
+        (a, b),
+        at,
+    )
 }
 
 fn with_result(mut e: MatchEvent, r: &rps_core::fold::MatchResult) -> MatchEvent {
@@ -507,7 +499,14 @@ pub async fn xadd_raw(
                 args.push(v.clone());
             }
             let _: () = pipe
-                .custom(CustomCommand::new_static("XADD", None::<u16>, false), args)
+                .custom(
+                    CustomCommand::new_static(
+                        "XADD",
+                        rps_core::redis_client::slot_of(stream),
+                        false,
+                    ),
+                    args,
+                )
                 .await
                 .expect("queue xadd");
         }
@@ -524,7 +523,7 @@ pub async fn publish(
     shard: ShardId,
     events: &[MatchEvent],
 ) -> Vec<(String, StreamEvent)> {
-    let keys = rps_core::Keys::new(&env.config.redis.prefix);
+    let keys = env.config.keys();
     let ses: Vec<StreamEvent> = events.iter().map(|e| stream_event(env, shard, e)).collect();
     let raw: Vec<Vec<(String, String)>> = ses
         .iter()
@@ -548,6 +547,7 @@ pub struct Expected {
     /// `(stream id, code)` of every rejected entry.
     pub rejected: Vec<(String, String)>,
     pub last_ids: HashMap<ShardId, String>,
+    pub shard_count: u16,
 }
 
 /// Folds `(stream id, event)` per shard in order with `rps_core::fold::apply`.
@@ -555,7 +555,10 @@ pub fn fold_all(
     published: &BTreeMap<ShardId, Vec<(String, StreamEvent)>>,
     shard_count: u16,
 ) -> Expected {
-    let mut x = Expected::default();
+    let mut x = Expected {
+        shard_count,
+        ..Default::default()
+    };
     for (shard, entries) in published {
         let mut states: HashMap<i64, MatchState> = HashMap::new();
         for (id, se) in entries {
@@ -626,49 +629,71 @@ pub async fn assert_matches_fold(client: &Client, gk: &GenerationKeys, x: &Expec
             .map(|(k, s)| (k.0, *s))
             .collect();
         expected.sort_by_key(|(id, s)| (-s.points(), s.matches, *id));
-        let got: Vec<(String, f64)> = client
-            .zrange(gk.board(scope), 0, -1, None, false, None, true)
-            .await
-            .unwrap();
-        let want: Vec<(String, f64)> = expected
+        // The merge of the partitions, as the API serves it; a member in
+        // the wrong partition would find no counters there and drop out.
+        let got: Vec<(i64, u64, PlayerStats)> =
+            read_model::read::leaderboard(client, gk, scope, 0, expected.len() as u64 + 10)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|e| (e.player_id, e.rank, e.stats))
+                .collect();
+        let want: Vec<(i64, u64, PlayerStats)> = expected
             .iter()
-            .map(|(id, s)| (board_member(*id), s.board_score() as f64))
+            .enumerate()
+            .map(|(i, (id, s))| (*id, i as u64 + 1, *s))
             .collect();
         assert_eq!(got.len(), want.len(), "size of board {:?}", scope);
         assert_eq!(got, want, "board {:?}", scope);
     }
     // Match states.
-    let mids: Vec<i64> = x.matches.keys().copied().collect();
-    for chunk in mids.chunks(2000) {
-        let keys: Vec<String> = chunk.iter().map(|mid| gk.match_state(*mid)).collect();
-        let rows: Vec<Option<String>> = client.mget(keys).await.unwrap();
-        for (mid, row) in chunk.iter().zip(rows) {
-            let value = row.unwrap_or_else(|| panic!("match {mid} missing"));
-            let got = MatchState::from_value(&value)
-                .unwrap_or_else(|| panic!("match {mid} malformed: {value:?}"));
+    let mut by_shard: BTreeMap<ShardId, Vec<i64>> = BTreeMap::new();
+    for (mid, m) in &x.matches {
+        by_shard
+            .entry(rps_core::shard_of(m.player_a, x.shard_count))
+            .or_default()
+            .push(*mid);
+    }
+    for (shard, mids) in &by_shard {
+        let rows = read_model::read::match_states(client, gk, *shard, mids)
+            .await
+            .unwrap();
+        for (mid, got) in mids.iter().zip(rows) {
+            let got = got.unwrap_or_else(|| panic!("match {mid} missing or malformed"));
             assert_eq!(&got, &x.matches[mid], "match {mid}");
         }
     }
     // Deadlines.
-    let got: Vec<(String, f64)> = client
-        .zrange(gk.deadlines(), 0, -1, None, false, None, true)
-        .await
-        .unwrap();
-    let got: HashMap<String, i64> = got.into_iter().map(|(m, s)| (m, s as i64)).collect();
+    let mut got: HashMap<String, i64> = HashMap::new();
+    for shard in 0..x.shard_count {
+        let d: Vec<(String, f64)> = client
+            .zrange(gk.deadlines(shard), 0, -1, None, false, None, true)
+            .await
+            .unwrap();
+        got.extend(d.into_iter().map(|(m, s)| (m, s as i64)));
+    }
     assert_eq!(got, x.deadlines, "deadline set");
     // Matches per lifecycle state, counted from the expected states.
     let mut want = read_model::lifecycle::MatchCounts::default();
     for m in x.matches.values() {
         want.moved(None, m.status);
     }
-    let got = read_model::read::match_counts(client, gk).await.unwrap();
+    let got = read_model::read::match_counts(client, gk, x.shard_count)
+        .await
+        .unwrap();
     assert_eq!(got, want, "matches per lifecycle state");
 }
 
-/// Stream id of the last applied entry of every shard, per the progress hash.
-pub async fn progress_of(client: &Client, gk: &GenerationKeys) -> HashMap<String, String> {
-    let v: Value = client.hgetall(gk.progress()).await.unwrap();
-    hash_pairs(v).unwrap_or_default().into_iter().collect()
+/// Stream id of the last applied entry of every shard (of `shard_count`),
+/// with the progress bookkeeping beside it.
+pub async fn progress_of(
+    client: &Client,
+    gk: &GenerationKeys,
+    shard_count: u16,
+) -> HashMap<String, String> {
+    read_model::generation::progress_hash(client, gk, shard_count)
+        .await
+        .unwrap()
 }
 
 /// Waits until every shard's progress reached its last published id.
@@ -682,7 +707,8 @@ pub async fn wait_caught_up(
         "projector to catch up with every shard",
         timeout,
         || async {
-            let p = progress_of(client, gk).await;
+            let shards = last.keys().max().map_or(0, |s| s + 1);
+            let p = progress_of(client, gk, shards).await;
             last.iter()
                 .all(|(shard, id)| p.get(&shard.to_string()) == Some(id))
                 .then_some(())
@@ -695,7 +721,7 @@ pub async fn wait_caught_up(
 pub async fn dead_letters(client: &Client, key: &str) -> Vec<HashMap<String, String>> {
     let v: Value = client
         .custom(
-            CustomCommand::new_static("XRANGE", None::<u16>, false),
+            CustomCommand::new_static("XRANGE", rps_core::redis_client::slot_of(key), false),
             vec![key.to_string(), "-".to_string(), "+".to_string()],
         )
         .await

@@ -143,19 +143,7 @@ pub async fn active_generation(redis: &Client, config: &Config) -> Option<u64> {
 }
 
 pub async fn scan(redis: &Client, pattern: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cursor = "0".to_string();
-    loop {
-        let (next, keys): (String, Vec<String>) = redis
-            .scan_page(cursor, pattern.to_string(), Some(1000), None)
-            .await
-            .expect("scan");
-        out.extend(keys);
-        if next == "0" {
-            return out;
-        }
-        cursor = next;
-    }
+    test_support::scan_keys(redis, pattern).await
 }
 
 /// The read models of the active generation as Redis holds them.
@@ -175,23 +163,28 @@ pub async fn read_models(redis: &Client, config: &Config) -> Option<ReadModels> 
             };
             m.players.insert(pk, s.stored_values());
         }
+        // Every partition's part of the board.
+        let mut board: BTreeMap<String, i64> = BTreeMap::new();
+        for p in gk.all_partitions() {
+            let z: Vec<(String, f64)> = redis
+                .zrange(gk.board(p, scope), 0, -1, None, false, None, true)
+                .await
+                .ok()?;
+            board.extend(z.into_iter().map(|(k, s)| (k, s as i64)));
+        }
+        if !board.is_empty() {
+            let name = scope.map(|s| format!(":{s}")).unwrap_or_default();
+            m.boards.insert(name, board);
+        }
     }
-    let board_prefix = format!("{}:board", gk.base());
-    for key in scan(redis, &format!("{board_prefix}*")).await {
-        let z: Vec<(String, f64)> = redis
-            .zrange(&key, 0, -1, None, false, None, true)
+    for shard in 0..config.shard_count {
+        let d: Vec<(String, f64)> = redis
+            .zrange(gk.deadlines(shard), 0, -1, None, false, None, true)
             .await
             .ok()?;
-        m.boards.insert(
-            key.strip_prefix(&board_prefix)?.to_string(),
-            z.into_iter().map(|(k, s)| (k, s as i64)).collect(),
-        );
+        m.deadlines
+            .extend(d.into_iter().map(|(k, s)| (k, s as i64)));
     }
-    let d: Vec<(String, f64)> = redis
-        .zrange(gk.deadlines(), 0, -1, None, false, None, true)
-        .await
-        .ok()?;
-    m.deadlines = d.into_iter().map(|(k, s)| (k, s as i64)).collect();
     Some(m)
 }
 

@@ -251,14 +251,7 @@ fn catch_up_timeout(phase: Duration) -> Duration {
 
 async fn phases(config: Arc<Config>, args: &Args) -> anyhow::Result<Vec<Row>> {
     let store = rps_event_store::EventStore::new(config.clone())?;
-    let sim = |matches: u64, rate: Option<f64>| simulator::SimulateOptions {
-        players: args.players,
-        matches,
-        rate,
-        abandoned: 0.0,
-        voided: 0.02,
-        ..Default::default()
-    };
+    let sim = |matches: u64, rate: Option<f64>| bench_simulation(args, matches, rate);
     let mut out = Vec::new();
 
     // 1. Baselines.
@@ -290,42 +283,9 @@ async fn phases(config: Arc<Config>, args: &Args) -> anyhow::Result<Vec<Row>> {
         CancellationToken::new(),
     )
     .await?;
-    // Events written since the reader stored its start position: the ones
-    // the pipeline must apply.
-    let mut written = backlog.events;
+    let written = backlog.events;
     let observed = Arc::new(Observed::default());
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(u16, projector::ApplyReport)>();
-    {
-        let observed = observed.clone();
-        tokio::spawn(async move {
-            while let Some((_, r)) = rx.recv().await {
-                observed
-                    .applied
-                    .fetch_add((r.applied + r.rejected.len()) as u64, Ordering::Relaxed);
-                if let Some(max) = r.occurred.iter().map(|t| t.as_micros()).max() {
-                    observed.newest_occurred.fetch_max(max, Ordering::Relaxed);
-                }
-                if observed.recording.load(Ordering::Relaxed) {
-                    if let (Some(at), Ok(mut h)) = (r.applied_at, observed.fresh.lock()) {
-                        if let Some(h) = h.as_mut() {
-                            let sample = |a: Timestamp, b: Timestamp| {
-                                (a.as_micros() - b.as_micros()).max(1) as u64
-                            };
-                            for (t, p) in r.occurred.iter().zip(&r.published) {
-                                let total = sample(at, *t);
-                                let _ = h.total.record(total);
-                                let _ = h.to_stream.record(sample(*p, *t));
-                                let _ = h.in_projector.record(sample(at, *p));
-                                h.totals.push(total.min(u64::from(u32::MAX)) as u32);
-                            }
-                            let n = r.occurred.len().min(r.published.len()) as u32;
-                            h.commits.push((at.as_micros(), n));
-                        }
-                    }
-                }
-            }
-        });
-    }
+    let tx = observe_applies(observed.clone());
     let pipeline = CancellationToken::new();
     // Stops the pipeline also when a phase fails.
     let _stop_pipeline = pipeline.clone().drop_guard();
@@ -359,35 +319,137 @@ async fn phases(config: Arc<Config>, args: &Args) -> anyhow::Result<Vec<Row>> {
         format!("{:.2}", drain_rate / write_rate),
     ));
 
-    // 3. Sustained: full-speed writes while the pipeline runs.
-    let meter = RedisMeter::start(&sampler).await?;
-    let applied_before = observed.applied.load(Ordering::Relaxed);
+    let mut run = Run {
+        args,
+        store: store.clone(),
+        observed: observed.clone(),
+        write_rate,
+        written,
+    };
+    let (row, sustained_cost) = sustained(&mut run, &sampler, &stopped).await?;
+    out.push(row);
+    let (rows, fresh_cost) = freshness(&mut run, &sampler, &ping, &stopped).await?;
+    out.extend(rows);
+
+    for (phase, cost) in [
+        ("drain", &drain_cost),
+        ("sustained", &sustained_cost),
+        ("freshness", &fresh_cost),
+    ] {
+        out.push(cost.row(phase));
+    }
+
+    pipeline.cancel();
+    let _ = reader.await;
+    let _ = proj.await;
+    sampler.stop().await;
+    store.disconnect().await;
+    Ok(out)
+}
+
+/// Counts what the projector applies and, while `recording` is set, the
+/// freshness of every applied event; the projector reports to the sender.
+fn observe_applies(
+    observed: Arc<Observed>,
+) -> tokio::sync::mpsc::UnboundedSender<(u16, projector::ApplyReport)> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(u16, projector::ApplyReport)>();
+    tokio::spawn(async move {
+        while let Some((_, r)) = rx.recv().await {
+            observed
+                .applied
+                .fetch_add((r.applied + r.rejected.len()) as u64, Ordering::Relaxed);
+            if let Some(max) = r.occurred.iter().map(|t| t.as_micros()).max() {
+                observed.newest_occurred.fetch_max(max, Ordering::Relaxed);
+            }
+            if observed.recording.load(Ordering::Relaxed) {
+                if let (Some(at), Ok(mut h)) = (r.applied_at, observed.fresh.lock()) {
+                    if let Some(h) = h.as_mut() {
+                        let sample = |a: Timestamp, b: Timestamp| {
+                            (a.as_micros() - b.as_micros()).max(1) as u64
+                        };
+                        for (t, p) in r.occurred.iter().zip(&r.published) {
+                            let total = sample(at, *t);
+                            let _ = h.total.record(total);
+                            let _ = h.to_stream.record(sample(*p, *t));
+                            let _ = h.in_projector.record(sample(at, *p));
+                            h.totals.push(total.min(u64::from(u32::MAX)) as u32);
+                        }
+                        let n = r.occurred.len().min(r.published.len()) as u32;
+                        h.commits.push((at.as_micros(), n));
+                    }
+                }
+            }
+        }
+    });
+    tx
+}
+
+/// What the phases after the drain share.
+struct Run<'a> {
+    args: &'a Args,
+    store: rps_event_store::EventStore,
+    observed: Arc<Observed>,
+    /// The simulator alone, events/s: the baseline.
+    write_rate: f64,
+    /// Events written since the reader stored its start position: the
+    /// ones the pipeline must apply.
+    written: u64,
+}
+
+impl Run<'_> {
+    fn sim(&self, matches: u64, rate: Option<f64>) -> simulator::SimulateOptions {
+        bench_simulation(self.args, matches, rate)
+    }
+}
+
+/// The tournament every phase writes: no abandoned matches, so no
+/// compensator work mixes into the numbers.
+fn bench_simulation(args: &Args, matches: u64, rate: Option<f64>) -> simulator::SimulateOptions {
+    simulator::SimulateOptions {
+        players: args.players,
+        matches,
+        rate,
+        abandoned: 0.0,
+        voided: 0.02,
+        ..Default::default()
+    }
+}
+
+/// Full-speed writes while the pipeline runs: the lag every second, and
+/// how long the pipeline takes to catch up once the writers stop.
+async fn sustained(
+    run: &mut Run<'_>,
+    sampler: &RedisSampler,
+    stopped: &impl Fn() -> bool,
+) -> anyhow::Result<(Row, RedisCost)> {
+    let meter = RedisMeter::start(sampler).await?;
+    let applied_before = run.observed.applied.load(Ordering::Relaxed);
     let load_stop = CancellationToken::new();
     let load = tokio::spawn(simulator::run(
-        store.clone(),
-        sim(u64::MAX / 8, None),
+        run.store.clone(),
+        run.sim(u64::MAX / 8, None),
         load_stop.clone(),
     ));
     let t0 = Instant::now();
     let mut lags = Vec::new();
-    while t0.elapsed() < args.sustained {
+    while t0.elapsed() < run.args.sustained {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let newest = observed.newest_occurred.load(Ordering::Relaxed);
+        let newest = run.observed.newest_occurred.load(Ordering::Relaxed);
         lags.push((Timestamp::now().as_micros() - newest) as f64 / 1000.0);
     }
     load_stop.cancel();
     let sustained = load.await.context("load task")??;
-    written += sustained.events;
+    run.written += sustained.events;
     let sustained_catch_up = catch_up(
-        &observed,
-        written,
+        &run.observed,
+        run.written,
         catch_up_timeout(t0.elapsed()),
         "sustained",
         stopped,
     )
     .await?;
     let sustained_cost = meter
-        .finish(observed.applied.load(Ordering::Relaxed) - applied_before)
+        .finish(run.observed.applied.load(Ordering::Relaxed) - applied_before)
         .await?;
     let sustained_write = sustained.events as f64 / sustained.elapsed.as_secs_f64();
     let q = |p: f64| {
@@ -395,10 +457,10 @@ async fn phases(config: Arc<Config>, args: &Args) -> anyhow::Result<Vec<Row>> {
             .copied()
             .unwrap_or(0.0)
     };
-    out.push(Row::new(
+    let row = Row::new(
         format!(
             "sustained at both servers' full write rate ({} s)",
-            args.sustained.as_secs_f64()
+            run.args.sustained.as_secs_f64()
         ),
         format!(
             "{:.0} events/s written, lag {:.0} / {:.0} / {:.0} / {:.0} ms at 25/50/75/100% of the run, max {:.0} ms; caught up {:.1} s after the writers stopped",
@@ -407,41 +469,51 @@ async fn phases(config: Arc<Config>, args: &Args) -> anyhow::Result<Vec<Row>> {
             lags.iter().cloned().fold(0.0, f64::max),
             sustained_catch_up.as_secs_f64(),
         ),
-        format!("simulator alone: {write_rate:.0} events/s"),
-        format!("{:.2}", sustained_write / write_rate),
-    ));
+        format!("simulator alone: {:.0} events/s", run.write_rate),
+        format!("{:.2}", sustained_write / run.write_rate),
+    );
+    Ok((row, sustained_cost))
+}
 
-    // 4. Freshness at a steady rate.
-    if let Ok(mut h) = observed.fresh.lock() {
+/// Writes at a steady rate while every applied event's freshness is
+/// recorded: insert → read model, and its two parts.
+async fn freshness(
+    run: &mut Run<'_>,
+    sampler: &RedisSampler,
+    ping: &Histogram<u64>,
+    stopped: &impl Fn() -> bool,
+) -> anyhow::Result<(Vec<Row>, RedisCost)> {
+    if let Ok(mut h) = run.observed.fresh.lock() {
         *h = Some(Freshness::new());
     }
-    let meter = RedisMeter::start(&sampler).await?;
-    let applied_before = observed.applied.load(Ordering::Relaxed);
-    observed.recording.store(true, Ordering::Relaxed);
-    let matches = args.fresh_rate as f64 * args.fresh.as_secs_f64() / EVENTS_PER_MATCH;
+    let meter = RedisMeter::start(sampler).await?;
+    let applied_before = run.observed.applied.load(Ordering::Relaxed);
+    run.observed.recording.store(true, Ordering::Relaxed);
+    let matches = run.args.fresh_rate as f64 * run.args.fresh.as_secs_f64() / EVENTS_PER_MATCH;
     let steady = simulator::run(
-        store.clone(),
-        sim(
+        run.store.clone(),
+        run.sim(
             matches as u64,
-            Some(args.fresh_rate as f64 / EVENTS_PER_MATCH),
+            Some(run.args.fresh_rate as f64 / EVENTS_PER_MATCH),
         ),
         CancellationToken::new(),
     )
     .await?;
-    written += steady.events;
+    run.written += steady.events;
     let fresh_catch_up = catch_up(
-        &observed,
-        written,
+        &run.observed,
+        run.written,
         catch_up_timeout(steady.elapsed),
         "freshness",
         stopped,
     )
     .await?;
-    observed.recording.store(false, Ordering::Relaxed);
+    run.observed.recording.store(false, Ordering::Relaxed);
     let fresh_cost = meter
-        .finish(observed.applied.load(Ordering::Relaxed) - applied_before)
+        .finish(run.observed.applied.load(Ordering::Relaxed) - applied_before)
         .await?;
-    let f = observed
+    let f = run
+        .observed
         .fresh
         .lock()
         .ok()
@@ -449,7 +521,7 @@ async fn phases(config: Arc<Config>, args: &Args) -> anyhow::Result<Vec<Row>> {
         .unwrap_or_else(Freshness::new);
     let h = &f.total;
     let ms = |v: u64| v as f64 / 1000.0;
-    out.push(Row::new(
+    let mut rows = vec![Row::new(
         format!(
             "freshness at {:.0} events/s ({} events, caught up {:.1} s after the last write), insert → read model",
             steady.events as f64 / steady.elapsed.as_secs_f64(),
@@ -466,7 +538,7 @@ async fn phases(config: Arc<Config>, args: &Args) -> anyhow::Result<Vec<Row>> {
             "p99 ÷ round-trip p99 = {:.0}",
             h.value_at_quantile(0.99) as f64 / ping.value_at_quantile(0.99).max(1) as f64
         ),
-    ));
+    )];
     for (part, h) in [
         (
             "insert → stream entry (MySQL commit, binlog, cdc-reader)",
@@ -474,7 +546,7 @@ async fn phases(config: Arc<Config>, args: &Args) -> anyhow::Result<Vec<Row>> {
         ),
         ("stream entry → read model (projector)", &f.in_projector),
     ] {
-        out.push(Row::new(
+        rows.push(Row::new(
             format!("… {part}"),
             percentiles(h),
             "(entry ids have ms resolution)",
@@ -482,7 +554,7 @@ async fn phases(config: Arc<Config>, args: &Args) -> anyhow::Result<Vec<Row>> {
         ));
     }
     if fresh_cost.rewrite_spans.is_empty() {
-        out.push(Row::new(
+        rows.push(Row::new(
             "… AOF rewrites during the freshness phase",
             "none",
             "",
@@ -490,7 +562,7 @@ async fn phases(config: Arc<Config>, args: &Args) -> anyhow::Result<Vec<Row>> {
         ));
     } else {
         let (during, outside) = f.split_by_rewrites(&fresh_cost);
-        out.push(Row::new(
+        rows.push(Row::new(
             format!(
                 "… committed while an AOF rewrite ran ({} events; rewrites {})",
                 during.len(),
@@ -500,28 +572,14 @@ async fn phases(config: Arc<Config>, args: &Args) -> anyhow::Result<Vec<Row>> {
             "",
             "",
         ));
-        out.push(Row::new(
+        rows.push(Row::new(
             format!("… committed outside rewrites ({} events)", outside.len()),
             percentiles(&outside),
             "",
             "",
         ));
     }
-
-    for (phase, cost) in [
-        ("drain", &drain_cost),
-        ("sustained", &sustained_cost),
-        ("freshness", &fresh_cost),
-    ] {
-        out.push(cost.row(phase));
-    }
-
-    pipeline.cancel();
-    let _ = reader.await;
-    let _ = proj.await;
-    sampler.stop().await;
-    store.disconnect().await;
-    Ok(out)
+    Ok((rows, fresh_cost))
 }
 
 /// The INFO fields the meter reads, from one call.
@@ -897,40 +955,17 @@ async fn wait_for_checkpoints(config: &Config) -> anyhow::Result<()> {
 /// Drops the benchmark's databases and Redis keys.
 async fn cleanup(config: &Config) {
     use fred::prelude::*;
-    use mysql_async::prelude::Queryable;
-    for server in &config.servers {
-        let Ok(opts) = rps_event_store::server_opts(server, rps_event_store::Account::Admin) else {
-            continue;
-        };
-        if let Ok(mut conn) = mysql_async::Conn::new(opts).await {
-            for &shard in &server.shards {
-                let _ = conn
-                    .query_drop(format!(
-                        "DROP DATABASE IF EXISTS `{}`",
-                        config.database(shard)
-                    ))
-                    .await;
-            }
-            let _ = conn.disconnect().await;
-        }
+    if let Err(e) = rps_event_store::drop_shard_databases(config).await {
+        tracing::warn!(error = %e, "the benchmark's databases were not all dropped");
     }
     let Ok(client) = ClientPolicy::default().connect(&config.redis).await else {
         return;
     };
     let pattern = config.keys().all_pattern();
-    let mut cursor = "0".to_string();
-    loop {
-        let page: Result<(String, Vec<String>), _> = client
-            .scan_page(cursor.clone(), pattern.clone(), Some(1000), None)
-            .await;
-        let Ok((next, keys)) = page else { break };
-        if !keys.is_empty() {
-            let _: Result<(), _> = client.unlink(keys).await;
+    if let Ok(mut scan) = rps_core::redis_client::KeyScan::new(&client, &pattern).await {
+        while let Ok(Some(keys)) = scan.next_page(&client).await {
+            let _ = rps_core::redis_client::unlink_keys(&client, keys).await;
         }
-        if next == "0" {
-            break;
-        }
-        cursor = next;
     }
     let _ = client.quit().await;
 }

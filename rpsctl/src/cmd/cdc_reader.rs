@@ -8,8 +8,6 @@
 //! models and checkpoints are rebuilt from consistent snapshots before the
 //! readers stream from exactly the snapshot positions.
 
-use crate::runtime;
-use anyhow::Context;
 use rps_core::Config;
 use std::sync::Arc;
 
@@ -18,19 +16,47 @@ pub struct Args {
     /// Serve `/metrics`, `/healthz` and `/readyz` on this address (default: `cdc.metrics_bind` of rps.toml).
     #[arg(long)]
     pub metrics_bind: Option<String>,
+    /// Read only this server's binlog (a name of rps.toml's `[[servers]]`;
+    /// repeat for several). Default: every server. One process per server
+    /// keeps a server's trouble its own.
+    #[arg(long = "server", value_name = "NAME")]
+    pub servers: Vec<String>,
 }
 
 pub async fn run(config: Arc<Config>, args: Args) -> anyhow::Result<()> {
     let bind = args
         .metrics_bind
         .or_else(|| config.cdc.metrics_bind.clone());
-    let telemetry = rps_telemetry::init(&config.tracing).context("tracing")?;
-    let result = runtime::run_component(bind, |shutdown, ready| {
+    let servers = server_indices(&config, &args.servers)?;
+    super::common::run_traced_component(config, bind, |config, shutdown, ready| {
         recovery::supervise(config.clone(), shutdown, move |token| {
-            cdc_reader::run_with_readiness(config.clone(), token, ready.clone())
+            let (config, servers, ready) = (config.clone(), servers.clone(), ready.clone());
+            async move { cdc_reader::run_servers(config, &servers, token, ready).await }
         })
     })
-    .await;
-    telemetry.shutdown().await;
-    result
+    .await
+}
+
+/// The indices of the named servers in `config.servers`; every server when
+/// none is named.
+fn server_indices(config: &Config, names: &[String]) -> anyhow::Result<Vec<usize>> {
+    if names.is_empty() {
+        return Ok((0..config.servers.len()).collect());
+    }
+    names
+        .iter()
+        .map(|n| {
+            config
+                .servers
+                .iter()
+                .position(|s| &s.name == n)
+                .ok_or_else(|| {
+                    let known: Vec<&str> = config.servers.iter().map(|s| s.name.as_str()).collect();
+                    crate::failure::usage(format!(
+                        "--server {n}: no such server in the topology (servers: {})",
+                        known.join(", ")
+                    ))
+                })
+        })
+        .collect()
 }

@@ -1,7 +1,6 @@
 //! `rpsctl compensator`: fires expired saga deadlines as `timed_out` events.
 //! Ready (`/readyz`) while its claims against Redis succeed.
 
-use anyhow::Context;
 use rps_core::Config;
 use std::sync::Arc;
 
@@ -16,11 +15,5 @@ pub async fn run(config: Arc<Config>, args: Args) -> anyhow::Result<()> {
     let bind = args
         .metrics_bind
         .or_else(|| config.compensator.metrics_bind.clone());
-    let telemetry = rps_telemetry::init(&config.tracing).context("tracing")?;
-    let result = crate::runtime::run_component(bind, |shutdown, ready| {
-        compensator::run_with_readiness(config, shutdown, ready)
-    })
-    .await;
-    telemetry.shutdown().await;
-    result
+    super::common::run_traced_component(config, bind, compensator::run_with_readiness).await
 }

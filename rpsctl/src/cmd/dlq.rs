@@ -1,7 +1,6 @@
 //! `rpsctl dlq`: list, show, retry and drop dead letters of every origin
 //! (cdc-reader and projector rejections, failed deadlines).
 
-use anyhow::Context;
 use compensator::dlq::{self, DlqEntry, Retried};
 use rps_core::Config;
 use serde::Serialize;
@@ -131,10 +130,7 @@ fn one_line(s: &str, max: usize) -> String {
 }
 
 pub async fn run(config: Arc<Config>, args: Args) -> anyhow::Result<()> {
-    let client = rps_core::redis_client::ClientPolicy::patient()
-        .connect(&config.redis)
-        .await
-        .with_context(|| format!("connecting to Redis at {}", config.redis.display_url()))?;
+    let client = super::common::connect_redis(&config).await?;
     let keys = config.keys();
     match args.command {
         Command::List {

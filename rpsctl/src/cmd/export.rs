@@ -69,14 +69,7 @@ fn format_name(f: Format) -> &'static str {
 }
 
 pub async fn run(config: Arc<Config>, args: Args) -> anyhow::Result<()> {
-    if let Some(s) = args.shard {
-        if s >= config.shard_count {
-            return Err(crate::failure::usage(format!(
-                "shard {s} does not exist (shard_count is {})",
-                config.shard_count
-            )));
-        }
-    }
+    super::common::check_shard(&config, args.shard)?;
     let opts = ExportOptions {
         format: args.format,
         season: args.season,

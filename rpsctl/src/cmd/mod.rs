@@ -3,6 +3,7 @@
 pub mod api;
 pub mod bench;
 pub mod cdc_reader;
+mod common;
 pub mod compensator;
 pub mod completions;
 pub mod dlq;

@@ -2,7 +2,6 @@
 //! Ready (`/readyz`) while no shard is more than
 //! [`projector::consumer::READY_MAX_LAG_SECONDS`] behind its stream.
 
-use anyhow::Context;
 use rps_core::Config;
 use std::sync::Arc;
 
@@ -17,11 +16,5 @@ pub async fn run(config: Arc<Config>, args: Args) -> anyhow::Result<()> {
     let bind = args
         .metrics_bind
         .or_else(|| config.projector.metrics_bind.clone());
-    let telemetry = rps_telemetry::init(&config.tracing).context("tracing")?;
-    let result = crate::runtime::run_component(bind, |shutdown, ready| {
-        projector::run_with_readiness(config, shutdown, ready)
-    })
-    .await;
-    telemetry.shutdown().await;
-    result
+    super::common::run_traced_component(config, bind, projector::run_with_readiness).await
 }

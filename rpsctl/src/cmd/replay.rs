@@ -24,6 +24,9 @@ pub struct Args {
     /// Give up if the live pipeline has not passed the snapshot within this (`90s`, `5m`).
     #[arg(long, default_value = "5m", value_parser = crate::cli::parse_duration)]
     switch_timeout: Duration,
+    /// Longest the switch may hold the live projector before deciding; a replay that dies holding it stalls the pipeline this long at most.
+    #[arg(long, default_value = "15s", value_parser = crate::cli::parse_duration)]
+    switch_hold: Duration,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -36,14 +39,7 @@ pub fn parse_time(s: &str) -> Result<Timestamp, String> {
 }
 
 pub async fn run(config: Arc<Config>, args: Args) -> anyhow::Result<()> {
-    if let Some(s) = args.shard {
-        if s >= config.shard_count {
-            return Err(crate::failure::usage(format!(
-                "shard {s} does not exist (shard_count is {})",
-                config.shard_count
-            )));
-        }
-    }
+    super::common::check_shard(&config, args.shard)?;
     let opts = history::replay::ReplayOptions {
         fold: history::FoldOptions {
             season: args.season,
@@ -54,6 +50,8 @@ pub async fn run(config: Arc<Config>, args: Args) -> anyhow::Result<()> {
         dry_run: args.dry_run,
         show_progress: !args.json || std::io::stderr().is_terminal(),
         switch_timeout: args.switch_timeout,
+        switch_hold: args.switch_hold,
+        ..Default::default()
     };
     let limited = !opts.fold.is_complete();
     let shutdown = crate::runtime::shutdown_on_signal();

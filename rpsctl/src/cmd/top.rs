@@ -28,11 +28,12 @@ pub struct Args {
 }
 
 pub async fn run(config: Arc<Config>, args: Args) -> anyhow::Result<()> {
-    // One Redis client for every frame.
-    let redis = history::connect_redis(&config).await?;
+    // One Redis client and one pool per MySQL server for every frame.
+    let redis = super::common::connect_redis(&config).await?;
+    let store = rps_event_store::EventStore::new(config.clone())?;
     let shutdown = crate::runtime::shutdown_on_signal();
     loop {
-        let frame = frame(&config, &redis, args.season).await?;
+        let frame = frame(&store, &redis, args.season).await?;
         if args.once {
             print!("{frame}");
             return Ok(());
@@ -47,12 +48,13 @@ pub async fn run(config: Arc<Config>, args: Args) -> anyhow::Result<()> {
 }
 
 async fn frame(
-    config: &Arc<Config>,
+    store: &rps_event_store::EventStore,
     redis: &history::fred::clients::Client,
     season: Option<SeasonId>,
 ) -> anyhow::Result<String> {
+    let config = store.config();
     let mut out = String::new();
-    let status = history::status::collect_with(config, redis).await?;
+    let status = history::status::collect_with(store, redis).await?;
     let gk = config.keys().generation_keys(status.generation);
     let board = read_model::read::leaderboard(redis, &gk, season, 0, 10).await?;
     let scope = season.map_or("all-time".to_string(), |s| format!("season {s}"));
@@ -111,7 +113,7 @@ async fn frame(
     }
     // Timed-out matches as the read models count them (the lifecycle
     // counters the projector keeps), not a scan of every event table.
-    let fired = read_model::read::match_counts(redis, &gk)
+    let fired = read_model::read::match_counts(redis, &gk, config.shard_count)
         .await
         .context("reading the matches per lifecycle state")?
         .get(rps_core::fold::MatchStatus::TimedOut);

@@ -13,7 +13,7 @@
 
 use anyhow::{anyhow, bail, Context};
 use fred::clients::Client;
-use fred::interfaces::{HashesInterface, SetsInterface, StreamsInterface};
+use fred::interfaces::{SetsInterface, StreamsInterface};
 use mysql_async::{Conn, Opts};
 use rps_core::deadletter::{DeadLetter, Origin};
 use rps_core::xa::HeldBranch;
@@ -21,7 +21,7 @@ use rps_core::{Config, Keys, ServerConfig, Timestamp, Xid};
 use rps_event_store::xa::{self as store_xa, XaDecision};
 use rps_event_store::Flavor;
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -98,10 +98,7 @@ struct SweepArgs {
 }
 
 pub async fn run(config: Arc<Config>, args: Args) -> anyhow::Result<()> {
-    let client = rps_core::redis_client::ClientPolicy::patient()
-        .connect(&config.redis)
-        .await
-        .with_context(|| format!("connecting to Redis at {}", config.redis.display_url()))?;
+    let client = super::common::connect_redis(&config).await?;
     let keys = config.keys();
     let by = |b: Option<String>| {
         b.or_else(|| std::env::var("USER").ok())
@@ -195,9 +192,9 @@ async fn registry(
     client: &Client,
     keys: &Keys,
     server: &str,
+    shard_count: u16,
 ) -> anyhow::Result<BTreeMap<String, RegistryEntry>> {
-    let raw: HashMap<String, String> = client
-        .hgetall(keys.cdc_xa_branches(server))
+    let raw = rps_core::redis_client::xa_registry(client, keys, server, shard_count)
         .await
         .with_context(|| format!("reading the cdc-reader's XA registry of `{server}`"))?;
     Ok(raw
@@ -239,11 +236,12 @@ async fn scan_server(
     client: &Client,
     keys: &Keys,
     server: &ServerConfig,
+    shard_count: u16,
 ) -> anyhow::Result<ServerScan> {
     // The registry first, then XA RECOVER: a branch the registry has and
     // XA RECOVER lacks was then surely decided (a branch prepared in between
     // shows up as "not seen", which it was at the time of the read).
-    let registry = registry(client, keys, &server.name).await?;
+    let registry = registry(client, keys, &server.name, shard_count).await?;
     let prepared = async {
         let mut c = open(server).await?;
         match c.recover().await {
@@ -266,7 +264,7 @@ async fn scan_server(
 async fn scan(config: &Config, client: &Client, keys: &Keys) -> anyhow::Result<Vec<ServerScan>> {
     let mut out = Vec::with_capacity(config.servers.len());
     for s in &config.servers {
-        out.push(scan_server(client, keys, s).await?);
+        out.push(scan_server(client, keys, s, config.shard_count).await?);
     }
     Ok(out)
 }
@@ -794,20 +792,28 @@ fn audit_record(
 }
 
 /// The matches a branch holds rows of (at most [`AUDIT_MATCHES_MAX`]) and
-/// how many there are.
+/// how many there are, from the match set of every shard it holds rows of.
 async fn held_matches(
     client: &Client,
     keys: &Keys,
     server: &str,
     key: &str,
+    held: Option<&HeldBranch>,
 ) -> anyhow::Result<(Vec<String>, u64)> {
-    let set = keys.cdc_xa_matches(server, key);
-    let total: u64 = client.scard(&set).await?;
-    let mut members: Vec<String> = if total as usize <= AUDIT_MATCHES_MAX {
-        client.smembers(&set).await?
-    } else {
-        client.srandmember(&set, Some(AUDIT_MATCHES_MAX)).await?
-    };
+    let mut members = Vec::new();
+    let mut total = 0u64;
+    for &shard in held.map(|h| h.shards.keys()).into_iter().flatten() {
+        let set = keys.cdc_xa_matches(server, shard, key);
+        let n: u64 = client.scard(&set).await?;
+        total += n;
+        let want = AUDIT_MATCHES_MAX.saturating_sub(members.len());
+        let part: Vec<String> = if n as usize <= want {
+            client.smembers(&set).await?
+        } else {
+            client.srandmember(&set, Some(want)).await?
+        };
+        members.extend(part);
+    }
     members.sort();
     Ok((members, total))
 }
@@ -843,7 +849,8 @@ async fn decide_branch(
     decision: XaDecision,
     who: &Decider,
 ) -> anyhow::Result<Outcome> {
-    let (matches, matches_total) = held_matches(client, keys, server, &xid.key())
+    let branch = held.and_then(|e| e.as_ref().ok());
+    let (matches, matches_total) = held_matches(client, keys, server, &xid.key(), branch)
         .await
         .context("reading the matches the branch holds")?;
     let record = audit_record(
@@ -1013,11 +1020,11 @@ async fn decide_command(
         );
         // The reader's registry tells whether it was decided and not read yet.
         for s in &servers {
-            if client
-                .hexists::<bool, _, _>(keys.cdc_xa_branches(&s.name), xid.key())
-                .await
-                .unwrap_or(false)
-            {
+            let held =
+                rps_core::redis_client::xa_registry(client, keys, &s.name, config.shard_count)
+                    .await
+                    .is_ok_and(|r| r.contains_key(&xid.key()));
+            if held {
                 msg.push_str(&format!(
                     "; the reader's registry of {} still has it: decided, the reader has not \
                      read the decision yet",
@@ -1033,7 +1040,7 @@ async fn decide_command(
         }
         bail!(msg);
     };
-    let held = registry(client, keys, &server.name)
+    let held = registry(client, keys, &server.name, config.shard_count)
         .await?
         .remove(&xid.key());
     let who = Decider {
