@@ -37,11 +37,11 @@ enum Command {
     /// Tail every server's binlog into the shard streams.
     CdcReader(cmd::cdc_reader::Args),
     /// Fold the shard streams into the read models.
-    Projector(cmd::projector::Args),
+    Projector(cmd::MetricsBind),
     /// Serve the leaderboard HTTP API (and /metrics).
     Api(cmd::api::Args),
     /// Fire expired saga deadlines as `timed_out` events.
-    Compensator(cmd::compensator::Args),
+    Compensator(cmd::MetricsBind),
     /// Run cdc-reader, projector, compensator and API in one process.
     Run(cmd::run_all::Args),
     /// Rebuild every read model from the event store into a new generation, then switch.
@@ -53,9 +53,11 @@ enum Command {
     /// Per server and shard: positions, lag, streams, deadlines, dead letters.
     Status(cmd::status::Args),
     /// Inspect and act on dead letters.
-    Dlq(cmd::dlq::Args),
+    #[command(subcommand)]
+    Dlq(cmd::dlq::Command),
     /// Prepared XA branches: list them, commit or roll one back, sweep old ones.
-    Xa(cmd::xa::Args),
+    #[command(subcommand)]
+    Xa(cmd::xa::Command),
     /// Live terminal view: leaderboard, events and lag per shard, deadlines, dead letters.
     Top(cmd::top::Args),
     /// End-to-end benchmark in throw-away databases and keys of the configured servers.
@@ -119,8 +121,8 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
         Command::Export(args) => cmd::export::run(config, args).await,
         Command::Verify(args) => cmd::verify::run(config, args).await,
         Command::Status(args) => cmd::status::run(config, args).await,
-        Command::Dlq(args) => cmd::dlq::run(config, args).await,
-        Command::Xa(args) => cmd::xa::run(config, args).await,
+        Command::Dlq(command) => cmd::dlq::run(config, command).await,
+        Command::Xa(command) => cmd::xa::run(config, command).await,
         Command::Bench(args) => cmd::bench::run(config, args).await,
         Command::Top(args) => cmd::top::run(config, args).await,
         Command::Completions(_) | Command::Healthcheck(_) => {

@@ -13,9 +13,8 @@ use std::sync::Arc;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Serve `/metrics`, `/healthz` and `/readyz` on this address (default: `cdc.metrics_bind` of rps.toml).
-    #[arg(long)]
-    pub metrics_bind: Option<String>,
+    #[command(flatten)]
+    pub metrics: super::common::MetricsBind,
     /// Read only this server's binlog (a name of rps.toml's `[[servers]]`;
     /// repeat for several). Default: every server. One process per server
     /// keeps a server's trouble its own.
@@ -24,9 +23,7 @@ pub struct Args {
 }
 
 pub async fn run(config: Arc<Config>, args: Args) -> anyhow::Result<()> {
-    let bind = args
-        .metrics_bind
-        .or_else(|| config.cdc.metrics_bind.clone());
+    let bind = args.metrics.or_configured(&config.cdc.metrics_bind);
     let servers = server_indices(&config, &args.servers)?;
     super::common::run_traced_component(config, bind, |config, shutdown, ready| {
         recovery::supervise(config.clone(), shutdown, move |token| {

@@ -7,6 +7,21 @@ use std::future::Future;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
+/// The address flag of every long-running component.
+#[derive(Debug, clap::Args)]
+pub struct MetricsBind {
+    /// Serve Prometheus `/metrics`, `/healthz` and `/readyz` here (default: the component's `metrics_bind` in the config).
+    #[arg(long = "metrics-bind", value_name = "ADDR")]
+    addr: Option<String>,
+}
+
+impl MetricsBind {
+    /// The flag's address, else the one the config gives the component.
+    pub fn or_configured(self, configured: &Option<String>) -> Option<String> {
+        self.addr.or_else(|| configured.clone())
+    }
+}
+
 /// Runs a stand-alone component under [`crate::runtime::run_component`]
 /// with the configured tracing, whose spans are flushed when the component
 /// ends, by error too.

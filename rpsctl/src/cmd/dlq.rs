@@ -7,14 +7,8 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    #[command(subcommand)]
-    command: Command,
-}
-
 #[derive(Debug, clap::Subcommand)]
-enum Command {
+pub enum Command {
     /// One line per dead letter, oldest first: id, time, origin, kind, shard, match, reason.
     List {
         /// Only this origin: cdc-reader, projector, compensator or operator (XA decisions).
@@ -129,10 +123,10 @@ fn one_line(s: &str, max: usize) -> String {
     }
 }
 
-pub async fn run(config: Arc<Config>, args: Args) -> anyhow::Result<()> {
+pub async fn run(config: Arc<Config>, command: Command) -> anyhow::Result<()> {
     let client = super::common::connect_redis(&config).await?;
     let keys = config.keys();
-    match args.command {
+    match command {
         Command::List {
             origin,
             limit,

@@ -18,3 +18,5 @@ pub mod status;
 pub mod top;
 pub mod verify;
 pub mod xa;
+
+pub use common::MetricsBind;

@@ -36,14 +36,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// count is always there); a branch of a game server holds a handful.
 const AUDIT_MATCHES_MAX: usize = 1000;
 
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    #[command(subcommand)]
-    command: Command,
-}
-
 #[derive(Debug, clap::Subcommand)]
-enum Command {
+pub enum Command {
     /// Every prepared branch of every server, with what the cdc-reader holds of it.
     List {
         /// Print JSON (for scripts) instead of the table.
@@ -59,7 +53,7 @@ enum Command {
 }
 
 #[derive(Debug, clap::Args)]
-struct DecideArgs {
+pub struct DecideArgs {
     /// The branch: as `xa list` shows it (`1-7831-` or `X'7831',X'',1`) or
     /// as the client wrote it (`'x1'`, `'gtrid','bqual',7`).
     xid: String,
@@ -75,7 +69,7 @@ struct DecideArgs {
 }
 
 #[derive(Debug, clap::Args)]
-struct SweepArgs {
+pub struct SweepArgs {
     /// Decide branches prepared longer ago than this (binlog time of the
     /// prepare): `30s`, `10m`, `2h`, `1d`.
     #[arg(long, value_parser = crate::cli::parse_duration)]
@@ -97,7 +91,7 @@ struct SweepArgs {
     json: bool,
 }
 
-pub async fn run(config: Arc<Config>, args: Args) -> anyhow::Result<()> {
+pub async fn run(config: Arc<Config>, command: Command) -> anyhow::Result<()> {
     let client = super::common::connect_redis(&config).await?;
     let keys = config.keys();
     let by = |b: Option<String>| {
@@ -105,7 +99,7 @@ pub async fn run(config: Arc<Config>, args: Args) -> anyhow::Result<()> {
             .filter(|u| !u.is_empty())
             .unwrap_or_else(|| "unknown".into())
     };
-    match args.command {
+    match command {
         Command::List { json } => {
             let scans = scan(&config, &client, &keys).await?;
             let report = ListReport::build(&scans, Timestamp::now());
