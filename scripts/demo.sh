@@ -26,6 +26,7 @@ matches=""
 players=1000
 rate=""
 seed=""
+env_pid=""
 pipeline_pid=""
 sim_pid=""
 top_pid=""
@@ -55,9 +56,24 @@ parse_args() {
   done
 }
 
-env_up() {
-  log "local environment"
-  scripts/dev-env.sh up "$flavor"
+# The local environment comes up while rpsctl builds: on a fresh machine
+# both spend minutes (packages, a MySQL root; compiling), mostly on
+# different things (network and disk; the CPU).
+env_up_start() {
+  mkdir -p "$logs"
+  log "local environment, beside the build (log: $logs/dev-env.log)"
+  scripts/dev-env.sh up "$flavor" >"$logs/dev-env.log" 2>&1 &
+  env_pid=$!
+}
+
+env_up_wait() {
+  if ! wait "$env_pid"; then
+    echo "demo.sh: the local environment did not come up; last lines of $logs/dev-env.log:" >&2
+    tail -20 "$logs/dev-env.log" >&2
+    exit 1
+  fi
+  env_pid=""
+  tail -1 "$logs/dev-env.log"
 }
 
 build() {
@@ -196,8 +212,9 @@ main() {
     if [ "$flavor" = mysql ]; then config=$root/rps-mysql.toml; else config=$root/rps.toml; fi
   fi
   api=$(sed -n '/^\[api\]/,/^\[/s/^bind *= *"\(.*\)".*/\1/p' "$config" | head -1)
-  env_up
+  env_up_start
   build
+  env_up_wait
   init_shards
   start_pipeline
   if ((once)); then

@@ -127,6 +127,11 @@ for pass in mariadb mysql cluster; do
   failed=$(grep -E '^test .* \.\.\. FAILED$' "$logs/$pass.log" | sed 's/^test \(.*\) \.\.\. FAILED$/\1/' || true)
   if [ -n "$failed" ]; then
     while read -r name; do summary+=("  failed: $name"); done <<<"$failed"
+    # The first lines of each panic, so that the end of the output alone
+    # says what went wrong.
+    while read -r line; do summary+=("    $line"); done < <(
+      grep -A3 -E "panicked at" "$logs/$pass.log" | grep -v -E '^--$|^note: ' | head -40 | cut -c1-300
+    )
   fi
 done
 echo

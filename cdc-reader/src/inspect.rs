@@ -74,14 +74,16 @@ pub async fn total_entries(client: &Client, config: &Config) -> Result<u64, fred
     Ok(total)
 }
 
-/// A server's stored checkpoint, if any (`Err` text if it does not parse).
+/// A server's stored checkpoint (`Err` text if it does not parse); `None`
+/// before the first, and while a bootstrap's commit fences the key.
 pub async fn checkpoint(
     client: &Client,
     config: &Config,
     server: &str,
 ) -> Result<Option<Result<Checkpoint, String>>, fred::error::Error> {
     let v: Option<String> = client.get(config.keys().cdc_checkpoint(server)).await?;
-    Ok(v.map(|s| Checkpoint::decode(&s).map_err(|e| e.0)))
+    Ok(v.filter(|s| !rps_core::checkpoint::is_bootstrap_fence(s))
+        .map(|s| Checkpoint::decode(&s).map_err(|e| e.0)))
 }
 
 /// Connects a client for these views.

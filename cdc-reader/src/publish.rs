@@ -468,7 +468,7 @@ async fn read_checkpoint(
 ) -> Result<Option<Stored>, SessionError> {
     let raw: Option<String> = client.get(key).await.map_err(redis_err(server))?;
     let Some(raw) = raw else { return Ok(None) };
-    if raw.starts_with(rps_core::checkpoint::BOOTSTRAP_FENCE) {
+    if rps_core::checkpoint::is_bootstrap_fence(&raw) {
         return Err(Transient::Bootstrapping {
             server: server.to_string(),
             key: key.to_string(),

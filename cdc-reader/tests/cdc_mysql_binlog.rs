@@ -33,17 +33,50 @@ async fn insert_as_root(
     }
 }
 
-/// Transaction payload events in the server's current binlog.
-async fn payload_events(env: &TestEnv, shard: ShardId) -> usize {
+/// The binlog head of the server hosting `shard`: where
+/// [`payload_events_since`] starts counting.
+async fn binlog_head(env: &TestEnv, shard: ShardId) -> (String, u64) {
+    test_support::binlog_head(&mut env.admin_conn(shard).await).await
+}
+
+/// Transaction payload events the server hosting `shard` logged since
+/// `from`, in that binlog file and every later one (other tests share the
+/// server and may rotate it). A file the server is writing can end in a
+/// half-written event (error 1220) while other sessions commit; the read
+/// is then repeated.
+async fn payload_events_since(env: &TestEnv, shard: ShardId, from: &(String, u64)) -> usize {
     let mut conn = env.admin_conn(shard).await;
-    let (file, _) = test_support::binlog_head(&mut conn).await;
-    let rows: Vec<mysql_async::Row> = conn
-        .query(format!("SHOW BINLOG EVENTS IN '{file}'"))
-        .await
-        .expect("binlog events");
-    rows.iter()
-        .filter(|r| r.get::<String, _>(2).as_deref() == Some("Transaction_payload"))
-        .count()
+    let logs: Vec<mysql_async::Row> = conn.query("SHOW BINARY LOGS").await.expect("binary logs");
+    let mut files: Vec<String> = logs
+        .iter()
+        .filter_map(|r| r.get::<String, _>(0))
+        .filter(|f| f.as_str() >= from.0.as_str())
+        .collect();
+    files.sort();
+    let mut payloads = 0;
+    for file in files {
+        let query = if file == from.0 {
+            format!("SHOW BINLOG EVENTS IN '{file}' FROM {}", from.1)
+        } else {
+            format!("SHOW BINLOG EVENTS IN '{file}'")
+        };
+        let mut attempt = 0;
+        let rows: Vec<mysql_async::Row> = loop {
+            match conn.query(&query).await {
+                Ok(rows) => break rows,
+                Err(mysql_async::Error::Server(e)) if e.code == 1220 && attempt < 50 => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("binlog events of {file}: {e}"),
+            }
+        };
+        payloads += rows
+            .iter()
+            .filter(|r| r.get::<String, _>(2).as_deref() == Some("Transaction_payload"))
+            .count();
+    }
+    payloads
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -52,7 +85,7 @@ async fn compressed_and_tagged_transactions_arrive_once_and_resume_by_gtid_set()
     let redis = env.redis().await;
     let (stop, task) = spawn_reader(env.config.clone());
     wait_checkpoints(&redis, &env.config).await;
-    let payloads_before = payload_events(&env, 0).await;
+    let before = binlog_head(&env, 0).await;
 
     let compressed = ["SET SESSION binlog_transaction_compression = ON"];
     let tagged = [
@@ -69,7 +102,7 @@ async fn compressed_and_tagged_transactions_arrive_once_and_resume_by_gtid_set()
     wait_total(&redis, &env.config, 4_000, Duration::from_secs(60)).await;
     assert_exactly_once(&redis, &env.config, &inserted).await;
     assert!(
-        payload_events(&env, 0).await >= payloads_before + 6,
+        payload_events_since(&env, 0, &before).await >= 6,
         "the transactions were logged compressed"
     );
     // The commit position is the payload's end, never an inner event's 0.
@@ -181,7 +214,7 @@ async fn compressed_xa_branches_are_held_and_decided_like_plain_ones() {
     let (stop, task) = spawn_reader(env.config.clone());
     wait_checkpoints(&redis, &env.config).await;
     let server = env.config.server_of(0).name.clone();
-    let payloads_before = payload_events(&env, 0).await;
+    let before = binlog_head(&env, 0).await;
     let zstd = ["SET SESSION binlog_transaction_compression = ON"];
     let tag = env.name.clone();
     let x = |n: &str| format!("'{tag}-{n}'");
@@ -196,7 +229,7 @@ async fn compressed_xa_branches_are_held_and_decided_like_plain_ones() {
     })
     .await;
     assert!(
-        payload_events(&env, 0).await >= payloads_before + 3,
+        payload_events_since(&env, 0, &before).await >= 3,
         "the prepare parts were logged compressed"
     );
     decide_branch(&env, 0, &x("c"), true).await;

@@ -17,6 +17,13 @@ use std::collections::BTreeMap;
 /// (followed by the generation it builds): a reader that meets it waits.
 pub const BOOTSTRAP_FENCE: &str = "bootstrap-in-progress:";
 
+/// Whether a stored server checkpoint is a bootstrap's fence
+/// ([`BOOTSTRAP_FENCE`]) rather than a position: every reader of the key
+/// meets it for the length of a bootstrap's commit.
+pub fn is_bootstrap_fence(stored: &str) -> bool {
+    stored.starts_with(BOOTSTRAP_FENCE)
+}
+
 /// A position to stream from, and the fence that guards writing the next one.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Checkpoint {

@@ -5,7 +5,6 @@
 
 use rps_core::fold::{apply, MatchStatus};
 use rps_core::{Config, EventType, Gesture, MatchEvent, SeasonId, ShardId};
-use rps_event_store::HistoryFilter;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::process::Command;
 use test_support::{test_config, TestEnv, TestServer};
@@ -131,25 +130,6 @@ async fn init_twice_creates_everything_then_nothing() {
     env.cleanup().await;
 }
 
-/// Every row of every shard, in primary-key (= commit) order.
-async fn all_rows(env: &TestEnv) -> BTreeMap<ShardId, Vec<MatchEvent>> {
-    let mut out = BTreeMap::new();
-    for shard in 0..env.config.shard_count {
-        let mut reader = env.store.table_reader(
-            shard,
-            "match_result_events",
-            &HistoryFilter::default(),
-            5000,
-        );
-        let mut rows = Vec::new();
-        while let Some(page) = reader.next_page().await.expect("page") {
-            rows.extend(page.into_iter().map(|r| r.expect("row decodes")));
-        }
-        out.insert(shard, rows);
-    }
-    out
-}
-
 /// `(file, position)` of the server's current binlog.
 async fn binlog_position(port: u16) -> (String, u64) {
     let url = format!("mysql://root@127.0.0.1:{port}");
@@ -264,7 +244,7 @@ async fn simulate_writes_valid_matches_into_the_right_shards_and_binlogs() {
         })
         .collect();
 
-    let rows = all_rows(&env).await;
+    let rows = env.stored_events().await;
     let total: usize = rows.values().map(Vec::len).sum();
     assert_eq!(total as u64, printed_events);
     let mut by_match: HashMap<i64, (ShardId, Vec<MatchEvent>)> = HashMap::new();

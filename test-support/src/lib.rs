@@ -244,7 +244,6 @@ impl TestEnv {
             .expect("redis connect")
     }
 
-    /// An admin (root) connection to the server hosting `shard`.
     /// Rows of `event_type` in every shard's event table, counted on the
     /// servers (the truth a test compares the pipeline's figures with).
     pub async fn count_events(&self, event_type: &str) -> u64 {
@@ -264,6 +263,29 @@ impl TestEnv {
         total
     }
 
+    /// Every stored event of every shard, in primary-key (= commit) order,
+    /// read back through the event store.
+    pub async fn stored_events(
+        &self,
+    ) -> std::collections::BTreeMap<rps_core::ShardId, Vec<rps_core::MatchEvent>> {
+        let mut out = std::collections::BTreeMap::new();
+        for shard in 0..self.config.shard_count {
+            let mut reader = self.store.table_reader(
+                shard,
+                "match_result_events",
+                &rps_event_store::HistoryFilter::default(),
+                5000,
+            );
+            let mut rows = Vec::new();
+            while let Some(page) = reader.next_page().await.expect("read page") {
+                rows.extend(page.into_iter().map(|r| r.expect("row decodes")));
+            }
+            out.insert(shard, rows);
+        }
+        out
+    }
+
+    /// An admin (root) connection to the server hosting `shard`.
     pub async fn admin_conn(&self, shard: u16) -> mysql_async::Conn {
         admin_conn(self.config.server_of(shard)).await
     }

@@ -82,7 +82,7 @@ pub async fn wait_until_streaming(config: &Config) {
             async move {
                 for n in &names {
                     let v: Option<String> = client.get(keys.cdc_checkpoint(n)).await.ok()?;
-                    v?;
+                    rps_core::checkpoint::Checkpoint::decode(&v?).ok()?;
                 }
                 let g: Option<String> = client.get(keys.generation()).await.ok()?;
                 g.map(|_| ())

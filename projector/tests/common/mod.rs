@@ -16,7 +16,7 @@ use rps_core::{
     EventType, Gesture, MatchEvent, MatchState, Outcome, PlayerStats, SeasonId, ShardId,
     SourcePosition, StreamEvent, Timestamp,
 };
-use rps_event_store::{BatchAppend, HistoryFilter};
+use rps_event_store::BatchAppend;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use test_support::TestEnv;
 
@@ -449,21 +449,7 @@ pub async fn write_and_read_back(
 
 /// Every row of every shard, in primary-key order.
 pub async fn read_back(env: &TestEnv) -> BTreeMap<ShardId, Vec<MatchEvent>> {
-    let mut out = BTreeMap::new();
-    for shard in 0..env.config.shard_count {
-        let mut reader = env.store.table_reader(
-            shard,
-            "match_result_events",
-            &HistoryFilter::default(),
-            5000,
-        );
-        let mut rows = Vec::new();
-        while let Some(page) = reader.next_page().await.expect("read page") {
-            rows.extend(page.into_iter().map(|r| r.expect("row decodes")));
-        }
-        out.insert(shard, rows);
-    }
-    out
+    env.stored_events().await
 }
 
 /// The stream entry cdc-reader would publish for a row.
