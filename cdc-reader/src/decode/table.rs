@@ -407,43 +407,6 @@ impl<'a> RowCursor<'a> {
         })
     }
 
-    /// Walks one row image of `present` columns: the NULL bitmap, then each
-    /// present column's value (`None` where the bitmap says NULL), handed to
-    /// `visit` with the column's index and kind. The one reading of a row
-    /// image that both the typed and the dead-letter decodings share.
-    #[inline]
-    fn walk_row(
-        &mut self,
-        layout: &TableLayout,
-        kinds: &[ColKind],
-        present: &[bool],
-        mut visit: impl FnMut(usize, &ColKind, Option<Val<'a>>),
-    ) -> Result<(), RowError> {
-        columns_match(kinds, present)?;
-        let n_present = present.iter().filter(|p| **p).count();
-        let nulls = self
-            .take(n_present.div_ceil(8))
-            .map_err(truncated("the NULL bitmap"))?;
-        let mut bit = 0usize;
-        for (i, kind) in kinds.iter().enumerate() {
-            if !present[i] {
-                continue;
-            }
-            let is_null = nulls[bit / 8] & (1 << (bit % 8)) != 0;
-            bit += 1;
-            let value = if is_null {
-                None
-            } else {
-                Some(
-                    self.read_value(kind)
-                        .map_err(truncated_column(&layout.names[i]))?,
-                )
-            };
-            visit(i, kind, value);
-        }
-        Ok(())
-    }
-
     /// Reads one row image of `present` columns into the model's slots.
     fn read_slots(
         &mut self,
@@ -451,12 +414,29 @@ impl<'a> RowCursor<'a> {
         kinds: &[ColKind],
         present: &[bool],
     ) -> Result<[Val<'a>; 15], RowError> {
+        columns_match(kinds, present)?;
+        let n_present = present.iter().filter(|p| **p).count();
+        let nulls = self
+            .take(n_present.div_ceil(8))
+            .map_err(truncated("the NULL bitmap"))?;
         let mut vals = [Val::Null; 15];
-        self.walk_row(layout, kinds, present, |i, _, value| {
-            if let (Some(v), Some(s)) = (value, layout.slot_of[i]) {
+        let mut bit = 0usize;
+        for (i, kind) in kinds.iter().enumerate() {
+            if !present[i] {
+                continue;
+            }
+            let is_null = nulls[bit / 8] & (1 << (bit % 8)) != 0;
+            bit += 1;
+            if is_null {
+                continue;
+            }
+            let v = self
+                .read_value(kind)
+                .map_err(truncated_column(&layout.names[i]))?;
+            if let Some(s) = layout.slot_of[i] {
                 vals[s as usize] = v;
             }
-        })?;
+        }
         Ok(vals)
     }
 
@@ -481,25 +461,42 @@ impl<'a> RowCursor<'a> {
             .kinds
             .as_ref()
             .map_err(|e| RowError::Malformed(e.clone()))?;
+        columns_match(kinds, present)?;
+        let n_present = present.iter().filter(|p| **p).count();
+        let nulls = self
+            .take(n_present.div_ceil(8))
+            .map_err(truncated("the NULL bitmap"))?;
         let mut out = Map::new();
-        self.walk_row(layout, kinds, present, |i, kind, value| {
-            let v = match (value, kind) {
-                (None, _) => Value::Null,
-                (Some(Val::Int(v)), _) => Value::from(v),
-                (Some(Val::Bytes(b)), _) => Value::from(String::from_utf8_lossy(b).into_owned()),
-                (Some(Val::Enum(ix)), ColKind::Enum { labels, .. }) => {
-                    match labels.get(usize::from(ix).wrapping_sub(1)) {
-                        Some(l) => Value::from(String::from_utf8_lossy(l).into_owned()),
-                        None => Value::from(format!("#{ix}")),
+        let mut bit = 0usize;
+        for (i, kind) in kinds.iter().enumerate() {
+            if !present[i] {
+                continue;
+            }
+            let is_null = nulls[bit / 8] & (1 << (bit % 8)) != 0;
+            bit += 1;
+            let v = if is_null {
+                Value::Null
+            } else {
+                let v = self
+                    .read_value(kind)
+                    .map_err(truncated_column(&layout.names[i]))?;
+                match (v, kind) {
+                    (Val::Int(v), _) => Value::from(v),
+                    (Val::Bytes(b), _) => Value::from(String::from_utf8_lossy(b).into_owned()),
+                    (Val::Enum(ix), ColKind::Enum { labels, .. }) => {
+                        match labels.get(usize::from(ix).wrapping_sub(1)) {
+                            Some(l) => Value::from(String::from_utf8_lossy(l).into_owned()),
+                            None => Value::from(format!("#{ix}")),
+                        }
                     }
+                    (Val::Enum(ix), _) => Value::from(format!("#{ix}")),
+                    (Val::Ts(Some(t)), _) => Value::from(t.to_string()),
+                    (Val::Ts(None), _) => Value::from("invalid datetime"),
+                    _ => Value::from("(not shown)"),
                 }
-                (Some(Val::Enum(ix)), _) => Value::from(format!("#{ix}")),
-                (Some(Val::Ts(Some(t))), _) => Value::from(t.to_string()),
-                (Some(Val::Ts(None)), _) => Value::from("invalid datetime"),
-                _ => Value::from("(not shown)"),
             };
             out.insert(layout.names[i].clone(), v);
-        })?;
+        }
         Ok(Value::Object(out))
     }
 }
