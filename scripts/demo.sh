@@ -12,8 +12,9 @@
 #                                   (dev-env.sh up mysql, rps-mysql.toml)
 #   scripts/demo.sh --release ...   an optimised build (target/release), as
 #                                   deployed and benchmarked; the default
-#                                   `demo` profile builds in about half the
-#                                   time and runs a tournament just as well
+#                                   `demo` profile builds in under a third
+#                                   of its time and plays a tournament as
+#                                   well
 #   options: --matches N --players N [--rate MATCHES_PER_S] [--seed N]
 #
 # Config: RPS_CONFIG (default rps.toml, or rps-mysql.toml with --mysql, at
@@ -40,7 +41,7 @@ api=""
 log() { printf '\n== %s\n' "$*" >&2; }
 
 usage() {
-  sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
   exit "${1:-2}"
 }
 
